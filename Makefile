@@ -1,0 +1,30 @@
+# Quick start: `make demo` and `make test`; each creates .venv when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.demo-installed
+	$(PY) -m pescador.demo
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest pescador tests README.md
+
+bench: $(VENV)/.demo-installed
+	$(PY) -m benchmarks all
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

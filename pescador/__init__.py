@@ -1,0 +1,44 @@
+"""pescador: stream numerical data (dicts of numpy arrays) into learning loops.
+
+Two ways to write the same pipeline:
+
+- the pipe style: curried, data-last combinators over picklable recipes
+  (:func:`stream`, :func:`take`, :func:`cycle`, :func:`tuples`,
+  :func:`keras_tuples`, ``buffer``, ``mux``, ``zmq_offload``), composed with
+  :func:`toolz.pipe`;
+- the 1.0 class style: :class:`Streamer`, :class:`BufferedStreamer`,
+  :class:`Mux`, :class:`ZMQStreamer`, thin facades over the same recipes.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
+from .exceptions import PescadorError
+from .streamer import BufferedStreamer, Mux, Streamer, ZMQStreamer
+from .workers import WorkerInfo, worker_info
+
+# -- buffer exports --
+# -- mux exports --
+# -- zmq exports --
+
+try:
+    __version__ = _version("pescador")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "PescadorError",
+    "Stream",
+    "Transform",
+    "stream",
+    "take",
+    "cycle",
+    "tuples",
+    "keras_tuples",
+    "Streamer",
+    "BufferedStreamer",
+    "Mux",
+    "ZMQStreamer",
+    "WorkerInfo",
+    "worker_info",
+]

@@ -1,0 +1,601 @@
+"""Stream recipes and the helpers that finish a pipeline.
+
+A :class:`Stream` is an immutable, picklable recipe for an iterator: a
+function plus its arguments.  ``iter(s)`` starts a fresh, independent run
+every time, so a stream can be restarted, copied, pickled and sent to
+another process.  Combinators (:func:`take`, :func:`cycle`, :func:`tuples`,
+:func:`keras_tuples`, and ``buffer``, ``mux`` and ``zmq_offload`` in their
+own modules) are curried and data-last: called with their parameters they
+return a :class:`Transform`, which turns an upstream recipe into a new one,
+so they compose with :func:`toolz.pipe`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import numbers
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from .exceptions import PescadorError
+
+__all__ = [
+    "Stream",
+    "Transform",
+    "stream",
+    "take",
+    "cycle",
+    "tuples",
+    "keras_tuples",
+]
+
+_MISSING = object()
+
+
+# ----------------------------------------------------------------------------
+# Readable reprs and value comparison for recipe arguments
+# ----------------------------------------------------------------------------
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """Return a short, readable repr of a recipe argument.
+
+    Arrays show their shape and dtype, long sequences their first items and
+    length, and anything else is cut at ``limit`` characters.
+    """
+    if isinstance(value, np.ndarray):
+        return f"<array shape={value.shape} dtype={value.dtype}>"
+    if isinstance(value, (list, tuple)) and len(value) > 4:
+        head = ", ".join(short_repr(v, 40) for v in value[:3])
+        return f"[{head}, ... ({len(value)} items)]"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(short_repr(v, limit) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Compare two recipe arguments without tripping over numpy arrays."""
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        return bool(a == b)
+    except Exception:  # an argument whose == is not a truth value
+        return False
+
+
+class _Frozen:
+    """Base for immutable objects built with ``__slots__``."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable; build a new one instead")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def _init(self, **fields: Any) -> None:
+        for key, value in fields.items():
+            object.__setattr__(self, key, value)
+
+
+# ----------------------------------------------------------------------------
+# Stream and Transform
+# ----------------------------------------------------------------------------
+
+
+class Stream(_Frozen):
+    """An immutable, picklable recipe for an iterator.
+
+    A stream holds a function and the arguments to call it with.  Every
+    ``iter(s)`` calls the function again, so every run is fresh and
+    independent of the others.  Build streams with :func:`stream` and the
+    combinators rather than with this constructor.
+
+    Parameters
+    ----------
+    fn : callable
+        Called as ``fn(*args, **kwargs)`` at the start of each run; it must
+        return an iterable (a generator function is the usual choice).
+    args : tuple
+        Positional arguments for ``fn``.
+    kwargs : dict
+        Keyword arguments for ``fn``.
+    step : Transform or None
+        The combinator that made this stream from ``args[0]``, if any; it
+        is used for the stream's repr and equality.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> def count(n):
+    ...     for i in range(n):
+    ...         yield {"i": i}
+    >>> s = pescador.stream(count, 3)
+    >>> [item["i"] for item in s]
+    [0, 1, 2]
+    >>> [item["i"] for item in s]   # a second, independent run
+    [0, 1, 2]
+    >>> s
+    stream(count, 3)
+    """
+
+    __slots__ = ("fn", "args", "kwargs", "step")
+
+    fn: Callable[..., Iterable]
+    args: tuple
+    kwargs: dict
+    step: "Transform | None"
+
+    def __init__(
+        self,
+        fn: Callable[..., Iterable],
+        args: tuple = (),
+        kwargs: dict | None = None,
+        step: "Transform | None" = None,
+    ) -> None:
+        self._init(fn=fn, args=tuple(args), kwargs=dict(kwargs or {}), step=step)
+
+    def __iter__(self) -> Iterator:
+        result = self.fn(*self.args, **self.kwargs)
+        try:
+            return iter(result)
+        except TypeError:
+            raise PescadorError(
+                f"{_name(self.fn)}(...) returned a {type(result).__name__}, which is "
+                "not iterable; a stream's function must return an iterable "
+                "(for example, be a generator function)"
+            ) from None
+
+    # pickling: rebuild through the constructor (instances are immutable)
+    def __reduce__(self):
+        return (Stream, (self.fn, self.args, self.kwargs, self.step))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Stream):
+            return NotImplemented
+        return (
+            self.fn == other.fn
+            and self.step == other.step
+            and _same(self.args, other.args)
+            and _same(self.kwargs, other.kwargs)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.fn, self.step, len(self.args), tuple(sorted(self.kwargs, key=str))))
+
+    def __repr__(self) -> str:
+        stages = []
+        node: Stream = self
+        while node.step is not None and node.args and isinstance(node.args[0], Stream):
+            stages.append(repr(node.step))
+            node = node.args[0]
+        if node.step is not None:
+            head = f"{node.step!r}({short_repr(list(node.args[0]) if node.args else [])})"
+        elif node.fn is _from_collection:
+            head = f"stream({short_repr(node.args[0])})"
+        else:
+            parts = [_name(node.fn)]
+            parts += [short_repr(a) for a in node.args]
+            parts += [f"{k}={short_repr(v)}" for k, v in node.kwargs.items()]
+            head = f"stream({', '.join(parts)})"
+        if not stages:
+            return head
+        return f"pipe({head}, {', '.join(reversed(stages))})"
+
+
+class Transform(_Frozen):
+    """A configured combinator: call it on an upstream to get a new stream.
+
+    Combinators such as ``take(5)`` or ``buffer(16)`` validate their
+    parameters at once and return a ``Transform``; applying it to a stream
+    (directly or through :func:`toolz.pipe`) returns a new :class:`Stream`
+    whose runs call ``fn(upstream, **params)``.
+
+    Parameters
+    ----------
+    name : str
+        The combinator's public name, used in reprs.
+    fn : callable
+        A module-level function ``fn(upstream, **params) -> iterable``.
+    params : dict
+        The validated parameters.
+    coerce : callable, optional
+        Turns what the transform is applied to into its upstream; by
+        default :func:`stream` (so a generator function, a list, a
+        ``Streamer`` or a ``Stream`` are all accepted).
+
+    Examples
+    --------
+    >>> import pescador
+    >>> first_two = pescador.take(2)
+    >>> first_two
+    take(n=2)
+    >>> list(first_two([{"x": 1}, {"x": 2}, {"x": 3}]))
+    [{'x': 1}, {'x': 2}]
+    """
+
+    __slots__ = ("name", "fn", "params", "coerce")
+
+    name: str
+    fn: Callable[..., Iterable]
+    params: dict
+    coerce: Callable[[Any], Any] | None
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Iterable],
+        params: dict,
+        coerce: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self._init(name=name, fn=fn, params=dict(params), coerce=coerce)
+
+    def __call__(self, upstream: Any) -> Stream:
+        upstream = stream(upstream) if self.coerce is None else self.coerce(upstream)
+        return Stream(self.fn, (upstream,), self.params, self)
+
+    def __reduce__(self):
+        return (Transform, (self.name, self.fn, self.params, self.coerce))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Transform):
+            return NotImplemented
+        return self.name == other.name and self.fn == other.fn and _same(self.params, other.params)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.fn))
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={short_repr(v)}" for k, v in self.params.items())
+        return f"{self.name}({params})"
+
+
+# ----------------------------------------------------------------------------
+# stream(): the one way in
+# ----------------------------------------------------------------------------
+
+
+def _from_collection(collection: Sequence) -> Iterator:
+    return iter(collection)
+
+
+def _check_call(fn: Callable, args: tuple, kwargs: dict) -> None:
+    """Refuse, at construction, arguments that ``fn`` could never accept."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins and C callables: nothing to check
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise PescadorError(
+            f"stream({_name(fn)}, ...): the arguments do not fit {_name(fn)}{signature}: {exc}. "
+            "Pass the function's arguments after it: stream(fn, *args, **kwargs)"
+        ) from None
+
+
+def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
+    """Make a stream recipe from a data source.
+
+    Parameters
+    ----------
+    source : callable, Stream, Streamer, list or tuple
+        - a generator function, or any callable that returns an iterable:
+          each run calls ``source(*args, **kwargs)``;
+        - a :class:`Stream` (returned as it is) or a ``Streamer`` (its
+          recipe);
+        - a re-iterable collection (list, tuple, range or numpy array):
+          each run iterates over it from the start.
+    *args, **kwargs
+        Arguments for ``source`` when it is callable.
+
+    Returns
+    -------
+    Stream
+
+    Raises
+    ------
+    PescadorError
+        If ``source`` is anything else (a generator object, which can run
+        only once, is refused with a hint), or if ``args`` and ``kwargs``
+        do not fit the signature of ``source``.
+
+    Examples
+    --------
+    >>> import numpy as np, pescador
+    >>> def noisy(x, sigma=1.0):
+    ...     rng = np.random.default_rng(0)
+    ...     while True:
+    ...         yield {"X": x + sigma * rng.standard_normal(x.shape)}
+    >>> s = pescador.stream(noisy, np.zeros((1, 3)), sigma=0.5)
+    >>> s
+    stream(noisy, <array shape=(1, 3) dtype=float64>, sigma=0.5)
+    >>> len(list(pescador.take(4, s)))
+    4
+    """
+    if isinstance(source, Stream):
+        if args or kwargs:
+            raise PescadorError(
+                "stream(s, ...) got arguments for a stream that is already a recipe; "
+                "arguments go with a generator function: stream(fn, *args, **kwargs)"
+            )
+        return source
+    recipe = getattr(source, "__pescador_stream__", None)
+    if recipe is not None and not isinstance(source, type):
+        if args or kwargs:
+            raise PescadorError(
+                f"stream() got arguments for a {type(source).__name__}, which already "
+                "holds its own; arguments go with a generator function"
+            )
+        return recipe()
+    if isinstance(source, Iterator):
+        raise PescadorError(
+            f"stream() got a {type(source).__name__} object, which can be iterated only "
+            "once and so cannot be restarted; pass the generator function and its "
+            "arguments instead: stream(fn, *args, **kwargs)"
+        )
+    if callable(source):
+        _check_call(source, args, kwargs)
+        return Stream(source, args, kwargs)
+    if isinstance(source, (Sequence, np.ndarray)) and not isinstance(source, (str, bytes, bytearray)):
+        if args or kwargs:
+            raise PescadorError(
+                f"stream() got arguments for a {type(source).__name__}; arguments go with "
+                "a generator function: stream(fn, *args, **kwargs)"
+            )
+        return Stream(_from_collection, (source,))
+    raise PescadorError(
+        f"stream() cannot make a stream from a {type(source).__name__}; expected a "
+        "generator function (or any callable returning an iterable), a Stream, a "
+        "Streamer, or a list or tuple of items"
+    )
+
+
+# ----------------------------------------------------------------------------
+# Argument checks shared by the combinators
+# ----------------------------------------------------------------------------
+
+
+def check_count(value: Any, where: str, name: str, *, minimum: int = 0, allow_none: bool = False) -> int | None:
+    """Return ``value`` as an int >= ``minimum``, or raise a clear PescadorError.
+
+    Integral floats (``1e3``) are accepted, as pescador 1.0 accepted them.
+    """
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not ok and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        ok = float(value).is_integer()
+    if not ok or int(value) < minimum:
+        expected = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+        raise PescadorError(f"{where}: {name} must be {expected}; got {value!r}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------
+# take, cycle
+# ----------------------------------------------------------------------------
+
+
+def _take(upstream: Stream, n: int) -> Iterator:
+    return itertools.islice(upstream, n)
+
+
+def take(n: int, source: Any = _MISSING) -> Transform | Stream:
+    """Keep the first ``n`` items of a stream.
+
+    Curried and data-last: ``take(n)`` is a :class:`Transform`, and
+    ``take(n, source)`` is the stream itself.
+
+    Parameters
+    ----------
+    n : int >= 0
+        How many items each run yields at most.
+    source : optional
+        Anything :func:`stream` accepts.
+
+    Examples
+    --------
+    >>> import itertools, pescador
+    >>> def naturals():
+    ...     yield from ({"i": i} for i in itertools.count())
+    >>> [x["i"] for x in pescador.take(3, naturals)]
+    [0, 1, 2]
+    """
+    step = Transform("take", _take, {"n": check_count(n, "take", "n")})
+    return step if source is _MISSING else step(source)
+
+
+def _cycle_forever(upstream: Stream) -> Iterator:
+    while True:
+        run = iter(upstream)
+        for first in run:
+            break
+        else:
+            raise PescadorError(
+                f"cycle: a run of {upstream!r} yielded no items; restarting it would "
+                "spin forever"
+            )
+        yield first
+        yield from run
+
+
+def _cycle(upstream: Stream, max_iter: int | None) -> Iterator:
+    forever = _cycle_forever(upstream)
+    return forever if max_iter is None else itertools.islice(forever, max_iter)
+
+
+def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | Stream:
+    """Restart a finite stream each time it ends, for ever or for ``max_iter`` items.
+
+    Parameters
+    ----------
+    max_iter : int >= 0 or None
+        Total number of items to yield across restarts; None for no limit.
+    source : optional
+        Anything :func:`stream` accepts.
+
+    Raises
+    ------
+    PescadorError
+        When a run of the upstream yields nothing, instead of spinning.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> [x["i"] for x in pescador.cycle(5, [{"i": 0}, {"i": 1}])]
+    [0, 1, 0, 1, 0]
+    """
+    step = Transform(
+        "cycle", _cycle, {"max_iter": check_count(max_iter, "cycle", "max_iter", allow_none=True)}
+    )
+    return step if source is _MISSING else step(source)
+
+
+# ----------------------------------------------------------------------------
+# tuples, keras_tuples
+# ----------------------------------------------------------------------------
+
+
+def _key_error(item: Any, key: Any, where: str) -> PescadorError:
+    if not isinstance(item, dict):
+        return PescadorError(
+            f"{where}: expected each item to be a dict of arrays; got a {type(item).__name__}"
+        )
+    present = sorted(map(str, item))
+    return PescadorError(f"{where}: an item has no key {key!r}; its keys are {present}")
+
+
+def _missing(item: Any, keys: Sequence, where: str) -> PescadorError:
+    if isinstance(item, dict):
+        for key in keys:
+            if key not in item:
+                return _key_error(item, key, where)
+    return _key_error(item, keys[0], where)
+
+
+def _tuples(upstream: Stream, keys: tuple) -> Iterator[tuple]:
+    get = itemgetter(*keys)
+    if len(keys) == 1:
+        for item in upstream:
+            try:
+                yield (get(item),)
+            except (KeyError, TypeError, IndexError):
+                raise _missing(item, keys, "tuples") from None
+    else:
+        for item in upstream:
+            try:
+                yield get(item)
+            except (KeyError, TypeError, IndexError):
+                raise _missing(item, keys, "tuples") from None
+
+
+def _check_keys(keys: Any, where: str, name: str) -> None:
+    for key in keys:
+        try:
+            hash(key)
+        except TypeError:
+            raise PescadorError(f"{where}: {name} must be dict keys; got {key!r}") from None
+
+
+def tuples(*keys: Any) -> Transform:
+    """Turn each dict item into a tuple of its values at ``keys``, in order.
+
+    Parameters
+    ----------
+    *keys
+        One or more keys; each item becomes ``(item[k1], item[k2], ...)``.
+
+    Raises
+    ------
+    PescadorError
+        With no keys, or (at iteration) when an item lacks a key; the
+        message names the key and the keys present.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> s = pescador.stream([{"X": 1, "Y": 2}])
+    >>> list(pescador.tuples("X", "Y")(s))
+    [(1, 2)]
+    """
+    if not keys:
+        raise PescadorError("tuples: name at least one key, e.g. tuples('X', 'Y')")
+    _check_keys(keys, "tuples", "keys")
+    return Transform("tuples", _tuples, {"keys": tuple(keys)})
+
+
+def _pick(item: Any, keys: str | tuple) -> Any:
+    try:
+        if isinstance(keys, tuple):
+            return [item[k] for k in keys]
+        return item[keys]
+    except (KeyError, TypeError, IndexError):
+        raise _missing(item, keys if isinstance(keys, tuple) else (keys,), "keras_tuples") from None
+
+
+def _keras_tuples(upstream: Stream, inputs: str | tuple, outputs: str | tuple | None) -> Iterator[tuple]:
+    if outputs is None:
+        for item in upstream:
+            yield (_pick(item, inputs),)
+    else:
+        for item in upstream:
+            yield (_pick(item, inputs), _pick(item, outputs))
+
+
+def _keras_keys(keys: Any, name: str, allow_none: bool) -> Any:
+    if keys is None and allow_none:
+        return None
+    if isinstance(keys, (list, tuple)):
+        if not keys:
+            raise PescadorError(f"keras_tuples: {name} must name at least one key")
+        _check_keys(keys, "keras_tuples", name)
+        return tuple(keys)
+    if keys is None:
+        raise PescadorError(f"keras_tuples: {name} must be a key or a list of keys; got None")
+    _check_keys((keys,), "keras_tuples", name)
+    return keys
+
+
+def keras_tuples(inputs: Any, outputs: Any = None) -> Transform:
+    """Shape dict items as ``(x, y)`` tuples for Keras 3 ``model.fit``.
+
+    Parameters
+    ----------
+    inputs : key or list of keys
+        A single key gives ``x = item[key]``; a list gives a list of arrays
+        (a model with several inputs).
+    outputs : key, list of keys, or None
+        Likewise for ``y``.  With None, each item becomes ``(x,)``.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> s = pescador.stream([{"a": 1, "b": 2, "y": 3}])
+    >>> list(pescador.keras_tuples(["a", "b"], "y")(s))
+    [([1, 2], 3)]
+    """
+    return Transform(
+        "keras_tuples",
+        _keras_tuples,
+        {"inputs": _keras_keys(inputs, "inputs", False), "outputs": _keras_keys(outputs, "outputs", True)},
+    )
