@@ -17,7 +17,8 @@ from .exceptions import PescadorError
 from .streamer import BufferedStreamer, Mux, Streamer, ZMQStreamer
 from .workers import WorkerInfo, worker_info
 
-# -- buffer exports --
+from . import maps
+from .buffered import buffer
 # -- mux exports --
 # -- zmq exports --
 
@@ -40,5 +41,7 @@ __all__ = [
     "Mux",
     "ZMQStreamer",
     "WorkerInfo",
+    "buffer",
+    "maps",
     "worker_info",
 ]
