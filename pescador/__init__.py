@@ -19,7 +19,8 @@ from .workers import WorkerInfo, worker_info
 
 from . import maps
 from .buffered import buffer
-# -- mux exports --
+from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
+from .mux import ChainMux, RoundRobinMux, ShuffledMux, StochasticMux
 # -- zmq exports --
 
 try:
@@ -43,5 +44,10 @@ __all__ = [
     "WorkerInfo",
     "buffer",
     "maps",
+    "mux",
+    "StochasticMux",
+    "ShuffledMux",
+    "RoundRobinMux",
+    "ChainMux",
     "worker_info",
 ]

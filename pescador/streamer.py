@@ -16,12 +16,14 @@ from .exceptions import PescadorError
 __all__ = ["Streamer", "BufferedStreamer", "Mux", "ZMQStreamer"]
 
 
-def _limit(max_batches: Any, max_items: Any, where: str) -> int | None:
-    if max_items is not None:
-        if max_batches is not None:
-            raise PescadorError(f"{where}: give max_batches or max_items, not both")
-        return core.check_count(max_items, where, "max_items", allow_none=True)
-    return core.check_count(max_batches, where, "max_batches", allow_none=True)
+def _limit(where: str, **limits: Any) -> int | None:
+    """The one limit given among aliases (max_batches, max_items, max_iter), checked."""
+    given = {name: value for name, value in limits.items() if value is not None}
+    if len(given) > 1:
+        raise PescadorError(f"{where}: give one of {', '.join(given)}, not several")
+    for name, value in given.items():
+        return core.check_count(value, where, name)
+    return None
 
 
 class Streamer:
@@ -116,7 +118,7 @@ class Streamer:
         batch : dict
             Items from the stream.
         """
-        limit = _limit(max_batches, None, "generate")
+        limit = _limit("generate", max_batches=max_batches)
         return self._run(self.stream if limit is None else core.take(limit, self.stream))
 
     def iterate(self, max_iter: int | None = None) -> Iterator:
@@ -141,17 +143,25 @@ class Streamer:
         """
         return self._run(core.cycle(max_iter, self.stream))
 
-    def __call__(self, max_batches: int | None = None, cycle: bool = False, *, max_items: int | None = None) -> Iterator:
+    def __call__(
+        self,
+        max_batches: int | None = None,
+        cycle: bool = False,
+        *,
+        max_items: int | None = None,
+        max_iter: int | None = None,
+    ) -> Iterator:
         """Iterate: ``generate(max_batches)``, or ``cycle(max_batches)`` if ``cycle``.
 
         Parameters
         ----------
         max_batches : None or int >= 0
-            Maximum number of items to yield (``max_items`` is an alias).
+            Maximum number of items to yield (``max_items``, as the 1.0
+            docstring spells it, and ``max_iter``, the 3.x name, are aliases).
         cycle : bool
             If True, restart the stream whenever it ends.
         """
-        limit = _limit(max_batches, max_items, "Streamer()")
+        limit = _limit("Streamer()", max_batches=max_batches, max_items=max_items, max_iter=max_iter)
         return self.cycle(limit) if cycle else self.generate(limit)
 
     def tuples(self, *items: Any, cycle: bool = False, max_batches: int | None = None) -> Iterator[tuple]:
@@ -168,7 +178,7 @@ class Streamer:
         """
         if not items:
             raise PescadorError("Streamer.tuples: name at least one key, e.g. tuples('X', 'Y')")
-        limit = _limit(max_batches, None, "Streamer.tuples")
+        limit = _limit("Streamer.tuples", max_batches=max_batches)
         if cycle:
             base = core.cycle(limit, self.stream)
         else:

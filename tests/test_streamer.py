@@ -41,7 +41,7 @@ def test_call_forms_from_the_spec():
     assert firsts(GS(max_items=3)) == [0, 1, 2]  # the spec's docstring spelling
     assert firsts(GS(max_batches=2)) == [0, 1]
     assert firsts(GS(cycle=True, max_batches=7)) == [0, 1, 2, 3, 4, 0, 1]
-    with pytest.raises(PescadorError, match="not both"):
+    with pytest.raises(PescadorError, match="not several"):
         GS(max_batches=1, max_items=1)
 
 

@@ -1,0 +1,392 @@
+"""mux and its siblings: nothing invented, nothing lost, weights that mean shares."""
+
+import collections
+import pickle
+
+import numpy as np
+import pytest
+import toolz
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pescador
+from pescador import PescadorError, stream, take
+from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
+from pescador.workers import WorkerInfo, set_worker_info
+
+
+def constant(value):
+    while True:
+        yield {"v": value}
+
+
+def finite(tag, n):
+    for i in range(n):
+        yield {"v": tag, "i": i}
+
+
+def nothing():
+    return iter(())
+
+
+def failing():
+    raise RuntimeError("broken source")
+    yield  # pragma: no cover
+
+
+def counted_runs(tag, counter):
+    """Each run yields (tag, run id) for ever; the run id tells activations apart."""
+    run = next(counter)
+    while True:
+        yield {"v": tag, "run": run}
+
+
+def shares(items, size):
+    counts = collections.Counter(item["v"] for item in items)
+    total = sum(counts.values())
+    return np.array([counts[i] / total for i in range(size)])
+
+
+def finite_pool(sizes):
+    return [stream(finite, tag, n) for tag, n in enumerate(sizes)]
+
+
+def pairs(items):
+    return [(item["v"], item["i"]) for item in items]
+
+
+def expected_pairs(sizes):
+    return [(tag, i) for tag, n in enumerate(sizes) for i in range(n)]
+
+
+# -- nothing lost, nothing invented ---------------------------------------------
+
+pool_sizes = st.lists(st.integers(min_value=0, max_value=12), min_size=1, max_size=8)
+
+
+@given(pool_sizes, st.integers(min_value=1, max_value=10), st.integers(min_value=0, max_value=2**16))
+def test_without_replacement_every_item_exactly_once(sizes, k, seed):
+    out = list(pescador.mux(k, None, with_replacement=False, random_state=seed)(finite_pool(sizes)))
+    assert sorted(pairs(out)) == expected_pairs(sizes)
+    for tag in range(len(sizes)):  # each stream's items stay in order
+        own = [i for v, i in pairs(out) if v == tag]
+        assert own == sorted(own)
+
+
+@given(pool_sizes, st.integers(min_value=1, max_value=10), st.integers(min_value=0, max_value=2**16))
+def test_exhaustive_siblings_deliver_every_item_exactly_once(sizes, k, seed):
+    pool = finite_pool(sizes)
+    for step in (
+        stochastic_mux(k, None, mode="exhaustive", random_state=seed),
+        round_robin_mux(),
+        chain_mux(),
+    ):
+        assert sorted(pairs(step(pool))) == expected_pairs(sizes), step
+
+
+@given(
+    pool_sizes,
+    st.integers(min_value=1, max_value=6),
+    st.one_of(st.none(), st.floats(min_value=0.5, max_value=20)),
+    st.sampled_from(["with", "once", "revive", "single", "shuffled", "rr-cycle", "rr-permuted", "chain-random"]),
+    st.integers(min_value=0, max_value=2**16),
+)
+def test_no_mode_invents_items_or_spins(sizes, k, lam, mode, seed):
+    steps = {
+        "with": pescador.mux(k, lam, random_state=seed),
+        "once": pescador.mux(k, lam, with_replacement=False, random_state=seed),
+        "revive": pescador.mux(k, lam, with_replacement=False, revive=True, random_state=seed),
+        "single": stochastic_mux(k, lam, mode="single_active", random_state=seed),
+        "shuffled": shuffled_mux(random_state=seed),
+        "rr-cycle": round_robin_mux("cycle"),
+        "rr-permuted": round_robin_mux("permuted_cycle", random_state=seed),
+        "chain-random": chain_mux("with_replacement", random_state=seed),
+    }
+    produced = set(expected_pairs(sizes))
+    out = pairs(take(300, steps[mode](finite_pool(sizes))))
+    assert set(out) <= produced
+    if not produced:
+        assert out == []  # every stream is empty: the mux ends instead of spinning
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("prune", [True, False])
+def test_all_empty_pool_ends(prune):
+    pool = [stream(nothing) for _ in range(4)]
+    assert list(take(10, pescador.mux(2, 4.0, prune_empty=prune, random_state=0)(pool))) == []
+    assert list(take(10, pescador.mux(2, None, prune_empty=prune, random_state=0)(pool))) == []
+    assert list(pescador.mux(2, 4.0, with_replacement=False, revive=True, prune_empty=prune)(pool)) == []
+
+
+@pytest.mark.timeout(20)
+def test_empty_streams_are_pruned_and_the_rest_keep_going():
+    pool = [stream(nothing), stream(constant, 1), stream(nothing)]
+    out = list(take(500, pescador.mux(2, 3.0, random_state=0)(pool)))
+    assert len(out) == 500 and {x["v"] for x in out} == {1}
+
+
+def test_a_failing_stream_raises_through_the_mux():
+    with pytest.raises(RuntimeError, match="broken source"):
+        list(take(10, pescador.mux(1, 4.0, random_state=0)([stream(failing)])))
+
+
+# -- weights are shares -----------------------------------------------------------
+
+SKEWED = [0.91, 0.045, 0.045]
+N_ITEMS = 60_000
+TOL = 0.012  # absolute tolerance on each share where every item is an independent draw
+
+
+def share_tolerance(n_items, lam):
+    """Five standard deviations of a share estimated from ``n_items`` items.
+
+    With replacement, each activation is one weighted draw lasting about
+    ``lam`` items, so ``n_items`` items hold about ``n_items / lam``
+    independent draws; a share then has standard deviation
+    sqrt(p (1 - p) lam / n_items), largest at p = 0.91 among SKEWED.
+    """
+    p = max(SKEWED)
+    return 5 * np.sqrt(p * (1 - p) * max(lam, 1.0) / n_items)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7])
+@pytest.mark.parametrize("lam", [1.0, 16.0, 100.0])
+def test_weights_are_long_run_shares_with_replacement(k, lam):
+    n_items = int(max(N_ITEMS, 2000 * lam))  # at least 2000 activations
+    pool = [stream(constant, i) for i in range(3)]
+    out = take(n_items, pescador.mux(k, lam, weights=SKEWED, random_state=k)(pool))
+    np.testing.assert_allclose(shares(out, 3), SKEWED, atol=share_tolerance(n_items, lam))
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_weights_are_shares_with_lam_none_when_every_stream_fits(k):
+    pool = [stream(constant, i) for i in range(3)]
+    out = take(N_ITEMS, pescador.mux(k, None, weights=SKEWED, random_state=3)(pool))
+    np.testing.assert_allclose(shares(out, 3), SKEWED, atol=TOL)
+
+
+@pytest.mark.parametrize("lam", [4.0, None])
+def test_weights_are_shares_with_one_live_copy_when_every_stream_fits(lam):
+    pool = [stream(constant, i) for i in range(3)]
+    out = take(N_ITEMS, pescador.mux(3, lam, weights=SKEWED, with_replacement=False, revive=True, random_state=5)(pool))
+    np.testing.assert_allclose(shares(out, 3), SKEWED, atol=TOL)
+    out = take(N_ITEMS, shuffled_mux(weights=SKEWED, random_state=6)(pool))
+    np.testing.assert_allclose(shares(out, 3), SKEWED, atol=TOL)
+
+
+def test_many_streams_uneven_weights():
+    weights = np.arange(1, 11, dtype=float)
+    pool = [stream(constant, i) for i in range(10)]
+    out = take(100_000, pescador.mux(4, 8.0, weights=weights, random_state=11)(pool))
+    np.testing.assert_allclose(shares(out, 10), weights / weights.sum(), atol=0.01)
+
+
+def test_zero_weight_streams_never_appear():
+    pool = [stream(constant, i) for i in range(3)]
+    out = list(take(5000, pescador.mux(2, 4.0, weights=[1, 0, 1], random_state=0)(pool)))
+    assert {x["v"] for x in out} == {0, 2}
+
+
+def test_uniform_by_default():
+    pool = [stream(constant, i) for i in range(4)]
+    out = take(N_ITEMS, pescador.mux(2, 8.0, random_state=2)(pool))
+    np.testing.assert_allclose(shares(out, 4), [0.25] * 4, atol=TOL)
+
+
+# -- lam ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lam", [3.0, 20.0])
+def test_activation_lengths_follow_lam(lam):
+    import itertools
+
+    counter = itertools.count()
+    pool = [stream(counted_runs, i, counter) for i in range(5)]
+    out = list(take(60_000, pescador.mux(1, lam, random_state=4)(pool)))
+    runs = collections.Counter(x["run"] for x in out)
+    lengths = np.array(list(runs.values())[:-1])  # the last run is cut by take
+    # zero-length activations start nothing, so the mean is that of Poisson(lam) given >= 1
+    expected = lam / (1 - np.exp(-lam))
+    assert abs(lengths.mean() - expected) < 0.05 * expected
+    assert abs(lengths.var() - lam) < 0.15 * lam + 0.5  # Poisson: variance close to the rate
+
+
+def test_lam_none_runs_each_stream_to_its_end():
+    out = list(pescador.mux(1, None, with_replacement=False, random_state=0)(finite_pool([3, 4, 2])))
+    tags = [x["v"] for x in out]
+    assert [len(list(g)) for _, g in __import__("itertools").groupby(tags)] in ([3, 4, 2], [3, 2, 4], [4, 3, 2], [4, 2, 3], [2, 3, 4], [2, 4, 3])
+
+
+@pytest.mark.parametrize("dist", ["constant", "binomial"])
+def test_other_length_distributions(dist):
+    import itertools
+
+    counter = itertools.count()
+    pool = [stream(counted_runs, i, counter) for i in range(3)]
+    out = list(take(20_000, pescador.mux(1, 10.0, dist=dist, random_state=1)(pool)))
+    lengths = np.array(list(collections.Counter(x["run"] for x in out).values())[:-1])
+    assert abs(lengths.mean() - 10) < 0.5
+    if dist == "constant":
+        assert set(lengths) == {10}
+
+
+# -- randomness ---------------------------------------------------------------------
+
+
+def test_int_seed_reproduces_every_run():
+    s = pescador.mux(3, 4.0, random_state=42)([stream(constant, i) for i in range(6)])
+    first = [x["v"] for x in take(2000, s)]
+    assert first == [x["v"] for x in take(2000, s)]
+    assert first == [x["v"] for x in take(2000, pickle.loads(pickle.dumps(s)))]
+    other = pescador.mux(3, 4.0, random_state=43)([stream(constant, i) for i in range(6)])
+    assert first != [x["v"] for x in take(2000, other)]
+
+
+@pytest.mark.parametrize("rs", [np.random.default_rng(0), np.random.RandomState(0), None])
+def test_generators_and_random_states(rs):
+    s = pescador.mux(2, 4.0, random_state=rs)([stream(constant, i) for i in range(3)])
+    assert len(list(take(300, s))) == 300
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "seed", object(), True])
+def test_bad_random_state(bad):
+    with pytest.raises(PescadorError, match="random_state"):
+        pescador.mux(2, random_state=bad)
+
+
+# -- construction errors ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(k=0), ["k", ">= 1"]),
+        (dict(k=2.5), ["k"]),
+        (dict(k=2, lam=0), ["lam", "positive"]),
+        (dict(k=2, lam=-3), ["lam"]),
+        (dict(k=2, lam=float("inf")), ["lam"]),
+        (dict(k=2, weights=[1, -1]), ["weights", "negative"]),
+        (dict(k=2, weights=[0, 0]), ["weights", "zero"]),
+        (dict(k=2, weights=[1, float("nan")]), ["weights", "finite"]),
+        (dict(k=2, weights=[[1, 2]]), ["weights"]),
+        (dict(k=2, with_replacement="no"), ["with_replacement"]),
+    ],
+)
+def test_bad_parameters(kwargs, words):
+    with pytest.raises(PescadorError) as info:
+        pescador.mux(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_bad_pools():
+    with pytest.raises(PescadorError, match="empty"):
+        pescador.mux(2)([])
+    with pytest.raises(PescadorError, match="member 1 is a int"):
+        pescador.mux(2)([stream(constant, 0), 5])
+    with pytest.raises(PescadorError, match="list of streams"):
+        pescador.mux(2)(stream(constant, 0))
+    with pytest.raises(PescadorError, match="weights has 2 entries for a pool of 3"):
+        pescador.mux(2, weights=[1, 1])([stream(constant, i) for i in range(3)])
+    with pytest.raises(PescadorError, match="weights"):
+        pescador.Mux([stream(constant, 0)], 1, pool_weights=[1, 2])
+    with pytest.raises(PescadorError, match="member 0"):
+        pescador.Mux([pescador.stream], 1)  # a function whose arguments cannot be empty is fine...
+    with pytest.raises(PescadorError, match="mode 'sometimes' does not exist.*'exhaustive'"):
+        stochastic_mux(2, 4.0, mode="sometimes")
+    with pytest.raises(PescadorError, match="'cycle'"):
+        round_robin_mux("forever")
+    with pytest.raises(PescadorError, match="'with_replacement'"):
+        chain_mux("twice")
+    with pytest.raises(PescadorError, match="dist"):
+        pescador.mux(2, dist="gamma")
+
+
+# -- names, facades, pipes ----------------------------------------------------------
+
+
+def test_mux_is_module_and_function():
+    import pescador.mux as module
+    from pescador.mux import Mux
+
+    assert pescador.mux is module
+    assert Mux is pescador.Mux is pescador.mux.Mux
+    step = pescador.mux(k=3, lam=64)
+    assert step == module.mux(k=3, lam=64)
+    streams = [stream(constant, i) for i in range(5)]
+    s = toolz.pipe(streams, pescador.mux(k=3, lam=64, random_state=0), take(10))
+    assert len(list(s)) == 10
+    assert repr(s).startswith("pipe(mux(k=3, lam=64.0, weights=None, with_replacement=True")
+    assert pickle.loads(pickle.dumps(s)) == s
+
+
+def test_1_0_mux_facade():
+    streams = [pescador.Streamer(constant, i) for i in range(4)]
+    m = pescador.Mux(streams, k=2, lam=8, pool_weights=[1, 1, 1, 5], prune_empty_seeds=True, random_state=7)
+    out = list(m(max_batches=4000))
+    assert len(out) == 4000
+    assert shares(out, 4)[3] > 0.5
+    assert not m.active
+    revived = pescador.Mux(finite_pool([2, 2]), 1, lam=None, with_replacement=False, revive=True, random_state=0)
+    assert len(list(revived(max_batches=9))) == 9  # streams go back to the pool
+    once = pescador.Mux(finite_pool([2, 3]), 2, lam=None, with_replacement=False, random_state=0)
+    assert sorted(pairs(once())) == expected_pairs([2, 3])
+    assert pescador.Mux(finite_pool([1]), 1).k == 1
+    batch = next(pescador.Mux(finite_pool([2]), 1).tuples("v"))
+    assert batch == (0,)
+
+
+def test_3x_facades():
+    pool = [pescador.Streamer(finite, t, 2) for t in range(3)]
+    assert [x["v"] for x in pescador.RoundRobinMux(pool)()] == [0, 1, 2, 0, 1, 2]
+    assert [x["v"] for x in pescador.RoundRobinMux(pool, "cycle")(max_iter=9)] == [0, 1, 2] * 3
+    permuted = [x["v"] for x in pescador.RoundRobinMux(pool, "permuted_cycle", random_state=0)(max_iter=60)]
+    assert all(sorted(permuted[i : i + 6]) == [0, 0, 1, 1, 2, 2] for i in range(0, 60, 6))
+    assert len({tuple(permuted[i : i + 3]) for i in range(0, 60, 6)}) > 1
+    assert pairs(pescador.ChainMux(pool)()) == expected_pairs([2, 2, 2])
+    chained = pairs(pescador.ChainMux(pool, "with_replacement", random_state=0)(max_iter=40))
+    assert len(chained) == 40 and all(chained[i][1] == 0 for i in range(0, 40, 2))
+    shuffled = list(pescador.ShuffledMux(pool, random_state=0)(max_iter=300))
+    assert len(shuffled) == 300  # streams that end are restarted
+    assert sorted(pairs(pescador.StochasticMux(pool, 2, None, mode="exhaustive", random_state=1)())) == expected_pairs([2, 2, 2])
+    sm = pescador.StochasticMux([pescador.Streamer(constant, i) for i in range(3)], 2, 4, weights=[1, 1, 2], random_state=0)
+    np.testing.assert_allclose(shares(sm(max_iter=40_000), 3), [0.25, 0.25, 0.5], atol=0.015)
+
+
+def test_round_robin_drops_streams_that_end():
+    pool = finite_pool([1, 3, 2])
+    assert pairs(round_robin_mux()(pool)) == [(0, 0), (1, 0), (2, 0), (1, 1), (2, 1), (1, 2)]
+
+
+# -- workers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_workers_shard_a_pool_run_without_replacement(count):
+    sizes = [3, 1, 4, 1, 5, 9, 2]
+    pool = finite_pool(sizes)
+    seeds = np.random.SeedSequence(0).spawn(count)
+    seen = []
+    try:
+        for wid in range(count):
+            set_worker_info(WorkerInfo(wid, count, seeds[wid]))
+            seen += pairs(pescador.mux(2, None, with_replacement=False, random_state=5)(pool))
+            seen += pairs(round_robin_mux()(pool))
+    finally:
+        set_worker_info(None)
+    assert sorted(seen) == sorted(expected_pairs(sizes) * 2)
+
+
+def test_workers_with_an_int_seed_make_different_choices():
+    pool = [stream(constant, i) for i in range(5)]
+    step = pescador.mux(2, 3.0, random_state=9)
+    seeds = np.random.SeedSequence(0).spawn(2)
+    runs = []
+    try:
+        for wid in range(2):
+            set_worker_info(WorkerInfo(wid, 2, seeds[wid]))
+            runs.append([x["v"] for x in take(200, step(pool))])
+            assert runs[-1] == [x["v"] for x in take(200, step(pool))]  # still reproducible
+    finally:
+        set_worker_info(None)
+    assert runs[0] != runs[1]
