@@ -87,16 +87,22 @@ def _mismatch(item: Any, layout: dict, position: int) -> PescadorError:
                 f"buffer: item {position}, key {key!r}: shape {array.shape} does not match "
                 f"{_rows_shape(trail)}, the layout of the first item"
             )
-        if array.dtype != dtype:
+        if array.dtype != dtype and not _fits(array.dtype, dtype):
             return PescadorError(
-                f"buffer: item {position}, key {key!r}: dtype {array.dtype} differs from "
-                f"{dtype}, the dtype of the first item"
+                f"buffer: item {position}, key {key!r}: dtype {array.dtype} cannot be stored in "
+                f"{dtype}, the dtype of the first item (batches take the first item's dtypes; "
+                "later items are cast into them only within a kind, e.g. float64 into float32)"
             )
         rows[key] = array.shape[0]
     return PescadorError(
         f"buffer: item {position}: its arrays disagree on the number of rows ({rows}); "
         "every key of an item needs the same first dimension"
     )
+
+
+def _fits(source: np.dtype, target: np.dtype) -> bool:
+    """Whether items of dtype ``source`` may be cast into a batch of dtype ``target``."""
+    return np.can_cast(source, target, "same_kind")
 
 
 class _NotArrays(Exception):
@@ -112,7 +118,7 @@ def _rows(item: Any, layout: dict, position: int) -> int:
             if type(array) is not _ndarray and not isinstance(array, np.ndarray):
                 raise _NotArrays
             shape = array.shape
-            if array.dtype != dtype or shape[1:] != trail or not shape:
+            if shape[1:] != trail or not shape or (array.dtype != dtype and not _fits(array.dtype, dtype)):
                 raise _mismatch(item, layout, position)
             if rows != shape[0]:
                 if rows >= 0:
@@ -195,7 +201,11 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     across items, in order, and an item with more rows than the room left in
     the current batch is split across batches.  Every batch owns its
     memory.  All items must share the first item's keys, and each key its
-    trailing shape and dtype.
+    trailing shape.  A batch takes the first item's dtypes; a later item of
+    another dtype of the same kind (float64 into float32, int8 into int64)
+    is cast into it, as the 1.0 docs' examples that mix noisy float64 with
+    float32 items expect; other kinds (float into int, str into float)
+    raise.
 
     Curried and data-last: ``buffer(n)`` is a :class:`~pescador.Transform`
     for :func:`toolz.pipe`, and ``buffer(n, source)`` is the stream.
@@ -215,7 +225,7 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     PescadorError
         For a bad ``n``, and (while iterating) for an item that is not a
         dict, whose keys differ from the first item's, whose arrays disagree
-        on their row count, whose trailing shape or dtype changes, or that
+        on their row count, whose trailing shape changes or dtype changes kind, or that
         holds a 0-d value; the message names the key and the item's
         position.
 

@@ -60,7 +60,11 @@ def short_repr(value: Any, limit: int = 80) -> str:
         inner = ", ".join(short_repr(v, limit) for v in value)
         return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' if len(value) == 1 else ''})"
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    if len(text) <= limit:
+        return text
+    if isinstance(value, Stream) and value.step is None and value.fn is not _from_collection:
+        return f"stream({_name(value.fn)}, ...)"  # a long recipe: its function says what it is
+    return text[: limit - 3] + "..."
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -265,8 +269,19 @@ class Transform(_Frozen):
         return hash((self.name, self.fn))
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={short_repr(v)}" for k, v in self.params.items())
+        defaults = _defaults(self.fn)  # parameters left at their defaults are not shown
+        params = ", ".join(
+            f"{k}={short_repr(v)}" for k, v in self.params.items() if not (k in defaults and _same(defaults[k], v))
+        )
         return f"{self.name}({params})"
+
+
+def _defaults(fn: Callable) -> dict:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 # ----------------------------------------------------------------------------

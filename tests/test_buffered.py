@@ -87,6 +87,14 @@ def test_batches_own_their_memory():
     assert all(b["X"].flags.owndata or b["X"].base is not None and b["X"].base.flags.owndata for b in partial)
 
 
+def test_dtypes_of_the_same_kind_are_cast_into_the_first_items():
+    # the 1.0 docs' Keras example mixes float32 items with noisy float64 ones
+    items = [{"X": np.full((1, 2), 0.5, np.float32)}, {"X": np.full((1, 2), 1 / 3)}, {"X": np.ones((2, 2), np.int16)}]
+    (batch,) = list(buffer(4, items))
+    assert batch["X"].dtype == np.float32
+    np.testing.assert_array_equal(batch["X"][:, 0], np.array([0.5, 1 / 3, 1, 1], dtype=np.float32))
+
+
 def test_curried_pipe_repr_and_pickle():
     s = toolz.pipe(stream(reusing_generator, 9, 2), buffer(3), take(2))
     assert repr(s) == "pipe(stream(reusing_generator, 9, 2), buffer(n=3, strict=True), take(n=2))"
@@ -122,7 +130,10 @@ def test_bad_strict():
         ([{"X": np.zeros(2)}, {"X": np.zeros(2), "Y": np.zeros(2)}], ["item 1", "keys"]),
         ([{"X": np.zeros(2), "Y": np.zeros(3)}], ["item 0", "rows", "'X': 2", "'Y': 3"]),
         ([{"X": np.zeros((2, 3))}, {"X": np.zeros((2, 4))}], ["item 1", "'X'", "(2, 4)", "(rows, 3)"]),
-        ([{"X": np.zeros(2)}, {"X": np.zeros(2, np.float32)}], ["item 1", "'X'", "float32", "float64"]),
+        ([{"X": np.zeros(2)}, {"X": np.zeros(2, np.int32)}, {"X": np.zeros(2, np.complex64)}],
+         ["item 2", "'X'", "complex64", "float64"]),
+        ([{"X": np.zeros(2, np.int64)}, {"X": np.zeros(2, np.float32)}], ["item 1", "'X'", "float32", "int64"]),
+        ([{"X": np.zeros(2)}, {"X": np.array(["a", "b"])}], ["item 1", "'X'", "<U1", "float64"]),
         ([{"X": np.float64(3)}], ["item 0", "'X'", "0-d"]),
         ([{"X": np.zeros(1)}, {"X": np.float64(1)}], ["item 1", "'X'", "0-d"]),
         ([None], ["item 0", "NoneType", "dict"]),
