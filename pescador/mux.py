@@ -433,7 +433,8 @@ def _weights_fit(pool: tuple, weights: tuple | None, where: str) -> None:
         raise PescadorError(f"{where}: weights has {len(weights)} entries for a pool of {len(pool)} streams")
 
 
-def _run_mux(pool, k, lam, weights, with_replacement, prune_empty, revive, random_state, dist="poisson"):
+def _run_mux(pool, k, lam=256.0, weights=None, with_replacement=True, prune_empty=True, revive=False,
+             random_state=None, dist="poisson"):
     _weights_fit(pool, weights, "mux")
     activation = "with" if with_replacement else ("single" if revive else "once")
     uniform = activation == "with" and lam is not None or weights is None
@@ -515,7 +516,8 @@ def mux(
 _STOCHASTIC_MODES = ("with_replacement", "single_active", "exhaustive")
 
 
-def _run_stochastic(pool, n_active, rate, weights, mode, prune_empty_streams, random_state, dist="poisson"):
+def _run_stochastic(pool, n_active, rate=256.0, weights=None, mode="with_replacement", prune_empty_streams=True,
+                    random_state=None, dist="poisson"):
     _weights_fit(pool, weights, "stochastic_mux")
     activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[mode]
     uniform = activation == "with" and rate is not None or weights is None
@@ -560,7 +562,7 @@ def stochastic_mux(
     return Transform("stochastic_mux", _run_stochastic, params, coerce=_PoolOf(where, params["weights"]))
 
 
-def _run_shuffled(pool, weights, random_state):
+def _run_shuffled(pool, weights=None, random_state=None):
     _weights_fit(pool, weights, "shuffled_mux")
     return _engine(pool, len(pool), None, weights, "single", "random",
                    "uniform" if weights is None else "weighted", 1, True, random_state)
@@ -588,7 +590,7 @@ def shuffled_mux(weights: Any = None, random_state: Any = None) -> Transform:
 _ROUND_ROBIN_MODES = ("exhaustive", "cycle", "permuted_cycle")
 
 
-def _run_round_robin(pool, mode, random_state):
+def _run_round_robin(pool, mode="exhaustive", random_state=None):
     epochs = 1 if mode == "exhaustive" else None
     order = "random" if mode == "permuted_cycle" else "pool"
     return _engine(pool, len(pool), None, None, "once", order, "rotate", epochs, True, random_state)
@@ -616,7 +618,7 @@ def round_robin_mux(mode: str = "exhaustive", random_state: Any = None) -> Trans
 _CHAIN_MODES = ("exhaustive", "with_replacement")
 
 
-def _run_chain(pool, mode, random_state):
+def _run_chain(pool, mode="exhaustive", random_state=None):
     if mode == "exhaustive":
         return _engine(pool, 1, None, None, "once", "pool", "uniform", 1, True, random_state)
     return _engine(pool, 1, None, None, "with", "random", "uniform", 1, True, random_state)

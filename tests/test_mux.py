@@ -316,7 +316,7 @@ def test_mux_is_module_and_function():
     streams = [stream(constant, i) for i in range(5)]
     s = toolz.pipe(streams, pescador.mux(k=3, lam=64, random_state=0), take(10))
     assert len(list(s)) == 10
-    assert repr(s).startswith("pipe(mux(k=3, lam=64.0, weights=None, with_replacement=True")
+    assert repr(s).startswith("pipe(mux(k=3, lam=64.0, random_state=0)([stream(constant, 0), ")
     assert pickle.loads(pickle.dumps(s)) == s
 
 
