@@ -21,7 +21,7 @@ from . import maps
 from .buffered import buffer
 from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 from .mux import ChainMux, RoundRobinMux, ShuffledMux, StochasticMux
-# -- zmq exports --
+from .zmq_stream import zmq_offload
 
 try:
     __version__ = _version("pescador")
@@ -49,5 +49,6 @@ __all__ = [
     "ShuffledMux",
     "RoundRobinMux",
     "ChainMux",
+    "zmq_offload",
     "worker_info",
 ]

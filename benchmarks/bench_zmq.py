@@ -1,0 +1,106 @@
+"""zmq_offload throughput against raw pyzmq between two processes.
+
+Three workloads, each measured in the same run as its baseline (medians of
+several runs, process start included on both sides):
+
+- large: 500 items holding one 4 MiB float32 array, against a raw pyzmq
+  PUSH/PULL pair sending the same buffer zero-copy from a forked process and
+  receiving it with ``np.frombuffer``.  Goal: at least 0.7x raw pyzmq.
+- small: 100,000 items holding a (1, 10) float32 array, against the same raw
+  pair sending one 40-byte frame per item.  Goal: at least 50,000 items/s.
+- cpu: a generator that spends about a millisecond of pure-Python work per
+  item, with ``workers=2`` against ``workers=1``.  Goal: at least 1.6x on a
+  2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+
+import numpy as np
+import zmq
+
+import pescador
+
+from ._util import median_seconds, table
+
+
+def same_array(n, shape):
+    x = np.ones(shape, dtype=np.float32)
+    for _ in range(n):
+        yield {"X": x}
+
+
+def busy(n, work):
+    for i in range(n):
+        total = 0
+        for j in range(work):
+            total += j * j
+        yield {"X": np.array([total], dtype=np.int64)}
+
+
+def _raw_sender(endpoint, n, shape):
+    context = zmq.Context()
+    sock = context.socket(zmq.PUSH)
+    sock.connect(endpoint)
+    x = np.ones(shape, dtype=np.float32)
+    for _ in range(n):
+        sock.send(x.data, copy=False)
+    sock.send(b"")
+    sock.close(linger=-1)
+    context.term()
+
+
+def raw_pyzmq(n, shape):
+    """Receive ``n`` arrays from a forked process over a raw PUSH/PULL pair."""
+    context = zmq.Context()
+    sock = context.socket(zmq.PULL)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    process = multiprocessing.get_context("fork").Process(
+        target=_raw_sender, args=(f"tcp://127.0.0.1:{port}", n, shape)
+    )
+    process.start()
+    for _ in range(n):
+        frame = sock.recv(copy=False)
+        np.frombuffer(frame.buffer, dtype=np.float32).reshape(shape)
+    sock.recv()
+    process.join()
+    sock.close()
+    context.term()
+
+
+def consume(recipe):
+    for _ in recipe:
+        pass
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks zmq")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    offload = pescador.zmq_offload(start_method="fork", transport="tcp")
+    offload_ipc = pescador.zmq_offload(start_method="fork", transport="ipc")
+    rows = []
+
+    for label, n, shape in [("4 MiB arrays", 500, (1024, 1024)), ("(1, 10) arrays", 100_000, (1, 10))]:
+        t_raw = median_seconds(lambda: raw_pyzmq(n, shape), args.repeat)
+        rows.append([label, "raw pyzmq (tcp)", n / t_raw, n * 4 * np.prod(shape) / t_raw / 1e6, 1.0])
+        for name, step in [("zmq_offload (tcp)", offload), ("zmq_offload (ipc)", offload_ipc)]:
+            recipe = step(pescador.stream(same_array, n, shape))
+            t = median_seconds(lambda: consume(recipe), args.repeat)
+            rows.append([label, name, n / t, n * 4 * np.prod(shape) / t / 1e6, t_raw / t])
+
+    n, work = 2000, 30_000
+    one = pescador.zmq_offload(workers=1, start_method="fork")(pescador.stream(busy, n, work))
+    # two workers each run the recipe: give each half of the items
+    two = pescador.zmq_offload(workers=2, start_method="fork")(pescador.stream(busy, n // 2, work))
+    t1 = median_seconds(lambda: consume(one), args.repeat)
+    t2 = median_seconds(lambda: consume(two), args.repeat)
+    rows.append(["cpu-bound", "workers=1", n / t1, "-", 1.0])
+    rows.append(["cpu-bound", "workers=2", n / t2, "-", t1 / t2])
+    table(
+        f"median of {args.repeat} runs; ratio: against the first row of its workload",
+        ["workload", "path", "items/s", "MB/s", "ratio"],
+        rows,
+    )

@@ -1,0 +1,457 @@
+"""``zmq_offload``: run a stream in worker processes, receive its items over ZeroMQ.
+
+A run of an offloaded stream starts ``workers`` processes.  Each iterates
+the upstream recipe and sends its items, one multipart message per item
+(see :mod:`pescador.wire`), to the consumer, which yields them as they
+arrive.  The consumer binds one ROUTER socket on a private endpoint (an
+``ipc://`` path in a new directory of mode 0700, or loopback TCP); each
+worker connects a DEALER socket with a secret identity, and messages from any
+other peer are dropped.
+
+Lifecycle
+---------
+- End of stream is acknowledged: a worker sends END and exits only after
+  the consumer's acknowledgement, so no item is lost at the end of a run.
+- A worker's exception travels back (with its traceback text) and is raised
+  in the consumer as :class:`~pescador.PescadorError`, after the items the
+  worker sent before it.
+- A worker that dies (a signal, a segfault, ``os._exit``) is noticed within
+  about a second and reported as :class:`~pescador.PescadorError`.
+- When the consumer stops early (``break``, garbage collection,
+  ``KeyboardInterrupt``, an exception), it asks its workers to stop, waits
+  ``timeout`` seconds (one second when ``timeout`` is None), then terminates
+  and, if need be, kills them.  Sockets, the context and the ipc directory
+  are removed.
+- A worker whose consumer has died exits by itself (it watches its parent
+  process while it waits).
+- Flow control: at most about ``hwm`` messages wait in the worker's queue
+  and ``hwm`` in the consumer's, per worker, so a fast producer never fills
+  the consumer's memory.
+"""
+
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import multiprocessing.connection
+import numbers
+import os
+import pickle
+import random
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import zmq
+
+from . import wire
+from .core import Transform
+from .exceptions import PescadorError
+from .workers import WorkerInfo, set_worker_info
+
+__all__ = ["zmq_offload"]
+
+_GRACE = 1.0  # seconds a stopping worker gets when timeout is None
+_POLL_MS = 100  # how long the consumer waits for a message before it checks on its workers
+_CHECK_EVERY = 0.25  # seconds between checks on the workers while items flow
+_DEAD_GRACE = 0.5  # seconds to keep receiving from other workers after one died
+_STOP, _ACK = b"stop", b"ack"
+_DEFAULT_TRANSPORT = "ipc" if zmq.has("ipc") else "tcp"
+_NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+
+
+# ----------------------------------------------------------------------------
+# The combinator
+# ----------------------------------------------------------------------------
+
+
+def _check_int(value: Any, where: str, name: str, low: int, high: int | None = None) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise PescadorError(f"{where}: {name} must be an integer {bound}; got {value!r}")
+    return int(value)
+
+
+def zmq_offload(
+    *,
+    workers: int = 1,
+    copy: bool = False,
+    timeout: float | None = None,
+    hwm: int = 32,
+    transport: str | None = None,
+    min_port: int = 49152,
+    max_port: int = 65535,
+    max_tries: int = 100,
+    start_method: str | None = None,
+    random_state: int | None = None,
+) -> Transform:
+    """Produce a stream's items in other processes and receive them over ZeroMQ.
+
+    Curried and data-last: ``zmq_offload(workers=2)`` is a
+    :class:`~pescador.Transform`; apply it to a stream (or pipe a stream
+    into it).  Nothing starts until the result is iterated; every run
+    starts fresh worker processes and stops them when it ends.
+
+    Parameters
+    ----------
+    workers : int >= 1
+        Number of worker processes.  Each runs the whole recipe, with its
+        own :func:`pescador.worker_info` (id, count and an independent
+        ``np.random.SeedSequence`` spawned for it; the legacy global
+        ``np.random`` and :mod:`random` are seeded from it), so sources can
+        shard their data.  A mux without replacement shards its pool across
+        workers by itself.  With several workers, items interleave as they
+        arrive; with one, they arrive in order.
+    copy : bool
+        If False (the default), large arrays are sent and received without
+        copying: a generator must not modify an array after yielding it
+        (yield a new array each time), and the received arrays are views of
+        the message frames, which belong to the consumer alone (they are
+        writeable).  If True, arrays are copied before sending and after
+        receiving, so a generator may reuse its arrays, and every received
+        array owns its memory.  Arrays of at most 1 KiB are always copied.
+    timeout : None or float >= 0
+        Seconds a worker gets to stop when the run ends early, before it is
+        terminated; None means one second.
+    hwm : int >= 1
+        High-water mark: how many messages may wait in each queue (the
+        worker's and the consumer's, per worker) before the worker blocks.
+    transport : None, "ipc" or "tcp"
+        ``"ipc"``: a socket file in a new private directory (mode 0700);
+        ``"tcp"``: loopback TCP (127.0.0.1) on a port between ``min_port``
+        and ``max_port``.  None chooses ipc where ZeroMQ supports it.
+    min_port, max_port : int
+        The range of TCP ports to try (both included).
+    max_tries : int >= 1
+        How many random ports to try before giving up.
+    start_method : None, "fork", "forkserver" or "spawn"
+        How to start workers (see :mod:`multiprocessing`); None uses the
+        platform's default.  With "forkserver" and "spawn", the recipe is
+        pickled: it must be made of module-level functions.
+    random_state : None or int
+        The entropy from which the workers' seeds are spawned; an int makes
+        every run start its workers with the same seeds.
+
+    Examples
+    --------
+    >>> import numpy as np, pescador
+    >>> def squares(n):
+    ...     for i in range(n):
+    ...         yield {"x": np.array([i * i])}
+    >>> offloaded = pescador.zmq_offload()(pescador.stream(squares, 4))
+    >>> [int(item["x"][0]) for item in offloaded]
+    [0, 1, 4, 9]
+    """
+    where = "zmq_offload"
+    if not isinstance(copy, (bool, np.bool_)):
+        raise PescadorError(f"{where}: copy must be True or False; got {copy!r}")
+    if timeout is not None and (
+        not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or not 0 <= timeout < float("inf")
+    ):
+        raise PescadorError(f"{where}: timeout must be None or a number of seconds >= 0; got {timeout!r}")
+    if transport is None:
+        transport = _DEFAULT_TRANSPORT
+    if transport not in ("ipc", "tcp"):
+        raise PescadorError(f"{where}: transport must be 'ipc' or 'tcp'; got {transport!r}")
+    if transport == "ipc" and not zmq.has("ipc"):
+        raise PescadorError(f"{where}: this ZeroMQ does not support ipc; use transport='tcp'")
+    methods = multiprocessing.get_all_start_methods()
+    if start_method is not None and start_method not in methods:
+        raise PescadorError(f"{where}: start_method {start_method!r} does not exist here; valid: {', '.join(methods)}")
+    min_port = _check_int(min_port, where, "min_port", 1, 65535)
+    max_port = _check_int(max_port, where, "max_port", 1, 65535)
+    if max_port < min_port:
+        raise PescadorError(f"{where}: max_port ({max_port}) is below min_port ({min_port})")
+    if random_state is not None:
+        random_state = _check_int(random_state, where, "random_state", 0)
+    params = dict(
+        workers=_check_int(workers, where, "workers", 1, 1024),
+        copy=bool(copy),
+        timeout=None if timeout is None else float(timeout),
+        hwm=_check_int(hwm, where, "hwm", 1),
+        transport=transport,
+        min_port=min_port,
+        max_port=max_port,
+        max_tries=_check_int(max_tries, where, "max_tries", 1),
+        start_method=start_method,
+        random_state=random_state,
+    )
+    return Transform("zmq_offload", _run, params)
+
+
+# ----------------------------------------------------------------------------
+# The consumer
+# ----------------------------------------------------------------------------
+
+
+def _payload(upstream: Any, method: str) -> tuple:
+    """What a worker receives: the recipe itself under fork, else its pickle."""
+    if method == "fork":
+        return False, upstream
+    try:
+        return True, pickle.dumps(upstream, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise PescadorError(
+            f"zmq_offload: the recipe cannot be sent to workers started with {method!r}, because it "
+            f"cannot be pickled: {type(exc).__name__}: {exc}. Build recipes from module-level functions "
+            "and picklable arguments (no lambdas, closures, open files or sockets), or use "
+            "start_method='fork'"
+        ) from None
+
+
+def _bind(sock: zmq.Socket, transport: str, min_port: int, max_port: int, max_tries: int) -> tuple:
+    """Bind ``sock`` privately; return its endpoint and the directory to remove (if any)."""
+    if transport == "ipc":
+        directory = tempfile.mkdtemp(prefix="pescador-")  # mode 0700: only this user may connect
+        endpoint = "ipc://" + os.path.join(directory, "s")
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise PescadorError(f"zmq_offload: cannot bind {endpoint}: {exc}; try transport='tcp'") from None
+        return endpoint, directory
+    ports = range(min_port, max_port + 1)
+    for port in random.sample(ports, min(max_tries, len(ports))):
+        try:
+            sock.bind(f"tcp://127.0.0.1:{port}")
+        except zmq.ZMQError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                continue
+            raise PescadorError(f"zmq_offload: cannot bind tcp://127.0.0.1:{port}: {exc}") from None
+        return f"tcp://127.0.0.1:{port}", None
+    raise PescadorError(
+        f"zmq_offload: no free TCP port on 127.0.0.1 between {min_port} and {max_port} after "
+        f"{min(max_tries, len(ports))} tries; widen the range or raise max_tries"
+    )
+
+
+def _death(process: Any, wid: int, sent: int) -> PescadorError:
+    code = process.exitcode
+    if code is not None and code < 0:
+        try:
+            how = f"was killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was killed by signal {-code}"
+    else:
+        how = f"exited with code {code}"
+    return PescadorError(
+        f"zmq_offload: worker {wid} (pid {process.pid}) {how} after sending {sent} items, "
+        "before its stream ended"
+    )
+
+
+def _run(upstream, workers=1, copy=False, timeout=None, hwm=32, transport=_DEFAULT_TRANSPORT, min_port=49152,
+         max_port=65535, max_tries=100, start_method=None, random_state=None):
+    """One run: start the workers, yield their items, and always clean up."""
+    mp = multiprocessing.get_context(start_method)
+    pickled, payload = _payload(upstream, mp.get_start_method())
+    seeds = np.random.SeedSequence(random_state).spawn(workers)
+    context = zmq.Context()
+    sock = directory = None
+    procs: list = []
+    identities: dict = {}
+    try:
+        sock = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        endpoint, directory = _bind(sock, transport, min_port, max_port, max_tries)
+        for wid in range(workers):
+            identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
+            identities[identity] = wid
+            process = mp.Process(
+                target=_worker,
+                args=(pickled, payload, endpoint, identity, wid, workers, seeds[wid], hwm, copy),
+                name=f"pescador-worker-{wid}",
+                daemon=True,
+            )
+            process.start()
+            procs.append(process)
+        yield from _receive(sock, procs, identities, copy)
+    finally:
+        _shutdown(sock, procs, identities, timeout)
+        context.term()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool) -> Iterator:
+    """Yield items until every worker has ended; raise on a worker's error or death."""
+    live = set(range(len(procs)))
+    sent = [0] * len(procs)
+    dead: dict = {}  # worker id -> when its death was noticed
+    next_check = time.monotonic() + _CHECK_EVERY
+    recv, more = sock.recv, sock.getsockopt
+    while live:
+        try:
+            identity = recv(_NOBLOCK)
+        except zmq.Again:
+            if not sock.poll(_POLL_MS):  # quiet: whatever a dead worker sent has arrived
+                for wid in live:
+                    if procs[wid].exitcode is not None:
+                        raise _death(procs[wid], wid, sent[wid]) from None
+                next_check = time.monotonic() + _CHECK_EVERY
+            continue
+        frames = [recv()]  # the header: small, so a copy is cheaper than a zmq.Frame
+        while more(_RCVMORE):
+            frames.append(recv(copy=False))
+        wid = identities.get(identity)
+        if wid is None:
+            continue  # not one of our workers: ignored
+        kind, payload = wire.decode(frames, copy)
+        if kind == wire.ITEM:
+            sent[wid] += 1
+            yield payload
+        elif kind == wire.END:
+            live.discard(wid)
+            _send(sock, identity, _ACK)
+        else:
+            live.discard(wid)
+            _send(sock, identity, _ACK)
+            raise PescadorError(
+                f"zmq_offload: worker {wid} raised an exception after sending {sent[wid]} items; "
+                f"its traceback:\n{payload}"
+            )
+        now = time.monotonic()
+        if now >= next_check:  # items are flowing: check on the workers now and then
+            next_check = now + _CHECK_EVERY
+            for wid in live:
+                if procs[wid].exitcode is not None:
+                    noticed = dead.setdefault(wid, now)
+                    if now - noticed >= _DEAD_GRACE:
+                        raise _death(procs[wid], wid, sent[wid])
+
+
+def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
+    """Send a control message to one worker; False if it cannot take it now."""
+    try:
+        sock.send_multipart([identity, message], _NOBLOCK)
+        return True
+    except zmq.ZMQError:  # not connected (yet, or any more), or its queue is full
+        return False
+
+
+def _shutdown(sock: Any, procs: list, identities: dict, timeout: float | None) -> None:
+    """Ask running workers to stop, wait, then terminate and kill; release everything."""
+    deadline = time.monotonic() + (_GRACE if timeout is None else timeout)
+    told: set = set()
+    while True:  # the socket stays open meanwhile, so acks and stops get out
+        running = [wid for wid, process in enumerate(procs) if process.exitcode is None]
+        if not running or time.monotonic() >= deadline:
+            break
+        if sock is not None:
+            for identity, wid in identities.items():
+                if wid in running and wid not in told and _send(sock, identity, _STOP):
+                    told.add(wid)  # (a worker that has not connected yet is told on a later round)
+        multiprocessing.connection.wait(
+            [procs[wid].sentinel for wid in running], min(0.02, max(0.0, deadline - time.monotonic()))
+        )
+    for process in procs:
+        if process.exitcode is None:
+            process.terminate()
+    for process in procs:
+        process.join(1.0)
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+        process.close()
+    if sock is not None:
+        sock.close(linger=0)
+
+
+# ----------------------------------------------------------------------------
+# The worker
+# ----------------------------------------------------------------------------
+
+
+class _Stopped(Exception):
+    """The consumer asked this worker to stop, or is gone."""
+
+
+class _Link:
+    """The worker's end of the wire: sends that never block for ever."""
+
+    def __init__(self, sock: zmq.Socket, parent: int) -> None:
+        self.sock = sock
+        self.parent = parent
+        self.next_check = time.monotonic() + 0.1
+
+    def _check(self, wait_ms: int) -> bool:
+        """Read control messages for up to ``wait_ms``; raise _Stopped if told to stop.
+
+        Returns True if an acknowledgement arrived.
+        """
+        acked = False
+        events = self.sock.poll(wait_ms, zmq.POLLIN)
+        while events:
+            message = self.sock.recv(zmq.NOBLOCK)
+            if message == _STOP:
+                raise _Stopped
+            acked = acked or message == _ACK
+            events = self.sock.poll(0, zmq.POLLIN)
+        if os.getppid() != self.parent:  # the consumer died: this process was re-parented
+            raise _Stopped
+        return acked
+
+    def send(self, frames: list) -> None:
+        while True:
+            try:
+                self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                break
+            except zmq.Again:  # the queue is full: wait for room, a stop, or the consumer's death
+                self.sock.poll(_POLL_MS, zmq.POLLOUT | zmq.POLLIN)
+                self._check(0)
+        now = time.monotonic()
+        if now >= self.next_check:
+            self.next_check = now + 0.1
+            self._check(0)
+
+    def wait_for_ack(self) -> None:
+        while not self._check(_POLL_MS):
+            pass
+
+
+def _seed_globals(seed: np.random.SeedSequence) -> None:
+    state = seed.generate_state(4)
+    np.random.seed(state[:1])
+    random.seed(int.from_bytes(state.tobytes(), "little"))
+
+
+def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy) -> None:
+    """A worker process: run the recipe and send its items, then END (or ERROR)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
+    parent = os.getppid()
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.IDENTITY, identity)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    link = _Link(sock, parent)
+    try:
+        try:
+            recipe = pickle.loads(payload) if pickled else payload
+            set_worker_info(WorkerInfo(wid, count, seed))
+            _seed_globals(seed)
+            position = 0
+            for item in recipe:
+                link.send(wire.encode_item(item, copy, position))
+                position += 1
+            last = wire.encode_end()
+        except _Stopped:
+            raise
+        except BaseException:
+            last = wire.encode_error(traceback.format_exc())
+        link.send(last)
+        link.wait_for_ack()
+    except _Stopped:
+        pass
+    finally:
+        sock.close(linger=0)
+        context.term()

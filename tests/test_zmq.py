@@ -1,0 +1,504 @@
+"""zmq_offload: items cross processes intact; faults surface; nothing hangs or leaks."""
+
+import collections
+import ctypes
+import gc
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+import pescador
+from pescador import PescadorError, stream, take, zmq_offload
+from pescador.mux import chain_mux
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# -- sources (module level, so that spawn and forkserver can pickle them) ----------
+
+
+def counting(n, size=4):
+    for i in range(n):
+        yield {"X": np.full((1, size), i, dtype=np.float32), "i": i}
+
+
+def assorted():
+    yield {
+        "f32": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "big": np.arange(100_000, dtype=np.float64).reshape(100, 1000),
+        "i8": np.array([-1, 0, 1], dtype=np.int8),
+        "u64": np.array([2**64 - 1], dtype=np.uint64),
+        "bool": np.array([[True, False]]),
+        "c128": np.array([1 + 2j], dtype=np.complex128),
+        "be": np.arange(5, dtype=">i4"),
+        "strings": np.array(["a", "bcd"]),
+        "bytes": np.array([b"xy", b"z"]),
+        "when": np.array(["2020-01-01"], dtype="datetime64[D]"),
+        "scalar": np.array(3.5),
+        "empty": np.zeros((0, 7), dtype=np.float32),
+        "strided": np.arange(2000.0).reshape(40, 50)[::2, ::3],
+        "fortran": np.asfortranarray(np.arange(600.0).reshape(20, 30)),
+        "npint": np.int32(7),
+        "text": "hello",
+        "number": 3,
+        "none": None,
+        "nested": {"a": [1, 2.5, "x"], "b": np.float32(1.5)},
+    }
+
+
+def raising_after(n):
+    for i in range(n):
+        yield {"i": np.array([i])}
+    raise ValueError(f"broken after {n} items")
+
+
+def dying_after(n, how):
+    for i in range(n):
+        yield {"i": np.array([i])}
+    time.sleep(0.2)  # let the items leave before the process dies
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "exit":
+        os._exit(3)
+    else:
+        ctypes.string_at(0)  # segmentation fault
+
+
+def unsendable(n):
+    for i in range(n):
+        yield {"i": np.array([i])}
+    yield {"i": np.array([n]), "handle": object()}
+
+
+def endless(size=4):
+    x = np.zeros((1, size), dtype=np.float32)
+    i = 0
+    while True:
+        yield {"X": x, "i": i}
+        i += 1
+
+
+def slow_endless():
+    while True:
+        time.sleep(0.01)
+        yield {"x": np.zeros(3)}
+
+
+def with_worker_info():
+    info = pescador.worker_info()
+    yield {
+        "id": info.id,
+        "count": info.count,
+        "legacy": np.random.random(4),
+        "own": np.random.default_rng(info.seed).random(4),
+    }
+
+
+def big_items(counter):
+    while True:
+        with counter.get_lock():
+            counter.value += 1
+        yield {"X": np.ones(1 << 18, dtype=np.float32)}  # 1 MiB
+
+
+def tagged(tag, n):
+    for i in range(n):
+        yield {"tag": np.array([tag]), "i": np.array([i])}
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def children():
+    """Live (not zombie) child processes of this process."""
+    pids = []
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me and fields[0] != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+def workers_of_this_process():
+    """Children that are pescador workers (not the forkserver or resource tracker)."""
+    return [p for p in multiprocessing.active_children() if p.name.startswith("pescador-worker")] or [
+        pid for pid in children() if "forkserver" not in _cmdline(pid) and "resource_tracker" not in _cmdline(pid)
+    ]
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def pescador_dirs():
+    return {d for d in os.listdir(tempfile.gettempdir()) if d.startswith("pescador-")}
+
+
+# -- the wire: items arrive as they left --------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_one_worker_delivers_every_item_in_order(transport):
+    out = list(zmq_offload(transport=transport)(stream(counting, 2000)))
+    assert [x["i"] for x in out] == list(range(2000))
+    assert all(np.array_equal(x["X"], np.full((1, 4), x["i"], np.float32)) for x in out)
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_values_arrive_with_dtype_shape_and_contents(copy):
+    (got,) = list(zmq_offload(copy=copy)(stream(assorted)))
+    (want,) = list(assorted())
+    assert list(got) == list(want)  # same keys, same order
+    for key, value in want.items():
+        if isinstance(value, np.ndarray):
+            assert got[key].dtype == value.dtype, key
+            assert got[key].shape == value.shape, key
+            np.testing.assert_array_equal(got[key], value)
+            assert got[key].flags.aligned, key
+        else:
+            assert got[key] == value, key
+    assert isinstance(got["npint"], np.int32)
+    # large arrays are views of the frames unless copy=True; small ones are copies; all writeable
+    assert got["big"].flags.owndata == copy
+    assert all(got[key].flags.writeable for key in got if isinstance(got[key], np.ndarray))
+    got["big"][0, 0] = -1.0
+
+
+def test_a_value_that_cannot_travel_is_named_after_the_items_before_it():
+    out = []
+    with pytest.raises(PescadorError, match=r"(?s)key 'handle' is a object.*cannot be sent"):
+        for item in zmq_offload()(stream(unsendable, 5)):
+            out.append(int(item["i"][0]))
+    assert out == list(range(5))
+
+
+def test_object_arrays_never_travel():
+    with pytest.raises(PescadorError, match="key 'o' is a numpy array of dtype object"):
+        list(zmq_offload()(stream([{"o": np.array([1, "a"], dtype=object)}])))
+
+
+def test_an_item_that_is_not_a_dict_is_named():
+    with pytest.raises(PescadorError, match="item 1 is a list; expected a dict"):
+        list(zmq_offload()(stream([{"a": 1}, [1, 2]])))
+
+
+# -- faults -------------------------------------------------------------------------
+
+
+def test_a_worker_exception_arrives_after_its_items_with_its_traceback():
+    out = []
+    with pytest.raises(PescadorError) as info:
+        for item in zmq_offload()(stream(raising_after, 7)):
+            out.append(int(item["i"][0]))
+    assert out == list(range(7))
+    message = str(info.value)
+    assert "worker 0 raised" in message and "after sending 7 items" in message
+    assert "ValueError: broken after 7 items" in message and "raising_after" in message
+
+
+@pytest.mark.parametrize("how", ["kill", "exit", "segfault"])
+def test_a_dead_worker_is_noticed_quickly(how):
+    out = []
+    start = time.monotonic()
+    with pytest.raises(PescadorError, match="worker 0 .*(killed by signal|exited with code 3)"):
+        for item in zmq_offload()(stream(dying_after, 50, how)):
+            out.append(int(item["i"][0]))
+    assert time.monotonic() - start < 3.0
+    assert out == list(range(50))
+    assert not workers_of_this_process()
+
+
+def test_a_dead_worker_is_noticed_while_another_keeps_sending():
+    pool = [stream(dying_after, 10, "kill"), stream(endless)]
+    start = time.monotonic()
+    with pytest.raises(PescadorError, match="killed by signal SIGKILL"):
+        for _ in zmq_offload(workers=2)(stream(_by_worker, pool)):
+            pass
+    assert time.monotonic() - start < 3.0
+
+
+def _by_worker(pool):
+    """Worker i runs pool[i]."""
+    yield from pool[pescador.worker_info().id]
+
+
+# -- early stops and cleanup -------------------------------------------------------
+
+
+def test_break_reaps_the_workers():
+    for _ in zip(range(10), zmq_offload(workers=2)(stream(endless))):
+        pass
+    assert not workers_of_this_process()
+
+
+def test_garbage_collection_reaps_the_workers():
+    it = iter(zmq_offload(workers=2)(stream(endless)))
+    next(it)
+    assert len(workers_of_this_process()) == 2
+    del it
+    gc.collect()
+    assert not workers_of_this_process()
+
+
+def test_keyboard_interrupt_reaps_the_workers_and_the_next_run_works():
+    recipe = zmq_offload()(stream(counting, 100_000))
+    with pytest.raises(KeyboardInterrupt):
+        for i, _ in enumerate(recipe):
+            if i == 100:
+                raise KeyboardInterrupt
+    assert not workers_of_this_process()
+    assert len(list(take(500, recipe))) == 500
+
+
+def test_a_busy_worker_is_terminated_after_timeout():
+    start = time.monotonic()
+    for _ in zip(range(2), zmq_offload(timeout=0.2)(stream(slow_endless))):
+        pass
+    assert time.monotonic() - start < 2.0
+    assert not workers_of_this_process()
+
+
+def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory():
+    recipe = zmq_offload(workers=2, start_method="fork")(stream(counting, 20))
+    list(recipe)  # warm up whatever is created once
+    fds, threads, dirs = open_fds(), threading.active_count(), pescador_dirs()
+    for run in range(100):
+        if run % 2:
+            assert len(list(recipe)) == 40
+        else:
+            for _ in zip(range(3), recipe):  # stopped early
+                pass
+    assert not workers_of_this_process()
+    assert open_fds() == fds
+    assert threading.active_count() == threads
+    assert pescador_dirs() == dirs
+
+
+CONSUMER = textwrap.dedent(
+    """
+    import sys, time, multiprocessing
+    sys.path.insert(0, {tests!r})
+    import pescador, test_zmq
+    for i, item in enumerate(pescador.zmq_offload(workers=2)(pescador.stream(test_zmq.endless))):
+        if i == 10:
+            print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+            time.sleep(60)
+    """
+)
+
+
+def test_workers_exit_by_themselves_when_their_consumer_dies():
+    code = CONSUMER.format(tests=os.path.dirname(__file__))
+    consumer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in consumer.stdout.readline().split()]
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+        consumer.kill()
+        consumer.wait()
+        deadline = time.monotonic() + 2.0
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(alive(p) for p in pids)
+    finally:
+        consumer.kill()
+        consumer.wait()
+
+
+# -- start methods and pickling ------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_start_methods(method):
+    out = list(zmq_offload(workers=2, start_method=method)(stream(counting, 50)))
+    assert sorted(x["i"] for x in out) == sorted(list(range(50)) * 2)
+
+
+def test_an_unpicklable_recipe_is_named_under_spawn():
+    def local_generator():
+        yield {"x": 1}
+
+    with pytest.raises(PescadorError, match=r"cannot be pickled.*local_generator"):
+        list(zmq_offload(start_method="spawn")(stream(local_generator)))
+    # fork needs no pickling
+    assert list(zmq_offload(start_method="fork")(stream(local_generator))) == [{"x": 1}]
+
+
+# -- several workers ---------------------------------------------------------------
+
+
+def test_workers_know_who_they_are_and_draw_independent_numbers():
+    out = list(zmq_offload(workers=3)(stream(with_worker_info)))
+    assert sorted(x["id"] for x in out) == [0, 1, 2]
+    assert {x["count"] for x in out} == {3}
+    legacy = {tuple(x["legacy"]) for x in out}
+    own = {tuple(x["own"]) for x in out}
+    assert len(legacy) == 3 and len(own) == 3
+
+
+def test_an_int_random_state_reproduces_the_workers_seeds():
+    recipe = zmq_offload(workers=2, random_state=7)(stream(with_worker_info))
+    first = sorted((x["id"], tuple(x["own"])) for x in recipe)
+    second = sorted((x["id"], tuple(x["own"])) for x in recipe)
+    assert first == second
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_finite_muxed_pool_is_delivered_exactly_once_across_workers(workers):
+    pool = [stream(tagged, tag, n) for tag, n in enumerate([5, 0, 17, 3, 9, 1, 12])]
+    recipe = pescador.mux(2, None, with_replacement=False, random_state=3)(pool)
+    single = collections.Counter((int(x["tag"][0]), int(x["i"][0])) for x in recipe)
+    offloaded = collections.Counter(
+        (int(x["tag"][0]), int(x["i"][0])) for x in zmq_offload(workers=workers)(recipe)
+    )
+    assert offloaded == single and sum(single.values()) == 47
+    chained = zmq_offload(workers=workers)(chain_mux()(pool))
+    assert collections.Counter((int(x["tag"][0]), int(x["i"][0])) for x in chained) == single
+
+
+# -- flow control ------------------------------------------------------------------
+
+
+def test_a_fast_producer_is_held_back_by_the_high_water_mark():
+    counter = multiprocessing.get_context("fork").Value("i", 0)
+    recipe = zmq_offload(hwm=2, start_method="fork")(stream(big_items, counter))
+    for i, _ in enumerate(recipe):
+        if i == 0:
+            time.sleep(1.0)  # a slow consumer: the producer must wait
+            produced = counter.value
+            break
+    # two queues of two messages, a few MiB in kernel buffers, one in hand
+    assert produced <= 16
+
+
+# -- binding ----------------------------------------------------------------------
+
+
+def test_the_ipc_directory_is_private_and_removed():
+    before = pescador_dirs()
+    it = iter(zmq_offload(transport="ipc")(stream(endless)))
+    next(it)
+    (new,) = pescador_dirs() - before
+    assert os.stat(os.path.join(tempfile.gettempdir(), new)).st_mode & 0o777 == 0o700
+    it.close()
+    assert pescador_dirs() == before
+
+
+def test_the_tcp_port_range_is_honoured():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    recipe = zmq_offload(transport="tcp", min_port=port, max_port=port)(stream(counting, 3))
+    assert len(list(recipe)) == 3
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", port))
+    blocker.listen()
+    try:
+        with pytest.raises(PescadorError, match=f"no free TCP port on 127.0.0.1 between {port} and {port}"):
+            list(recipe)
+    finally:
+        blocker.close()
+
+
+def test_a_stranger_cannot_inject_items():
+    before = pescador_dirs()
+    it = iter(zmq_offload(transport="ipc")(stream(slow_endless)))
+    next(it)
+    (new,) = pescador_dirs() - before
+    context = zmq.Context()
+    stranger = context.socket(zmq.DEALER)
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s"))
+    forged = pescador.wire.encode_item({"x": np.full(3, 666.0)})
+    for _ in range(20):
+        stranger.send_multipart(forged)
+    items = [next(it) for _ in range(30)]
+    it.close()
+    stranger.close()
+    context.term()
+    assert all(not np.any(item["x"] == 666.0) for item in items)
+
+
+# -- parameters and the facade -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(workers=0), "workers must be an integer between 1"),
+        (dict(workers=1.5), "workers"),
+        (dict(copy="yes"), "copy must be True or False"),
+        (dict(timeout=-1), "timeout must be None or a number"),
+        (dict(hwm=0), "hwm must be an integer >= 1"),
+        (dict(transport="udp"), "transport must be 'ipc' or 'tcp'"),
+        (dict(min_port=70000), "min_port"),
+        (dict(min_port=6000, max_port=5000), "max_port (5000) is below min_port (6000)"),
+        (dict(max_tries=0), "max_tries"),
+        (dict(start_method="thread"), "start_method 'thread' does not exist"),
+        (dict(random_state=-3), "random_state"),
+    ],
+)
+def test_bad_parameters(kwargs, words):
+    with pytest.raises(PescadorError) as info:
+        zmq_offload(**kwargs)
+    assert words in str(info.value)
+
+
+def test_repr_and_pickle():
+    recipe = zmq_offload(workers=2)(stream(counting, 3))
+    assert "zmq_offload(workers=2" in repr(recipe)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(recipe)) == recipe
+
+
+def rows(n):
+    for i in range(n):
+        yield {"X": np.full((1, 4), i, dtype=np.float32), "i": np.array([i])}
+
+
+def test_zmq_streamer_facade_with_buffering_on_either_side():
+    streamer = pescador.Streamer(rows, 100)
+    zs = pescador.ZMQStreamer(streamer)
+    assert [int(x["i"][0]) for x in zs(max_batches=10)] == list(range(10))
+    after = pescador.BufferedStreamer(zs, 10)
+    batches = list(after(max_batches=5))
+    assert [b["X"].shape for b in batches] == [(10, 4)] * 5
+    before = pescador.ZMQStreamer(pescador.BufferedStreamer(streamer, 10))
+    assert sum(b["X"].shape[0] for b in before()) == 100
+    assert len(list(zip(range(250), zs.cycle()))) == 250
+    tcp = pescador.ZMQStreamer(streamer, min_port=50000, max_port=50100, timeout=1)
+    assert len(list(tcp(max_batches=5))) == 5
