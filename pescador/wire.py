@@ -74,6 +74,8 @@ def _pack_value(obj: Any) -> Any:
 def _kind_name(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"numpy array of dtype {value.dtype}"
+    if isinstance(value, int):
+        return "int outside the 64-bit range"
     return type(value).__name__
 
 
@@ -135,7 +137,7 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None) -> l
                 elif copy:
                     value = value.copy()
                 fields.append([key, dtype.str, list(value.shape), None])
-                frames.append(value.data if value.ndim else value.reshape(1).data)
+                frames.append(value.reshape(-1).view(np.uint8).data)  # any dtype, no copy
         else:
             fields.append([key, value])
     try:
