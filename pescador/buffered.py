@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import _MISSING, Stream, Transform, check_count
+from .core import _MISSING, Stream, Transform, check_count, is_item, not_a_dict
 from .exceptions import PescadorError
 
 __all__ = ["buffer"]
@@ -48,8 +48,8 @@ def _as_array(value: Any, key: Any, position: int) -> np.ndarray:
 
 def _signature(item: Any, position: int) -> tuple[dict, dict]:
     """The layout every item must share (key -> (trailing shape, dtype)), and the item as arrays."""
-    if not isinstance(item, dict):
-        raise PescadorError(f"buffer: item {position} is {_kind(item)}; expected a dict of arrays")
+    if not is_item(item):
+        raise not_a_dict(item, "buffer", position)
     if not item:
         raise PescadorError(f"buffer: item {position} is an empty dict; expected a dict of arrays")
     layout = {}
@@ -67,12 +67,12 @@ def _signature(item: Any, position: int) -> tuple[dict, dict]:
 
 def _mismatch(item: Any, layout: dict, position: int) -> PescadorError:
     """Explain how ``item`` differs from ``layout`` (the slow, precise path)."""
-    if not isinstance(item, dict):
-        return PescadorError(f"buffer: item {position} is {_kind(item)}; expected a dict of arrays")
+    if not is_item(item):
+        return not_a_dict(item, "buffer", position)
     if item.keys() != layout.keys():
         return PescadorError(
-            f"buffer: item {position} has keys {sorted(map(str, item))}; expected the keys of "
-            f"the first item, {sorted(map(str, layout))}"
+            f"buffer: item {position} has keys {sorted(item)}; expected the keys of "
+            f"the first item, {sorted(layout)}"
         )
     rows = {}
     for key, (trail, dtype) in layout.items():

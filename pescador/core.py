@@ -491,37 +491,51 @@ def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | St
 # ----------------------------------------------------------------------------
 
 
-def _key_error(item: Any, key: Any, where: str) -> PescadorError:
-    if not isinstance(item, dict):
-        return PescadorError(
-            f"{where}: expected each item to be a dict of arrays; got a {type(item).__name__}"
-        )
-    present = sorted(map(str, item))
-    return PescadorError(f"{where}: an item has no key {key!r}; its keys are {present}")
+def not_a_dict(item: Any, where: str, position: int, source: str = "") -> PescadorError:
+    """The error for an item that is not a dict with string keys."""
+    origin = f" from {source}" if source else ""
+    if isinstance(item, dict):
+        bad = next(k for k in item if type(k) is not str)
+        what = f"a dict with the key {bad!r} of type {type(bad).__name__}"
+    else:
+        what = f"a {type(item).__name__} ({short_repr(item, 60)})"
+    return PescadorError(f"{where}: item {position}{origin} is {what}; expected a dict of arrays with string keys")
 
 
-def _missing(item: Any, keys: Sequence, where: str) -> PescadorError:
+def is_item(item: Any) -> bool:
+    """Whether ``item`` is a dict whose keys are all strings (what every stage expects)."""
+    if type(item) is not dict and not isinstance(item, dict):
+        return False
+    for key in item:
+        if type(key) is not str:
+            return False
+    return True
+
+
+def _key_error(item: Any, key: Any, where: str, position: int) -> PescadorError:
+    if not is_item(item):
+        return not_a_dict(item, where, position)
+    return PescadorError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
+
+
+def _missing(item: Any, keys: Sequence, where: str, position: int) -> PescadorError:
     if isinstance(item, dict):
         for key in keys:
             if key not in item:
-                return _key_error(item, key, where)
-    return _key_error(item, keys[0], where)
+                return _key_error(item, key, where, position)
+    return _key_error(item, keys[0], where, position)
 
 
 def _tuples(upstream: Stream, keys: tuple) -> Iterator[tuple]:
     get = itemgetter(*keys)
-    if len(keys) == 1:
-        for item in upstream:
-            try:
-                yield (get(item),)
-            except (KeyError, TypeError, IndexError):
-                raise _missing(item, keys, "tuples") from None
-    else:
-        for item in upstream:
-            try:
-                yield get(item)
-            except (KeyError, TypeError, IndexError):
-                raise _missing(item, keys, "tuples") from None
+    single = len(keys) == 1
+    for position, item in enumerate(upstream):
+        if not is_item(item):
+            raise not_a_dict(item, "tuples", position)
+        try:
+            yield (get(item),) if single else get(item)
+        except KeyError:
+            raise _missing(item, keys, "tuples", position) from None
 
 
 def _check_keys(keys: Any, where: str, name: str) -> None:
@@ -559,22 +573,23 @@ def tuples(*keys: Any) -> Transform:
     return Transform("tuples", _tuples, {"keys": tuple(keys)})
 
 
-def _pick(item: Any, keys: str | tuple) -> Any:
+def _pick(item: Any, keys: str | tuple, position: int) -> Any:
     try:
         if isinstance(keys, tuple):
             return [item[k] for k in keys]
         return item[keys]
-    except (KeyError, TypeError, IndexError):
-        raise _missing(item, keys if isinstance(keys, tuple) else (keys,), "keras_tuples") from None
+    except KeyError:
+        raise _missing(item, keys if isinstance(keys, tuple) else (keys,), "keras_tuples", position) from None
 
 
 def _keras_tuples(upstream: Stream, inputs: str | tuple, outputs: str | tuple | None) -> Iterator[tuple]:
-    if outputs is None:
-        for item in upstream:
-            yield (_pick(item, inputs),)
-    else:
-        for item in upstream:
-            yield (_pick(item, inputs), _pick(item, outputs))
+    for position, item in enumerate(upstream):
+        if not is_item(item):
+            raise not_a_dict(item, "keras_tuples", position)
+        if outputs is None:
+            yield (_pick(item, inputs, position),)
+        else:
+            yield (_pick(item, inputs, position), _pick(item, outputs, position))
 
 
 def _keras_keys(keys: Any, name: str, allow_none: bool) -> Any:

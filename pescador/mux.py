@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Stream, Transform, stream
+from .core import Stream, Transform, is_item, not_a_dict, short_repr, stream
 from .exceptions import PescadorError
 from .streamer import Streamer
 from .workers import worker_info
@@ -310,6 +310,7 @@ def _engine(
     prune_empty: bool,
     random_state: Any,
     dist: str = "poisson",
+    name: str = "mux",
 ) -> Iterator:
     """Run a mux over ``pool``; the kinds below differ only in these parameters.
 
@@ -338,6 +339,7 @@ def _engine(
     bound: list = []  # each slot's bound when it started
     who: list = []  # each slot's stream
     slot_draws: list = []
+    position = 0  # items yielded so far
     epoch = 0
     while epochs is None or epoch < epochs:
         epoch += 1
@@ -383,6 +385,9 @@ def _engine(
             except StopIteration:
                 ended = True
             else:
+                if not is_item(item):
+                    raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
+                position += 1
                 produced = True
                 if acts.dry:
                     acts.dry.clear()
@@ -522,7 +527,7 @@ def _run_stochastic(pool, n_active, rate=256.0, weights=None, mode="with_replace
     activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[mode]
     uniform = activation == "with" and rate is not None or weights is None
     return _engine(pool, n_active, rate, weights, activation, "random", "uniform" if uniform else "weighted",
-                   1, prune_empty_streams, random_state, dist)
+                   1, prune_empty_streams, random_state, dist, "stochastic_mux")
 
 
 def stochastic_mux(
@@ -565,7 +570,7 @@ def stochastic_mux(
 def _run_shuffled(pool, weights=None, random_state=None):
     _weights_fit(pool, weights, "shuffled_mux")
     return _engine(pool, len(pool), None, weights, "single", "random",
-                   "uniform" if weights is None else "weighted", 1, True, random_state)
+                   "uniform" if weights is None else "weighted", 1, True, random_state, name="shuffled_mux")
 
 
 def shuffled_mux(weights: Any = None, random_state: Any = None) -> Transform:
@@ -593,7 +598,8 @@ _ROUND_ROBIN_MODES = ("exhaustive", "cycle", "permuted_cycle")
 def _run_round_robin(pool, mode="exhaustive", random_state=None):
     epochs = 1 if mode == "exhaustive" else None
     order = "random" if mode == "permuted_cycle" else "pool"
-    return _engine(pool, len(pool), None, None, "once", order, "rotate", epochs, True, random_state)
+    return _engine(pool, len(pool), None, None, "once", order, "rotate", epochs, True, random_state,
+                   name="round_robin_mux")
 
 
 def round_robin_mux(mode: str = "exhaustive", random_state: Any = None) -> Transform:
@@ -620,8 +626,8 @@ _CHAIN_MODES = ("exhaustive", "with_replacement")
 
 def _run_chain(pool, mode="exhaustive", random_state=None):
     if mode == "exhaustive":
-        return _engine(pool, 1, None, None, "once", "pool", "uniform", 1, True, random_state)
-    return _engine(pool, 1, None, None, "with", "random", "uniform", 1, True, random_state)
+        return _engine(pool, 1, None, None, "once", "pool", "uniform", 1, True, random_state, name="chain_mux")
+    return _engine(pool, 1, None, None, "with", "random", "uniform", 1, True, random_state, name="chain_mux")
 
 
 def chain_mux(mode: str = "exhaustive", random_state: Any = None) -> Transform:

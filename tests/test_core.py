@@ -256,7 +256,7 @@ def test_tuples_missing_key_names_key_and_keys_present():
 
 
 def test_tuples_non_dict_item():
-    with pytest.raises(PescadorError, match="dict.*list"):
+    with pytest.raises(PescadorError, match="item 0 is a list.*expected a dict"):
         list(tuples("X")(stream([[1, 2]])))
 
 
