@@ -2,6 +2,7 @@
 
 import collections
 import ctypes
+import faulthandler
 import gc
 import multiprocessing
 import os
@@ -72,6 +73,7 @@ def dying_after(n, how):
     elif how == "exit":
         os._exit(3)
     else:
+        faulthandler.disable()  # (pytest's fault handler would print a dump)
         ctypes.string_at(0)  # segmentation fault
 
 
@@ -166,6 +168,13 @@ def open_fds():
 
 def pescador_dirs():
     return {d for d in os.listdir(tempfile.gettempdir()) if d.startswith("pescador-")}
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """A temporary directory of this test's own, so other runs' ipc directories do not count."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
 
 
 # -- the wire: items arrive as they left --------------------------------------------
@@ -292,7 +301,7 @@ def test_a_busy_worker_is_terminated_after_timeout():
     assert not workers_of_this_process()
 
 
-def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory():
+def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory(private_tmp):
     recipe = zmq_offload(workers=2, start_method="fork")(stream(counting, 20))
     list(recipe)  # warm up whatever is created once
     fds, threads, dirs = open_fds(), threading.active_count(), pescador_dirs()
@@ -303,8 +312,8 @@ def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory():
             for _ in zip(range(3), recipe):  # stopped early
                 pass
     assert not workers_of_this_process()
-    assert open_fds() == fds
-    assert threading.active_count() == threads
+    assert open_fds() == fds, os.listdir("/proc/self/fd")
+    assert threading.active_count() == threads, threading.enumerate()
     assert pescador_dirs() == dirs
 
 
@@ -407,7 +416,7 @@ def test_a_fast_producer_is_held_back_by_the_high_water_mark():
 # -- binding ----------------------------------------------------------------------
 
 
-def test_the_ipc_directory_is_private_and_removed():
+def test_the_ipc_directory_is_private_and_removed(private_tmp):
     before = pescador_dirs()
     it = iter(zmq_offload(transport="ipc")(stream(endless)))
     next(it)
@@ -433,7 +442,7 @@ def test_the_tcp_port_range_is_honoured():
         blocker.close()
 
 
-def test_a_stranger_cannot_inject_items():
+def test_a_stranger_cannot_inject_items(private_tmp):
     before = pescador_dirs()
     it = iter(zmq_offload(transport="ipc")(stream(slow_endless)))
     next(it)
