@@ -19,9 +19,11 @@ Arrays larger than ``INLINE_MAX`` bytes are sent without copying, one frame
 each, and received without copying: the consumer builds each array over its
 frame with ``np.frombuffer``.  The frames belong to the consumer alone, so
 these arrays are writeable, and writing to them touches nothing else.
-Smaller arrays ride inside the header and arrive as copies.  Every array arrives aligned for its dtype (numpy's
-``flags.aligned``; ZeroMQ places large frames on 8-byte boundaries): a frame
-that arrives misaligned for its dtype is copied.
+Smaller arrays ride inside the header and arrive as copies.  Every array
+arrives aligned for its dtype (numpy's ``flags.aligned``): a frame that
+arrives misaligned for its dtype is copied.  (ZeroMQ usually places frames
+of more than a few KiB on 8-byte boundaries, so those are not copied;
+frames of 1 to 4 KiB often arrive misaligned, and are.)
 Object arrays and anything else that would need pickle never travel, and the
 decoder never unpickles: every check on a received message happens before
 any array is built, and any malformed message raises
@@ -61,7 +63,7 @@ class _Unsendable(Exception):
 def _pack_value(obj: Any) -> Any:
     """msgpack's hook for values it does not know: numpy data through msgpack-numpy."""
     if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject or obj.dtype.fields is not None:
+        if not _travels(obj.dtype) or obj.dtype.kind == "V":
             raise _Unsendable(obj)
         return msgpack_numpy.encode(np.ascontiguousarray(obj))
     if isinstance(obj, (np.bool_, np.number, complex)):
@@ -71,7 +73,14 @@ def _pack_value(obj: Any) -> Any:
     raise _Unsendable(obj)
 
 
+def _travels(dtype: np.dtype) -> bool:
+    """Whether arrays of ``dtype`` may cross the wire: plain data of a nonzero size."""
+    return not dtype.hasobject and dtype.fields is None and dtype.subdtype is None and dtype.itemsize > 0
+
+
 def _kind_name(value: Any) -> str:
+    if isinstance(value, _BadKey):
+        return f"dict key {value.key!r} of type {type(value.key).__name__}"
     if isinstance(value, np.ndarray):
         return f"numpy array of dtype {value.dtype}"
     if isinstance(value, int):
@@ -127,7 +136,7 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None) -> l
             raise PescadorError(f"{where} has the key {key!r} of type {type(key).__name__}; keys must be str")
         if type(value) is np.ndarray or isinstance(value, np.ndarray):
             dtype = value.dtype
-            if dtype.hasobject or dtype.fields is not None:
+            if not _travels(dtype):
                 raise _unsendable(key, value, position)
             if value.nbytes <= INLINE_MAX:
                 fields.append([key, dtype.str, list(value.shape), value.tobytes()])
@@ -139,6 +148,10 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None) -> l
                 fields.append([key, dtype.str, list(value.shape), None])
                 frames.append(value.reshape(-1).view(np.uint8).data)  # any dtype, no copy
         else:
+            if type(value) is not str and not isinstance(value, (int, float, bool, type(None))):
+                bad = _bad_key(value)
+                if bad is not None:
+                    raise _unsendable(key, bad, position, True)
             fields.append([key, value])
     try:
         frames[0] = msgpack.packb([ITEM, fields], default=_pack_value, use_bin_type=True)
@@ -148,6 +161,32 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None) -> l
     except (TypeError, ValueError, OverflowError) as exc:  # e.g. an int beyond 64 bits
         raise PescadorError(f"an item could not be packed for sending: {exc}") from None
     return frames
+
+
+class _BadKey:
+    """Stands for a nested dict key that cannot travel, in error messages."""
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+
+def _bad_key(value: Any, depth: int = 0) -> Any:
+    """A nested dict key that cannot travel (only str, int, float, bool and None can), or None."""
+    if depth > 32:
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool, type(None))):
+                return _BadKey(k)
+            found = _bad_key(v, depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            found = _bad_key(v, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _key_holding(item: dict, value: Any) -> Any:
@@ -173,7 +212,8 @@ def encode_end() -> list:
 
 def encode_error(text: str) -> list:
     """The frames that carry a worker's exception (its traceback text)."""
-    return [msgpack.packb([ERROR, str(text)], use_bin_type=True)]
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates, e.g. in file names
+    return [msgpack.packb([ERROR, text], use_bin_type=True)]
 
 
 # ----------------------------------------------------------------------------
@@ -198,7 +238,7 @@ def _dtype(code: Any) -> np.dtype:
         dtype = np.dtype(code)
     except Exception:
         raise _malformed(f"unknown dtype {code!r}") from None
-    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+    if not _travels(dtype):
         raise _malformed(f"dtype {code!r} is not allowed on the wire")
     if len(_DTYPES) < 256:
         _DTYPES[code] = dtype
@@ -225,7 +265,10 @@ def _array(buffer: Any, dtype: np.dtype, shape: tuple, copy: bool) -> np.ndarray
             f"an array of dtype {dtype.str} and shape {shape} needs {count * dtype.itemsize} bytes; "
             f"its frame holds {size}"
         )
-    array = np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+    try:
+        array = np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+    except (ValueError, OverflowError, TypeError) as exc:  # e.g. a 0 among enormous dimensions
+        raise _malformed(f"an array of dtype {dtype.str} and shape {shape}: {exc}") from None
     if copy or type(buffer) is bytes or not array.flags.aligned:
         array = array.copy()
     return array
@@ -280,7 +323,7 @@ def decode(frames: list, copy: bool = False) -> tuple:
         raise _malformed("an empty message")
     try:
         header = msgpack.unpackb(
-            _frame_buffer(frames[0]), raw=False, object_hook=_unpack_hook
+            _frame_buffer(frames[0]), raw=False, object_hook=_unpack_hook, strict_map_key=False
         )
     except PescadorError:
         raise

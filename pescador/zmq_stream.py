@@ -39,6 +39,7 @@ import os
 import pickle
 import random
 import secrets
+import select
 import shutil
 import signal
 import tempfile
@@ -60,10 +61,9 @@ __all__ = ["zmq_offload"]
 _GRACE = 1.0  # seconds a stopping worker gets when timeout is None
 _POLL_MS = 100  # how long the consumer waits for a message before it checks on its workers
 _CHECK_EVERY = 0.25  # seconds between checks on the workers while items flow
-_DEAD_GRACE = 0.5  # seconds to keep receiving from other workers after one died
 _STOP, _ACK = b"stop", b"ack"
 _DEFAULT_TRANSPORT = "ipc" if zmq.has("ipc") else "tcp"
-_NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+_NOBLOCK, _RCVMORE, _EVENTS = int(zmq.NOBLOCK), int(zmq.RCVMORE), int(zmq.EVENTS)
 
 
 # ----------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def _bind(sock: zmq.Socket, transport: str, min_port: int, max_port: int, max_tr
             raise PescadorError(f"zmq_offload: cannot bind {endpoint}: {exc}; try transport='tcp'") from None
         return endpoint, directory
     ports = range(min_port, max_port + 1)
-    for port in random.sample(ports, min(max_tries, len(ports))):
+    for port in random.Random().sample(ports, min(max_tries, len(ports))):  # (not the user's random)
         try:
             sock.bind(f"tcp://127.0.0.1:{port}")
         except zmq.ZMQError as exc:
@@ -267,7 +267,7 @@ def _run(upstream, workers=1, copy=False, timeout=None, hwm=32, transport=_DEFAU
             identities[identity] = wid
             process = mp.Process(
                 target=_worker,
-                args=(pickled, payload, endpoint, identity, wid, workers, seeds[wid], hwm, copy),
+                args=(pickled, payload, endpoint, identity, wid, workers, seeds[wid], hwm, copy, os.getpid()),
                 name=f"pescador-worker-{wid}",
                 daemon=True,
             )
@@ -282,10 +282,23 @@ def _run(upstream, workers=1, copy=False, timeout=None, hwm=32, transport=_DEFAU
 
 
 def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool) -> Iterator:
-    """Yield items until every worker has ended; raise on a worker's error or death."""
+    """Yield items until every worker has ended; raise on a worker's error or death.
+
+    A dead worker is reported once everything it sent has been received:
+    at once when the socket is quiet, and otherwise once the other peers'
+    messages show that its queue is empty.  ZeroMQ serves the queues that
+    hold messages in turn, so a queue that still held some would have given
+    one among the next few; while a death is pending, the socket is made to
+    process its commands at every message, so that a queue that filled up
+    meanwhile takes its turn at once (ZeroMQ otherwise looks only every 100
+    messages).
+    """
     live = set(range(len(procs)))
     sent = [0] * len(procs)
-    dead: dict = {}  # worker id -> when its death was noticed
+    received = 0  # messages so far (from any peer: ZeroMQ serves them all in turn)
+    last = [0] * len(procs)  # ``received`` when each worker's latest message came
+    drained_after = 2 * len(procs) + 2  # others' messages that prove a queue empty
+    pending: dict = {}  # dead worker -> (``received``, time) when its death was noticed
     next_check = time.monotonic() + _CHECK_EVERY
     recv, more = sock.recv, sock.getsockopt
     while live:
@@ -301,15 +314,29 @@ def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool) -> Ite
         frames = [recv()]  # the header: small, so a copy is cheaper than a zmq.Frame
         while more(_RCVMORE):
             frames.append(recv(copy=False))
+        now = time.monotonic()
+        if now >= next_check:  # messages are flowing: check on the workers now and then
+            next_check = now + _CHECK_EVERY
+            for wid in live:
+                if wid not in pending and procs[wid].exitcode is not None:
+                    pending[wid] = (received, now)
+        if pending:
+            more(_EVENTS)  # (processes the socket's commands: queues that filled up are served)
+            for wid, (noticed, when) in pending.items():
+                if received - max(noticed, last[wid]) >= drained_after and now - when >= 0.05:
+                    raise _death(procs[wid], wid, sent[wid])
+        received += 1
         wid = identities.get(identity)
         if wid is None:
-            continue  # not one of our workers: ignored
+            continue  # not one of our workers: dropped
+        last[wid] = received
         kind, payload = wire.decode(frames, copy)
         if kind == wire.ITEM:
             sent[wid] += 1
             yield payload
         elif kind == wire.END:
             live.discard(wid)
+            pending.pop(wid, None)  # it ended before it died: nothing was lost
             _send(sock, identity, _ACK)
         else:
             live.discard(wid)
@@ -318,14 +345,6 @@ def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool) -> Ite
                 f"zmq_offload: worker {wid} raised an exception after sending {sent[wid]} items; "
                 f"its traceback:\n{payload}"
             )
-        now = time.monotonic()
-        if now >= next_check:  # items are flowing: check on the workers now and then
-            next_check = now + _CHECK_EVERY
-            for wid in live:
-                if procs[wid].exitcode is not None:
-                    noticed = dead.setdefault(wid, now)
-                    if now - noticed >= _DEAD_GRACE:
-                        raise _death(procs[wid], wid, sent[wid])
 
 
 def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
@@ -335,6 +354,19 @@ def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
         return True
     except zmq.ZMQError:  # not connected (yet, or any more), or its queue is full
         return False
+
+
+def _wait_all(procs: list, seconds: float | None) -> None:
+    """Wait until every process has exited, or ``seconds`` have passed (None: no limit)."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while True:
+        running = [p.sentinel for p in procs if p.exitcode is None]
+        if not running:
+            return
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        multiprocessing.connection.wait(running, left)
 
 
 def _shutdown(sock: Any, procs: list, identities: dict, timeout: float | None) -> None:
@@ -355,11 +387,12 @@ def _shutdown(sock: Any, procs: list, identities: dict, timeout: float | None) -
     for process in procs:
         if process.exitcode is None:
             process.terminate()
+    _wait_all(procs, 1.0)
     for process in procs:
-        process.join(1.0)
         if process.exitcode is None:
             process.kill()
-            process.join()
+    _wait_all(procs, None)
+    for process in procs:
         process.close()
     if sock is not None:
         sock.close(linger=0)
@@ -374,12 +407,55 @@ class _Stopped(Exception):
     """The consumer asked this worker to stop, or is gone."""
 
 
+class _Consumer:
+    """Watches the consumer process from a worker, whatever started the worker.
+
+    Uses a pidfd where the system has them (it becomes readable when the
+    process exits, even before it is reaped); otherwise asks whether the
+    pid still exists.  Opened first thing in the worker, so a consumer that
+    died while the worker started is noticed too.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd = None
+        self.dead = False
+        try:
+            self.fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.dead = True
+        except (AttributeError, OSError):  # no pidfds here: fall back on the pid
+            pass
+        if self.fd is not None:
+            self.poller = select.poll()
+            self.poller.register(self.fd, select.POLLIN)
+
+    def gone(self) -> bool:
+        if self.dead:
+            return True
+        if self.fd is not None:
+            self.dead = bool(self.poller.poll(0))
+        else:
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                self.dead = True
+            except PermissionError:
+                pass
+        return self.dead
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 class _Link:
     """The worker's end of the wire: sends that never block for ever."""
 
-    def __init__(self, sock: zmq.Socket, parent: int) -> None:
+    def __init__(self, sock: zmq.Socket, consumer: "_Consumer") -> None:
         self.sock = sock
-        self.parent = parent
+        self.consumer = consumer
         self.next_check = time.monotonic() + 0.1
 
     def _check(self, wait_ms: int) -> bool:
@@ -395,7 +471,7 @@ class _Link:
                 raise _Stopped
             acked = acked or message == _ACK
             events = self.sock.poll(0, zmq.POLLIN)
-        if os.getppid() != self.parent:  # the consumer died: this process was re-parented
+        if self.consumer.gone():
             raise _Stopped
         return acked
 
@@ -423,17 +499,19 @@ def _seed_globals(seed: np.random.SeedSequence) -> None:
     random.seed(int.from_bytes(state.tobytes(), "little"))
 
 
-def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy) -> None:
+def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, consumer_pid) -> None:
     """A worker process: run the recipe and send its items, then END (or ERROR)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
-    parent = os.getppid()
+    consumer = _Consumer(consumer_pid)
+    if consumer.gone():
+        return
     context = zmq.Context()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.IDENTITY, identity)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
-    link = _Link(sock, parent)
+    link = _Link(sock, consumer)
     try:
         try:
             recipe = pickle.loads(payload) if pickled else payload
@@ -455,3 +533,4 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy) -
     finally:
         sock.close(linger=0)
         context.term()
+        consumer.close()

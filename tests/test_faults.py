@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 import time
 import tracemalloc
 
@@ -287,6 +288,42 @@ def test_a_stranger_cannot_inject_items(transport, tmp_path, monkeypatch):
     context.term()
     assert -666 not in got
     assert got == sorted(got)  # the worker's own items, in order
+
+
+def dies_soon():
+    yield {"i": np.array([0])}
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_chattering_stranger_does_not_hide_a_dead_worker(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    it = iter(zmq_offload(transport="ipc")(stream(dies_soon)))
+    next(it)
+    (directory,) = os.listdir(tmp_path)
+    context = zmq.Context()
+    stranger = context.socket(zmq.DEALER)
+    stranger.setsockopt(zmq.LINGER, 0)
+    stranger.connect("ipc://" + os.path.join(tmp_path, directory, "s"))
+    stop = threading.Event()
+
+    def chatter():
+        while not stop.is_set():
+            stranger.send(b"hello")
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=chatter)
+    thread.start()
+    try:
+        start = time.monotonic()
+        with pytest.raises(PescadorError, match="killed by signal SIGKILL"):
+            next(it)
+        assert time.monotonic() - start < 2.0
+    finally:
+        stop.set()
+        thread.join()
+        stranger.close()
+        context.term()
 
 
 def _listening_ports():

@@ -48,6 +48,12 @@ def test_large_arrays_travel_as_frames_and_small_ones_inline():
     assert not np.shares_memory(np.frombuffer(encode_item({"a": large}, copy=True)[1], dtype=large.dtype), large)
 
 
+def test_nested_values_round_trip():
+    value = {"labels": {1: "cat", 2: "dog"}, "list": [1, 2.5, None, "x", [True]], "scalar": np.float32(2.5)}
+    kind, item = decode(frames_as_bytes(encode_item(value)))
+    assert item == value and isinstance(item["scalar"], np.float32)
+
+
 def test_control_messages():
     assert decode(encode_end()) == (END, None)
     assert decode(encode_error("Traceback ...")) == (ERROR, "Traceback ...")
@@ -79,6 +85,9 @@ MALFORMED = {
     "dtype not a string": [header(ITEM, [["x", 5, [1], b"\x00" * 8]])],
     "inline data not bytes": [header(ITEM, [["x", "<f8", [1], "abcdefgh"]])],
     "control message with frames": [header(END), b"\x00"],
+    "zero itemsize": [header(ITEM, [["x", "|S0", [3], b""]])],
+    "a zero among enormous dimensions": [header(ITEM, [["x", "<f8", [0, 2**62 - 1, 2**62 - 1], b""]])],
+    "enormous dimensions with a frame": [header(ITEM, [["x", "|u1", [2**62 - 1, 2**62 - 1], None]]), b"\x00" * 4],
     "error without text": [header(ERROR)],
 }
 
@@ -118,6 +127,9 @@ def test_random_bytes_never_escape_as_anything_but_pescador_errors(head, rest):
         ({1: np.zeros(2)}, ["key 1", "keys must be str"]),
         ([np.zeros(2)], ["is a list", "expected a dict"]),
         ({"x": 2**70}, ["key 'x'", "int outside the 64-bit range"]),
+        ({"x": np.zeros(3, dtype="V0")}, ["key 'x'", "V0"]),
+        ({"x": {b"nd": True}}, ["key 'x' contains a dict key b'nd' of type bytes"]),
+        ({"x": [np.zeros(2, dtype="V8")]}, ["key 'x' contains a numpy array of dtype |V8"]),
     ],
 )
 def test_values_that_cannot_travel_are_named(item, words):

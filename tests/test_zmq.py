@@ -1,6 +1,7 @@
 """zmq_offload: items cross processes intact; faults surface; nothing hangs or leaks."""
 
 import collections
+import itertools
 import ctypes
 import faulthandler
 import gc
@@ -322,16 +323,19 @@ CONSUMER = textwrap.dedent(
     import sys, time, multiprocessing
     sys.path.insert(0, {tests!r})
     import pescador, test_zmq
-    for i, item in enumerate(pescador.zmq_offload(workers=2)(pescador.stream(test_zmq.endless))):
-        if i == 10:
-            print(*[p.pid for p in multiprocessing.active_children()], flush=True)
-            time.sleep(60)
+    if __name__ == "__main__":
+        recipe = pescador.zmq_offload(workers=2, start_method={method!r})(pescador.stream(test_zmq.endless))
+        for i, item in enumerate(recipe):
+            if i == 10:
+                print(*[p.pid for p in multiprocessing.active_children() if p.name.startswith("pescador")], flush=True)
+                time.sleep(60)
     """
 )
 
 
-def test_workers_exit_by_themselves_when_their_consumer_dies():
-    code = CONSUMER.format(tests=os.path.dirname(__file__))
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_workers_exit_by_themselves_when_their_consumer_dies(method):
+    code = CONSUMER.format(tests=os.path.dirname(__file__), method=method)
     consumer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in consumer.stdout.readline().split()]
@@ -345,6 +349,66 @@ def test_workers_exit_by_themselves_when_their_consumer_dies():
     finally:
         consumer.kill()
         consumer.wait()
+
+
+def stubborn():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while True:
+        time.sleep(0.01)
+        yield {"x": np.zeros(2)}
+
+
+def test_workers_that_ignore_sigterm_are_killed_together_not_one_by_one():
+    start = time.monotonic()
+    for _ in zip(range(4), zmq_offload(workers=6, timeout=0.2)(stream(stubborn))):
+        pass
+    assert time.monotonic() - start < 0.2 + 1.0 + 1.0  # grace, then one second for all to take SIGTERM
+    assert not workers_of_this_process()
+
+
+def dies_after(n):
+    for i in range(n):
+        yield {"w": np.array([0]), "i": np.array([i])}
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _death_or_endless(n):
+    if pescador.worker_info().id == 0:
+        yield from dies_after(n)
+    else:
+        for i in itertools.count():
+            yield {"w": np.array([1]), "i": np.array([i])}
+
+
+def test_a_dead_workers_items_all_arrive_before_its_death_is_reported_to_a_slow_consumer():
+    got = []
+    with pytest.raises(PescadorError, match="worker 0 .*killed by signal SIGKILL after sending 30 items"):
+        for item in zmq_offload(workers=2)(stream(_death_or_endless, 30)):
+            if item["w"][0] == 0:
+                got.append(int(item["i"][0]))
+            time.sleep(0.02)  # a slow consumer: the dead worker's items wait in its queue
+    assert got == list(range(30))
+
+
+def surrogate_failure():
+    yield {"x": np.zeros(1)}
+    raise FileNotFoundError("no such file: " + b"caf\xe9".decode("utf-8", "surrogateescape"))
+
+
+def test_a_traceback_with_undecodable_text_still_arrives():
+    with pytest.raises(PescadorError, match=r"(?s)FileNotFoundError: no such file: caf\\udce9"):
+        list(zmq_offload()(stream(surrogate_failure)))
+
+
+def test_tcp_runs_leave_the_users_random_state_alone():
+    import random
+
+    random.seed(5)
+    expected = random.random()
+    random.seed(5)
+    list(zmq_offload(transport="tcp")(stream(counting, 3)))
+    assert random.random() == expected
 
 
 # -- start methods and pickling ------------------------------------------------------
