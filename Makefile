@@ -3,27 +3,35 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench docs clean
+.PHONY: demo test test-frameworks bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.demo-installed: pyproject.toml | $(PY)
+$(VENV)/.demo-installed: pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.test-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+# The test extras include PyTorch (CPU build) and Keras 3, so that the
+# framework tests run too: they add about a minute of installing, and the
+# whole of `make test` stays well under five minutes.
+$(VENV)/.test-installed: pyproject.toml Makefile | $(PY)
+	$(PY) -m pip install --quiet -e '.[test,torch,keras]'
 	touch $@
 
 demo: $(VENV)/.demo-installed
 	$(PY) -m pescador.demo
 
 test: $(VENV)/.test-installed
-	$(PY) -m pytest pescador tests README.md
+	KERAS_BACKEND=torch $(PY) -m pytest pescador tests docs README.md
 
-$(VENV)/.docs-installed: pyproject.toml | $(PY)
+# The PyTorch and Keras tests alone (where the frameworks are absent, as in a
+# venv made by hand with only '.[test]', `pytest` skips them, saying why).
+test-frameworks: $(VENV)/.test-installed
+	KERAS_BACKEND=torch $(PY) -m pytest tests/test_frameworks.py tests/test_docs.py pescador/torch.py
+
+$(VENV)/.docs-installed: pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --quiet -e '.[docs]'
 	touch $@
 

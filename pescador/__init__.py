@@ -22,6 +22,8 @@ from .buffered import buffer
 from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 from .mux import ChainMux, RoundRobinMux, ShuffledMux, StochasticMux
 from .zmq_stream import zmq_offload
+from .observe import Meter, MuxStats, measure
+from .extras import cache, epoch_length, epochs, streamable
 
 try:
     __version__ = _version("pescador")
@@ -50,5 +52,12 @@ __all__ = [
     "RoundRobinMux",
     "ChainMux",
     "zmq_offload",
+    "MuxStats",
+    "Meter",
+    "measure",
+    "streamable",
+    "cache",
+    "epochs",
+    "epoch_length",
     "worker_info",
 ]

@@ -91,7 +91,7 @@ def _mismatch(item: Any, layout: dict, position: int) -> PescadorError:
             return PescadorError(
                 f"buffer: item {position}, key {key!r}: dtype {array.dtype} cannot be stored in "
                 f"{dtype}, the dtype of the first item (batches take the first item's dtypes; "
-                "later items are cast into them only within a kind, e.g. float64 into float32)"
+                "later items are cast into them only safely, or from float64 to float32)"
             )
         rows[key] = array.shape[0]
     return PescadorError(
@@ -101,8 +101,15 @@ def _mismatch(item: Any, layout: dict, position: int) -> PescadorError:
 
 
 def _fits(source: np.dtype, target: np.dtype) -> bool:
-    """Whether items of dtype ``source`` may be cast into a batch of dtype ``target``."""
-    return np.can_cast(source, target, "same_kind")
+    """Whether items of dtype ``source`` may be cast into a batch of dtype ``target``.
+
+    Safe casts (int16 into float32, float32 into float64), and floating
+    point into a narrower floating point (float64 into float32: precision
+    only); never a cast that could wrap an integer or drop a fraction.
+    """
+    if np.can_cast(source, target, "safe"):
+        return True
+    return source.kind in "fc" and target.kind in "fc" and np.can_cast(source, target, "same_kind")
 
 
 class _NotArrays(Exception):
@@ -202,10 +209,11 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     the current batch is split across batches.  Every batch owns its
     memory.  All items must share the first item's keys, and each key its
     trailing shape.  A batch takes the first item's dtypes; a later item of
-    another dtype of the same kind (float64 into float32, int8 into int64)
-    is cast into it, as the 1.0 docs' examples that mix noisy float64 with
-    float32 items expect; other kinds (float into int, str into float)
-    raise.
+    another dtype is cast into it when no value can change but for floating
+    point precision: safe casts (int8 into int64, int16 into float32) and
+    float64 into float32, as the 1.0 docs' examples that mix noisy float64
+    with float32 items expect.  Anything else (float into int, int64 into
+    int8, str into float) raises.
 
     Curried and data-last: ``buffer(n)`` is a :class:`~pescador.Transform`
     for :func:`toolz.pipe`, and ``buffer(n, source)`` is the stream.
@@ -225,7 +233,7 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     PescadorError
         For a bad ``n``, and (while iterating) for an item that is not a
         dict, whose keys differ from the first item's, whose arrays disagree
-        on their row count, whose trailing shape changes or dtype changes kind, or that
+        on their row count, whose trailing shape changes or whose dtype cannot be cast safely, or that
         holds a 0-d value; the message names the key and the item's
         position.
 

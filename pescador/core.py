@@ -42,7 +42,8 @@ _MISSING = object()
 
 
 def _name(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    return name.removesuffix(".__wrapped__")  # a @streamable function
 
 
 def short_repr(value: Any, limit: int = 80) -> str:

@@ -159,6 +159,14 @@ def _check_choice(value: Any, valid: Sequence[str], where: str, name: str = "mod
     return value
 
 
+def _check_stats(stats: Any, where: str) -> Any:
+    from .observe import MuxStats
+
+    if not isinstance(stats, MuxStats):
+        raise PescadorError(f"{where}: stats must be a pescador.MuxStats; got a {type(stats).__name__}")
+    return stats
+
+
 def _check_bool(value: Any, where: str, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise PescadorError(f"{where}: {name} must be True or False; got {value!r}")
@@ -311,6 +319,7 @@ def _engine(
     random_state: Any,
     dist: str = "poisson",
     name: str = "mux",
+    stats: Any = None,
 ) -> Iterator:
     """Run a mux over ``pool``; the kinds below differ only in these parameters.
 
@@ -341,6 +350,8 @@ def _engine(
     slot_draws: list = []
     position = 0  # items yielded so far
     epoch = 0
+    if stats is not None:
+        stats._start(n, weights, who, bound, left)
     while epochs is None or epoch < epochs:
         epoch += 1
         acts.start_epoch(order)
@@ -362,6 +373,8 @@ def _engine(
                     bound.append(length)
                     who.append(i)
                     acts.started(i)
+                    if stats is not None:
+                        stats._activations[i] += 1
                 if not its:
                     break
             n_slots = len(its)
@@ -391,13 +404,15 @@ def _engine(
                 produced = True
                 if acts.dry:
                     acts.dry.clear()
+                left[s] -= 1  # (counted before the yield, so a reader sees it)
                 yield item
-                left[s] -= 1
                 if left[s]:
                     continue
                 ended = False
             # slot s is done: release it and refill
             acts.stopped(who[s], ended and bound[s] == left[s])
+            if stats is not None:
+                stats._items[who[s]] += bound[s] - left[s]
             if ordered:
                 del its[s], left[s], bound[s], who[s]
                 rotation = s - 1
@@ -439,12 +454,12 @@ def _weights_fit(pool: tuple, weights: tuple | None, where: str) -> None:
 
 
 def _run_mux(pool, k, lam=256.0, weights=None, with_replacement=True, prune_empty=True, revive=False,
-             random_state=None, dist="poisson"):
+             random_state=None, dist="poisson", stats=None):
     _weights_fit(pool, weights, "mux")
     activation = "with" if with_replacement else ("single" if revive else "once")
     uniform = activation == "with" and lam is not None or weights is None
     return _engine(pool, k, lam, weights, activation, "random", "uniform" if uniform else "weighted",
-                   1, prune_empty, random_state, dist)
+                   1, prune_empty, random_state, dist, "mux", stats)
 
 
 def mux(
@@ -457,6 +472,7 @@ def mux(
     revive: bool = False,
     random_state: Any = None,
     dist: str = "poisson",
+    stats: Any = None,
 ) -> Transform:
     """Stochastically multiplex a pool of streams, ``k`` of them active at once.
 
@@ -490,6 +506,9 @@ def mux(
         With an int, every run reproduces the same sequence.
     dist : "poisson", "binomial" or "constant"
         The distribution of activation lengths, of mean ``lam``.
+    stats : pescador.MuxStats, optional
+        Filled in by each run: items and activations per stream, observed
+        shares against the weights (see :class:`pescador.MuxStats`).
 
     Examples
     --------
@@ -515,6 +534,8 @@ def mux(
     )
     if dist != "poisson":
         params["dist"] = _check_choice(dist, _DISTRIBUTIONS, where, "dist")
+    if stats is not None:
+        params["stats"] = _check_stats(stats, where)
     return Transform("mux", _run_mux, params, coerce=_PoolOf(where, params["weights"]))
 
 
@@ -522,12 +543,12 @@ _STOCHASTIC_MODES = ("with_replacement", "single_active", "exhaustive")
 
 
 def _run_stochastic(pool, n_active, rate=256.0, weights=None, mode="with_replacement", prune_empty_streams=True,
-                    random_state=None, dist="poisson"):
+                    random_state=None, dist="poisson", stats=None):
     _weights_fit(pool, weights, "stochastic_mux")
     activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[mode]
     uniform = activation == "with" and rate is not None or weights is None
     return _engine(pool, n_active, rate, weights, activation, "random", "uniform" if uniform else "weighted",
-                   1, prune_empty_streams, random_state, dist, "stochastic_mux")
+                   1, prune_empty_streams, random_state, dist, "stochastic_mux", stats)
 
 
 def stochastic_mux(
@@ -538,6 +559,7 @@ def stochastic_mux(
     prune_empty_streams: bool = True,
     random_state: Any = None,
     dist: str = "poisson",
+    stats: Any = None,
 ) -> Transform:
     """The 3.x ``StochasticMux`` as a curried combinator.
 
@@ -564,16 +586,18 @@ def stochastic_mux(
     )
     if dist != "poisson":
         params["dist"] = _check_choice(dist, _DISTRIBUTIONS, where, "dist")
+    if stats is not None:
+        params["stats"] = _check_stats(stats, where)
     return Transform("stochastic_mux", _run_stochastic, params, coerce=_PoolOf(where, params["weights"]))
 
 
-def _run_shuffled(pool, weights=None, random_state=None):
+def _run_shuffled(pool, weights=None, random_state=None, stats=None):
     _weights_fit(pool, weights, "shuffled_mux")
     return _engine(pool, len(pool), None, weights, "single", "random",
-                   "uniform" if weights is None else "weighted", 1, True, random_state, name="shuffled_mux")
+                   "uniform" if weights is None else "weighted", 1, True, random_state, name="shuffled_mux", stats=stats)
 
 
-def shuffled_mux(weights: Any = None, random_state: Any = None) -> Transform:
+def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = None) -> Transform:
     """All streams active at once; each item from a stream drawn by weight (3.x ``ShuffledMux``).
 
     A stream that ends is restarted; a stream whose run gives nothing is
@@ -589,20 +613,22 @@ def shuffled_mux(weights: Any = None, random_state: Any = None) -> Transform:
     """
     where = "shuffled_mux"
     params = dict(weights=_check_weights(weights, None, where), random_state=_check_random_state(random_state, where))
+    if stats is not None:
+        params["stats"] = _check_stats(stats, where)
     return Transform("shuffled_mux", _run_shuffled, params, coerce=_PoolOf(where, params["weights"]))
 
 
 _ROUND_ROBIN_MODES = ("exhaustive", "cycle", "permuted_cycle")
 
 
-def _run_round_robin(pool, mode="exhaustive", random_state=None):
+def _run_round_robin(pool, mode="exhaustive", random_state=None, stats=None):
     epochs = 1 if mode == "exhaustive" else None
     order = "random" if mode == "permuted_cycle" else "pool"
     return _engine(pool, len(pool), None, None, "once", order, "rotate", epochs, True, random_state,
-                   name="round_robin_mux")
+                   name="round_robin_mux", stats=stats)
 
 
-def round_robin_mux(mode: str = "exhaustive", random_state: Any = None) -> Transform:
+def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
     """One item from each stream in turn (3.x ``RoundRobinMux``).
 
     ``mode``: ``"exhaustive"`` runs each stream once, dropping those that
@@ -618,19 +644,21 @@ def round_robin_mux(mode: str = "exhaustive", random_state: Any = None) -> Trans
     """
     where = "round_robin_mux"
     params = dict(mode=_check_choice(mode, _ROUND_ROBIN_MODES, where), random_state=_check_random_state(random_state, where))
+    if stats is not None:
+        params["stats"] = _check_stats(stats, where)
     return Transform("round_robin_mux", _run_round_robin, params, coerce=_PoolOf(where))
 
 
 _CHAIN_MODES = ("exhaustive", "with_replacement")
 
 
-def _run_chain(pool, mode="exhaustive", random_state=None):
+def _run_chain(pool, mode="exhaustive", random_state=None, stats=None):
     if mode == "exhaustive":
-        return _engine(pool, 1, None, None, "once", "pool", "uniform", 1, True, random_state, name="chain_mux")
-    return _engine(pool, 1, None, None, "with", "random", "uniform", 1, True, random_state, name="chain_mux")
+        return _engine(pool, 1, None, None, "once", "pool", "uniform", 1, True, random_state, name="chain_mux", stats=stats)
+    return _engine(pool, 1, None, None, "with", "random", "uniform", 1, True, random_state, name="chain_mux", stats=stats)
 
 
-def chain_mux(mode: str = "exhaustive", random_state: Any = None) -> Transform:
+def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
     """One stream at a time, to its end (3.x ``ChainMux``).
 
     ``mode``: ``"exhaustive"`` runs the streams once each, in pool order;
@@ -645,6 +673,8 @@ def chain_mux(mode: str = "exhaustive", random_state: Any = None) -> Transform:
     """
     where = "chain_mux"
     params = dict(mode=_check_choice(mode, _CHAIN_MODES, where), random_state=_check_random_state(random_state, where))
+    if stats is not None:
+        params["stats"] = _check_stats(stats, where)
     return Transform("chain_mux", _run_chain, params, coerce=_PoolOf(where))
 
 

@@ -133,6 +133,7 @@ def test_bad_strict():
         ([{"X": np.zeros(2)}, {"X": np.zeros(2, np.int32)}, {"X": np.zeros(2, np.complex64)}],
          ["item 2", "'X'", "complex64", "float64"]),
         ([{"X": np.zeros(2, np.int64)}, {"X": np.zeros(2, np.float32)}], ["item 1", "'X'", "float32", "int64"]),
+        ([{"X": np.zeros(2, np.int8)}, {"X": np.zeros(2, np.int64)}], ["item 1", "'X'", "int64", "int8"]),
         ([{"X": np.zeros(2)}, {"X": np.array(["a", "b"])}], ["item 1", "'X'", "<U1", "float64"]),
         ([{"X": np.float64(3)}], ["item 0", "'X'", "0-d"]),
         ([{"X": np.zeros(1)}, {"X": np.float64(1)}], ["item 1", "'X'", "0-d"]),

@@ -1,0 +1,97 @@
+"""Figures for the multiplexing page, drawn from real runs of ``pescador.mux``.
+
+``conf.py`` calls :func:`make_all` when Sphinx starts a build; running this
+file (``python docs/plots.py``) does the same.  The PNG files go to
+``docs/_static/generated/``, which is created when missing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from toolz import pipe
+
+import pescador
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "_static", "generated")
+
+
+def constant(index):
+    """An endless stream whose items say which stream they came from."""
+    item = {"stream": np.array([index])}
+    while True:
+        yield item
+
+
+def sources(n_streams, k, lam, n_items, weights=None, random_state=0):
+    """The stream index of each of the first ``n_items`` items of a mux run."""
+    pool = [pescador.stream(constant, i) for i in range(n_streams)]
+    mixed = pipe(
+        pool,
+        pescador.mux(k=k, lam=lam, weights=weights, random_state=random_state),
+        pescador.take(n_items),
+    )
+    return np.fromiter((int(item["stream"][0]) for item in mixed), dtype=int, count=n_items)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_raster(path, n_streams=5, k=2, lam=32, n_items=2000):
+    """Which stream each item came from, item by item."""
+    plt = _pyplot()
+    ids = sources(n_streams, k, lam, n_items)
+    fig, ax = plt.subplots(figsize=(8, 2.6), dpi=100)
+    ax.scatter(np.arange(n_items), ids, s=30, marker="|", linewidths=0.5, color="tab:blue")
+    ax.set_yticks(range(n_streams))
+    ax.set_ylim(-0.6, n_streams - 0.4)
+    ax.set_xlim(0, n_items)
+    ax.set_xlabel("item index")
+    ax.set_ylabel("stream")
+    ax.set_title(f"mux(k={k}, lam={lam}) over {n_streams} endless streams: the source of each item")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_shares(path, weights=(0.5, 0.2, 0.15, 0.1, 0.05), k=2, lam=16, n_items=100_000):
+    """Observed share of items per stream, beside the weights."""
+    plt = _pyplot()
+    n_streams = len(weights)
+    ids = sources(n_streams, k, lam, n_items, weights=list(weights))
+    shares = np.bincount(ids, minlength=n_streams) / n_items
+    expected = np.asarray(weights) / np.sum(weights)
+    x = np.arange(n_streams)
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.bar(x - 0.2, expected, width=0.4, label="weight", color="tab:gray")
+    ax.bar(x + 0.2, shares, width=0.4, label="observed share", color="tab:blue")
+    ax.set_xticks(x)
+    ax.set_xlabel("stream")
+    ax.set_ylabel("proportion of items")
+    ax.set_title(f"mux(k={k}, lam={lam}, weights=...): {n_items:,} items")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def make_all(out=OUT):
+    """Draw every figure into ``out``; return the paths written."""
+    os.makedirs(out, exist_ok=True)
+    paths = [os.path.join(out, "mux_sources.png"), os.path.join(out, "mux_shares.png")]
+    plot_raster(paths[0])
+    plot_shares(paths[1])
+    return paths
+
+
+if __name__ == "__main__":
+    for written in make_all():
+        print(written)

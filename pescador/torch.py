@@ -1,0 +1,114 @@
+"""PyTorch adapter: any stream as a ``torch.utils.data.IterableDataset``.
+
+Needs PyTorch (``pip install pescador[torch]``); the rest of pescador does
+not.  ``as_dataset(stream)`` yields the stream's items with every numpy
+array turned into a tensor by ``torch.from_numpy``, which shares the array's
+memory (no copy).  Use it with ``DataLoader(dataset, batch_size=None)``:
+pescador already makes the batches (``buffer``), so the loader must not
+collate them again.
+
+Under ``DataLoader(num_workers=N)``, each loader worker runs its own copy of
+the recipe and sets :func:`pescador.worker_info` (its id, N, and a seed
+derived from the loader's), so sources shard their data and a mux without
+replacement shards its pool: a finite pool is delivered once in total, not
+N times.
+
+For most training loops the simpler path is :func:`pescador.zmq_offload`
+in front of a plain loop (see the frameworks page of the docs): it works
+with any framework and sends arrays without copying, while the DataLoader
+brings pinned memory and torch's own worker management.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .core import Stream, stream
+from .exceptions import PescadorError
+from .workers import WorkerInfo, set_worker_info
+
+try:
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "pescador.torch needs PyTorch: pip install 'pescador[torch]' (or pip install torch)"
+    ) from exc
+
+__all__ = ["as_dataset", "StreamDataset"]
+
+
+def _tensors(item: Any) -> Any:
+    if type(item) is not dict and not isinstance(item, dict):
+        return torch.from_numpy(item) if isinstance(item, np.ndarray) else item
+    out = {}
+    for key, value in item.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biufc":
+            if not value.flags.writeable:  # torch wants writeable memory; never write through it
+                value = value.copy()
+            out[key] = torch.from_numpy(value)
+        else:
+            out[key] = value
+    return out
+
+
+class StreamDataset(IterableDataset):
+    """An ``IterableDataset`` over a pescador stream (see :func:`as_dataset`).
+
+    Parameters
+    ----------
+    recipe : Stream
+        What each iteration runs.
+    """
+
+    def __init__(self, recipe: Stream) -> None:
+        super().__init__()
+        self.recipe = recipe
+
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        if info is not None:  # inside a DataLoader worker: tell the sources who they are
+            seed = np.random.SeedSequence(int(info.seed) % 2**63)
+            set_worker_info(WorkerInfo(info.id, info.num_workers, seed))
+        for item in self.recipe:
+            yield _tensors(item)
+
+    def __repr__(self) -> str:
+        return f"StreamDataset({self.recipe!r})"
+
+
+def as_dataset(source: Any, *args: Any, **kwargs: Any) -> StreamDataset:
+    """Wrap a stream as a ``torch.utils.data.IterableDataset`` of dicts of tensors.
+
+    Parameters
+    ----------
+    source, *args, **kwargs
+        Anything :func:`pescador.stream` accepts (a Stream, a Streamer, a
+        generator function and its arguments, a list).
+
+    Returns
+    -------
+    StreamDataset
+        Each iteration runs the recipe afresh; numpy arrays of numbers and
+        bools become tensors sharing their memory (read-only arrays are
+        copied first); other values pass unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np, pescador, torch
+    >>> from pescador.torch import as_dataset
+    >>> def rows(n):
+    ...     for i in range(n):
+    ...         yield {"X": np.full((2, 3), i, dtype=np.float32)}
+    >>> loader = torch.utils.data.DataLoader(as_dataset(rows, 2), batch_size=None)
+    >>> [batch["X"].shape for batch in loader]
+    [torch.Size([2, 3]), torch.Size([2, 3])]
+    """
+    try:
+        recipe = stream(source, *args, **kwargs)
+    except PescadorError as exc:
+        raise PescadorError(f"as_dataset: {exc}") from None
+    return StreamDataset(recipe)

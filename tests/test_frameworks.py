@@ -1,0 +1,126 @@
+"""PyTorch and Keras 3 adapters, against the real frameworks.
+
+These tests need the optional extras (``pip install '.[torch,keras]'``, or
+``make test-frameworks``); without them they are skipped, saying why.
+"""
+
+import collections
+import os
+
+import numpy as np
+import pytest
+
+import pescador
+from pescador import buffer, keras_tuples, stream
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on PyTorch: no TensorFlow needed
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed (make test-frameworks installs it)")
+from pescador.torch import StreamDataset, as_dataset  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def rows(tag, n):
+    for i in range(n):
+        yield {"X": np.full((1, 3), tag * 1000 + i, dtype=np.float32), "y": np.array([tag]), "name": f"{tag}-{i}"}
+
+
+def pool(sizes):
+    return [stream(rows, tag, n) for tag, n in enumerate(sizes)]
+
+
+def test_items_become_tensors_that_share_the_arrays_memory():
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    (item,) = list(as_dataset([{"X": x, "label": "a"}]))
+    assert isinstance(item["X"], torch.Tensor) and item["X"].dtype == torch.float32
+    assert item["X"].data_ptr() == x.ctypes.data  # no copy
+    assert item["label"] == "a"
+
+
+def test_as_dataset_accepts_what_stream_accepts_and_restarts():
+    dataset = as_dataset(rows, 1, 3)
+    assert isinstance(dataset, StreamDataset) and isinstance(dataset, torch.utils.data.IterableDataset)
+    assert [d["name"] for d in dataset] == [d["name"] for d in dataset] == ["1-0", "1-1", "1-2"]
+    with pytest.raises(pescador.PescadorError, match="as_dataset"):
+        as_dataset(iter([]))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_dataloader_workers_shard_a_pool_run_without_replacement(workers):
+    sizes = [7, 0, 12, 5, 9]
+    recipe = pescador.mux(2, None, with_replacement=False, random_state=0)(pool(sizes))
+    single = collections.Counter(d["name"] for d in recipe)
+    loader = torch.utils.data.DataLoader(as_dataset(recipe), batch_size=None, num_workers=workers)
+    parallel = collections.Counter(d["name"] for d in loader)
+    assert parallel == single and sum(single.values()) == sum(sizes)
+
+
+def test_dataloader_workers_see_worker_info_with_independent_seeds():
+    def who():
+        info = pescador.worker_info()
+        yield {"id": info.id, "count": info.count, "draw": np.random.default_rng(info.seed).random()}
+
+    loader = torch.utils.data.DataLoader(as_dataset(who), batch_size=None, num_workers=2)
+    out = list(loader)
+    assert sorted(d["id"] for d in out) == [0, 1] and {d["count"] for d in out} == {2}
+    assert out[0]["draw"] != out[1]["draw"]
+
+
+def test_buffered_batches_train_a_torch_model():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(512, 4)).astype(np.float32)
+    Y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+
+    def samples(X, Y):
+        rng = np.random.default_rng(1)
+        while True:
+            i = rng.integers(0, len(X), size=8)
+            yield {"X": X[i], "Y": Y[i]}
+
+    batches = pescador.take(300, buffer(64)(stream(samples, X, Y)))
+    model = torch.nn.Linear(4, 2)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.5)
+    for batch in torch.utils.data.DataLoader(as_dataset(batches), batch_size=None):
+        optimiser.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(batch["X"]), batch["Y"])
+        loss.backward()
+        optimiser.step()
+    accuracy = (model(torch.from_numpy(X)).argmax(1).numpy() == Y).mean()
+    assert accuracy > 0.9
+
+
+# -- Keras 3 ---------------------------------------------------------------------------------
+
+
+def test_keras_tuples_feed_model_fit_directly():
+    keras = pytest.importorskip("keras", reason="Keras is not installed (make test-frameworks installs it)")
+    assert keras.backend.backend() == "torch"
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(256, 28, 28, 1)).astype("float32")
+    Y = np.eye(10, dtype="float32")[rng.integers(0, 10, 256)]
+
+    def data_generator(X, y):  # the 1.0 docs' Keras example, with fit instead of fit_generator
+        while True:
+            i = np.random.randint(0, len(X))
+            yield {"X": X[np.newaxis, i], "y": y[np.newaxis, i]}
+
+    def noisy_generator(X, y, scale=1e-1):
+        for sample in data_generator(X, y):
+            yield {"X": sample["X"] + scale * np.random.randn(*X.shape[1:]), "y": sample["y"]}
+
+    streams = [pescador.Streamer(data_generator, X, Y), pescador.Streamer(noisy_generator, X, Y)]
+    training = pescador.BufferedStreamer(pescador.Mux(streams, 2, lam=None), 16)
+    model = keras.Sequential(
+        [keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax")]
+    )
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    history = model.fit(training.tuples("X", "y", cycle=True), steps_per_epoch=10, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
+
+    # the pipe style: keras_tuples(inputs, outputs) at the end of the pipeline
+    batches = keras_tuples("X", "y")(buffer(16)(pescador.mux(2, None)([stream(data_generator, X, Y)] * 2)))
+    history = model.fit(iter(batches), steps_per_epoch=5, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()

@@ -1,0 +1,98 @@
+"""Observers: MuxStats counts what each stream gave; Meter counts what passed."""
+
+import pickle
+import time
+
+import numpy as np
+import pytest
+
+import pescador
+from pescador import Meter, MuxStats, PescadorError, measure, stream, take
+from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
+
+
+def constant(v):
+    while True:
+        yield {"v": np.array([v])}
+
+
+def finite(tag, n):
+    for i in range(n):
+        yield {"v": np.array([tag]), "i": np.array([i])}
+
+
+def counts(items, size):
+    return np.bincount([int(x["v"][0]) for x in items], minlength=size)
+
+
+def test_mux_stats_count_every_item_and_activation():
+    stats = MuxStats()
+    pool = [stream(constant, v) for v in range(4)]
+    out = list(take(20_000, pescador.mux(2, 16.0, weights=[4, 3, 2, 1], random_state=1, stats=stats)(pool)))
+    np.testing.assert_array_equal(stats.items, counts(out, 4))
+    assert stats.activations.sum() >= 20_000 / 16 / 2  # about 1250 activations of ~16 items
+    np.testing.assert_allclose(stats.expected, [0.4, 0.3, 0.2, 0.1])
+    np.testing.assert_allclose(stats.shares, stats.items / 20_000)
+    assert "share" in str(stats) and "expected" in str(stats)
+
+
+def test_mux_stats_are_current_during_a_run_and_reset_by_the_next():
+    stats = MuxStats()
+    recipe = pescador.mux(3, 8.0, random_state=0, stats=stats)([stream(constant, v) for v in range(3)])
+    it = iter(recipe)
+    seen = [next(it) for _ in range(1234)]
+    np.testing.assert_array_equal(stats.items, counts(seen, 3))  # live activations included
+    it.close()
+    list(take(10, recipe))
+    assert stats.items.sum() == 10
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: pescador.mux(2, None, with_replacement=False, random_state=0, stats=s),
+        lambda s: stochastic_mux(2, None, mode="exhaustive", random_state=0, stats=s),
+        lambda s: shuffled_mux(random_state=0, stats=s),
+        lambda s: round_robin_mux(stats=s),
+        lambda s: chain_mux(stats=s),
+    ],
+    ids=["mux", "stochastic", "shuffled", "round-robin", "chain"],
+)
+def test_every_mux_kind_reports_items_per_stream(make):
+    stats = MuxStats()
+    sizes = [5, 0, 9, 3]
+    out = list(take(17, make(stats)([stream(finite, t, n) for t, n in enumerate(sizes)])))
+    np.testing.assert_array_equal(stats.items, counts(out, 4))
+    assert stats.items.sum() == 17
+
+
+def test_stats_and_meters_are_checked_and_recipes_with_them_still_pickle():
+    with pytest.raises(PescadorError, match="stats must be a pescador.MuxStats; got a dict"):
+        pescador.mux(2, stats={})
+    with pytest.raises(PescadorError, match="expected a pescador.Meter"):
+        measure(MuxStats())
+    recipe = measure(Meter())(pescador.mux(2, 4.0, random_state=0, stats=MuxStats())([stream(constant, 1)]))
+    copy = pickle.loads(pickle.dumps(recipe))
+    assert len(list(take(5, copy))) == 5
+
+
+def test_meter_counts_items_and_bytes():
+    meter = Meter()
+    items = [{"X": np.zeros((8, 4), np.float32), "y": np.zeros(8, np.int64), "name": "a"}] * 100
+    assert list(measure(meter)(items)) == items
+    assert meter.items == 100 and meter.bytes == 100 * (128 + 64)
+    assert meter.seconds > 0 and meter.items_per_second > 0
+    line = str(meter)
+    assert "100 items" in line and "items/s" in line and "MB/s" in line
+
+
+def test_meter_is_readable_during_a_run_and_stops_its_clock_at_the_end():
+    meter = Meter()
+    it = iter(measure(meter)(stream(constant, 0)))
+    for _ in range(50):
+        next(it)
+    assert meter.items == 50
+    it.close()
+    frozen = meter.seconds
+    time.sleep(0.01)
+    assert meter.seconds == frozen
