@@ -32,3 +32,7 @@ def _draw_figures(app):
 
 def setup(app):
     app.connect("builder-inited", _draw_figures)
+
+# A wider page than alabaster's default, so that examples of up to about 110
+# characters show without a horizontal scroll bar.
+html_theme_options = {"page_width": "1280px", "sidebar_width": "230px", "font_size": "16px"}
