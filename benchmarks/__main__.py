@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
             print(f"unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
             return 2
         module = importlib.import_module(f"benchmarks.bench_{name}")
-        print(f"=== {name}: {(module.__doc__ or '').strip().splitlines()[0]}")
+        if argv[1:2] != ["produce"]:  # (a benchmark's own helper process prints nothing)
+            print(f"=== {name}: {(module.__doc__ or '').strip().splitlines()[0]}", flush=True)
         module.main(argv[1:])
     return 0
 
