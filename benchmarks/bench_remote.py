@@ -58,7 +58,11 @@ def produce(mode: str, n: int, shape: tuple, bind: str, keydir: str) -> None:
         return
     kwargs = dict(insecure=True) if mode == "plain" else dict(
         key=os.path.join(keydir, "producer.key_secret"), authorized=os.path.join(keydir, "consumer.key"))
-    serve(pescador.stream(same_array, n, shape), bind, **kwargs)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (plain TCP on a private veth link, on purpose)
+        serve(pescador.stream(same_array, n, shape), bind, **kwargs)
 
 
 def consume(mode: str, n: int, shape: tuple, endpoint: str, keydir: str) -> float:
