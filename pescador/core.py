@@ -42,8 +42,12 @@ _MISSING = object()
 
 
 def _name(fn: Any) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    return name.removesuffix(".__wrapped__")  # a @streamable function
+    return (
+        getattr(fn, "pescador_name", None)  # (what a @streamable recipe runs)
+        or getattr(fn, "__qualname__", None)
+        or getattr(fn, "__name__", None)
+        or repr(fn)
+    )
 
 
 def short_repr(value: Any, limit: int = 80) -> str:

@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import functools
+import math
 import numbers
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,18 +32,47 @@ class _Streamable:
 
     def __init__(self, fn: Callable) -> None:
         functools.update_wrapper(self, fn)
-        # The module attribute now names this wrapper; give the function a
-        # qualified name that pickle can still find: ``name.__wrapped__``.
-        fn.__qualname__ = f"{fn.__qualname__}.__wrapped__"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Stream:
-        return stream(self.__wrapped__, *args, **kwargs)
+        core._check_call(self.__wrapped__, args, kwargs)
+        return Stream(_Call(self), args, kwargs)
 
-    def __reduce__(self) -> str:
-        return self.__qualname__
+    def __reduce__(self) -> Any:
+        # As a decorator, the module's name for the function is this wrapper:
+        # pickle it by that name.  Otherwise (``s = streamable(fn)``), wrap
+        # the function again on the other side.
+        module = sys.modules.get(self.__module__)
+        if module is not None and getattr(module, self.__qualname__, None) is self:
+            return self.__qualname__
+        return (streamable, (self.__wrapped__,))
 
     def __repr__(self) -> str:
         return f"<streamable {self.__qualname__}>"
+
+
+class _Call:
+    """What a streamable recipe runs: the wrapped function (pickled through its wrapper)."""
+
+    __slots__ = ("wrapper",)
+
+    def __init__(self, wrapper: _Streamable) -> None:
+        self.wrapper = wrapper
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.wrapper.__wrapped__(*args, **kwargs)
+
+    @property
+    def pescador_name(self) -> str:  # (for reprs: stream(count, 3))
+        return self.wrapper.__qualname__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Call) and other.wrapper.__wrapped__ is self.wrapper.__wrapped__
+
+    def __hash__(self) -> int:
+        return hash(self.wrapper.__wrapped__)
+
+    def __reduce__(self) -> Any:
+        return (_Call, (self.wrapper,))
 
 
 def streamable(fn: Callable) -> Callable[..., Stream]:
@@ -74,9 +105,10 @@ def streamable(fn: Callable) -> Callable[..., Stream]:
 
 
 def _generator(random_state: Any) -> Any:
-    if isinstance(random_state, (np.random.Generator, np.random.RandomState)):
-        return random_state
-    return np.random.default_rng(random_state)
+    from .mux import _rng  # ints reproduce, and each zmq_offload worker gets its own stream
+    from .workers import worker_info
+
+    return _rng(random_state, worker_info())
 
 
 def _cache(upstream: Stream, n_cache: int, prob: float, random_state: Any) -> Iterator:
@@ -156,7 +188,9 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
     time (all at once by default), interleaving their items at random; then
     starts the next epoch, ``n_epochs`` times (None: for ever).  It ends
     early if a whole epoch gives nothing.  Inside :func:`pescador.zmq_offload`
-    workers the pool is sharded, so an epoch is delivered once in total.
+    workers the pool is sharded, so each epoch's items are delivered once in
+    total; each worker runs its share epoch by epoch, so around an epoch's
+    end the items of two epochs may mix.
     :func:`epoch_length` tells how many items an epoch holds, where that
     can be known.
 
@@ -192,24 +226,53 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
 # ----------------------------------------------------------------------------
 
 _EXHAUSTIVE = {
-    "epochs": lambda p: True,
     "mux": lambda p: p.get("lam", 256.0) is None and p.get("with_replacement") is False and not p.get("revive"),
     "stochastic_mux": lambda p: p.get("rate", 256.0) is None and p.get("mode") == "exhaustive",
     "round_robin_mux": lambda p: p.get("mode", "exhaustive") == "exhaustive",
     "chain_mux": lambda p: p.get("mode", "exhaustive") == "exhaustive",
 }
+_PASS = ("tuples", "keras_tuples", "measure")
+
+
+def _run_length(s: Stream) -> float | None:
+    """Items one run of ``s`` yields: a number, ``math.inf`` (known endless), or None (unknown)."""
+    if s.step is None:
+        return len(s.args[0]) if s.fn is core._from_collection else None
+    name, params, upstream = s.step.name, s.step.params, s.args[0]
+    if name == "epochs":
+        per_epoch = _sum(upstream)
+        n_epochs = params.get("n_epochs")
+        if per_epoch is None or per_epoch == 0:
+            return per_epoch
+        return math.inf if n_epochs is None else n_epochs * per_epoch
+    if name in _EXHAUSTIVE:
+        return _sum(upstream) if _EXHAUSTIVE[name](params) else None
+    if name == "take":
+        inner = _run_length(upstream)
+        return None if inner is None else min(inner, params["n"])
+    if name in _PASS or (name == "zmq_offload" and params.get("workers", 1) == 1):
+        return _run_length(upstream)
+    return None
+
+
+def _sum(pool: tuple) -> float | None:
+    lengths = [_run_length(member) for member in pool]
+    return None if None in lengths else sum(lengths)
 
 
 def epoch_length(recipe: Any) -> int | None:
-    """The number of items one run (one epoch) of ``recipe`` yields, when it is known.
+    """How many items an epoch of ``recipe`` holds, when that can be known without running it.
 
-    Known for streams over collections, and through the stages that keep
-    or bound a count: :func:`epochs` (items per epoch), muxes that run every
-    stream once to its end (``with_replacement=False, lam=None``, exhaustive
-    modes), :func:`~pescador.take`, :func:`~pescador.tuples`,
-    :func:`~pescador.keras_tuples`, :func:`~pescador.measure` and
-    :func:`~pescador.zmq_offload` with one worker.  None otherwise (a
-    generator function's length cannot be known without running it).
+    For an :func:`epochs` stream (possibly followed by
+    :func:`~pescador.tuples`, :func:`~pescador.keras_tuples`,
+    :func:`~pescador.measure` or a one-worker
+    :func:`~pescador.zmq_offload`), the items of one epoch; for any other
+    recipe, the items of one run.  Known for streams over collections and
+    through the stages that keep or bound a count: muxes that run every
+    stream once to its end (``with_replacement=False, lam=None``,
+    exhaustive modes), ``epochs``, ``take`` and the stages above.  None
+    otherwise: a generator function's length cannot be known without
+    running it, and an endless run has no length.
 
     Examples
     --------
@@ -217,24 +280,22 @@ def epoch_length(recipe: Any) -> int | None:
     >>> s = pescador.stream([{"i": i} for i in range(10)])
     >>> pescador.epoch_length(s), pescador.epoch_length(pescador.take(4, s))
     (10, 4)
+    >>> pool = [s, pescador.take(5, s)]
+    >>> pescador.epoch_length(pescador.epochs(3)(pool)), pescador.epoch_length(pescador.take(40, pescador.epochs()(pool)))
+    (15, 40)
     >>> def gen():
     ...     yield {"i": 0}
     >>> print(pescador.epoch_length(pescador.stream(gen)))
     None
     """
     s = stream(recipe)
-    if s.step is None:
-        return len(s.args[0]) if s.fn is core._from_collection else None
-    name, params = s.step.name, s.step.params
-    upstream = s.args[0]
-    if name in _EXHAUSTIVE:
-        if not _EXHAUSTIVE[name](params):
-            return None
-        lengths = [epoch_length(member) for member in upstream]
-        return None if None in lengths else sum(lengths)
-    if name == "take":
-        inner = epoch_length(upstream)
-        return None if inner is None else min(inner, params["n"])
-    if name in ("tuples", "keras_tuples", "measure") or (name == "zmq_offload" and params.get("workers", 1) == 1):
-        return epoch_length(upstream)
-    return None
+    top = s
+    while top.step is not None and (
+        top.step.name in _PASS or (top.step.name == "zmq_offload" and top.step.params.get("workers", 1) == 1)
+    ):
+        top = top.args[0]
+    if top.step is not None and top.step.name == "epochs":
+        length = _sum(top.args[0])
+    else:
+        length = _run_length(s)
+    return None if length is None or length == math.inf else int(length)

@@ -18,9 +18,21 @@ TCP is allowed on loopback, or elsewhere only with ``insecure=True``, which
 warns: anyone who can reach the port could then read the items, or send
 their own.
 
+One consumer per producer
+-------------------------
+A producer serves one consumer at a time: several consumers connected to it
+would share its items in turn, and only one would receive its end of
+stream.  Inside :func:`pescador.zmq_offload` workers (or PyTorch
+``DataLoader`` workers) a remote stream therefore reads only its share of
+the endpoints, ``endpoints[id::count]``, so that each producer has one
+reader; give at least as many producers as workers.
+
 Faults and flow
 ---------------
-ZeroMQ heartbeats tell the consumer when a producer goes away.  It warns
+TCP keepalive tells the consumer when a producer's machine goes away
+(within about four seconds; a producer process that dies closes its
+connection at once).  Items in flight on a connection that breaks are lost
+with it.  It warns
 (:class:`ProducerWarning`), records it in the :class:`RemoteStatus` you may
 pass as ``status=``, and carries on with the others; it raises
 :class:`~pescador.PescadorError` only when no producer has been connected
@@ -34,12 +46,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import pathlib
 import time
+import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import zmq
 import zmq.auth
@@ -48,10 +61,25 @@ from zmq.utils.monitor import recv_monitor_message
 from . import wire
 from .core import check_count, stream
 from .exceptions import PescadorError
+from .workers import worker_info
 
 __all__ = ["serve", "remote", "RemoteStatus", "ProducerWarning", "make_keys"]
 
-_HEARTBEAT_MS = 500
+
+
+def _liveness(sock: zmq.Socket) -> None:
+    """Notice a peer that is gone through TCP keepalive probes (about 4 s), not ZMTP heartbeats.
+
+    The kernel answers keepalive probes even while the application reads
+    nothing, so a consumer that is slow (its queue full, so ZeroMQ stops
+    reading the connection) is never mistaken for a dead one, as it would be
+    by heartbeats; a process that dies closes its connections at once.
+    """
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 2)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 2)
+    sock.setsockopt(zmq.IPV6, 1)  # (IPv4 addresses keep working)
 
 
 class ProducerWarning(RuntimeWarning):
@@ -67,20 +95,18 @@ class InsecureWarning(RuntimeWarning):
 # ----------------------------------------------------------------------------
 
 
+_ENDPOINT = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+|\*):([0-9]{1,5})")
+
+
 def _host(endpoint: str, where: str) -> str:
-    if not isinstance(endpoint, str) or not endpoint.startswith("tcp://"):
-        raise PescadorError(f"{where}: endpoint {endpoint!r} must be tcp://HOST:PORT")
-    parts = urlsplit(endpoint)
-    host = parts.hostname
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if not host or port is None:
-        if endpoint.startswith("tcp://*:"):
-            return "*"
-        raise PescadorError(f"{where}: endpoint {endpoint!r} must be tcp://HOST:PORT")
-    return host
+    """The host of a ``tcp://HOST:PORT`` endpoint (an IPv6 address in brackets), checked."""
+    match = _ENDPOINT.fullmatch(endpoint) if isinstance(endpoint, str) else None
+    if match is None or not 0 < int(match.group(2)) < 65536:
+        raise PescadorError(
+            f"{where}: endpoint {endpoint!r} must be tcp://HOST:PORT (a host name, an IPv4 address, an "
+            "IPv6 address in brackets, or * to bind every interface)"
+        )
+    return match.group(1).strip("[]")
 
 
 def _is_loopback(host: str) -> bool:
@@ -212,9 +238,10 @@ def serve(
     copy : bool
         Copy arrays into messages (see :func:`pescador.zmq_offload`).
     linger : float
-        When the stream ends: how long to wait for the consumer to read the
-        last items and leave (which acknowledges the end of stream) before
-        closing anyway.
+        When the stream ends, the producer waits for its consumer to read the
+        last items and leave (which acknowledges the end of stream), however
+        long that takes; with no consumer connected, it waits ``linger``
+        seconds for one, then closes.
     """
     where = "serve"
     recipe = stream(source)
@@ -226,12 +253,11 @@ def serve(
             "(the consumers' public keys)"
         )
     context = zmq.Context()
-    authenticator = None
+    authenticator = monitor = None
     sock = context.socket(zmq.PUSH)
     try:
         sock.setsockopt(zmq.SNDHWM, hwm)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_MS)
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 4 * _HEARTBEAT_MS)
+        _liveness(sock)
         if curve:
             from zmq.auth.thread import ThreadAuthenticator
 
@@ -243,31 +269,77 @@ def serve(
             sock.curve_secretkey = secret
             sock.curve_publickey = public
             sock.curve_server = True
+        monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         try:
             sock.bind(bind)
         except zmq.ZMQError as exc:
             raise PescadorError(f"{where}: cannot bind {bind}: {exc}") from None
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        peers = _Peers(monitor)
         sent = 0
-        for position, item in enumerate(recipe):
-            sock.send_multipart(wire.encode_item(item, copy, position), copy=False)
-            sent += 1
-        while monitor.poll(0):  # forget consumers that left before the end
-            recv_monitor_message(monitor)
+        try:
+            for position, item in enumerate(recipe):
+                sock.send_multipart(wire.encode_item(item, copy, position), copy=False)
+                sent += 1
+                if not sent % 256:
+                    peers.update()
+        except Exception:  # tell the consumer why this producer stops, then raise here too
+            sock.setsockopt(zmq.SNDTIMEO, int(linger * 1000))
+            try:
+                sock.send_multipart(wire.encode_error(traceback.format_exc()))
+                _wait_for_leaving(peers, linger, ended=True)
+            except zmq.Again:
+                pass
+            raise
+        peers.update()
         sock.send_multipart(wire.encode_end())
-        # The end of stream is acknowledged by the consumer's leaving: closing
-        # before it has read everything could reset the connection and lose the
-        # tail.  Wait for it to go (or for ``linger`` seconds).
-        if monitor.poll(int(linger * 1000)):
-            recv_monitor_message(monitor)
-        sock.disable_monitor()
-        monitor.close(linger=0)
+        _wait_for_leaving(peers, linger)
         return sent
     finally:
+        if monitor is not None:
+            sock.disable_monitor()
+            monitor.close(linger=0)
         sock.close(linger=0)
         if authenticator is not None:
             authenticator.stop()
         context.term()
+
+
+def _wait_for_leaving(peers: "_Peers", linger: float, ended: bool = True) -> None:
+    """The end of stream is acknowledged by the consumer's leaving.
+
+    Closing before it has read everything could reset the connection and
+    lose the tail.  Wait while a consumer is connected, however long it
+    takes it to read; with none connected, wait ``linger`` seconds for one.
+    """
+    peers.ended = ended
+    alone_since = time.monotonic()
+    while True:
+        peers.update(100)
+        if peers.count:
+            alone_since = time.monotonic()
+        elif peers.left_after_end or time.monotonic() - alone_since > linger:
+            return
+
+
+class _Peers:
+    """Counts a producer's connected consumers from its monitor's events."""
+
+    def __init__(self, monitor: zmq.Socket) -> None:
+        self.monitor = monitor
+        self.count = 0
+        self.ended = False
+        self.left_after_end = False
+
+    def update(self, wait_ms: int = 0) -> None:
+        while self.monitor.poll(wait_ms):
+            event = recv_monitor_message(self.monitor)["event"]
+            if event == zmq.EVENT_ACCEPTED:
+                self.count += 1
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.count = max(0, self.count - 1)
+                if self.ended:
+                    self.left_after_end = True
+            wait_ms = 0
 
 
 # ----------------------------------------------------------------------------
@@ -279,8 +351,8 @@ class RemoteStatus:
     """How each producer of a :func:`remote` stream is doing; pass one as ``status=``.
 
     ``status.producers`` maps each endpoint to a dict with ``state``
-    (``"connecting"``, ``"connected"``, ``"lost"``, ``"refused"`` or
-    ``"ended"``), ``items`` (received in the current run) and ``since``
+    (``"connecting"``, ``"connected"``, ``"lost"``, ``"refused"``,
+    ``"failed"`` (its recipe raised) or ``"ended"``), ``items`` (received in the current run) and ``since``
     (``time.monotonic()`` of the last change).  ``str(status)`` is a table.
     """
 
@@ -334,6 +406,11 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
                 f"{where}: producer_keys has {len(producer_keys)} entries for {len(endpoints)} endpoints"
             )
         servers = [_load(k, where, secret=False)[0] for k in producer_keys]
+    info = worker_info()
+    if info.count > 1:  # inside zmq_offload or DataLoader workers: each reads its share of producers
+        endpoints = endpoints[info.id :: info.count]
+        if curve:
+            servers = servers[info.id :: info.count]
     status = status if status is not None else RemoteStatus()
     status._start(endpoints)
     context = zmq.Context()
@@ -343,15 +420,17 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
             sock = context.socket(zmq.PULL)
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, hwm)
-            sock.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_MS)
-            sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 4 * _HEARTBEAT_MS)
+            _liveness(sock)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
             if curve:
                 sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, servers[n]
-            monitors.append(sock.get_monitor_socket(_EVENTS))
-            sock.connect(endpoint)
             socks.append(sock)
+            monitors.append(sock.get_monitor_socket(_EVENTS))
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                raise PescadorError(f"{where}: cannot connect to {endpoint}: {exc}") from None
         yield from _receive(endpoints, socks, monitors, grace, copy, status)
     finally:
         for sock, monitor in zip(socks, monitors):
@@ -368,10 +447,47 @@ def _receive(endpoints, socks, monitors, grace, copy, status) -> Iterator:
     poller = zmq.Poller()
     for sock in socks:
         poller.register(sock, zmq.POLLIN)
-    for monitor in monitors:
-        poller.register(monitor, zmq.POLLIN)
+    connected = 0
+    failures: list = []
     down_since = time.monotonic()  # when the last connected producer went (or the run started)
+    next_events = time.monotonic() + 0.1
     turn = 0
+
+    def events() -> None:
+        """Apply the monitors' news to the status (without waiting)."""
+        nonlocal connected, down_since
+        for n in active:
+            endpoint = endpoints[n]
+            while monitors[n].poll(0):
+                event = recv_monitor_message(monitors[n])["event"]
+                state = producers[endpoint]["state"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    if state != "connected":
+                        connected += 1
+                    status._set(endpoint, "connected")
+                elif event & _FAILED:
+                    if state != "refused":
+                        warnings.warn(
+                            f"remote: {endpoint} refused the handshake: its key is not the one given "
+                            "in producer_keys, or it does not accept this consumer's key",
+                            ProducerWarning,
+                            stacklevel=5,
+                        )
+                    if state == "connected":
+                        connected -= 1
+                    status._set(endpoint, "refused")
+                elif event == zmq.EVENT_DISCONNECTED and state == "connected":
+                    warnings.warn(
+                        f"remote: lost {endpoint} (items in flight on its connection are lost); "
+                        "carrying on with the others",
+                        ProducerWarning,
+                        stacklevel=5,
+                    )
+                    connected -= 1
+                    status._set(endpoint, "lost")
+                if connected == 0 and state == "connected":
+                    down_since = time.monotonic()
+
     while active:
         got = False
         for _ in range(len(active)):  # one message from each producer in turn, without waiting
@@ -387,44 +503,50 @@ def _receive(endpoints, socks, monitors, grace, copy, status) -> Iterator:
                 producers[endpoints[n]]["items"] += 1
                 yield payload
             elif kind == wire.END:
+                events()
+                if producers[endpoints[n]]["state"] == "connected":
+                    connected -= 1
                 status._set(endpoints[n], "ended")
                 active.remove(n)
                 poller.unregister(socks[n])
-                poller.unregister(monitors[n])
                 socks[n].disable_monitor()
                 socks[n].close(linger=0)  # leaving tells the producer that its end arrived
+                if connected == 0:
+                    down_since = time.monotonic()
                 break
-            else:  # pragma: no cover - producers do not send errors
-                raise PescadorError(f"remote: {endpoints[n]} sent an error:\n{payload}")
-        if got:
+            else:  # the producer's recipe raised: report it, and carry on with the others
+                events()
+                if producers[endpoints[n]]["state"] == "connected":
+                    connected -= 1
+                warnings.warn(
+                    f"remote: {endpoints[n]} failed; its traceback:\n{payload}", ProducerWarning, stacklevel=3
+                )
+                status._set(endpoints[n], "failed")
+                failures.append(f"{endpoints[n]}:\n{payload}")
+                active.remove(n)
+                poller.unregister(socks[n])
+                socks[n].disable_monitor()
+                socks[n].close(linger=0)
+                if connected == 0:
+                    down_since = time.monotonic()
+                break
+        now = time.monotonic()
+        if got and now < next_events:
             continue
-        events = dict(poller.poll(100))
-        for n, monitor in enumerate(monitors):
-            while n in active and monitor in events and monitor.poll(0):
-                event = recv_monitor_message(monitor)["event"]
-                endpoint = endpoints[n]
-                state = producers[endpoint]["state"]
-                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    status._set(endpoint, "connected")
-                elif event & _FAILED and state != "ended":
-                    if state != "refused":
-                        warnings.warn(
-                            f"remote: {endpoint} refused the handshake: its key is not the one given "
-                            "in producer_keys, or it does not accept this consumer's key",
-                            ProducerWarning,
-                            stacklevel=4,
-                        )
-                    status._set(endpoint, "refused")
-                elif event == zmq.EVENT_DISCONNECTED and state == "connected":
-                    warnings.warn(f"remote: lost {endpoint}; carrying on with the others", ProducerWarning, stacklevel=4)
-                    status._set(endpoint, "lost")
-        if any(producers[endpoints[n]]["state"] == "connected" for n in active):
+        next_events = now + 0.1
+        events()
+        if not got:
+            poller.poll(100)
+            events()
+        if connected > 0:
             down_since = time.monotonic()
-        elif time.monotonic() - down_since > grace:
+        elif active and time.monotonic() - down_since > grace:
             raise PescadorError(
                 f"remote: no producer connected for {grace:g} s:\n{status}\n(producers that went away "
                 "are lost; refused ones have a key that does not match)"
             )
+    if failures:
+        raise PescadorError("remote: every producer has ended, and these failed:\n" + "\n".join(failures))
 
 
 def remote(

@@ -42,6 +42,21 @@ def test_streamable_recipes_run_in_spawned_workers():
     assert keys(zmq_offload(start_method="spawn")(numbered(5))) == keys(numbered(5))
 
 
+def plain(n):
+    for i in range(n):
+        yield {"tag": np.array([9]), "i": np.array([i])}
+
+
+aliased = streamable(plain)  # not as a decorator: the plain function keeps its name
+
+
+def test_streamable_as_a_function_leaves_the_plain_function_picklable():
+    s = aliased(3)
+    assert pickle.loads(pickle.dumps(s)) == s and keys(pickle.loads(pickle.dumps(s))) == keys(s)
+    plain_recipe = stream(plain, 2)
+    assert keys(pickle.loads(pickle.dumps(plain_recipe))) == [(9, 0), (9, 1)]
+
+
 def test_streamable_checks_arguments_and_input():
     with pytest.raises(PescadorError, match="arguments do not fit"):
         numbered(1, 2, 3)
@@ -133,6 +148,17 @@ def test_epochs_are_sharded_across_workers():
     assert collections.Counter(out) == collections.Counter(keys(epochs(2)(pool())))
 
 
+def cached(n):
+    yield from cache(4, prob=0.5, random_state=3)(numbered(n, tag=pescador.worker_info().id))
+
+
+@pytest.mark.timeout(60)
+def test_cache_draws_differ_across_workers_even_with_an_int_seed():
+    out = keys(zmq_offload(workers=2)(stream(cached, 300)))
+    per_worker = [[i for tag, i in out if tag == w] for w in (0, 1)]
+    assert per_worker[0] != per_worker[1]
+
+
 def test_epoch_length():
     listed = [stream([{"x": 1}] * n) for n in (3, 5)]
     assert epoch_length(epochs(4)(listed)) == 8
@@ -144,3 +170,7 @@ def test_epoch_length():
     assert epoch_length(pescador.mux(2, 8.0)(listed)) is None  # with replacement: endless
     assert epoch_length(epochs()(pool())) is None  # generator functions: unknown
     assert epoch_length(zmq_offload(workers=2)(listed[1])) is None
+    # an epoch is an epoch, while a run of anything built on epochs counts all of its items
+    assert epoch_length(pescador.take(100, epochs()(listed))) == 100
+    assert epoch_length(pescador.mux(2, None, with_replacement=False)([epochs(2)(listed)] * 2)) == 32
+    assert epoch_length(pescador.tuples("x")(epochs(3)(listed))) == 8

@@ -73,11 +73,131 @@ def test_curve_on_loopback_and_the_remote_stream_composes(keys):
     assert len(batches) == 10 and batches[-1]["i"][-1] == 639
 
 
+def big(tag):
+    i = 0
+    while True:
+        yield {"tag": np.array([tag]), "i": np.array([i]), "X": np.zeros(1 << 18, dtype=np.float32)}  # 1 MiB
+        i += 1
+
+
+def test_a_slow_consumer_loses_nothing_however_long_its_queue_stays_full():
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    serving(pescador.stream(big, 4), endpoint)
+    status = RemoteStatus()
+    got = []
+    start = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ProducerWarning)  # nothing may be reported lost
+        for item in remote(endpoint, status=status, hwm=2):
+            got.append(int(item["i"][0]))
+            time.sleep(0.05)  # a slow training step: the queues stay full
+            if time.monotonic() - start > 6.0:
+                break
+    assert got == list(range(len(got))) and len(got) > 50
+    assert status.producers[endpoint]["state"] == "connected"
+
+
+def raising(n):
+    for i in range(n):
+        yield {"i": np.array([i])}
+    raise ValueError("the source broke")
+
+
+def test_a_producer_whose_recipe_raises_reports_it_to_both_sides():
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    raised = []
+
+    def run():
+        try:
+            serve(pescador.stream(raising, 3), endpoint)
+        except ValueError as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    status = RemoteStatus()
+    got = []
+    with pytest.warns(ProducerWarning, match="(?s)failed; its traceback.*ValueError: the source broke"):
+        with pytest.raises(PescadorError, match="(?s)these failed.*the source broke"):
+            for item in remote(endpoint, status=status):
+                got.append(int(item["i"][0]))
+    thread.join(10)
+    assert not thread.is_alive() and raised and got == [0, 1, 2]
+    assert status.producers[endpoint]["state"] == "failed"
+
+
+def test_ipv6_loopback():
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        port = probe.getsockname()[1]
+    endpoint = f"tcp://[::1]:{port}"
+    serving(pescador.stream(tagged, 4, 50), endpoint)
+    assert keys_of(remote(endpoint)) == [(4, i) for i in range(50)]
+
+
+def test_offload_workers_each_read_their_share_of_the_producers():
+    endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
+    for tag, endpoint in enumerate(endpoints):
+        serving(pescador.stream(tagged, tag, 400), endpoint)
+    out = keys_of(pescador.zmq_offload(workers=2)(remote(*endpoints)))
+    assert collections.Counter(out) == collections.Counter([(t, i) for t in range(2) for i in range(400)])
+
+
+def loopback_producer(tag, port):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pescador", "serve", "test_remote:tagged", str(tag), "--bind", f"tcp://127.0.0.1:{port}"],
+        env=dict(os.environ, PYTHONPATH=TESTS), stderr=subprocess.DEVNULL,
+    )
+
+
+def test_status_follows_a_producer_that_dies_and_comes_back_while_another_keeps_sending():
+    ports = [free_port(), free_port()]
+    endpoints = [f"tcp://127.0.0.1:{p}" for p in ports]
+    procs = [loopback_producer(1, ports[0]), loopback_producer(2, ports[1])]
+    status = RemoteStatus()
+    seen = collections.Counter()
+    phases = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            start = time.monotonic()
+            for item in remote(*endpoints, status=status):
+                now = time.monotonic() - start
+                if not phases and now > 1.0:
+                    procs[0].kill()
+                    procs[0].wait()
+                    phases.append("killed")
+                elif phases == ["killed"] and now > 2.5:
+                    phases.append(status.producers[endpoints[0]]["state"])
+                    procs[0] = loopback_producer(1, ports[0])
+                elif len(phases) == 2 and now > 4.5:
+                    phases.append(status.producers[endpoints[0]]["state"])
+                    seen.clear()
+                elif len(phases) == 3:
+                    seen[int(item["tag"][0])] += 1
+                    if seen[1] >= 100:
+                        break
+                if now > 30:
+                    break
+        assert phases[1:] == ["lost", "connected"]
+        assert any("lost tcp://127.0.0.1" in str(w.message) for w in caught)
+        assert seen[1] >= 100 and seen[2] > 0  # both deliver again
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def test_keys_and_endpoints_are_checked(keys, tmp_path):
     with pytest.raises(PescadorError, match="tcp://HOST:PORT"):
         remote("udp://1.2.3.4:5")
     with pytest.raises(PescadorError, match="at least one endpoint"):
         remote()
+    with pytest.raises(PescadorError, match="must be tcp://HOST:PORT"):
+        remote("tcp://127.0.0.2@127.0.0.1:47001")
     with pytest.raises(PescadorError, match="tcp://10.9.9.9:5555 is not loopback, so it needs keys"):
         remote("tcp://10.9.9.9:5555")
     with pytest.raises(PescadorError, match="not loopback, so it needs keys"):
