@@ -342,6 +342,8 @@ def _engine(
         w[~mine] = 0.0
     acts = _Activations(w, activation, activation == "single" or lam is None, prune_empty, rand)
     ordered = choice == "rotate"
+    uniform = choice == "uniform"
+    dry = acts.dry  # (streams whose latest run gave nothing; the same set throughout)
     per_copy = activation == "with"
     its: list = []  # live runs, one per slot
     left: list = []  # items each slot may still give (below zero: unbounded)
@@ -378,11 +380,11 @@ def _engine(
                 if not its:
                     break
             n_slots = len(its)
-            if choice == "uniform":
+            if uniform:
                 if not slot_draws:
                     slot_draws = rng.random(_BLOCK).tolist()
                 s = int(slot_draws.pop() * n_slots)
-            elif choice == "rotate":
+            elif ordered:
                 rotation = s = (rotation + 1) % n_slots
             else:  # weighted, by rejection: valid whatever the slots hold
                 while True:
@@ -398,12 +400,16 @@ def _engine(
             except StopIteration:
                 ended = True
             else:
-                if not is_item(item):
+                if type(item) is dict:  # (inlined is_item: this runs for every item)
+                    for key in item:
+                        if type(key) is not str:
+                            raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
+                elif not is_item(item):
                     raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
                 position += 1
                 produced = True
-                if acts.dry:
-                    acts.dry.clear()
+                if dry:
+                    dry.clear()
                 left[s] -= 1  # (counted before the yield, so a reader sees it)
                 yield item
                 if left[s]:
