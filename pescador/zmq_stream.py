@@ -22,8 +22,9 @@ Lifecycle
   ``timeout`` seconds (one second when ``timeout`` is None), then terminates
   and, if need be, kills them.  Sockets, the context and the ipc directory
   are removed.
-- A worker whose consumer has died exits by itself (it watches its parent
-  process while it waits).
+- A worker whose consumer has died exits by itself (it watches the
+  consumer process through a pidfd while it waits), and removes the ipc
+  directory the consumer could not.
 - Flow control: at most about ``hwm`` messages wait in the worker's queue
   and ``hwm`` in the consumer's, per worker, so a fast producer never fills
   the consumer's memory.
@@ -456,6 +457,7 @@ class _Link:
     def __init__(self, sock: zmq.Socket, consumer: "_Consumer") -> None:
         self.sock = sock
         self.consumer = consumer
+        self.orphaned = False  # the consumer died (rather than asking this worker to stop)
         self.next_check = time.monotonic() + 0.1
 
     def _check(self, wait_ms: int) -> bool:
@@ -472,6 +474,7 @@ class _Link:
             acked = acked or message == _ACK
             events = self.sock.poll(0, zmq.POLLIN)
         if self.consumer.gone():
+            self.orphaned = True
             raise _Stopped
         return acked
 
@@ -534,3 +537,5 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
         sock.close(linger=0)
         context.term()
         consumer.close()
+        if link.orphaned and endpoint.startswith("ipc://"):  # nobody else will remove it
+            shutil.rmtree(os.path.dirname(endpoint[len("ipc://") :]), ignore_errors=True)

@@ -334,18 +334,21 @@ CONSUMER = textwrap.dedent(
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_workers_exit_by_themselves_when_their_consumer_dies(method):
+def test_workers_exit_by_themselves_when_their_consumer_dies(method, tmp_path):
     code = CONSUMER.format(tests=os.path.dirname(__file__), method=method)
-    consumer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # the consumer's ipc directory goes here
+    consumer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     try:
         pids = [int(p) for p in consumer.stdout.readline().split()]
         assert len(pids) == 2 and all(alive(p) for p in pids)
         consumer.kill()
         consumer.wait()
+        assert [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]
         deadline = time.monotonic() + 2.0
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(alive(p) for p in pids)
+        assert not [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]  # the workers removed it
     finally:
         consumer.kill()
         consumer.wait()
