@@ -24,6 +24,7 @@ from .mux import ChainMux, RoundRobinMux, ShuffledMux, StochasticMux
 from .zmq_stream import zmq_offload
 from .observe import Meter, MuxStats, measure
 from .extras import cache, epoch_length, epochs, streamable
+from .resume import resumable
 
 try:
     __version__ = _version("pescador")
@@ -59,5 +60,6 @@ __all__ = [
     "cache",
     "epochs",
     "epoch_length",
+    "resumable",
     "worker_info",
 ]

@@ -422,7 +422,7 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
             sock.setsockopt(zmq.RCVHWM, hwm)
             _liveness(sock)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             if curve:
                 sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, servers[n]
             socks.append(sock)

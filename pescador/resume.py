@@ -1,0 +1,667 @@
+"""Checkpoint and resume: ``resumable(recipe)`` runs a recipe so that it can stop and go on.
+
+A *resumable run* yields the same kind of items as ``iter(recipe)`` and
+can say, between any two items, where it is: ``run.state_dict()`` is a
+small JSON-serialisable dict (counters, the random generators' states, the
+positions of the streams a mux holds active, the rows a buffer has begun).
+``resumable(recipe, state)`` is a new run that yields exactly the items the
+first would have yielded next, so a preempted training job resumes without
+replaying or skipping data.
+
+How each stage resumes
+----------------------
+- A stream over a list or tuple jumps to its position.
+- A generator function is *replayed*: its run starts again and the items
+  before the position are drawn and dropped.  That costs what producing
+  them costs; inside a mux only the live activations are replayed, so it is
+  at most a few activations' worth of items.  A source can offer a cheaper
+  way: a function attribute ``pescador_seek(position, *args, **kwargs)``
+  returning an iterator that starts at ``position``.
+- ``take``, ``cycle``, ``tuples``, ``keras_tuples`` and ``measure`` keep
+  counters; ``buffer`` keeps where its current batch began (the upstream's
+  state before the item it is splitting, and the rows of it already used);
+  every mux kind and ``epochs`` keep their random generator's state, their
+  slots and the state of each live activation.
+
+Resumable runs draw their random numbers one at a time (so the generator's
+state can be saved between any two items), not in blocks as plain runs do:
+a resumable run of a recipe is reproducible (with int seeds) and resumes
+exactly, but it is not the same sequence as ``iter(recipe)``.  Every
+``random_state`` in the recipe must be an int (or None, which is refused
+when a state is asked for): the state of a run that draws from entropy
+could not be reproduced.
+
+``zmq_offload`` is not resumable yet: asking for a resumable run through it
+raises :class:`~pescador.PescadorError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import core
+from .core import Stream, stream
+from .exceptions import PescadorError
+
+__all__ = ["resumable", "Resumable", "STATE_VERSION"]
+
+STATE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------
+# The public run
+# ----------------------------------------------------------------------------
+
+
+def _stages(s: Stream) -> list:
+    """A readable outline of a recipe: stage names, outermost first."""
+    out = []
+    while s.step is not None:
+        out.append(s.step.name if s.step.name not in _MUXES else f"{s.step.name}[{len(s.args[0])}]")
+        if s.step.name in _MUXES:
+            break
+        s = s.args[0]
+    if s.step is None:
+        out.append("list" if s.fn is core._from_collection else f"stream({core._name(s.fn)})")
+    return out
+
+
+def _describe(value: Any, out: list) -> None:
+    """A canonical description of a recipe for its fingerprint (observers left out: they change)."""
+    from .observe import Meter, MuxStats
+
+    if isinstance(value, Stream):
+        out.append("S(" + core._name(value.fn))
+        if value.step is not None:
+            out.append(value.step.name)
+            _describe(value.step.params, out)
+        _describe(list(value.args), out)
+        _describe(value.kwargs, out)
+        out.append(")")
+    elif isinstance(value, (Meter, MuxStats)):
+        out.append(type(value).__name__)
+    elif isinstance(value, np.ndarray):
+        out.append(f"A{value.dtype.str}{value.shape}" + hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest())
+    elif isinstance(value, dict):
+        out.append("{")
+        for k in sorted(value, key=repr):
+            out.append(repr(k))
+            _describe(value[k], out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for v in value:
+            _describe(v, out)
+        out.append("]")
+    elif callable(value):
+        out.append(core._name(value))
+    else:
+        out.append(repr(value))
+
+
+def _fingerprint(s: Stream) -> str:
+    parts: list = []
+    _describe(s, parts)
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+
+
+class Resumable:
+    """A run of a recipe that can report its state and be resumed (see :func:`resumable`)."""
+
+    def __init__(self, recipe: Any, state: dict | None = None) -> None:
+        self.recipe = stream(recipe)
+        self.outline = _stages(self.recipe)
+        self.fingerprint = _fingerprint(self.recipe)
+        inner = None
+        if state is not None:
+            inner = _check_state(state, self.outline, self.fingerprint)
+        self.node = _runner(self.recipe, inner)
+
+    def __iter__(self) -> "Resumable":
+        return self
+
+    def __next__(self) -> Any:
+        return self.node.next()
+
+    def state_dict(self) -> dict:
+        """Where the run is: a small JSON-serialisable dict, versioned."""
+        return {
+            "pescador_state": STATE_VERSION,
+            "recipe": self.fingerprint,
+            "outline": self.outline,
+            "stages": self.node.state(),
+        }
+
+
+def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
+    if not isinstance(state, dict) or "pescador_state" not in state:
+        raise PescadorError(f"resumable: expected a state made by state_dict(); got a {type(state).__name__}")
+    if state["pescador_state"] != STATE_VERSION:
+        raise PescadorError(
+            f"resumable: the state is of version {state['pescador_state']!r}; this pescador reads version "
+            f"{STATE_VERSION}"
+        )
+    if state.get("outline") != outline:
+        raise PescadorError(
+            f"resumable: the state is of another pipeline: it was made by {state.get('outline')}, and this "
+            f"recipe is {outline}"
+        )
+    if state.get("recipe") != fingerprint:
+        raise PescadorError(
+            f"resumable: the state is of a pipeline of the same stages, {outline}, with other arguments "
+            "(sources, parameters or seeds differ)"
+        )
+    return state["stages"]
+
+
+def resumable(recipe: Any, state: dict | None = None) -> Resumable:
+    """Run ``recipe`` so that it can be checkpointed (``state_dict()``) and resumed.
+
+    Parameters
+    ----------
+    recipe
+        Anything :func:`pescador.stream` accepts, built from deterministic
+        parts (int ``random_state`` seeds, sources that give the same items
+        every run).
+    state : dict, optional
+        A ``state_dict()`` of an earlier run of the same recipe: the new run
+        yields exactly the items that run would have yielded next.
+
+    Raises
+    ------
+    PescadorError
+        For a state of another recipe or version (saying what differs), and
+        for stages that cannot resume (``zmq_offload``) or random states that
+        cannot be reproduced.
+
+    Examples
+    --------
+    >>> import json, numpy as np, pescador
+    >>> pool = [pescador.stream([{"x": np.array([[100 * v + i]])} for i in range(50)]) for v in range(3)]
+    >>> recipe = pescador.buffer(4)(pescador.mux(2, 5.0, random_state=0)(pool))
+    >>> run = pescador.resumable(recipe)
+    >>> first = [next(run) for _ in range(10)]
+    >>> saved = json.dumps(run.state_dict())          # small, and JSON
+    >>> rest = [next(run)["x"].ravel().tolist() for _ in range(10)]
+    >>> again = pescador.resumable(recipe, json.loads(saved))
+    >>> [next(again)["x"].ravel().tolist() for _ in range(10)] == rest
+    True
+    """
+    return Resumable(recipe, state)
+
+
+# ----------------------------------------------------------------------------
+# Runners: one per stage, each with next() and state()
+# ----------------------------------------------------------------------------
+
+_MUXES = ("mux", "stochastic_mux", "shuffled_mux", "round_robin_mux", "chain_mux", "epochs")
+_MAPS = ("tuples", "keras_tuples", "measure")
+
+
+def _runner(s: Stream, state: Any) -> Any:
+    if s.step is None:
+        if s.fn is core._from_collection:
+            return _Collection(s.args[0], state)
+        return _Source(s, state)
+    name = s.step.name
+    if name == "take":
+        return _Take(s, state)
+    if name == "cycle":
+        return _Cycle(s, state)
+    if name in _MAPS:
+        return _Map(s, state)
+    if name == "buffer":
+        return _Buffer(s, state)
+    if name in _MUXES:
+        return _Mux(s, state)
+    raise PescadorError(f"resumable: a {name} stage cannot be resumed (yet); the stages that can: "
+                        f"take, cycle, {', '.join(_MAPS)}, buffer, {', '.join(_MUXES)}, and sources")
+
+
+class _Collection:
+    def __init__(self, items: Any, state: Any) -> None:
+        self.items = items
+        self.pos = 0 if state is None else int(state["pos"])
+
+    def next(self) -> Any:
+        if self.pos >= len(self.items):
+            raise StopIteration
+        item = self.items[self.pos]
+        self.pos += 1
+        return item
+
+    def state(self) -> dict:
+        return {"pos": self.pos}
+
+
+class _Source:
+    """A generator function's run: resumed by ``pescador_seek`` or by replay."""
+
+    def __init__(self, s: Stream, state: Any) -> None:
+        self.s = s
+        self.pos = 0
+        if state is None:
+            self.it = iter(s)
+            return
+        target = int(state["pos"])
+        seek = getattr(s.fn, "pescador_seek", None)
+        if seek is not None:
+            self.it = iter(seek(target, *s.args, **s.kwargs))
+            self.pos = target
+            return
+        self.it = iter(s)
+        for _ in range(target):  # replay: draw and drop the items already delivered
+            try:
+                next(self.it)
+            except StopIteration:
+                raise PescadorError(
+                    f"resumable: {s!r} ended after {self.pos} items on replay, but the state says "
+                    f"{target} had been drawn: the source is not deterministic"
+                ) from None
+            self.pos += 1
+
+    def next(self) -> Any:
+        item = next(self.it)
+        self.pos += 1
+        return item
+
+    def state(self) -> dict:
+        return {"pos": self.pos}
+
+
+class _Take:
+    def __init__(self, s: Stream, state: Any) -> None:
+        self.n = s.step.params["n"]
+        self.count = 0 if state is None else int(state["count"])
+        self.up = _runner(s.args[0], None if state is None else state["up"])
+
+    def next(self) -> Any:
+        if self.count >= self.n:
+            raise StopIteration
+        item = self.up.next()
+        self.count += 1
+        return item
+
+    def state(self) -> dict:
+        return {"count": self.count, "up": self.up.state()}
+
+
+class _Cycle:
+    def __init__(self, s: Stream, state: Any) -> None:
+        self.upstream = s.args[0]
+        self.limit = s.step.params["max_iter"]
+        self.count = 0 if state is None else int(state["count"])
+        self.in_pass = 0 if state is None else int(state["in_pass"])
+        self.up = _runner(self.upstream, None if state is None else state["up"])
+
+    def next(self) -> Any:
+        if self.limit is not None and self.count >= self.limit:
+            raise StopIteration
+        try:
+            item = self.up.next()
+        except StopIteration:
+            if self.in_pass == 0:
+                raise PescadorError(
+                    f"cycle: a run of {self.upstream!r} yielded no items; restarting it would spin forever"
+                ) from None
+            self.up, self.in_pass = _runner(self.upstream, None), 0
+            return self.next()
+        self.count += 1
+        self.in_pass += 1
+        return item
+
+    def state(self) -> dict:
+        return {"count": self.count, "in_pass": self.in_pass, "up": self.up.state()}
+
+
+class _Pull:
+    """An iterator over a runner, for the one-to-one stages' own generators."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def __iter__(self) -> "_Pull":
+        return self
+
+    def __next__(self) -> Any:
+        return self.runner.next()
+
+
+class _Map:
+    """tuples, keras_tuples, measure: one item out per item in, no lookahead."""
+
+    def __init__(self, s: Stream, state: Any) -> None:
+        self.up = _runner(s.args[0], None if state is None else state["up"])
+        self.gen = s.fn(_Pull(self.up), **s.step.params)
+
+    def next(self) -> Any:
+        return next(self.gen)
+
+    def state(self) -> dict:
+        return {"up": self.up.state()}
+
+
+class _Buffer:
+    """Batches of ``n`` rows, resumable in the middle of an item being split."""
+
+    def __init__(self, s: Stream, state: Any) -> None:
+        from .buffered import _arrays, _rows, _signature
+
+        self._arrays, self._rows, self._signature = _arrays, _rows, _signature
+        self.upstream = s.args[0]
+        self.n, self.strict = s.step.params["n"], s.step.params["strict"]
+        self.cur = None  # the item being split, as arrays
+        self.cur_rows = self.offset = 0
+        self.before = None  # the upstream's state before ``cur`` was drawn
+        self.pos = 0  # items drawn so far
+        self.done = False
+        self.layout = None
+        if state is None:
+            self.up = _runner(self.upstream, None)
+            return
+        self.pos, self.done = int(state["pos"]), bool(state["done"])
+        if state["layout"] is not None:
+            self.layout = {k: (tuple(trail), np.dtype(code)) for k, (code, trail) in state["layout"].items()}
+        self.up = _runner(self.upstream, state["up"])
+        if state["offset"]:  # draw again the item that was being split, and skip its rows already used
+            self.before = state["up"]
+            self._take(self.up.next(), self.pos - 1)
+            self.offset = int(state["offset"])
+
+    def _take(self, item: Any, position: int) -> None:
+        if self.layout is None:
+            self.layout, arrays = self._signature(item, position)
+        else:
+            arrays = self._arrays(item, position) if isinstance(item, dict) else item
+        self.cur_rows = self._rows(arrays, self.layout, position)
+        self.cur, self.offset = arrays, 0
+
+    def next(self) -> Any:
+        if self.done:
+            raise StopIteration
+        parts, need = [], self.n
+        while need:
+            if self.cur is None or self.offset >= self.cur_rows:
+                before = self.up.state()
+                try:
+                    item = self.up.next()
+                except StopIteration:
+                    self.done = True
+                    self.cur = None
+                    if parts and not self.strict:
+                        return self._join(parts)
+                    raise
+                self.pos += 1
+                self._take(item, self.pos - 1)
+                self.before = before
+            take = min(need, self.cur_rows - self.offset)
+            if take:
+                parts.append({k: v[self.offset : self.offset + take] for k, v in self.cur.items()})
+            self.offset += take
+            need -= take
+        return self._join(parts)
+
+    def _join(self, parts: list) -> dict:
+        return {
+            k: np.concatenate([p[k] for p in parts]).astype(dtype, copy=False)
+            for k, (_, dtype) in self.layout.items()
+        }
+
+    def state(self) -> dict:
+        splitting = self.cur is not None and self.offset < self.cur_rows
+        layout = None
+        if self.layout is not None:
+            layout = {k: [dtype.str, list(trail)] for k, (trail, dtype) in self.layout.items()}
+        return {
+            "up": self.before if splitting else self.up.state(),
+            "offset": self.offset if splitting else 0,
+            "pos": self.pos,
+            "done": self.done,
+            "layout": layout,
+        }
+
+
+# ----------------------------------------------------------------------------
+# The mux, as a state machine (the same rules as pescador.mux._engine)
+# ----------------------------------------------------------------------------
+
+
+def _mux_spec(name: str, pool: tuple, p: dict) -> dict:
+    """The engine's parameters for each kind (as the kinds' run functions set them)."""
+    if name == "mux":
+        activation = "with" if p.get("with_replacement", True) else ("single" if p.get("revive") else "once")
+        uniform = activation == "with" and p.get("lam", 256.0) is not None or p.get("weights") is None
+        return dict(k=p["k"], lam=p.get("lam", 256.0), weights=p.get("weights"), activation=activation,
+                    order="random", choice="uniform" if uniform else "weighted", epochs=1,
+                    prune_empty=p.get("prune_empty", True), random_state=p.get("random_state"),
+                    dist=p.get("dist", "poisson"))
+    if name == "stochastic_mux":
+        activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[
+            p.get("mode", "with_replacement")]
+        uniform = activation == "with" and p.get("rate", 256.0) is not None or p.get("weights") is None
+        return dict(k=p["n_active"], lam=p.get("rate", 256.0), weights=p.get("weights"), activation=activation,
+                    order="random", choice="uniform" if uniform else "weighted", epochs=1,
+                    prune_empty=p.get("prune_empty_streams", True), random_state=p.get("random_state"),
+                    dist=p.get("dist", "poisson"))
+    if name == "shuffled_mux":
+        return dict(k=len(pool), lam=None, weights=p.get("weights"), activation="single", order="random",
+                    choice="uniform" if p.get("weights") is None else "weighted", epochs=1, prune_empty=True,
+                    random_state=p.get("random_state"), dist="poisson")
+    if name == "round_robin_mux":
+        mode = p.get("mode", "exhaustive")
+        return dict(k=len(pool), lam=None, weights=None, activation="once",
+                    order="random" if mode == "permuted_cycle" else "pool", choice="rotate",
+                    epochs=1 if mode == "exhaustive" else None, prune_empty=True,
+                    random_state=p.get("random_state"), dist="poisson")
+    if name == "chain_mux":
+        once = p.get("mode", "exhaustive") == "exhaustive"
+        return dict(k=1, lam=None, weights=None, activation="once" if once else "with",
+                    order="pool" if once else "random", choice="uniform", epochs=1, prune_empty=True,
+                    random_state=p.get("random_state"), dist="poisson")
+    # epochs
+    return dict(k=p.get("k") or len(pool), lam=None, weights=None, activation="once", order="random",
+                choice="uniform", epochs=p.get("n_epochs"), prune_empty=True,
+                random_state=p.get("random_state"), dist="poisson")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+class _Mux:
+    def __init__(self, s: Stream, state: Any) -> None:
+        from .workers import worker_info
+
+        self.pool = s.args[0]
+        self.name = s.step.name
+        spec = _mux_spec(self.name, self.pool, s.step.params)
+        self.__dict__.update(spec)
+        worker = worker_info()
+        if isinstance(self.random_state, (np.random.Generator, np.random.RandomState)):
+            raise PescadorError(
+                f"resumable: {self.name} has a random_state object; give an int so that the run can be resumed"
+            )
+        seed = self.random_state
+        if seed is not None and worker.count > 1:
+            seed = np.random.SeedSequence(seed, spawn_key=(worker.id,))
+        self.rng = np.random.default_rng(seed)
+        n = len(self.pool)
+        base = np.ones(n) if self.weights is None else np.asarray(self.weights, dtype=float)
+        self.item_weight = base.tolist()
+        self.w_max = max(self.item_weight)
+        self.exclusive = self.activation == "single" or self.lam is None
+        self.per_copy = self.activation == "with"
+        if state is None:
+            w = base.copy()
+            if self.activation == "once" and worker.count > 1:
+                mine = np.zeros(n, dtype=bool)
+                mine[worker.id :: worker.count] = True
+                w[~mine] = 0.0
+            self.w = w.tolist()
+            self.live = [0] * n
+            self.n_live = 0
+            self.eligible = int(np.count_nonzero(w))
+            self.dry: list = []
+            self.queue: list = []
+            self.slots: list = []  # [who, left, bound, runner]
+            self.epoch, self.produced, self.rotation, self.refill = 0, False, -1, True
+            self.between_epochs = True
+            self.finished = False
+            self.position = 0
+        else:
+            if self.random_state is None:
+                raise PescadorError(f"resumable: {self.name} draws from entropy (random_state=None)")
+            self.rng.bit_generator.state = state["rng"]
+            for key in ("w", "live", "n_live", "eligible", "dry", "queue", "epoch", "produced", "rotation",
+                        "refill", "between_epochs", "finished", "position"):
+                setattr(self, key, state[key])
+            self.slots = [[who, left, bound, _runner(self.pool[who], up)] for who, left, bound, up in state["slots"]]
+
+    # -- activation (as _Activations) --
+
+    def _draw(self) -> int:
+        cum = np.cumsum(self.w)
+        pick = int(np.searchsorted(cum, self.rng.random() * cum[-1], side="right"))
+        return min(pick, len(self.w) - 1)
+
+    def _next_stream(self) -> int | None:
+        if self.activation == "once":
+            return self.queue.pop() if self.queue else None
+        if not self.eligible or (self.dry and len(self.dry) >= self.eligible):
+            return None
+        if not self.exclusive:
+            return self._draw()
+        if self.n_live >= self.eligible:
+            return None if self.activation == "single" else self._draw()
+        free = [i for i in range(len(self.w)) if self.w[i] > 0 and not self.live[i]]
+        cum = np.cumsum([self.w[i] for i in free])
+        pick = int(np.searchsorted(cum, self.rng.random() * cum[-1], side="right"))
+        return free[min(pick, len(free) - 1)]
+
+    def _length(self) -> int:
+        if self.lam is None:
+            return -1
+        if self.dist == "poisson":
+            return int(self.rng.poisson(self.lam))
+        if self.dist == "binomial":
+            trials = max(1, int(round(2 * self.lam)))
+            return int(self.rng.binomial(trials, min(1.0, self.lam / trials)))
+        return max(1, int(round(self.lam)))
+
+    def _stopped(self, i: int, gave_nothing: bool) -> None:
+        self.live[i] -= 1
+        if not self.live[i] and self.w[i] > 0:
+            self.n_live -= 1
+        if gave_nothing:
+            if self.prune_empty:
+                if self.w[i] > 0:
+                    if self.live[i]:
+                        self.n_live -= 1
+                    self.w[i] = 0.0
+                    self.eligible -= 1
+            elif i not in self.dry:
+                self.dry.append(i)
+
+    def _start_epoch(self) -> None:
+        self.epoch += 1
+        self.produced, self.rotation, self.refill, self.between_epochs = False, -1, True, False
+        if self.activation == "once":
+            members = [i for i in range(len(self.w)) if self.w[i] > 0]
+            if self.order == "random" and members:
+                p = np.array([self.w[i] for i in members])
+                members = [int(i) for i in self.rng.choice(members, size=len(members), replace=False, p=p / p.sum())]
+            self.queue = members[::-1]
+
+    # -- items --
+
+    def next(self) -> Any:
+        while True:
+            if self.finished:
+                raise StopIteration
+            if self.between_epochs:
+                if self.epochs is not None and self.epoch >= self.epochs:
+                    self.finished = True
+                    raise StopIteration
+                self._start_epoch()
+            if self.refill:
+                self.refill = False
+                while len(self.slots) < self.k:
+                    i = self._next_stream()
+                    if i is None:
+                        break
+                    length = self._length()
+                    if length == 0:
+                        continue
+                    if not self.live[i] and self.w[i] > 0:
+                        self.n_live += 1
+                    self.live[i] += 1
+                    self.slots.append([i, length, length, _runner(self.pool[i], None)])
+                if not self.slots:
+                    if not self.produced or self.activation != "once":
+                        self.finished = True  # nothing more can be activated, or a pass gave nothing
+                        raise StopIteration
+                    self.between_epochs = True
+                    continue
+            n_slots = len(self.slots)
+            if self.choice == "uniform":
+                s = int(self.rng.random() * n_slots)
+            elif self.choice == "rotate":
+                self.rotation = s = (self.rotation + 1) % n_slots
+            else:
+                while True:
+                    s = int(self.rng.random() * n_slots)
+                    i = self.slots[s][0]
+                    share = self.item_weight[i] / self.live[i] if self.per_copy else self.item_weight[i]
+                    if self.rng.random() * self.w_max < share:
+                        break
+            slot = self.slots[s]
+            try:
+                item = slot[3].next()
+            except StopIteration:
+                ended = True
+            else:
+                self.position += 1
+                self.produced = True
+                self.dry = []
+                slot[1] -= 1
+                if slot[1]:
+                    return item
+                self._release(s, False)
+                return item
+            self._release(s, ended)
+
+    def _release(self, s: int, ended: bool) -> None:
+        who, left, bound, _ = self.slots[s]
+        self._stopped(who, ended and bound == left)
+        if self.choice == "rotate":
+            del self.slots[s]
+            self.rotation = s - 1
+        else:
+            self.slots[s] = self.slots[-1]
+            del self.slots[-1]
+        self.refill = True
+
+    def state(self) -> dict:
+        if self.random_state is None:
+            raise PescadorError(
+                f"resumable: {self.name} draws from entropy (random_state=None); give it an int random_state "
+                "so that its run can be resumed"
+            )
+        return _jsonable({
+            "rng": self.rng.bit_generator.state,
+            "w": list(self.w), "live": list(self.live), "n_live": self.n_live, "eligible": self.eligible,
+            "dry": list(self.dry), "queue": list(self.queue), "epoch": self.epoch, "produced": self.produced,
+            "rotation": self.rotation, "refill": self.refill, "between_epochs": self.between_epochs,
+            "finished": self.finished, "position": self.position,
+            "slots": [[who, left, bound, runner.state()] for who, left, bound, runner in self.slots],
+        })

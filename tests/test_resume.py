@@ -1,0 +1,169 @@
+"""Checkpoint and resume: after a resume, the items equal the tail of an uninterrupted run."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pescador
+from pescador import PescadorError, buffer, cycle, measure, resumable, stream, take, tuples
+from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
+
+
+def counted(tag, n, rows=1):
+    for i in range(n):
+        yield {"x": np.full((rows, 2), tag * 1000 + i, dtype=np.int64)}
+
+
+def listed(tag, n, rows=1):
+    return stream([{"x": np.full((rows, 2), tag * 1000 + i, dtype=np.int64)} for i in range(n)])
+
+
+def key(item):
+    if isinstance(item, tuple):
+        return tuple(tuple(np.asarray(v).ravel().tolist()) for v in item)
+    return tuple(item["x"].ravel().tolist())
+
+
+# -- random pipelines ----------------------------------------------------------------------
+
+sources = st.builds(
+    lambda kind, tag, n, rows: stream(counted, tag, n, rows) if kind else listed(tag, n, rows),
+    st.booleans(), st.integers(0, 9), st.integers(0, 30), st.integers(1, 3),
+)
+seeds = st.integers(0, 2**32 - 1)
+muxes = st.one_of(
+    st.builds(lambda k, lam, seed, w: pescador.mux(k, lam, with_replacement=w, random_state=seed),
+              st.integers(1, 3), st.one_of(st.none(), st.floats(1, 8)), seeds, st.booleans()),
+    st.builds(lambda k, lam, seed: pescador.mux(k, lam, with_replacement=False, revive=True, random_state=seed),
+              st.integers(1, 3), st.one_of(st.none(), st.floats(1, 8)), seeds),
+    st.builds(lambda k, seed, mode: stochastic_mux(k, 4.0, mode=mode, random_state=seed),
+              st.integers(1, 3), seeds, st.sampled_from(["with_replacement", "single_active", "exhaustive"])),
+    st.builds(lambda seed: shuffled_mux(weights=None, random_state=seed), seeds),
+    st.builds(lambda mode, seed: round_robin_mux(mode, random_state=seed),
+              st.sampled_from(["exhaustive", "cycle", "permuted_cycle"]), seeds),
+    st.builds(lambda mode, seed: chain_mux(mode, random_state=seed), st.sampled_from(["exhaustive", "with_replacement"]), seeds),
+    st.builds(lambda n, k, seed: pescador.epochs(n, k=k, random_state=seed), st.integers(1, 3), st.integers(1, 3), seeds),
+)
+
+
+@st.composite
+def pipelines(draw):
+    pool = draw(st.lists(sources, min_size=1, max_size=4))
+    recipe = draw(muxes)(pool)
+    if draw(st.booleans()):
+        recipe = buffer(draw(st.integers(1, 5)), strict=draw(st.booleans()))(recipe)
+    if draw(st.booleans()):
+        recipe = cycle(draw(st.integers(0, 150)))(take(draw(st.integers(1, 40)), recipe))
+    recipe = take(draw(st.integers(0, 150)))(recipe)
+    if draw(st.booleans()):
+        recipe = measure(pescador.Meter())(recipe)
+    if draw(st.booleans()):
+        recipe = tuples("x")(recipe)
+    return recipe
+
+
+def run_keys(run):
+    out = []
+    try:
+        for item in run:
+            out.append(key(item))
+    except PescadorError as exc:  # e.g. cycle over a run that yields nothing: part of the run too
+        out.append(("error", str(exc)[:40]))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(pipelines(), st.floats(0, 1))
+def test_a_resumed_run_yields_the_tail_of_an_uninterrupted_one(recipe, where):
+    full = run_keys(resumable(recipe))
+    stop = int(where * len(full))
+    first = resumable(recipe)
+    head = []
+    for _ in range(stop):
+        try:
+            head.append(key(next(first)))
+        except (StopIteration, PescadorError):
+            break
+    state = json.loads(json.dumps(first.state_dict()))  # a checkpoint on disk
+    rest = run_keys(resumable(recipe, state))
+    assert head + rest == full
+
+
+def test_a_buffer_resumes_in_the_middle_of_an_item_it_is_splitting():
+    recipe = buffer(4)(stream(counted, 1, 10, 3))  # items of 3 rows into batches of 4
+    run = resumable(recipe)
+    first = next(run)  # rows 0,0,0,1: item 1 is half used
+    state = run.state_dict()
+    assert state["stages"]["offset"] == 1
+    resumed = [b["x"][:, 0].tolist() for b in resumable(recipe, state)]
+    assert first["x"][:, 0].tolist() == [1000, 1000, 1000, 1001]
+    assert resumed[0] == [1001, 1001, 1002, 1002]
+
+
+def test_the_state_is_small_and_names_its_version():
+    pool = [stream(counted, t, 10**6) for t in range(200)]
+    run = resumable(buffer(64)(pescador.mux(8, 32.0, random_state=1)(pool)))
+    for _ in range(1000):
+        next(run)
+    state = run.state_dict()
+    assert state["pescador_state"] == pescador.resume.STATE_VERSION
+    assert len(json.dumps(state)) < 8000  # eight live activations, the generator, the counters
+
+
+def seekable(tag, n):
+    for i in range(n):
+        yield {"x": np.array([[tag, i]])}
+
+
+def _seek(position, tag, n):
+    _seek.calls.append(position)
+    return ({"x": np.array([[tag, i]])} for i in range(position, n))
+
+
+_seek.calls = []
+seekable.pescador_seek = _seek
+
+
+def test_a_source_may_seek_instead_of_replaying():
+    recipe = stream(seekable, 3, 100)
+    run = resumable(recipe)
+    for _ in range(40):
+        next(run)
+    rest = [key(x) for x in resumable(recipe, run.state_dict())]
+    assert _seek.calls == [40]
+    assert rest == [(3, i) for i in range(40, 100)]
+
+
+def test_states_that_do_not_match_are_refused_saying_what_differs():
+    a = pescador.mux(2, 4.0, random_state=0)([listed(0, 5), listed(1, 5)])
+    b = pescador.mux(2, 4.0, random_state=1)([listed(0, 5), listed(1, 5)])
+    state = resumable(a).state_dict()
+    with pytest.raises(PescadorError, match="same stages.*other arguments"):
+        resumable(b, state)
+    with pytest.raises(PescadorError, match="another pipeline.*\\['take', 'mux\\[2\\]'\\]"):
+        resumable(take(3)(a), state)
+    with pytest.raises(PescadorError, match="version 99"):
+        resumable(a, dict(state, pescador_state=99))
+    with pytest.raises(PescadorError, match="made by state_dict"):
+        resumable(a, {"x": 1})
+
+
+def test_what_cannot_resume_says_so():
+    with pytest.raises(PescadorError, match="random_state=None"):
+        resumable(pescador.mux(2, 4.0)([listed(0, 5)])).state_dict()
+    with pytest.raises(PescadorError, match="zmq_offload stage cannot be resumed"):
+        resumable(pescador.zmq_offload()(listed(0, 5)))
+
+
+def test_a_replayed_source_that_changed_is_detected():
+    recipe = stream(counted, 0, 5)
+    run = resumable(recipe)
+    for _ in range(5):
+        next(run)
+    state = run.state_dict()
+    state["stages"]["pos"] = 9
+    with pytest.raises(PescadorError, match="not deterministic"):
+        resumable(recipe, state)
