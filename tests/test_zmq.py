@@ -341,9 +341,9 @@ def test_workers_exit_by_themselves_when_their_consumer_dies(method, tmp_path):
     try:
         pids = [int(p) for p in consumer.stdout.readline().split()]
         assert len(pids) == 2 and all(alive(p) for p in pids)
+        assert [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]  # the run's ipc directory
         consumer.kill()
         consumer.wait()
-        assert [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]
         deadline = time.monotonic() + 2.0
         while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
