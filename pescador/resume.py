@@ -31,13 +31,21 @@ exactly, but it is not the same sequence as ``iter(recipe)``.  Every
 when a state is asked for): the state of a run that draws from entropy
 could not be reproduced.
 
-``zmq_offload`` is not resumable yet: asking for a resumable run through it
-raises :class:`~pescador.PescadorError`.
+Through ``zmq_offload`` each worker runs its part of the recipe resumably
+and sends its state with every item; the state of the run holds, for each
+worker, its state after the last of its items that was delivered, so items
+in flight when the checkpoint is taken are produced again after a resume,
+not lost.  With one worker the resumed run continues exactly; with several,
+each worker's items continue exactly, and they interleave as they arrive,
+as in any run of several workers.  Sources must own their randomness (a
+seeded generator made from their arguments): the legacy global
+``np.random`` is not part of the state.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,8 +183,8 @@ def resumable(recipe: Any, state: dict | None = None) -> Resumable:
     ------
     PescadorError
         For a state of another recipe or version (saying what differs), and
-        for stages that cannot resume (``zmq_offload``) or random states that
-        cannot be reproduced.
+        for stages that cannot resume (``cache``, ``remote``) or random
+        states that cannot be reproduced.
 
     Examples
     --------
@@ -218,8 +226,40 @@ def _runner(s: Stream, state: Any) -> Any:
         return _Buffer(s, state)
     if name in _MUXES:
         return _Mux(s, state)
+    if name == "zmq_offload":
+        return _Offload(s, state)
     raise PescadorError(f"resumable: a {name} stage cannot be resumed (yet); the stages that can: "
-                        f"take, cycle, {', '.join(_MAPS)}, buffer, {', '.join(_MUXES)}, and sources")
+                        f"take, cycle, {', '.join(_MAPS)}, buffer, {', '.join(_MUXES)}, zmq_offload, and sources")
+
+
+class _Offload:
+    """zmq_offload: each worker runs its part resumably and sends its state with each item."""
+
+    def __init__(self, s: Stream, state: Any) -> None:
+        from .zmq_stream import _offload
+
+        params = dict(s.step.params)
+        self.workers = params.get("workers", 1)
+        self.start = [None] * self.workers if state is None else list(state["workers"])
+        if len(self.start) != self.workers:
+            raise PescadorError(f"resumable: the state is of {len(self.start)} workers; this zmq_offload has {self.workers}")
+        self.received: dict = {}
+        self.gen = _offload(
+            s.args[0], self.workers, params.get("copy", False), params.get("timeout"), params.get("hwm", 32),
+            params["transport"], params.get("min_port", 49152), params.get("max_port", 65535),
+            params.get("max_tries", 100), params.get("start_method"), params.get("random_state"),
+            resume=self.start, states=self.received,
+        )
+
+    def next(self) -> Any:
+        return next(self.gen)
+
+    def state(self) -> dict:
+        return {
+            "workers": [
+                json.loads(self.received[w]) if w in self.received else self.start[w] for w in range(self.workers)
+            ]
+        }
 
 
 class _Collection:

@@ -11,6 +11,8 @@ The header is a msgpack array whose first element is the kind of message:
   the array's bytes when it is small, else nil and the bytes are the next
   frame) or ``[key, value]`` for any other value, packed with
   msgpack-numpy.
+- ``[ITEM_STATE, fields, state]``: an item of a resumable run, with the
+  worker's state after it (JSON text; see :mod:`pescador.resume`).
 - ``[END]``: the worker's stream ended.
 - ``[ERROR, text]``: the worker's stream raised; ``text`` holds the
   traceback.
@@ -40,9 +42,9 @@ import numpy as np
 
 from .exceptions import PescadorError
 
-__all__ = ["ITEM", "END", "ERROR", "encode_item", "encode_end", "encode_error", "decode"]
+__all__ = ["ITEM", "ITEM_STATE", "END", "ERROR", "encode_item", "encode_end", "encode_error", "decode"]
 
-ITEM, END, ERROR = 0, 1, 2
+ITEM, END, ERROR, ITEM_STATE = 0, 1, 2, 3
 INLINE_MAX = 1024  # arrays of at most this many bytes ride inside the header
 _MAX_DIM = 2**62
 
@@ -98,7 +100,7 @@ def _unsendable(key: Any, value: Any, position: int | None, inside: bool = False
     )
 
 
-def encode_item(item: Any, copy: bool = False, position: int | None = None) -> list:
+def encode_item(item: Any, copy: bool = False, position: int | None = None, state: str | None = None) -> list:
     """The frames of one item: a header, then one buffer per large array.
 
     Parameters
@@ -110,6 +112,8 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None) -> l
         frames are views of the arrays, which must not change afterwards.
     position : int, optional
         The item's position in its stream, for error messages.
+    state : str, optional
+        The sender's resumable state after this item, as JSON text.
 
     Raises
     ------
@@ -154,7 +158,8 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None) -> l
                     raise _unsendable(key, bad, position, True)
             fields.append([key, value])
     try:
-        frames[0] = msgpack.packb([ITEM, fields], default=_pack_value, use_bin_type=True)
+        header = [ITEM, fields] if state is None else [ITEM_STATE, fields, state]
+        frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True)
     except _Unsendable as exc:
         key = _key_holding(item, exc.value)
         raise _unsendable(key, exc.value, position, item.get(key) is not exc.value) from None
@@ -305,7 +310,7 @@ def _frame_buffer(frame: Any) -> Any:
 
 
 def decode(frames: list, copy: bool = False) -> tuple:
-    """Decode one message: ``(ITEM, item)``, ``(END, None)`` or ``(ERROR, text)``.
+    """Decode one message: ``(ITEM, item)``, ``(ITEM_STATE, (item, state))``, ``(END, None)`` or ``(ERROR, text)``.
 
     Parameters
     ----------
@@ -336,6 +341,10 @@ def decode(frames: list, copy: bool = False) -> tuple:
         if len(header) != 2 or not isinstance(header[1], list):
             raise _malformed("an item header without a list of fields")
         return ITEM, _item(header[1], frames, copy)
+    if kind == ITEM_STATE:
+        if len(header) != 3 or not isinstance(header[1], list) or not isinstance(header[2], str):
+            raise _malformed("an item header without a list of fields and a state")
+        return ITEM_STATE, (_item(header[1], frames, copy), header[2])
     if len(frames) != 1:
         raise _malformed(f"a control message of kind {kind} with {len(frames) - 1} extra frames")
     if kind == END and len(header) == 1:

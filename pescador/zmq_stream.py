@@ -33,6 +33,7 @@ Lifecycle
 from __future__ import annotations
 
 import errno
+import json
 import multiprocessing
 import multiprocessing.connection
 import numbers
@@ -250,6 +251,14 @@ def _death(process: Any, wid: int, sent: int) -> PescadorError:
 def _run(upstream, workers=1, copy=False, timeout=None, hwm=32, transport=_DEFAULT_TRANSPORT, min_port=49152,
          max_port=65535, max_tries=100, start_method=None, random_state=None):
     """One run: start the workers, yield their items, and always clean up."""
+    return _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_port, max_tries, start_method,
+                    random_state)
+
+
+def _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_port, max_tries, start_method,
+             random_state, resume=None, states=None):
+    """A run; with ``resume`` (one state or None per worker), a resumable one whose workers send their
+    state with each item, which is kept in ``states`` (worker id -> JSON text) as items are yielded."""
     mp = multiprocessing.get_context(start_method)
     pickled, payload = _payload(upstream, mp.get_start_method())
     seeds = np.random.SeedSequence(random_state).spawn(workers)
@@ -268,13 +277,14 @@ def _run(upstream, workers=1, copy=False, timeout=None, hwm=32, transport=_DEFAU
             identities[identity] = wid
             process = mp.Process(
                 target=_worker,
-                args=(pickled, payload, endpoint, identity, wid, workers, seeds[wid], hwm, copy, os.getpid()),
+                args=(pickled, payload, endpoint, identity, wid, workers, seeds[wid], hwm, copy, os.getpid(),
+                      None if resume is None else ("resume", resume[wid])),
                 name=f"pescador-worker-{wid}",
                 daemon=True,
             )
             process.start()
             procs.append(process)
-        yield from _receive(sock, procs, identities, copy)
+        yield from _receive(sock, procs, identities, copy, states)
     finally:
         _shutdown(sock, procs, identities, timeout)
         context.term()
@@ -282,7 +292,7 @@ def _run(upstream, workers=1, copy=False, timeout=None, hwm=32, transport=_DEFAU
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool) -> Iterator:
+def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool, states: dict | None = None) -> Iterator:
     """Yield items until every worker has ended; raise on a worker's error or death.
 
     A dead worker is reported once everything it sent has been received:
@@ -335,6 +345,10 @@ def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool) -> Ite
         if kind == wire.ITEM:
             sent[wid] += 1
             yield payload
+        elif kind == wire.ITEM_STATE and states is not None:
+            sent[wid] += 1
+            states[wid] = payload[1]  # the worker's state once this item is delivered
+            yield payload[0]
         elif kind == wire.END:
             live.discard(wid)
             pending.pop(wid, None)  # it ended before it died: nothing was lost
@@ -502,7 +516,7 @@ def _seed_globals(seed: np.random.SeedSequence) -> None:
     random.seed(int.from_bytes(state.tobytes(), "little"))
 
 
-def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, consumer_pid) -> None:
+def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, consumer_pid, resume=None) -> None:
     """A worker process: run the recipe and send its items, then END (or ERROR)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
     consumer = _Consumer(consumer_pid)
@@ -521,9 +535,21 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
             set_worker_info(WorkerInfo(wid, count, seed))
             _seed_globals(seed)
             position = 0
-            for item in recipe:
-                link.send(wire.encode_item(item, copy, position))
-                position += 1
+            if resume is None:
+                for item in recipe:
+                    link.send(wire.encode_item(item, copy, position))
+                    position += 1
+            else:  # a resumable run: each item goes with this worker's state after it
+                from .resume import _runner
+
+                runner = _runner(recipe, resume[1])
+                while True:
+                    try:
+                        item = runner.next()
+                    except StopIteration:
+                        break
+                    link.send(wire.encode_item(item, copy, position, json.dumps(runner.state())))
+                    position += 1
             last = wire.encode_end()
         except _Stopped:
             raise

@@ -154,8 +154,8 @@ def test_states_that_do_not_match_are_refused_saying_what_differs():
 def test_what_cannot_resume_says_so():
     with pytest.raises(PescadorError, match="random_state=None"):
         resumable(pescador.mux(2, 4.0)([listed(0, 5)])).state_dict()
-    with pytest.raises(PescadorError, match="zmq_offload stage cannot be resumed"):
-        resumable(pescador.zmq_offload()(listed(0, 5)))
+    with pytest.raises(PescadorError, match="cache stage cannot be resumed"):
+        resumable(pescador.cache(4, random_state=0)(listed(0, 5)))
 
 
 def test_a_replayed_source_that_changed_is_detected():
@@ -167,3 +167,35 @@ def test_a_replayed_source_that_changed_is_detected():
     state["stages"]["pos"] = 9
     with pytest.raises(PescadorError, match="not deterministic"):
         resumable(recipe, state)
+
+
+# -- through zmq_offload ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_one_worker_resumes_exactly():
+    pool = [stream(counted, t, 40, 2) for t in range(4)]
+    recipe = take(60)(pescador.zmq_offload()(buffer(3)(pescador.mux(2, 5.0, random_state=4)(pool))))
+    full = [key(x) for x in resumable(recipe)]
+    first = resumable(recipe)
+    head = [key(next(first)) for _ in range(25)]
+    state = json.loads(json.dumps(first.state_dict()))
+    del first  # (stops its worker)
+    rest = [key(x) for x in resumable(recipe, state)]
+    assert head + rest == full and len(full) == 60
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stop", [0, 17, 90])
+def test_several_workers_each_continue_exactly(stop):
+    pool = [stream(counted, t, 25) for t in range(6)]
+    recipe = pescador.zmq_offload(workers=2)(pescador.epochs(2, k=2, random_state=8)(pool))
+    by_source = lambda keys: {t: [k for k in keys if k[0] // 1000 == t] for t in range(6)}  # noqa: E731
+    full = by_source([key(x) for x in resumable(recipe)])
+    first = resumable(recipe)
+    head = [key(next(first)) for _ in range(stop)]
+    state = json.loads(json.dumps(first.state_dict()))
+    del first
+    rest = [key(x) for x in resumable(recipe, state)]
+    assert {t: h + r for (t, h), r in zip(by_source(head).items(), by_source(rest).values())} == full
+    assert sum(len(v) for v in full.values()) == 2 * 6 * 25
