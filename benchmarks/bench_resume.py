@@ -1,0 +1,63 @@
+"""What checkpoint and resume cost: per item, per checkpoint, and to resume deep into a run.
+
+Workload: 100 endless generator sources of (1, 10) float32 items, a mux with
+k=10 and lam=16.  Per item: a resumable run against a plain run of the same
+recipe, in the same run (medians).  Per checkpoint: ``state_dict()`` and
+its JSON size.  Resume: building a resumed run at item 100,000 and drawing
+its first item, against replaying 100,000 items of the plain run (what a
+resume by replay of the whole pipeline would cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+import pescador
+
+from ._util import median_seconds, table
+
+
+def rows(tag):
+    x = np.full((1, 10), tag, dtype=np.float32)
+    while True:
+        yield {"X": x}
+
+
+def consume(recipe, n):
+    for _ in zip(range(n), recipe):
+        pass
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks resume")
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    n = args.items
+    recipe = pescador.mux(10, 16.0, random_state=0)([pescador.stream(rows, t) for t in range(100)])
+    t_plain = median_seconds(lambda: consume(recipe, n), args.repeat) / n
+    t_resumable = median_seconds(lambda: consume(pescador.resumable(recipe), n), args.repeat) / n
+    run = pescador.resumable(recipe)
+    consume(run, n)
+    t_state = median_seconds(run.state_dict, args.repeat)
+    state = json.loads(json.dumps(run.state_dict()))
+
+    def resume():
+        next(pescador.resumable(recipe, state))
+
+    t_resume = median_seconds(resume, args.repeat)
+    table(
+        f"mux of 100 generator sources, k=10, lam=16; median of {args.repeat} runs",
+        ["what", "cost", "against"],
+        [
+            ["per item, plain run", f"{t_plain * 1e6:.2f} us", "-"],
+            ["per item, resumable run", f"{t_resumable * 1e6:.2f} us", f"{t_resumable / t_plain:.2f}x plain"],
+            ["state_dict()", f"{t_state * 1e3:.3f} ms, {len(json.dumps(state)):,} bytes of JSON", "-"],
+            [f"resume at item {n:,}", f"{t_resume * 1e3:.2f} ms",
+             f"replaying {n:,} plain items: {t_plain * n * 1e3:.0f} ms ({t_plain * n / t_resume:.0f}x longer)"],
+        ],
+    )
