@@ -44,6 +44,8 @@ seeded generator made from their arguments): the legacy global
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -83,7 +85,8 @@ def _describe(value: Any, out: list) -> None:
     from .observe import Meter, MuxStats
 
     if isinstance(value, Stream):
-        out.append("S(" + core._name(value.fn))
+        out.append("S(")
+        _describe(value.fn, out)
         if value.step is not None:
             out.append(value.step.name)
             _describe(value.step.params, out)
@@ -92,6 +95,9 @@ def _describe(value: Any, out: list) -> None:
         out.append(")")
     elif isinstance(value, (Meter, MuxStats)):
         out.append(type(value).__name__)
+    elif isinstance(value, np.ndarray) and value.dtype.hasobject:
+        out.append(f"O{value.shape}")
+        _describe(value.ravel().tolist(), out)
     elif isinstance(value, np.ndarray):
         out.append(f"A{value.dtype.str}{value.shape}" + hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest())
     elif isinstance(value, dict):
@@ -105,8 +111,21 @@ def _describe(value: Any, out: list) -> None:
         for v in value:
             _describe(v, out)
         out.append("]")
+    elif isinstance(value, (set, frozenset)):
+        out.append("set")
+        _describe(sorted(value, key=repr), out)
+    elif isinstance(value, functools.partial):
+        out.append("partial")
+        _describe([value.func, list(value.args), value.keywords], out)
+    elif callable(value) and hasattr(value, "__code__"):  # a function: where it lives, and its code
+        code = value.__code__
+        out.append(f"F{getattr(value, '__module__', '')}.{core._name(value)}")
+        out.append(hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest())
     elif callable(value):
-        out.append(core._name(value))
+        out.append(f"C{getattr(value, '__module__', '')}.{core._name(value)}")
+    elif type(value).__repr__ is object.__repr__ and hasattr(value, "__dict__"):  # (its repr holds an address)
+        out.append(type(value).__qualname__)
+        _describe(vars(value), out)
     else:
         out.append(repr(value))
 
@@ -125,8 +144,8 @@ class Resumable:
         self.outline = _stages(self.recipe)
         self.fingerprint = _fingerprint(self.recipe)
         inner = None
-        if state is not None:
-            inner = _check_state(state, self.outline, self.fingerprint)
+        if state is not None:  # (a copy: the run changes its state as it goes, and a state may serve twice)
+            inner = copy.deepcopy(_check_state(state, self.outline, self.fingerprint))
         self.node = _runner(self.recipe, inner)
 
     def __iter__(self) -> "Resumable":
@@ -137,12 +156,36 @@ class Resumable:
 
     def state_dict(self) -> dict:
         """Where the run is: a small JSON-serialisable dict, versioned."""
+        stages = self.node.state()
+        unseeded = _find(stages, "unseeded")
+        if unseeded:
+            raise PescadorError(
+                f"resumable: {unseeded} draws from entropy (random_state=None); give it an int random_state "
+                "so that its run can be resumed"
+            )
         return {
             "pescador_state": STATE_VERSION,
             "recipe": self.fingerprint,
             "outline": self.outline,
-            "stages": self.node.state(),
+            "stages": stages,
         }
+
+
+def _find(state: Any, key: str) -> Any:
+    """The first value of ``key`` anywhere in a nested state, or None."""
+    if isinstance(state, dict):
+        if key in state:
+            return state[key]
+        values = state.values()
+    elif isinstance(state, list):
+        values = state
+    else:
+        return None
+    for value in values:
+        found = _find(value, key)
+        if found is not None:
+            return found
+    return None
 
 
 def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
@@ -386,7 +429,16 @@ class _Map:
 
 
 class _Buffer:
-    """Batches of ``n`` rows, resumable in the middle of an item being split."""
+    """Batches of ``n`` rows, resumable in the middle of an item being split.
+
+    At the start of each batch that draws from upstream, the upstream's
+    state is noted (once per batch, not per item), with the number of items
+    drawn since.  A state taken while an item is being split says: restore
+    the upstream to the note, draw that many items again (the last is the
+    one being split), and skip the rows already used.  Over an upstream
+    whose order is not reproducible (``zmq_offload`` with several workers)
+    the unused rows themselves go into the state instead.
+    """
 
     def __init__(self, s: Stream, state: Any) -> None:
         from .buffered import _arrays, _rows, _signature
@@ -396,20 +448,28 @@ class _Buffer:
         self.n, self.strict = s.step.params["n"], s.step.params["strict"]
         self.cur = None  # the item being split, as arrays
         self.cur_rows = self.offset = 0
-        self.before = None  # the upstream's state before ``cur`` was drawn
+        self.mark = None  # the upstream's state at a note ...
+        self.drawn = 0  # ... and the items drawn since
         self.pos = 0  # items drawn so far
         self.done = False
         self.layout = None
         if state is None:
             self.up = _runner(self.upstream, None)
+            self.unordered = _unordered(self.up)
             return
         self.pos, self.done = int(state["pos"]), bool(state["done"])
         if state["layout"] is not None:
             self.layout = {k: (tuple(trail), np.dtype(code)) for k, (code, trail) in state["layout"].items()}
         self.up = _runner(self.upstream, state["up"])
-        if state["offset"]:  # draw again the item that was being split, and skip its rows already used
-            self.before = state["up"]
-            self._take(self.up.next(), self.pos - 1)
+        self.unordered = _unordered(self.up)
+        if state.get("rows") is not None:  # the unused rows, kept in the state
+            arrays = {k: np.array(v, dtype=self.layout[k][1]).reshape((-1, *self.layout[k][0]))
+                      for k, v in state["rows"].items()}
+            self.cur, self.cur_rows, self.offset = arrays, len(next(iter(arrays.values()))), 0
+        elif state["redraw"]:  # draw again up to the item that was being split, and skip its rows used
+            self.mark, self.drawn = copy.deepcopy(state["up"]), int(state["redraw"])
+            for i in range(self.drawn):
+                self._take(self.up.next(), self.pos - self.drawn + i)
             self.offset = int(state["offset"])
 
     def _take(self, item: Any, position: int) -> None:
@@ -424,9 +484,11 @@ class _Buffer:
         if self.done:
             raise StopIteration
         parts, need = [], self.n
+        noted = False
         while need:
             if self.cur is None or self.offset >= self.cur_rows:
-                before = self.up.state()
+                if not noted and not self.unordered:
+                    self.mark, self.drawn, noted = self.up.state(), 0, True
                 try:
                     item = self.up.next()
                 except StopIteration:
@@ -436,8 +498,8 @@ class _Buffer:
                         return self._join(parts)
                     raise
                 self.pos += 1
+                self.drawn += 1
                 self._take(item, self.pos - 1)
-                self.before = before
             take = min(need, self.cur_rows - self.offset)
             if take:
                 parts.append({k: v[self.offset : self.offset + take] for k, v in self.cur.items()})
@@ -456,13 +518,22 @@ class _Buffer:
         layout = None
         if self.layout is not None:
             layout = {k: [dtype.str, list(trail)] for k, (trail, dtype) in self.layout.items()}
-        return {
-            "up": self.before if splitting else self.up.state(),
-            "offset": self.offset if splitting else 0,
-            "pos": self.pos,
-            "done": self.done,
-            "layout": layout,
-        }
+        out = {"pos": self.pos, "done": self.done, "layout": layout, "rows": None, "redraw": 0, "offset": 0}
+        if splitting and self.unordered:
+            out["up"] = self.up.state()
+            out["rows"] = {k: v[self.offset :].tolist() for k, v in self.cur.items()}
+        elif splitting:
+            out.update(up=copy.deepcopy(self.mark), redraw=self.drawn, offset=self.offset)
+        else:
+            out["up"] = self.up.state()
+        return out
+
+
+def _unordered(runner: Any) -> bool:
+    """Whether the items of ``runner`` come in an order that a resume does not reproduce."""
+    while isinstance(runner, _Map):
+        runner = runner.up
+    return isinstance(runner, _Offload) and runner.workers > 1
 
 
 # ----------------------------------------------------------------------------
@@ -531,7 +602,9 @@ class _Mux:
             raise PescadorError(
                 f"resumable: {self.name} has a random_state object; give an int so that the run can be resumed"
             )
-        seed = self.random_state
+        # round-robin and chain muxes in pool order draw nothing that changes their items
+        self.needs_no_seed = self.activation == "once" and self.order == "pool"
+        seed = self.random_state if self.random_state is not None or not self.needs_no_seed else 0
         if seed is not None and worker.count > 1:
             seed = np.random.SeedSequence(seed, spawn_key=(worker.id,))
         self.rng = np.random.default_rng(seed)
@@ -559,12 +632,12 @@ class _Mux:
             self.finished = False
             self.position = 0
         else:
-            if self.random_state is None:
+            if "unseeded" in state:
                 raise PescadorError(f"resumable: {self.name} draws from entropy (random_state=None)")
             self.rng.bit_generator.state = state["rng"]
             for key in ("w", "live", "n_live", "eligible", "dry", "queue", "epoch", "produced", "rotation",
                         "refill", "between_epochs", "finished", "position"):
-                setattr(self, key, state[key])
+                setattr(self, key, copy.deepcopy(state[key]))
             self.slots = [[who, left, bound, _runner(self.pool[who], up)] for who, left, bound, up in state["slots"]]
 
     # -- activation (as _Activations) --
@@ -670,6 +743,8 @@ class _Mux:
             except StopIteration:
                 ended = True
             else:
+                if not core.is_item(item):
+                    raise core.not_a_dict(item, self.name, self.position, f"pool member {slot[0]}")
                 self.position += 1
                 self.produced = True
                 self.dry = []
@@ -692,11 +767,8 @@ class _Mux:
         self.refill = True
 
     def state(self) -> dict:
-        if self.random_state is None:
-            raise PescadorError(
-                f"resumable: {self.name} draws from entropy (random_state=None); give it an int random_state "
-                "so that its run can be resumed"
-            )
+        if self.random_state is None and not self.needs_no_seed:
+            return {"unseeded": self.name}  # (refused by state_dict, not here: a buffer asks for states too)
         return _jsonable({
             "rng": self.rng.bit_generator.state,
             "w": list(self.w), "live": list(self.live), "n_live": self.n_live, "eligible": self.eligible,

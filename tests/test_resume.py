@@ -75,21 +75,31 @@ def run_keys(run):
     return out
 
 
+def advance(run, count, out):
+    for _ in range(count):
+        try:
+            out.append(key(next(run)))
+        except (StopIteration, PescadorError):
+            return
+
+
 @settings(max_examples=150, deadline=None)
-@given(pipelines(), st.floats(0, 1))
-def test_a_resumed_run_yields_the_tail_of_an_uninterrupted_one(recipe, where):
+@given(pipelines(), st.floats(0, 1), st.floats(0, 1))
+def test_a_resumed_run_yields_the_tail_of_an_uninterrupted_one(recipe, where, again):
     full = run_keys(resumable(recipe))
     stop = int(where * len(full))
     first = resumable(recipe)
     head = []
-    for _ in range(stop):
-        try:
-            head.append(key(next(first)))
-        except (StopIteration, PescadorError):
-            break
+    advance(first, stop, head)
     state = json.loads(json.dumps(first.state_dict()))  # a checkpoint on disk
-    rest = run_keys(resumable(recipe, state))
-    assert head + rest == full
+    assert head + run_keys(resumable(recipe, state)) == full
+    assert head + run_keys(resumable(recipe, state)) == full  # the same state serves twice
+    # a resumed run checkpoints and resumes in turn
+    second = resumable(recipe, state)
+    middle = []
+    advance(second, int(again * (len(full) - stop)), middle)
+    state = json.loads(json.dumps(second.state_dict()))
+    assert head + middle + run_keys(resumable(recipe, state)) == full
 
 
 def test_a_buffer_resumes_in_the_middle_of_an_item_it_is_splitting():
@@ -199,3 +209,71 @@ def test_several_workers_each_continue_exactly(stop):
     rest = [key(x) for x in resumable(recipe, state)]
     assert {t: h + r for (t, h), r in zip(by_source(head).items(), by_source(rest).values())} == full
     assert sum(len(v) for v in full.values()) == 2 * 6 * 25
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stop", [1, 3, 7])
+def test_a_buffer_after_several_workers_keeps_its_unused_rows_in_the_state(stop):
+    pool = [stream(counted, t, 12, 3) for t in range(4)]  # items of 3 rows, batches of 4: most are split
+    recipe = buffer(4)(pescador.zmq_offload(workers=2)(pescador.mux(2, None, with_replacement=False, random_state=2)(pool)))
+    rows = lambda batches: [int(v) for b in batches for v in b["x"][:, 0]]  # noqa: E731
+    per_source = lambda values: {t: [v for v in values if v // 1000 == t] for t in range(4)}  # noqa: E731
+    first = resumable(recipe)
+    head = [next(first) for _ in range(stop)]
+    state = json.loads(json.dumps(first.state_dict()))
+    del first
+    rest = list(resumable(recipe, state))
+    assert per_source(rows(head) + rows(rest)) == {t: [1000 * t + i for i in range(12) for _ in range(3)] for t in range(4)}
+
+
+def test_an_unseeded_mux_runs_and_refuses_only_a_checkpoint():
+    run = resumable(buffer(2)(pescador.mux(2, 4.0)([listed(0, 9), listed(1, 9)])))
+    next(run)
+    with pytest.raises(PescadorError, match="random_state=None"):
+        run.state_dict()
+
+
+def test_muxes_that_draw_nothing_need_no_seed():
+    pool = [listed(0, 4), listed(1, 6)]
+    for recipe in (chain_mux()(pool), round_robin_mux()(pool), round_robin_mux("cycle")(pool)):
+        run = resumable(take(7)(recipe))
+        head = [key(next(run)) for _ in range(3)]
+        rest = [key(x) for x in resumable(take(7)(recipe), run.state_dict())]
+        assert head + rest == [key(x) for x in take(7)(recipe)]
+
+
+def test_a_resumable_mux_checks_its_items():
+    with pytest.raises(PescadorError, match="mux: item [0-9]+ from pool member 0 is a list"):
+        list(resumable(pescador.mux(1, 4.0, random_state=0)([stream([{"x": 1}, [1, 2]])])))
+
+
+FINGERPRINT = """
+import functools, sys
+sys.path.insert(0, {tests!r})
+import pescador, test_resume
+from pescador.resume import _fingerprint
+class Config:
+    def __init__(self):
+        self.size = 3
+recipe = pescador.mux(2, 4.0, random_state=1)([
+    pescador.stream(test_resume.tagged_by, {{"b", "a", "c"}}, Config()),
+    pescador.stream(functools.partial(test_resume.counted, 5), 3),
+])
+print(_fingerprint(recipe))
+"""
+
+
+def tagged_by(tags, config):
+    for tag in sorted(tags):
+        yield {"x": np.full((1, 2), config.size)}
+
+
+def test_fingerprints_are_the_same_in_another_process():
+    import subprocess
+    import sys
+
+    code = FINGERPRINT.format(tests=str(__import__("pathlib").Path(__file__).parent))
+    prints = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env=dict(__import__("os").environ, PYTHONHASHSEED=str(seed))).stdout
+              for seed in (1, 2, 3)}
+    assert len(prints) == 1
