@@ -174,10 +174,9 @@ def cache(n_cache: int, prob: float = 0.5, random_state: Any = None) -> Transfor
 
 
 def _epochs(pool: tuple, n_epochs: int | None, k: int | None, random_state: Any) -> Iterator:
-    from .mux import _engine
+    from .mux import _run
 
-    return _engine(pool, k or len(pool), None, None, "once", "random", "uniform", n_epochs, True,
-                   random_state, name="epochs")
+    return _run("epochs", pool, dict(n_epochs=n_epochs, k=k, random_state=random_state))
 
 
 def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: Any = None) -> Transform:

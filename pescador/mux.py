@@ -190,16 +190,20 @@ def _rng(random_state: Any, worker: Any) -> Any:
 
 
 class _Random:
-    """Uniform numbers and activation lengths, drawn in blocks."""
+    """Uniform numbers and activation lengths, drawn in blocks.
 
-    def __init__(self, rng: Any, lam: float | None, dist: str) -> None:
-        self.rng, self.lam, self.dist = rng, lam, dist
+    With ``block=1`` nothing is drawn ahead, so the generator's state alone
+    says where the draws are (what a resumable run saves).
+    """
+
+    def __init__(self, rng: Any, lam: float | None, dist: str, block: int = _BLOCK) -> None:
+        self.rng, self.lam, self.dist, self.block = rng, lam, dist, block
         self.uniforms: list = []
         self.lengths: list = []
 
     def uniform(self) -> float:
         if not self.uniforms:
-            self.uniforms = self.rng.random(_BLOCK).tolist()
+            self.uniforms = self.rng.random(self.block).tolist()
         return self.uniforms.pop()
 
     def length(self) -> int:
@@ -208,12 +212,12 @@ class _Random:
             return -1
         if not self.lengths:
             if self.dist == "poisson":
-                draws = self.rng.poisson(self.lam, _BLOCK)
+                draws = self.rng.poisson(self.lam, self.block)
             elif self.dist == "binomial":
                 trials = max(1, int(round(2 * self.lam)))
-                draws = self.rng.binomial(trials, min(1.0, self.lam / trials), _BLOCK)
+                draws = self.rng.binomial(trials, min(1.0, self.lam / trials), self.block)
             else:
-                draws = np.full(_BLOCK, max(1, int(round(self.lam))))
+                draws = np.full(self.block, max(1, int(round(self.lam))))
             self.lengths = draws.tolist()
         return self.lengths.pop()
 
@@ -250,7 +254,7 @@ class _Activations:
         if not self.block:
             if self.cum is None:
                 self.cum = np.cumsum(self.w)
-            u = self.rand.rng.random(_BLOCK) * self.cum[-1]
+            u = self.rand.rng.random(self.rand.block) * self.cum[-1]
             picks = np.searchsorted(self.cum, u, side="right")
             self.block = np.minimum(picks, len(self.w) - 1).tolist()
         i = self.block.pop()
@@ -306,6 +310,22 @@ class _Activations:
                 self.dry.add(i)
 
 
+def _activations(n: int, weights: Any, activation: str, lam: float | None, prune_empty: bool, rand: _Random,
+                 worker: Any) -> tuple:
+    """The activation bookkeeping of a run over a pool of ``n``, and each stream's per-item weight.
+
+    A pool activated once per stream is sharded across workers (members
+    ``id::count``).
+    """
+    base = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    w = base.copy()
+    if activation == "once" and worker.count > 1:  # shard the pool across workers
+        mine = np.zeros(n, dtype=bool)
+        mine[worker.id :: worker.count] = True
+        w[~mine] = 0.0
+    return _Activations(w, activation, activation == "single" or lam is None, prune_empty, rand), base.tolist()
+
+
 def _engine(
     pool: tuple,
     k: int,
@@ -332,15 +352,8 @@ def _engine(
     rng = _rng(random_state, worker)
     rand = _Random(rng, lam, dist)
     n = len(pool)
-    base = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    item_weight = base.tolist()  # per-item preference; not changed by pruning
-    w_max = max(item_weight)
-    w = base.copy()
-    if activation == "once" and worker.count > 1:  # shard the pool across workers
-        mine = np.zeros(n, dtype=bool)
-        mine[worker.id :: worker.count] = True
-        w[~mine] = 0.0
-    acts = _Activations(w, activation, activation == "single" or lam is None, prune_empty, rand)
+    acts, item_weight = _activations(n, weights, activation, lam, prune_empty, rand, worker)
+    w_max = max(item_weight)  # (item_weight: the per-item preference; not changed by pruning)
     ordered = choice == "rotate"
     uniform = choice == "uniform"
     dry = acts.dry  # (streams whose latest run gave nothing; the same set throughout)
@@ -436,6 +449,43 @@ def _engine(
 # ----------------------------------------------------------------------------
 
 
+def _engine_args(name: str, pool: tuple, p: dict) -> dict:
+    """The engine's parameters for each kind of mux, from the kind's own (shared with resumable runs)."""
+    if name in ("mux", "stochastic_mux"):
+        if name == "mux":
+            activation = "with" if p.get("with_replacement", True) else ("single" if p.get("revive") else "once")
+            k, lam, prune = p["k"], p.get("lam", 256.0), p.get("prune_empty", True)
+        else:
+            activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[
+                p.get("mode", "with_replacement")]
+            k, lam, prune = p["n_active"], p.get("rate", 256.0), p.get("prune_empty_streams", True)
+        uniform = activation == "with" and lam is not None or p.get("weights") is None
+        return dict(k=k, lam=lam, weights=p.get("weights"), activation=activation, order="random",
+                    choice="uniform" if uniform else "weighted", epochs=1, prune_empty=prune,
+                    random_state=p.get("random_state"), dist=p.get("dist", "poisson"))
+    common = dict(lam=None, weights=None, prune_empty=True, random_state=p.get("random_state"), dist="poisson")
+    if name == "shuffled_mux":
+        return dict(common, k=len(pool), weights=p.get("weights"), activation="single", order="random",
+                    choice="uniform" if p.get("weights") is None else "weighted", epochs=1)
+    if name == "round_robin_mux":
+        mode = p.get("mode", "exhaustive")
+        return dict(common, k=len(pool), activation="once", order="random" if mode == "permuted_cycle" else "pool",
+                    choice="rotate", epochs=1 if mode == "exhaustive" else None)
+    if name == "chain_mux":
+        once = p.get("mode", "exhaustive") == "exhaustive"
+        return dict(common, k=1, activation="once" if once else "with", order="pool" if once else "random",
+                    choice="uniform", epochs=1)
+    if name == "epochs":
+        return dict(common, k=p.get("k") or len(pool), activation="once", order="random", choice="uniform",
+                    epochs=p.get("n_epochs"))
+    raise ValueError(name)
+
+
+def _run(name: str, pool: tuple, params: dict) -> Iterator:
+    """A plain run of a mux kind: its engine parameters, then the engine."""
+    return _engine(pool, **_engine_args(name, pool, params), name=name, stats=params.get("stats"))
+
+
 class _PoolOf:
     """Coerces what a mux is applied to into its pool (picklable, names the mux)."""
 
@@ -461,11 +511,9 @@ def _weights_fit(pool: tuple, weights: tuple | None, where: str) -> None:
 
 def _run_mux(pool, k, lam=256.0, weights=None, with_replacement=True, prune_empty=True, revive=False,
              random_state=None, dist="poisson", stats=None):
+    params = dict(locals())  # (first: the parameters, as given)
     _weights_fit(pool, weights, "mux")
-    activation = "with" if with_replacement else ("single" if revive else "once")
-    uniform = activation == "with" and lam is not None or weights is None
-    return _engine(pool, k, lam, weights, activation, "random", "uniform" if uniform else "weighted",
-                   1, prune_empty, random_state, dist, "mux", stats)
+    return _run("mux", pool, params)
 
 
 def mux(
@@ -550,11 +598,9 @@ _STOCHASTIC_MODES = ("with_replacement", "single_active", "exhaustive")
 
 def _run_stochastic(pool, n_active, rate=256.0, weights=None, mode="with_replacement", prune_empty_streams=True,
                     random_state=None, dist="poisson", stats=None):
+    params = dict(locals())
     _weights_fit(pool, weights, "stochastic_mux")
-    activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[mode]
-    uniform = activation == "with" and rate is not None or weights is None
-    return _engine(pool, n_active, rate, weights, activation, "random", "uniform" if uniform else "weighted",
-                   1, prune_empty_streams, random_state, dist, "stochastic_mux", stats)
+    return _run("stochastic_mux", pool, params)
 
 
 def stochastic_mux(
@@ -598,9 +644,9 @@ def stochastic_mux(
 
 
 def _run_shuffled(pool, weights=None, random_state=None, stats=None):
+    params = dict(locals())
     _weights_fit(pool, weights, "shuffled_mux")
-    return _engine(pool, len(pool), None, weights, "single", "random",
-                   "uniform" if weights is None else "weighted", 1, True, random_state, name="shuffled_mux", stats=stats)
+    return _run("shuffled_mux", pool, params)
 
 
 def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = None) -> Transform:
@@ -628,10 +674,7 @@ _ROUND_ROBIN_MODES = ("exhaustive", "cycle", "permuted_cycle")
 
 
 def _run_round_robin(pool, mode="exhaustive", random_state=None, stats=None):
-    epochs = 1 if mode == "exhaustive" else None
-    order = "random" if mode == "permuted_cycle" else "pool"
-    return _engine(pool, len(pool), None, None, "once", order, "rotate", epochs, True, random_state,
-                   name="round_robin_mux", stats=stats)
+    return _run("round_robin_mux", pool, dict(locals()))
 
 
 def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
@@ -659,9 +702,7 @@ _CHAIN_MODES = ("exhaustive", "with_replacement")
 
 
 def _run_chain(pool, mode="exhaustive", random_state=None, stats=None):
-    if mode == "exhaustive":
-        return _engine(pool, 1, None, None, "once", "pool", "uniform", 1, True, random_state, name="chain_mux", stats=stats)
-    return _engine(pool, 1, None, None, "with", "random", "uniform", 1, True, random_state, name="chain_mux", stats=stats)
+    return _run("chain_mux", pool, dict(locals()))
 
 
 def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:

@@ -281,18 +281,12 @@ class _Offload:
     def __init__(self, s: Stream, state: Any) -> None:
         from .zmq_stream import _offload
 
-        params = dict(s.step.params)
-        self.workers = params.get("workers", 1)
+        self.workers = s.step.params["workers"]
         self.start = [None] * self.workers if state is None else list(state["workers"])
         if len(self.start) != self.workers:
             raise PescadorError(f"resumable: the state is of {len(self.start)} workers; this zmq_offload has {self.workers}")
         self.received: dict = {}
-        self.gen = _offload(
-            s.args[0], self.workers, params.get("copy", False), params.get("timeout"), params.get("hwm", 32),
-            params["transport"], params.get("min_port", 49152), params.get("max_port", 65535),
-            params.get("max_tries", 100), params.get("start_method"), params.get("random_state"),
-            resume=self.start, states=self.received,
-        )
+        self.gen = _offload(s.args[0], **s.step.params, resume=self.start, states=self.received)
 
     def next(self) -> Any:
         return next(self.gen)
@@ -541,44 +535,6 @@ def _unordered(runner: Any) -> bool:
 # ----------------------------------------------------------------------------
 
 
-def _mux_spec(name: str, pool: tuple, p: dict) -> dict:
-    """The engine's parameters for each kind (as the kinds' run functions set them)."""
-    if name == "mux":
-        activation = "with" if p.get("with_replacement", True) else ("single" if p.get("revive") else "once")
-        uniform = activation == "with" and p.get("lam", 256.0) is not None or p.get("weights") is None
-        return dict(k=p["k"], lam=p.get("lam", 256.0), weights=p.get("weights"), activation=activation,
-                    order="random", choice="uniform" if uniform else "weighted", epochs=1,
-                    prune_empty=p.get("prune_empty", True), random_state=p.get("random_state"),
-                    dist=p.get("dist", "poisson"))
-    if name == "stochastic_mux":
-        activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[
-            p.get("mode", "with_replacement")]
-        uniform = activation == "with" and p.get("rate", 256.0) is not None or p.get("weights") is None
-        return dict(k=p["n_active"], lam=p.get("rate", 256.0), weights=p.get("weights"), activation=activation,
-                    order="random", choice="uniform" if uniform else "weighted", epochs=1,
-                    prune_empty=p.get("prune_empty_streams", True), random_state=p.get("random_state"),
-                    dist=p.get("dist", "poisson"))
-    if name == "shuffled_mux":
-        return dict(k=len(pool), lam=None, weights=p.get("weights"), activation="single", order="random",
-                    choice="uniform" if p.get("weights") is None else "weighted", epochs=1, prune_empty=True,
-                    random_state=p.get("random_state"), dist="poisson")
-    if name == "round_robin_mux":
-        mode = p.get("mode", "exhaustive")
-        return dict(k=len(pool), lam=None, weights=None, activation="once",
-                    order="random" if mode == "permuted_cycle" else "pool", choice="rotate",
-                    epochs=1 if mode == "exhaustive" else None, prune_empty=True,
-                    random_state=p.get("random_state"), dist="poisson")
-    if name == "chain_mux":
-        once = p.get("mode", "exhaustive") == "exhaustive"
-        return dict(k=1, lam=None, weights=None, activation="once" if once else "with",
-                    order="pool" if once else "random", choice="uniform", epochs=1, prune_empty=True,
-                    random_state=p.get("random_state"), dist="poisson")
-    # epochs
-    return dict(k=p.get("k") or len(pool), lam=None, weights=None, activation="once", order="random",
-                choice="uniform", epochs=p.get("n_epochs"), prune_empty=True,
-                random_state=p.get("random_state"), dist="poisson")
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -590,114 +546,49 @@ def _jsonable(value: Any) -> Any:
 
 
 class _Mux:
+    """A mux run as a state machine: the engine's rules, with the engine's own activation
+    bookkeeping (``_Activations``, ``_Random``) drawing one number at a time, so that the
+    generator's state and a few counters say where the run is."""
+
     def __init__(self, s: Stream, state: Any) -> None:
+        from .mux import _activations, _engine_args, _Random, _rng
         from .workers import worker_info
 
         self.pool = s.args[0]
         self.name = s.step.name
-        spec = _mux_spec(self.name, self.pool, s.step.params)
-        self.__dict__.update(spec)
-        worker = worker_info()
+        self.__dict__.update(_engine_args(self.name, self.pool, s.step.params))
         if isinstance(self.random_state, (np.random.Generator, np.random.RandomState)):
             raise PescadorError(
                 f"resumable: {self.name} has a random_state object; give an int so that the run can be resumed"
             )
         # round-robin and chain muxes in pool order draw nothing that changes their items
         self.needs_no_seed = self.activation == "once" and self.order == "pool"
-        seed = self.random_state if self.random_state is not None or not self.needs_no_seed else 0
-        if seed is not None and worker.count > 1:
-            seed = np.random.SeedSequence(seed, spawn_key=(worker.id,))
-        self.rng = np.random.default_rng(seed)
-        n = len(self.pool)
-        base = np.ones(n) if self.weights is None else np.asarray(self.weights, dtype=float)
-        self.item_weight = base.tolist()
+        seed = 0 if self.random_state is None and self.needs_no_seed else self.random_state
+        self.rng = _rng(seed, worker_info())
+        self.rand = _Random(self.rng, self.lam, self.dist, block=1)
+        self.acts, self.item_weight = _activations(
+            len(self.pool), self.weights, self.activation, self.lam, self.prune_empty, self.rand, worker_info()
+        )
         self.w_max = max(self.item_weight)
-        self.exclusive = self.activation == "single" or self.lam is None
         self.per_copy = self.activation == "with"
+        self.slots: list = []  # [who, left, bound, runner]
+        self.epoch, self.produced, self.rotation, self.refill = 0, False, -1, True
+        self.between_epochs, self.finished, self.position = True, False, 0
         if state is None:
-            w = base.copy()
-            if self.activation == "once" and worker.count > 1:
-                mine = np.zeros(n, dtype=bool)
-                mine[worker.id :: worker.count] = True
-                w[~mine] = 0.0
-            self.w = w.tolist()
-            self.live = [0] * n
-            self.n_live = 0
-            self.eligible = int(np.count_nonzero(w))
-            self.dry: list = []
-            self.queue: list = []
-            self.slots: list = []  # [who, left, bound, runner]
-            self.epoch, self.produced, self.rotation, self.refill = 0, False, -1, True
-            self.between_epochs = True
-            self.finished = False
-            self.position = 0
-        else:
-            if "unseeded" in state:
-                raise PescadorError(f"resumable: {self.name} draws from entropy (random_state=None)")
-            self.rng.bit_generator.state = state["rng"]
-            for key in ("w", "live", "n_live", "eligible", "dry", "queue", "epoch", "produced", "rotation",
-                        "refill", "between_epochs", "finished", "position"):
-                setattr(self, key, copy.deepcopy(state[key]))
-            self.slots = [[who, left, bound, _runner(self.pool[who], up)] for who, left, bound, up in state["slots"]]
-
-    # -- activation (as _Activations) --
-
-    def _draw(self) -> int:
-        cum = np.cumsum(self.w)
-        pick = int(np.searchsorted(cum, self.rng.random() * cum[-1], side="right"))
-        return min(pick, len(self.w) - 1)
-
-    def _next_stream(self) -> int | None:
-        if self.activation == "once":
-            return self.queue.pop() if self.queue else None
-        if not self.eligible or (self.dry and len(self.dry) >= self.eligible):
-            return None
-        if not self.exclusive:
-            return self._draw()
-        if self.n_live >= self.eligible:
-            return None if self.activation == "single" else self._draw()
-        free = [i for i in range(len(self.w)) if self.w[i] > 0 and not self.live[i]]
-        cum = np.cumsum([self.w[i] for i in free])
-        pick = int(np.searchsorted(cum, self.rng.random() * cum[-1], side="right"))
-        return free[min(pick, len(free) - 1)]
-
-    def _length(self) -> int:
-        if self.lam is None:
-            return -1
-        if self.dist == "poisson":
-            return int(self.rng.poisson(self.lam))
-        if self.dist == "binomial":
-            trials = max(1, int(round(2 * self.lam)))
-            return int(self.rng.binomial(trials, min(1.0, self.lam / trials)))
-        return max(1, int(round(self.lam)))
-
-    def _stopped(self, i: int, gave_nothing: bool) -> None:
-        self.live[i] -= 1
-        if not self.live[i] and self.w[i] > 0:
-            self.n_live -= 1
-        if gave_nothing:
-            if self.prune_empty:
-                if self.w[i] > 0:
-                    if self.live[i]:
-                        self.n_live -= 1
-                    self.w[i] = 0.0
-                    self.eligible -= 1
-            elif i not in self.dry:
-                self.dry.append(i)
-
-    def _start_epoch(self) -> None:
-        self.epoch += 1
-        self.produced, self.rotation, self.refill, self.between_epochs = False, -1, True, False
-        if self.activation == "once":
-            members = [i for i in range(len(self.w)) if self.w[i] > 0]
-            if self.order == "random" and members:
-                p = np.array([self.w[i] for i in members])
-                members = [int(i) for i in self.rng.choice(members, size=len(members), replace=False, p=p / p.sum())]
-            self.queue = members[::-1]
-
-    # -- items --
+            return
+        if "unseeded" in state:
+            raise PescadorError(f"resumable: {self.name} draws from entropy (random_state=None)")
+        self.rng.bit_generator.state = state["rng"]
+        acts = self.acts
+        acts.w = np.array(state["w"], dtype=float)
+        acts.live, acts.queue, acts.dry = list(state["live"]), list(state["queue"]), set(state["dry"])
+        acts.n_live, acts.eligible = state["n_live"], state["eligible"]
+        for key in ("epoch", "produced", "rotation", "refill", "between_epochs", "finished", "position"):
+            setattr(self, key, state[key])
+        self.slots = [[who, left, bound, _runner(self.pool[who], up)] for who, left, bound, up in state["slots"]]
 
     def next(self) -> Any:
+        acts = self.acts
         while True:
             if self.finished:
                 raise StopIteration
@@ -705,19 +596,19 @@ class _Mux:
                 if self.epochs is not None and self.epoch >= self.epochs:
                     self.finished = True
                     raise StopIteration
-                self._start_epoch()
+                self.epoch += 1
+                self.produced, self.rotation, self.refill, self.between_epochs = False, -1, True, False
+                acts.start_epoch(self.order)
             if self.refill:
                 self.refill = False
                 while len(self.slots) < self.k:
-                    i = self._next_stream()
+                    i = acts.next()
                     if i is None:
                         break
-                    length = self._length()
+                    length = self.rand.length()
                     if length == 0:
-                        continue
-                    if not self.live[i] and self.w[i] > 0:
-                        self.n_live += 1
-                    self.live[i] += 1
+                        continue  # an activation of no items: nothing to start
+                    acts.started(i)
                     self.slots.append([i, length, length, _runner(self.pool[i], None)])
                 if not self.slots:
                     if not self.produced or self.activation != "once":
@@ -727,37 +618,35 @@ class _Mux:
                     continue
             n_slots = len(self.slots)
             if self.choice == "uniform":
-                s = int(self.rng.random() * n_slots)
+                s = int(self.rand.uniform() * n_slots)
             elif self.choice == "rotate":
                 self.rotation = s = (self.rotation + 1) % n_slots
-            else:
+            else:  # weighted, by rejection (as the engine)
                 while True:
-                    s = int(self.rng.random() * n_slots)
+                    s = int(self.rand.uniform() * n_slots)
                     i = self.slots[s][0]
-                    share = self.item_weight[i] / self.live[i] if self.per_copy else self.item_weight[i]
-                    if self.rng.random() * self.w_max < share:
+                    share = self.item_weight[i] / acts.live[i] if self.per_copy else self.item_weight[i]
+                    if self.rand.uniform() * self.w_max < share:
                         break
             slot = self.slots[s]
             try:
                 item = slot[3].next()
             except StopIteration:
-                ended = True
-            else:
-                if not core.is_item(item):
-                    raise core.not_a_dict(item, self.name, self.position, f"pool member {slot[0]}")
-                self.position += 1
-                self.produced = True
-                self.dry = []
-                slot[1] -= 1
-                if slot[1]:
-                    return item
+                self._release(s, True)
+                continue
+            if not core.is_item(item):
+                raise core.not_a_dict(item, self.name, self.position, f"pool member {slot[0]}")
+            self.position += 1
+            self.produced = True
+            acts.dry.clear()
+            slot[1] -= 1
+            if not slot[1]:
                 self._release(s, False)
-                return item
-            self._release(s, ended)
+            return item
 
     def _release(self, s: int, ended: bool) -> None:
         who, left, bound, _ = self.slots[s]
-        self._stopped(who, ended and bound == left)
+        self.acts.stopped(who, ended and bound == left)
         if self.choice == "rotate":
             del self.slots[s]
             self.rotation = s - 1
@@ -769,10 +658,11 @@ class _Mux:
     def state(self) -> dict:
         if self.random_state is None and not self.needs_no_seed:
             return {"unseeded": self.name}  # (refused by state_dict, not here: a buffer asks for states too)
+        acts = self.acts
         return _jsonable({
             "rng": self.rng.bit_generator.state,
-            "w": list(self.w), "live": list(self.live), "n_live": self.n_live, "eligible": self.eligible,
-            "dry": list(self.dry), "queue": list(self.queue), "epoch": self.epoch, "produced": self.produced,
+            "w": acts.w.tolist(), "live": list(acts.live), "n_live": acts.n_live, "eligible": acts.eligible,
+            "dry": sorted(acts.dry), "queue": list(acts.queue), "epoch": self.epoch, "produced": self.produced,
             "rotation": self.rotation, "refill": self.refill, "between_epochs": self.between_epochs,
             "finished": self.finished, "position": self.position,
             "slots": [[who, left, bound, runner.state()] for who, left, bound, runner in self.slots],
