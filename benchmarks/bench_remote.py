@@ -29,6 +29,7 @@ import pescador
 from pescador.remote import make_keys, remote, serve
 
 from ._util import table
+from .bench_zmq import raw_sender
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -46,15 +47,7 @@ def same_array(n, shape):
 def produce(mode: str, n: int, shape: tuple, bind: str, keydir: str) -> None:
     """Runs inside the producer's namespace."""
     if mode == "raw":
-        context = zmq.Context()
-        sock = context.socket(zmq.PUSH)
-        sock.bind(bind)
-        x = np.ones(shape, dtype=np.float32)
-        for _ in range(n):
-            sock.send(x.data, copy=False)
-        sock.send(b"")
-        sock.close(linger=-1)
-        context.term()
+        raw_sender(bind, n, shape, bind=True)
         return
     kwargs = dict(insecure=True) if mode == "plain" else dict(
         key=os.path.join(keydir, "producer.key_secret"), authorized=os.path.join(keydir, "consumer.key"))

@@ -40,10 +40,14 @@ def busy(n, work):
         yield {"X": np.array([total], dtype=np.int64)}
 
 
-def _raw_sender(endpoint, n, shape):
+def raw_sender(endpoint, n, shape, bind=False):
+    """Send ``n`` arrays zero-copy on a raw PUSH socket, then an empty end frame (the baseline's sender)."""
     context = zmq.Context()
     sock = context.socket(zmq.PUSH)
-    sock.connect(endpoint)
+    if bind:
+        sock.bind(endpoint)
+    else:
+        sock.connect(endpoint)
     x = np.ones(shape, dtype=np.float32)
     for _ in range(n):
         sock.send(x.data, copy=False)
@@ -58,7 +62,7 @@ def raw_pyzmq(n, shape):
     sock = context.socket(zmq.PULL)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     process = multiprocessing.get_context("fork").Process(
-        target=_raw_sender, args=(f"tcp://127.0.0.1:{port}", n, shape)
+        target=raw_sender, args=(f"tcp://127.0.0.1:{port}", n, shape)
     )
     process.start()
     for _ in range(n):
