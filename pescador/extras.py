@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 
 from . import core
 from .core import Stream, Transform, check_count, stream

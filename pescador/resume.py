@@ -48,7 +48,6 @@ import copy
 import functools
 import hashlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np

@@ -7,7 +7,6 @@ import collections
 import faulthandler
 import os
 import signal
-import socket
 import tempfile
 import threading
 import time
