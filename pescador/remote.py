@@ -598,10 +598,8 @@ def remote(
     if status is not None and not isinstance(status, RemoteStatus):
         raise PescadorError(f"{where}: status must be a pescador.remote.RemoteStatus; got {type(status).__name__}")
     hwm = check_count(hwm, where, "hwm", minimum=1)
-    has_keys = key is not None or producer_keys is not None
-    beyond = [e for e in endpoints if not _is_loopback(_host(e, where))]
-    if beyond and not has_keys and not insecure:
-        _needs_curve(endpoints, insecure, has_keys, where)  # raises, saying what to do
+    if key is None and producer_keys is None and not insecure:
+        _needs_curve(endpoints, False, False, where)  # refuses plain TCP beyond loopback now, not at the run
     return stream(
         _remote, tuple(endpoints), key=key, producer_keys=producer_keys, insecure=insecure, grace=float(grace),
         hwm=hwm, copy=bool(copy), status=status,
