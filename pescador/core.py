@@ -41,6 +41,11 @@ _MISSING = object()
 # ----------------------------------------------------------------------------
 
 
+# Stages that yield one item per upstream item, unchanged in number and order
+# (what epoch_length and resumable runs may look through).
+ONE_TO_ONE = ("tuples", "keras_tuples", "measure")
+
+
 def _name(fn: Any) -> str:
     return (
         getattr(fn, "pescador_name", None)  # (what a @streamable recipe runs)

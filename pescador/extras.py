@@ -229,7 +229,7 @@ _EXHAUSTIVE = {
     "round_robin_mux": lambda p: p.get("mode", "exhaustive") == "exhaustive",
     "chain_mux": lambda p: p.get("mode", "exhaustive") == "exhaustive",
 }
-_PASS = ("tuples", "keras_tuples", "measure")
+_PASS = core.ONE_TO_ONE
 
 
 def _run_length(s: Stream) -> float | None:

@@ -249,7 +249,7 @@ def resumable(recipe: Any, state: dict | None = None) -> Resumable:
 # ----------------------------------------------------------------------------
 
 _MUXES = ("mux", "stochastic_mux", "shuffled_mux", "round_robin_mux", "chain_mux", "epochs")
-_MAPS = ("tuples", "keras_tuples", "measure")
+_MAPS = core.ONE_TO_ONE
 
 
 def _runner(s: Stream, state: Any) -> Any:
