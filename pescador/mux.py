@@ -202,6 +202,8 @@ class _Random:
         self.lengths: list = []
 
     def uniform(self) -> float:
+        if self.block == 1:  # (a scalar draw: no array to make and unpack)
+            return self.rng.random()
         if not self.uniforms:
             self.uniforms = self.rng.random(self.block).tolist()
         return self.uniforms.pop()
