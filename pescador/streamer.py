@@ -7,6 +7,7 @@ names and the ``active`` flag.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +66,17 @@ class Streamer:
     """
 
     def __init__(self, streamer: Any, *args: Any, **kwargs: Any) -> None:
+        if (args or kwargs) and not callable(streamer) and not isinstance(streamer, core.Stream):
+            # pescador 1.x stored the arguments and ignored them for a source that is
+            # not a function (a list, an array); keep such code running, and say so.
+            warnings.warn(
+                f"Streamer() ignores the arguments given with a {type(streamer).__name__} "
+                "(only a generator function takes arguments); pescador 1.x ignored them "
+                "too, and a later release will refuse them",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            args, kwargs = (), {}
         self._facade(core.stream(streamer, *args, **kwargs), streamer, args, kwargs)
 
     def _facade(self, recipe: core.Stream, streamer: Any, args: tuple = (), kwargs: dict | None = None) -> None:

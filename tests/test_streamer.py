@@ -114,6 +114,18 @@ def test_streamer_of_streamer_and_of_stream_and_of_list():
     assert len(list(Streamer(items)())) == 1
 
 
+def test_arguments_given_with_a_collection_are_ignored_with_a_deprecation_warning():
+    """pescador 1.x stored arguments given with a non-callable source and ignored them."""
+    items = [{"X": np.zeros((1, 3))}, {"X": np.ones((1, 3))}]
+    with pytest.warns(DeprecationWarning, match="ignores the arguments given with a list"):
+        s = Streamer(items, 10, cycle=True)
+    assert len(list(s())) == 2 and s.args == () and s.kwargs == {}
+    with pytest.warns(DeprecationWarning, match="ndarray"):
+        assert len(list(Streamer(np.zeros((3, 2)), 5)())) == 3
+    with pytest.raises(PescadorError, match="arguments"):  # the functional API still refuses them
+        pescador.stream(items, 10)
+
+
 def test_attributes_and_repr():
     GS = Streamer(my_generator, 5)
     assert GS.streamer is my_generator and GS.generator is my_generator
