@@ -13,11 +13,12 @@ Two ways to write the same pipeline:
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
-from .exceptions import PescadorError
+from .exceptions import DataError, PescadorError
 from .streamer import BufferedStreamer, Mux, Streamer, ZMQStreamer
 from .workers import WorkerInfo, worker_info
 
 from . import maps
+from .maps import buffer_stream
 from .buffered import buffer
 from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 from .mux import ChainMux, RoundRobinMux, ShuffledMux, StochasticMux
@@ -33,6 +34,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "PescadorError",
+    "DataError",
     "Stream",
     "Transform",
     "stream",
@@ -47,6 +49,7 @@ __all__ = [
     "WorkerInfo",
     "buffer",
     "maps",
+    "buffer_stream",
     "mux",
     "StochasticMux",
     "ShuffledMux",

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .exceptions import PescadorError
+from .exceptions import DataError, PescadorError
 
 __all__ = [
     "Stream",
@@ -417,6 +417,50 @@ def check_count(value: Any, where: str, name: str, *, minimum: int = 0, allow_no
 
 
 # ----------------------------------------------------------------------------
+# The two calling styles of the map functions
+# ----------------------------------------------------------------------------
+
+
+def is_data(first: Any) -> bool:
+    """Whether a map function's first argument is its data (the 3.x data-first call).
+
+    The map functions (``tuples``, ``keras_tuples``, ``buffer_stream``,
+    ``cache``) take two styles under one name: called with a stream first, as
+    pescador 3.x called them, they return an iterator over that stream; called
+    with parameters only, they return a curried :class:`Transform` for a pipe.
+    The first argument is data when it is a :class:`Stream`, a ``Streamer``
+    (anything with ``__pescador_stream__``), an iterator (a live generator), or
+    any other iterable except a string, bytes, a dict, or a list or tuple of
+    strings (which name keys: ``keras_tuples(["a", "b"], "y")``).
+
+    Examples
+    --------
+    >>> from pescador.core import is_data
+    >>> is_data([{"x": 1}]), is_data(iter([])), is_data("x"), is_data(["a", "b"]), is_data(16)
+    (True, True, False, False, False)
+    """
+    if isinstance(first, (Stream, Iterator)):
+        return True
+    if getattr(first, "__pescador_stream__", None) is not None and not isinstance(first, type):
+        return True
+    if isinstance(first, (str, bytes, bytearray, dict)) or not isinstance(first, Iterable):
+        return False
+    if isinstance(first, (list, tuple)) and first and all(isinstance(key, str) for key in first):
+        return False
+    return True
+
+
+def run_data_first(fn: Callable[..., Iterator], data: Any, **params: Any) -> Iterator:
+    """Run ``fn(upstream, **params)`` over ``data`` as a 3.x map function did: an iterator.
+
+    A live iterator is consumed as it is; anything else becomes a stream first.
+    """
+    if isinstance(data, Iterator):
+        return fn(data, **params)
+    return fn(stream(data), **params)
+
+
+# ----------------------------------------------------------------------------
 # take, cycle
 # ----------------------------------------------------------------------------
 
@@ -509,7 +553,7 @@ def not_a_dict(item: Any, where: str, position: int, source: str = "") -> Pescad
         what = f"a dict with the key {bad!r} of type {type(bad).__name__}"
     else:
         what = f"a {type(item).__name__} ({short_repr(item, 60)})"
-    return PescadorError(f"{where}: item {position}{origin} is {what}; expected a dict of arrays with string keys")
+    return DataError(f"{where}: item {position}{origin} is {what}; expected a dict of arrays with string keys")
 
 
 def is_item(item: Any) -> bool:
@@ -525,7 +569,7 @@ def is_item(item: Any) -> bool:
 def _key_error(item: Any, key: Any, where: str, position: int) -> PescadorError:
     if not is_item(item):
         return not_a_dict(item, where, position)
-    return PescadorError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
+    return DataError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
 
 
 def _missing(item: Any, keys: Sequence, where: str, position: int) -> PescadorError:
@@ -556,8 +600,12 @@ def _check_keys(keys: Any, where: str, name: str) -> None:
             raise PescadorError(f"{where}: {name} must be dict keys; got {key!r}") from None
 
 
-def tuples(*keys: Any) -> Transform:
+def tuples(*keys: Any) -> Transform | Iterator[tuple]:
     """Turn each dict item into a tuple of its values at ``keys``, in order.
+
+    Two styles under one name (see :func:`is_data`): ``tuples("X", "Y")`` is
+    a curried :class:`Transform` for a pipe; ``tuples(stream, "X", "Y")``, the
+    pescador 3.x call, returns an iterator over that stream.
 
     Parameters
     ----------
@@ -567,7 +615,9 @@ def tuples(*keys: Any) -> Transform:
     Raises
     ------
     PescadorError
-        With no keys, or (at iteration) when an item lacks a key; the
+        With no keys.
+    DataError
+        (at iteration) When an item is not a dict or lacks a key; the
         message names the key and the keys present.
 
     Examples
@@ -576,14 +626,24 @@ def tuples(*keys: Any) -> Transform:
     >>> s = pescador.stream([{"X": 1, "Y": 2}])
     >>> list(pescador.tuples("X", "Y")(s))
     [(1, 2)]
+    >>> list(pescador.tuples(s, "Y"))
+    [(2,)]
     """
+    if keys and is_data(keys[0]):
+        return run_data_first(_tuples, keys[0], keys=_tuple_keys(keys[1:]))
+    return Transform("tuples", _tuples, {"keys": _tuple_keys(keys)})
+
+
+def _tuple_keys(keys: tuple) -> tuple:
     if not keys:
         raise PescadorError("tuples: name at least one key, e.g. tuples('X', 'Y')")
     _check_keys(keys, "tuples", "keys")
-    return Transform("tuples", _tuples, {"keys": tuple(keys)})
+    return tuple(keys)
 
 
-def _pick(item: Any, keys: str | tuple, position: int) -> Any:
+def _pick(item: Any, keys: str | tuple | None, position: int) -> Any:
+    if keys is None:
+        return None
     try:
         if isinstance(keys, tuple):
             return [item[k] for k in keys]
@@ -596,36 +656,40 @@ def _keras_tuples(upstream: Stream, inputs: str | tuple, outputs: str | tuple | 
     for position, item in enumerate(upstream):
         if not is_item(item):
             raise not_a_dict(item, "keras_tuples", position)
-        if outputs is None:
-            yield (_pick(item, inputs, position),)
-        else:
-            yield (_pick(item, inputs, position), _pick(item, outputs, position))
+        yield (_pick(item, inputs, position), _pick(item, outputs, position))
 
 
-def _keras_keys(keys: Any, name: str, allow_none: bool) -> Any:
-    if keys is None and allow_none:
+def _keras_keys(keys: Any, name: str) -> Any:
+    if keys is None:
         return None
     if isinstance(keys, (list, tuple)):
         if not keys:
             raise PescadorError(f"keras_tuples: {name} must name at least one key")
         _check_keys(keys, "keras_tuples", name)
         return tuple(keys)
-    if keys is None:
-        raise PescadorError(f"keras_tuples: {name} must be a key or a list of keys; got None")
     _check_keys((keys,), "keras_tuples", name)
     return keys
 
 
-def keras_tuples(inputs: Any, outputs: Any = None) -> Transform:
+def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) -> Transform | Iterator[tuple]:
     """Shape dict items as ``(x, y)`` tuples for Keras 3 ``model.fit``.
+
+    Two styles under one name (see :func:`is_data`): ``keras_tuples("X",
+    "Y")`` or ``keras_tuples(inputs="X", outputs="Y")`` is a curried
+    :class:`Transform` for a pipe; ``keras_tuples(stream, "X", "Y")``, the
+    pescador 3.x call, returns an iterator over that stream.
 
     Parameters
     ----------
-    inputs : key or list of keys
+    stream : optional
+        The data, in the 3.x call.  In the curried call the first positional
+        argument is ``inputs``.
+    inputs : key, list of keys, or None
         A single key gives ``x = item[key]``; a list gives a list of arrays
-        (a model with several inputs).
+        (a model with several inputs); None gives ``x = None``.
     outputs : key, list of keys, or None
-        Likewise for ``y``.  With None, each item becomes ``(x,)``.
+        Likewise for ``y``.  At least one of ``inputs`` and ``outputs`` is
+        given.
 
     Examples
     --------
@@ -633,9 +697,22 @@ def keras_tuples(inputs: Any, outputs: Any = None) -> Transform:
     >>> s = pescador.stream([{"a": 1, "b": 2, "y": 3}])
     >>> list(pescador.keras_tuples(["a", "b"], "y")(s))
     [([1, 2], 3)]
+    >>> list(pescador.keras_tuples(s, outputs="y")), list(pescador.keras_tuples(inputs="a")(s))
+    ([(None, 3)], [(1, None)])
     """
-    return Transform(
-        "keras_tuples",
-        _keras_tuples,
-        {"inputs": _keras_keys(inputs, "inputs", False), "outputs": _keras_keys(outputs, "outputs", True)},
-    )
+    if stream is not None and not is_data(stream):  # the curried call: keras_tuples(inputs, outputs)
+        if inputs is not None and outputs is not None:
+            raise PescadorError(
+                "keras_tuples: got three sets of keys; call keras_tuples(inputs, outputs) "
+                "in a pipe, or keras_tuples(stream, inputs, outputs) on a stream"
+            )
+        if inputs is None:  # keras_tuples("X") or keras_tuples("X", outputs="Y")
+            stream, inputs = None, stream
+        else:  # keras_tuples("X", "Y")
+            stream, inputs, outputs = None, stream, inputs
+    inputs, outputs = _keras_keys(inputs, "inputs"), _keras_keys(outputs, "outputs")
+    if inputs is None and outputs is None:
+        raise PescadorError("keras_tuples: name the keys of inputs, outputs or both, e.g. keras_tuples('X', 'Y')")
+    if stream is not None:
+        return run_data_first(_keras_tuples, stream, inputs=inputs, outputs=outputs)
+    return Transform("keras_tuples", _keras_tuples, {"inputs": inputs, "outputs": outputs})

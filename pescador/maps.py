@@ -1,8 +1,11 @@
-"""The pescador 3.x map functions, data-first: ``buffer_stream``, ``tuples``, ``keras_tuples``.
+"""The pescador 3.x map functions: ``buffer_stream``, ``tuples``, ``keras_tuples``, ``cache``.
 
-Users of pescador 3.x call these on a live stream (``maps.tuples(stream,
-'X', 'Y')``); here each one delegates to the curried combinator of the
-functional layer and returns an iterator.
+Each takes two styles under one name (the rule is :func:`pescador.core.is_data`):
+called on a stream first, as pescador 3.x code calls them
+(``maps.tuples(stream, 'X', 'Y')``), it returns an iterator over that stream;
+called with parameters only (``maps.buffer_stream(16)``), it is a curried
+stage for a pipe.  The same functions are at the top level
+(``pescador.tuples``, ``pescador.buffer_stream``, ...).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import numpy as np
 
 from . import core
 from .buffered import buffer
-from .exceptions import PescadorError
+from .core import keras_tuples, tuples
+from .exceptions import DataError, PescadorError
 
 __all__ = ["buffer_stream", "tuples", "keras_tuples"]
 
@@ -22,7 +26,7 @@ __all__ = ["buffer_stream", "tuples", "keras_tuples"]
 def _with_new_axis(upstream: core.Stream) -> Iterator[dict]:
     for position, item in enumerate(upstream):
         if not isinstance(item, dict):
-            raise PescadorError(
+            raise DataError(
                 f"buffer_stream: item {position} is of type {type(item).__name__}; expected a dict of arrays"
             )
         yield {key: np.asarray(value)[np.newaxis] for key, value in item.items()}
@@ -32,11 +36,11 @@ def _concatenate_groups(upstream: core.Stream, size: int, axis: int, partial: bo
     group: list = []
     for position, item in enumerate(upstream):
         if not isinstance(item, dict):
-            raise PescadorError(
+            raise DataError(
                 f"buffer_stream: item {position} is of type {type(item).__name__}; expected a dict of arrays"
             )
         if group and item.keys() != group[0].keys():
-            raise PescadorError(
+            raise DataError(
                 f"buffer_stream: item {position} has keys {sorted(map(str, item))}; expected "
                 f"{sorted(map(str, group[0]))}, the keys of the first item of its batch"
             )
@@ -54,16 +58,29 @@ def _concatenate(group: list, axis: int) -> dict:
         try:
             out[key] = np.concatenate([np.asarray(item[key]) for item in group], axis=axis)
         except (ValueError, np.exceptions.AxisError) as exc:
-            raise PescadorError(f"buffer_stream: cannot concatenate key {key!r} along axis {axis}: {exc}") from None
+            raise DataError(f"buffer_stream: cannot concatenate key {key!r} along axis {axis}: {exc}") from None
     return out
 
 
-def buffer_stream(stream: Any, buffer_size: int, partial: bool = False, axis: int | None = None) -> Iterator[dict]:
+def _buffer_stream(upstream: Any, buffer_size: int, partial: bool, axis: int | None) -> Iterator[dict]:
+    if axis is None:
+        return iter(buffer(buffer_size, core.Stream(_with_new_axis, (upstream,)), strict=not partial))
+    return _concatenate_groups(upstream, buffer_size, axis, partial)
+
+
+def buffer_stream(
+    stream: Any = None, buffer_size: Any = None, partial: bool = False, axis: int | None = None
+) -> Iterator[dict] | core.Transform:
     """Buffer a stream into batches of ``buffer_size`` items (pescador 3.x).
+
+    ``buffer_stream(stream, 16)`` (the 3.x call) returns an iterator of
+    batches; ``buffer_stream(16)`` is the same stage, curried for a pipe.
 
     Parameters
     ----------
-    stream : anything :func:`pescador.stream` accepts
+    stream : optional
+        The data, in the 3.x call: anything :func:`pescador.stream` accepts,
+        or a live iterator.
     buffer_size : int > 0
         Items per batch.
     partial : bool
@@ -74,6 +91,14 @@ def buffer_stream(stream: Any, buffer_size: int, partial: bool = False, axis: in
         :func:`pescador.buffer`; an int concatenates the items' arrays along
         that existing axis.
 
+    Raises
+    ------
+    PescadorError
+        For a bad ``buffer_size`` or ``axis``.
+    DataError
+        (at iteration) For an item that is not a dict of arrays, or items
+        whose keys or shapes do not fit together.
+
     Examples
     --------
     >>> import numpy as np
@@ -83,35 +108,20 @@ def buffer_stream(stream: Any, buffer_size: int, partial: bool = False, axis: in
     [(2, 2), (2, 2)]
     >>> [b["x"].shape for b in maps.buffer_stream(items, 2, partial=True, axis=0)]
     [(4,), (4,), (2,)]
+    >>> [b["x"].shape for b in maps.buffer_stream(2, partial=True)(items)]
+    [(2, 2), (2, 2), (1, 2)]
     """
+    curried = stream is None or not core.is_data(stream)
+    if curried and stream is not None:  # buffer_stream(16, partial=...)
+        if buffer_size is not None:
+            raise PescadorError(
+                "buffer_stream: in a pipe, give partial and axis by name: buffer_stream(16, partial=True)"
+            )
+        stream, buffer_size = None, stream
     size = core.check_count(buffer_size, "buffer_stream", "buffer_size", minimum=1)
-    source = core.stream(stream)
-    if axis is None:
-        return iter(buffer(size, core.Stream(_with_new_axis, (source,)), strict=not partial))
-    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+    if axis is not None and (not isinstance(axis, (int, np.integer)) or isinstance(axis, bool)):
         raise PescadorError(f"buffer_stream: axis must be None or an int; got {axis!r}")
-    return _concatenate_groups(source, size, int(axis), bool(partial))
-
-
-def tuples(stream: Any, *keys: Any) -> Iterator[tuple]:
-    """Yield ``(item[key1], item[key2], ...)`` for each item (pescador 3.x).
-
-    Examples
-    --------
-    >>> from pescador import maps
-    >>> list(maps.tuples([{"X": 1, "Y": 2}], "X", "Y"))
-    [(1, 2)]
-    """
-    return iter(core.tuples(*keys)(stream))
-
-
-def keras_tuples(stream: Any, inputs: Any = None, outputs: Any = None) -> Iterator[tuple]:
-    """Yield ``(inputs, outputs)`` tuples shaped for Keras 3 ``model.fit`` (pescador 3.x).
-
-    Examples
-    --------
-    >>> from pescador import maps
-    >>> list(maps.keras_tuples([{"X": 1, "Y": 2}], "X", "Y"))
-    [(1, 2)]
-    """
-    return iter(core.keras_tuples(inputs, outputs)(stream))
+    params = dict(buffer_size=size, partial=bool(partial), axis=None if axis is None else int(axis))
+    if curried:
+        return core.Transform("buffer_stream", _buffer_stream, params)
+    return core.run_data_first(_buffer_stream, stream, **params)

@@ -271,7 +271,43 @@ def test_keras_tuples_shapes():
     s = stream([{"a": 1, "b": 2, "y": 3, "w": 4}])
     assert list(keras_tuples("a", "y")(s)) == [(1, 3)]
     assert list(keras_tuples(["a", "b"], ["y", "w"])(s)) == [([1, 2], [3, 4])]
-    assert list(keras_tuples("a")(s)) == [(1,)]
+    # as pescador 3.x: inputs only gives (x, None), outputs only gives (None, y)
+    assert list(keras_tuples("a")(s)) == [(1, None)]
+    assert list(keras_tuples(outputs="y")(s)) == [(None, 3)]
+    assert list(keras_tuples("a", outputs=["y"])(s)) == [(1, [3])]
+
+
+def test_the_map_functions_take_both_styles_under_one_name():
+    """A first argument that is data is the 3.x data-first call; parameters alone are curried."""
+    items = [{"a": 1, "y": 3}, {"a": 2, "y": 4}]
+    facade = pescador.Streamer(items)
+    kinds = (lambda: items, lambda: stream(items), lambda: facade, lambda: iter(items), lambda: (x for x in items))
+    for data in kinds:
+        assert list(tuples(data(), "y", "a")) == [(3, 1), (4, 2)]
+        assert list(keras_tuples(data(), "a", "y")) == [(1, 3), (2, 4)]
+        assert list(keras_tuples(data(), outputs="y")) == [(None, 3), (None, 4)]
+    assert list(keras_tuples(facade, inputs=["a"], outputs="y")) == [([1], 3), ([2], 4)]
+    # the curried call, by position and by name
+    assert list(tuples("y")(items)) == [(3,), (4,)]
+    assert list(keras_tuples(inputs="a", outputs="y")(items)) == [(1, 3), (2, 4)]
+    assert list(keras_tuples(["a"], "y")(items)) == [([1], 3), ([2], 4)]
+    assert isinstance(tuples("y"), pescador.Transform) and not isinstance(tuples(items, "y"), pescador.Stream)
+    with pytest.raises(PescadorError, match="three sets of keys"):
+        keras_tuples("a", "y", "w")
+    with pytest.raises(PescadorError, match="at least one key"):
+        tuples(items)
+    with pytest.raises(pescador.DataError, match="item 1 is a str"):
+        list(tuples(["a", {"a": 1}][::-1] + ["x"], "a"))
+
+
+def test_data_errors_are_pescador_errors_raised_for_bad_items():
+    from pescador.exceptions import DataError
+
+    assert DataError is pescador.DataError and issubclass(DataError, PescadorError)
+    with pytest.raises(DataError, match="item 0 is a int"):
+        list(tuples([3], "a"))
+    with pytest.raises(DataError, match="no key 'b'"):
+        list(keras_tuples([{"a": 1}], "a", "b"))
 
 
 def test_keras_tuples_errors():

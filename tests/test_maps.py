@@ -47,6 +47,25 @@ def test_tuples_and_keras_tuples():
         list(maps.tuples(items, "w"))
 
 
+def test_buffer_stream_takes_both_styles_and_is_at_the_top_level():
+    import pescador
+
+    assert pescador.buffer_stream is maps.buffer_stream
+    assert pescador.tuples is maps.tuples and pescador.keras_tuples is maps.keras_tuples
+    data_first = [b["x"].tolist() for b in pescador.buffer_stream(maps_source(5), 2, partial=True)]
+    curried = pescador.buffer_stream(2, partial=True)
+    assert isinstance(curried, pescador.Transform)
+    assert [b["x"].tolist() for b in curried(maps_source(5))] == data_first
+    assert [b["x"].tolist() for b in pescador.buffer_stream(buffer_size=2, partial=True)(maps_source(5))] == data_first
+    live = iter(maps_source(4))  # a live iterator, as 3.x code passes streamer.iterate()
+    assert [b["x"].shape for b in maps.buffer_stream(live, 2, axis=0)] == [(6,), (6,)]
+    assert [b["x"].shape for b in maps.buffer_stream(pescador.Streamer(vectors, 4), 4)] == [(4, 3)]
+    with pytest.raises(PescadorError, match="by name"):
+        pescador.buffer_stream(2, True)
+    with pytest.raises(pescador.DataError, match="item 1"):
+        list(maps.buffer_stream([{"x": np.zeros(1)}, 3], 2))
+
+
 def maps_source(n):
     from pescador import stream
 
