@@ -72,7 +72,7 @@ def short_repr(value: Any, limit: int = 80) -> str:
     text = repr(value)
     if len(text) <= limit:
         return text
-    if isinstance(value, Stream) and value.step is None and value.fn is not _from_collection:
+    if isinstance(value, Stream) and value.step is None and value.fn not in (_from_collection, _from_iterable):
         return f"stream({_name(value.fn)}, ...)"  # a long recipe: its function says what it is
     return text[: limit - 3] + "..."
 
@@ -204,7 +204,7 @@ class Stream(_Frozen):
             node = node.args[0]
         if node.step is not None:
             head = f"{node.step!r}({short_repr(list(node.args[0]) if node.args else [])})"
-        elif node.fn is _from_collection:
+        elif node.fn is _from_collection or node.fn is _from_iterable:
             head = f"stream({short_repr(node.args[0])})"
         else:
             parts = [_name(node.fn)]
@@ -303,6 +303,10 @@ def _from_collection(collection: Sequence) -> Iterator:
     return iter(collection)
 
 
+def _from_iterable(collection: Iterable) -> Iterator:
+    return iter(collection)
+
+
 def _check_call(fn: Callable, args: tuple, kwargs: dict) -> None:
     """Refuse, at construction, arguments that ``fn`` could never accept."""
     try:
@@ -323,13 +327,17 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
 
     Parameters
     ----------
-    source : callable, Stream, Streamer, list or tuple
+    source : callable, Stream, Streamer, or a re-iterable collection
         - a generator function, or any callable that returns an iterable:
           each run calls ``source(*args, **kwargs)``;
         - a :class:`Stream` (returned as it is) or a ``Streamer`` (its
           recipe);
-        - a re-iterable collection (list, tuple, range or numpy array):
-          each run iterates over it from the start.
+        - a re-iterable collection (a list, tuple, range, numpy array, set,
+          or any object whose ``__iter__`` starts afresh each time): each run
+          iterates over it from the start.  A string is a collection of its
+          characters, as pescador 3.x iterated it (``stream("abc")`` yields
+          ``"a"``, ``"b"``, ``"c"``).  A dict is refused: it is one item, so
+          wrap it in a list.
     *args, **kwargs
         Arguments for ``source`` when it is callable.
 
@@ -340,9 +348,9 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
     Raises
     ------
     PescadorError
-        If ``source`` is anything else (a generator object, which can run
-        only once, is refused with a hint), or if ``args`` and ``kwargs``
-        do not fit the signature of ``source``.
+        If ``source`` is anything else (a generator object or another
+        iterator, which can run only once, is refused with a hint), or if
+        ``args`` and ``kwargs`` do not fit the signature of ``source``.
 
     Examples
     --------
@@ -381,13 +389,20 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
     if callable(source):
         _check_call(source, args, kwargs)
         return Stream(source, args, kwargs)
-    if isinstance(source, (Sequence, np.ndarray)) and not isinstance(source, (str, bytes, bytearray)):
+    if isinstance(source, dict):
+        raise PescadorError(
+            "stream() got a dict, which is one item, not a source of items; wrap it in a "
+            "list (stream([item])) or pass a generator function that yields it"
+        )
+    if isinstance(source, Iterable):
         if args or kwargs:
             raise PescadorError(
                 f"stream() got arguments for a {type(source).__name__}; arguments go with "
                 "a generator function: stream(fn, *args, **kwargs)"
             )
-        return Stream(_from_collection, (source,))
+        # sequences (str too, as 3.x iterated it) can be resumed by position; other iterables are replayed
+        sequence = isinstance(source, (Sequence, np.ndarray))
+        return Stream(_from_collection if sequence else _from_iterable, (source,))
     raise PescadorError(
         f"stream() cannot make a stream from a {type(source).__name__}; expected a "
         "generator function (or any callable returning an iterable), a Stream, a "

@@ -99,11 +99,33 @@ def test_collections_rerun(collection):
 
 @pytest.mark.parametrize(
     "bad, name",
-    [(42, "int"), ({"i": 1}, "dict"), ("abc", "str"), ({1, 2}, "set"), (None, "NoneType")],
+    [(42, "int"), ({"i": 1}, "dict"), (None, "NoneType"), (iter([1]), "list_iterator")],
 )
 def test_unsupported_source_names_its_type(bad, name):
     with pytest.raises(PescadorError, match=name):
         stream(bad)
+
+
+class Letters:
+    """A re-iterable object that is not a sequence (3.x code passes such objects)."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __iter__(self):
+        return iter(self.text)
+
+
+def test_strings_sets_and_iterable_objects_are_collections_as_in_3x():
+    assert list(stream("abc")) == ["a", "b", "c"] and list(stream("abc")) == ["a", "b", "c"]
+    assert list(pescador.Streamer("abc")) == ["a", "b", "c"] and list(pescador.Streamer("abc")()) == ["a", "b", "c"]
+    assert sorted(stream({3, 1, 2})) == [1, 2, 3]
+    s = stream(Letters("xy"))
+    assert list(s) == ["x", "y"] and list(s) == ["x", "y"]  # restartable
+    assert repr(stream("abc")) == "stream('abc')"
+    assert list(take(2, cycle(None, "ab"))) == ["a", "b"]
+    with pytest.raises(PescadorError, match="one item.*wrap it in a list"):
+        stream({"X": 1})
 
 
 def test_generator_object_is_refused_with_a_hint():
