@@ -179,6 +179,20 @@ class Stream(_Frozen):
                 "(for example, be a generator function)"
             ) from None
 
+    # -- the Streamer methods 3.x code calls on a recipe (what @streamable returned there)
+    def iterate(self, max_iter: int | None = None) -> Iterator:
+        """Start a fresh run of at most ``max_iter`` items (all of them with None)."""
+        limit = check_count(max_iter, "iterate", "max_iter", allow_none=True)
+        return iter(self) if limit is None else _take(self, limit)
+
+    def cycle(self, max_iter: int | None = None) -> Iterator:
+        """Run again each time a run ends, for ever or for ``max_iter`` items in all."""
+        return _cycle(self, check_count(max_iter, "cycle", "max_iter", allow_none=True))
+
+    def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Iterator:
+        """``s(max_iter, cycle)``: ``s.cycle(max_iter)`` if ``cycle``, else ``s.iterate(max_iter)``."""
+        return self.cycle(max_iter) if cycle else self.iterate(max_iter)
+
     # pickling: rebuild through the constructor (instances are immutable)
     def __reduce__(self):
         return (Stream, (self.fn, self.args, self.kwargs, self.step))

@@ -92,6 +92,12 @@ def streamable(fn: Callable) -> Callable[..., Stream]:
     ([0, 1, 2], [0, 1, 2])
     >>> s
     stream(count, 3)
+
+    As in pescador 3.x, the result has the ``Streamer`` methods
+    (``iterate``, ``cycle``, calling it):
+
+    >>> [x["i"] for x in s.iterate(max_iter=2)], [x["i"] for x in s(max_iter=4, cycle=True)]
+    ([0, 1], [0, 1, 2, 0])
     """
     if not callable(fn) or isinstance(fn, (Stream, type)):
         raise PescadorError(f"streamable: expected a generator function; got a {type(fn).__name__}")
