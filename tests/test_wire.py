@@ -1,5 +1,6 @@
 """The wire format: round trips, and malformed messages refused without building anything."""
 
+import collections
 import functools
 import os
 import pickle
@@ -251,6 +252,7 @@ TRAVELS = [
     ("set", {3}, list, [3]),
     ("frozenset", frozenset({"a"}), list, ["a"]),
     ("nested dict", {"a": {1: [None, 2.5]}, 2: (True,)}, dict, {"a": {1: [None, 2.5]}, 2: [True]}),
+    ("dict subclass", collections.OrderedDict(b=1, a=2), dict, {"b": 1, "a": 2}),
     ("array in a list", [np.arange(3)], list, [np.arange(3)]),
     ("lone surrogate", "file-\udcff.wav", str, "file-\udcff.wav"),
     ("lone surrogate, nested", {"names": ["\ud800", {"\udfff": "x"}]}, dict, {"names": ["\ud800", {"\udfff": "x"}]}),
