@@ -8,6 +8,7 @@ reuse and overwrite its arrays after yielding them.
 
 from __future__ import annotations
 
+import cmath
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from .exceptions import PescadorError
 __all__ = ["buffer"]
 
 _ndarray = np.ndarray
+_MAX_ROWS = int(np.iinfo(np.intp).max)
 
 
 def _rows_shape(trail: tuple) -> str:
@@ -36,7 +38,18 @@ def _describe(value: Any) -> str:
 
 
 def _as_array(value: Any, key: Any, position: int) -> np.ndarray:
-    """Accept array-likes (lists, numbers) as arrays; refuse what numpy makes objects of."""
+    """Accept array-likes (lists, numbers) and ndarray subclasses as plain arrays.
+
+    Refuse what numpy makes objects of, and masked arrays: a batch is a
+    plain array, so their masked slots would arrive holding whatever data
+    lies under the mask.
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        raise PescadorError(
+            f"buffer: item {position}, key {key!r}: got a masked array; a batch is a plain array, so its "
+            "masked slots would hold whatever data lies under the mask. Send the data filled "
+            "(value.filled(...)) and the mask as a key of its own (np.ma.getmaskarray(value))"
+        )
     array = np.asarray(value)
     if array.dtype == object:
         raise PescadorError(
@@ -76,8 +89,7 @@ def _mismatch(item: Any, layout: dict, position: int) -> PescadorError:
         )
     rows = {}
     for key, (trail, dtype) in layout.items():
-        value = item[key]
-        array = value if isinstance(value, np.ndarray) else _as_array(value, key, position)
+        array = _as_array(item[key], key, position)
         if array.ndim == 0:
             return PescadorError(
                 f"buffer: item {position}, key {key!r}: got a 0-d value; expected shape {_rows_shape(trail)}"
@@ -100,33 +112,72 @@ def _mismatch(item: Any, layout: dict, position: int) -> PescadorError:
     )
 
 
-def _fits(source: np.dtype, target: np.dtype) -> bool:
-    """Whether items of dtype ``source`` may be cast into a batch of dtype ``target``.
+_REFUSED, _SAFE, _NARROWING = 0, 1, 2
+_CASTS: dict = {}  # (item dtype, batch dtype) -> _REFUSED, _SAFE or _NARROWING
 
-    Safe casts (int16 into float32, float32 into float64), and floating
-    point into a narrower floating point (float64 into float32: precision
-    only); never a cast that could wrap an integer or drop a fraction.
+
+def _cast(source: np.dtype, target: np.dtype) -> int:
+    """How items of dtype ``source`` go into a batch of dtype ``target``.
+
+    ``_SAFE``: no value can change (int16 into float32, float32 into
+    float64).  ``_NARROWING``: floating point into a narrower floating point
+    (float64 into float32), which loses precision only, unless a value
+    overflows (checked as rows are copied).  ``_REFUSED``: anything that
+    could wrap an integer or drop a fraction.
     """
-    if np.can_cast(source, target, "safe"):
-        return True
-    return source.kind in "fc" and target.kind in "fc" and np.can_cast(source, target, "same_kind")
+    cast = _CASTS.get((source, target))
+    if cast is None:
+        if np.can_cast(source, target, "safe"):
+            cast = _SAFE
+        elif source.kind in "fc" and target.kind in "fc" and np.can_cast(source, target, "same_kind"):
+            cast = _NARROWING
+        else:
+            cast = _REFUSED
+        if len(_CASTS) < 1024:
+            _CASTS[source, target] = cast
+    return cast
 
 
-class _NotArrays(Exception):
-    """An item holds array-likes that need converting (the slow path)."""
+def _fits(source: np.dtype, target: np.dtype) -> bool:
+    """Whether items of dtype ``source`` may be cast into a batch of dtype ``target``."""
+    return _cast(source, target) != _REFUSED
+
+
+class _Slow(Exception):
+    """An item needs the slow path (see :func:`_slow_rows`)."""
+
+
+class _NotArrays(_Slow):
+    """An item holds values that are not plain arrays (lists, numbers, subclasses)."""
+
+
+class _Narrowing(_Slow):
+    """An item (of ``rows`` rows, otherwise fine) has ``keys`` whose cast into the batch could overflow."""
+
+    def __init__(self, rows: int, keys: list) -> None:
+        super().__init__(rows, keys)
+        self.rows = rows
+        self.keys = keys
 
 
 def _rows(item: Any, layout: dict, position: int) -> int:
-    """Return the item's row count, or raise the precise error."""
+    """Return the item's row count, or raise the precise error, or ``_Slow``."""
     rows = -1
+    narrowing = None
     try:
         for key, (trail, dtype) in layout.items():
             array = item[key]
-            if type(array) is not _ndarray and not isinstance(array, np.ndarray):
+            if type(array) is not _ndarray:
                 raise _NotArrays
             shape = array.shape
-            if shape[1:] != trail or not shape or (array.dtype != dtype and not _fits(array.dtype, dtype)):
+            if shape[1:] != trail or not shape:
                 raise _mismatch(item, layout, position)
+            if array.dtype != dtype:
+                cast = _cast(array.dtype, dtype)
+                if cast == _REFUSED:
+                    raise _mismatch(item, layout, position)
+                if cast == _NARROWING:
+                    narrowing = [key] if narrowing is None else [*narrowing, key]
             if rows != shape[0]:
                 if rows >= 0:
                     raise _mismatch(item, layout, position)
@@ -135,16 +186,95 @@ def _rows(item: Any, layout: dict, position: int) -> int:
         raise _mismatch(item, layout, position) from None
     if len(item) != len(layout):
         raise _mismatch(item, layout, position)
+    if narrowing is not None:
+        raise _Narrowing(rows, narrowing)
     return rows
 
 
 def _arrays(item: dict, position: int) -> dict:
-    """The item's values as arrays (array-likes such as lists converted)."""
-    return {k: v if isinstance(v, np.ndarray) else _as_array(v, k, position) for k, v in item.items()}
+    """The item's values as plain arrays (array-likes such as lists, and subclasses, converted)."""
+    return {k: v if type(v) is _ndarray else _as_array(v, k, position) for k, v in item.items()}
+
+
+def _slow_rows(item: Any, layout: dict, position: int, slow: _Slow) -> tuple[dict, int, list]:
+    """The item as plain arrays, its row count, and the keys whose cast could overflow."""
+    if isinstance(slow, _NotArrays):
+        if not is_item(item):
+            raise not_a_dict(item, "buffer", position)
+        item = _arrays(item, position)
+        try:
+            return item, _rows(item, layout, position), []
+        except _Narrowing as narrowing:
+            slow = narrowing
+    return item, slow.rows, slow.keys
+
+
+def _copy_narrowing(targets: list, sources: list, narrow: list, span: tuple, keys: tuple, position: int) -> None:
+    """Copy rows ``start:stop`` of ``sources`` into rows ``filled:end`` of ``targets``, refusing overflow.
+
+    A finite value that becomes infinite in its narrower batch dtype raises;
+    NaN and infinities that were already there pass unchanged, and values
+    that only lose precision (or underflow to zero) pass too.
+    """
+    filled, end, start, stop = span
+    try:
+        for target, source in zip(targets, sources):
+            target[filled:end] = source[start:stop]
+    except (FloatingPointError, RuntimeWarning):  # numpy's overflow, under np.seterr or -W error
+        pass
+    for key in narrow:
+        i = keys.index(key)
+        if not _finite(targets[i][filled:end]):
+            source = sources[i][start:stop]
+            with np.errstate(over="ignore", invalid="ignore"):
+                overflow = ~np.isfinite(source.astype(targets[i].dtype)) & np.isfinite(source)
+            if overflow.any():
+                raise _overflow(source, overflow, targets[i].dtype, key, position, start)
+            with np.errstate(over="ignore"):  # copy again: an exception above may have cut the copy short
+                for target, source in zip(targets, sources):
+                    target[filled:end] = source[start:stop]
+
+
+_BLAS = frozenset(np.dtype(t) for t in (np.float32, np.float64, np.complex64, np.complex128))
+
+
+def _finite(written: np.ndarray) -> bool:
+    """Whether every value of ``written`` (contiguous rows of a batch) is finite, or may not be.
+
+    For BLAS dtypes, one pass without allocating: the sum of squared
+    magnitudes is finite when every value is (it may also overflow for
+    values beyond about 1e19 in float32: then the caller looks closer).
+    """
+    if written.dtype in _BLAS:
+        return cmath.isfinite(complex(np.vdot(written, written)))
+    return bool(np.isfinite(written).all())
+
+
+def _overflow(
+    array: np.ndarray, overflow: np.ndarray, dtype: np.dtype, key: Any, position: int, start: int
+) -> PescadorError:
+    finite = array[np.isfinite(array)]
+    if array.dtype.kind == "c":
+        span = f"values of magnitude up to {np.abs(finite).max():.6g}"
+    else:
+        span = f"values from {finite.min():.6g} to {finite.max():.6g}"
+    row = start + int(np.argwhere(overflow)[0][0])
+    return PescadorError(
+        f"buffer: item {position}, key {key!r}: {span} (the first in row {row}) overflow {dtype}, the "
+        f"dtype of the first item, whose largest value is {np.finfo(dtype).max:.6g}; they would become "
+        f"infinite. Scale them, or make the first item's {key!r} a wider dtype"
+    )
 
 
 def _empty_batch(layout: dict, n: int) -> dict:
-    return {key: np.empty((n, *trail), dtype=dtype) for key, (trail, dtype) in layout.items()}
+    try:
+        return {key: np.empty((n, *trail), dtype=dtype) for key, (trail, dtype) in layout.items()}
+    except (MemoryError, ValueError, OverflowError) as exc:
+        need = n * sum(int(np.prod(trail, dtype=object)) * dtype.itemsize for trail, dtype in layout.values())
+        raise PescadorError(
+            f"buffer: a batch of n={n} rows of this stream's items needs {need} bytes ({need / 2**30:.3g} GiB), "
+            f"which cannot be allocated ({type(exc).__name__}: {exc}); choose a smaller n"
+        ) from None
 
 
 def _buffer(upstream: Stream, n: int, strict: bool) -> Iterator[dict]:
@@ -163,14 +293,17 @@ def _buffer(upstream: Stream, n: int, strict: bool) -> Iterator[dict]:
     while True:
         try:
             rows = _rows(item, layout, position)
-        except _NotArrays:
-            item = _arrays(item, position)
-            rows = _rows(item, layout, position)
+            narrow = ()
+        except _Slow as slow:
+            item, rows, narrow = _slow_rows(item, layout, position, slow)
         sources = [item[k] for k in keys]
         if filled + rows < n:  # the common case: the whole item fits, batch not full
             end = filled + rows
-            for target, source in zip(targets, sources):
-                target[filled:end] = source
+            if narrow:
+                _copy_narrowing(targets, sources, narrow, (filled, end, 0, rows), keys, position)
+            else:
+                for target, source in zip(targets, sources):
+                    target[filled:end] = source
             filled = end
             position += 1
             for item in run:
@@ -183,8 +316,11 @@ def _buffer(upstream: Stream, n: int, strict: bool) -> Iterator[dict]:
             count = min(n - filled, rows - start)
             stop = start + count
             end = filled + count
-            for target, source in zip(targets, sources):
-                target[filled:end] = source[start:stop]
+            if narrow:
+                _copy_narrowing(targets, sources, narrow, (filled, end, start, stop), keys, position)
+            else:
+                for target, source in zip(targets, sources):
+                    target[filled:end] = source[start:stop]
             filled = end
             start = stop
             if filled == n:
@@ -213,7 +349,11 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     point precision: safe casts (int8 into int64, int16 into float32) and
     float64 into float32, as the 1.0 docs' examples that mix noisy float64
     with float32 items expect.  Anything else (float into int, int64 into
-    int8, str into float) raises.
+    int8, str into float) raises, and so does a finite value that would
+    overflow to infinity in the narrower dtype (1e300 into float32); NaN and
+    infinities already there pass unchanged.  Masked arrays are refused (a
+    batch would drop their mask); other ndarray subclasses (``np.memmap``)
+    are copied as their data.
 
     Curried and data-last: ``buffer(n)`` is a :class:`~pescador.Transform`
     for :func:`toolz.pipe`, and ``buffer(n, source)`` is the stream.
@@ -231,11 +371,14 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     Raises
     ------
     PescadorError
-        For a bad ``n``, and (while iterating) for an item that is not a
+        For a bad ``n`` (not an integer from 1 to the largest array
+        length), and (while iterating) for a batch that cannot be allocated
+        (naming ``n`` and the bytes needed), and for an item that is not a
         dict, whose keys differ from the first item's, whose arrays disagree
-        on their row count, whose trailing shape changes or whose dtype cannot be cast safely, or that
-        holds a 0-d value; the message names the key and the item's
-        position.
+        on their row count, whose trailing shape changes or whose dtype
+        cannot be cast safely, that holds a value that overflows the
+        batch's dtype, a masked array or a 0-d value; the message names
+        the key and the item's position.
 
     Examples
     --------
@@ -248,7 +391,12 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     >>> pescador.buffer(16)
     buffer(n=16, strict=True)
     """
+    given = n
     n = check_count(n, "buffer", "n", minimum=1)
+    if n > _MAX_ROWS:
+        raise PescadorError(
+            f"buffer: n must be an integer between 1 and {_MAX_ROWS} (an array's length); got {given!r}"
+        )
     if not isinstance(strict, (bool, np.bool_)):
         raise PescadorError(f"buffer: strict must be True or False; got {strict!r}")
     step = Transform("buffer", _buffer, {"n": n, "strict": bool(strict)})

@@ -10,7 +10,10 @@ The header is a msgpack array whose first element is the kind of message:
   each field is ``[key, dtype, shape, inline]`` for an array (``inline`` is
   the array's bytes when it is small, else nil and the bytes are the next
   frame) or ``[key, value]`` for any other value, packed with
-  msgpack-numpy.
+  msgpack-numpy.  A masked array's field has a fifth element,
+  ``[mask, fill_value, hard_mask]``: ``mask`` is False (no mask, numpy's
+  ``nomask``), the mask's bytes (a bool array of the field's shape) when
+  they are small, or nil when the mask is the next frame after the data.
 - ``[ITEM_STATE, fields, state]``: an item of a resumable run, with the
   worker's state after it (JSON text; see :mod:`pescador.resume`).
 - ``[END]``: the worker's stream ended.
@@ -26,6 +29,8 @@ arrives aligned for its dtype (numpy's ``flags.aligned``): a frame that
 arrives misaligned for its dtype is copied.  (ZeroMQ usually places frames
 of more than a few KiB on 8-byte boundaries, so those are not copied;
 frames of 1 to 4 KiB often arrive misaligned, and are.)
+Strings are UTF-8 that may hold lone surrogates (``'surrogatepass'``), so
+a file name that Python decoded with ``surrogateescape`` arrives unchanged.
 Object arrays and anything else that would need pickle never travel, and the
 decoder never unpickles: every check on a received message happens before
 any array is built, and any malformed message raises
@@ -62,13 +67,18 @@ class _Unsendable(Exception):
         self.value = value
 
 
+_SCALAR = (np.bool_, np.number, np.datetime64)  # numpy scalars that travel as themselves
+
+
 def _pack_value(obj: Any) -> Any:
-    """msgpack's hook for values it does not know: numpy data through msgpack-numpy."""
+    """msgpack's hook for values it does not know: numpy data, complex, tuples and sets."""
     if isinstance(obj, np.ndarray):
-        if not _travels(obj.dtype) or obj.dtype.kind == "V":
+        if not _plain(obj) or not _travels(obj.dtype) or obj.dtype.kind == "V":  # msgpack-numpy's V is structured
             raise _Unsendable(obj)
         return msgpack_numpy.encode(np.ascontiguousarray(obj))
-    if isinstance(obj, (np.bool_, np.number, complex)):
+    if isinstance(obj, _SCALAR):
+        return {b"nd": False, b"type": obj.dtype.str, b"kind": b"", b"data": obj.tobytes()}
+    if isinstance(obj, complex):
         return msgpack_numpy.encode(obj)
     if isinstance(obj, (tuple, set, frozenset)):
         return list(obj)
@@ -80,23 +90,62 @@ def _travels(dtype: np.dtype) -> bool:
     return not dtype.hasobject and dtype.fields is None and dtype.subdtype is None and dtype.itemsize > 0
 
 
+def _plain(array: np.ndarray) -> bool:
+    """Whether ``array`` travels as a plain ndarray: an ndarray, or a memmap (its file stays behind)."""
+    return type(array) is np.ndarray or type(array) is np.memmap
+
+
+# Why an ndarray subclass does not travel (the encoder's decision is exhaustive:
+# plain arrays and memmaps travel as ndarray, masked arrays as masked arrays
+# but only as an item's own values, and every other subclass is refused).
+_SUBCLASS_REASONS = {
+    np.matrix: "numpy no longer recommends np.matrix, and it would arrive as a plain array; "
+    "send np.asarray(value)",
+    np.recarray: "it would arrive as a plain array (and structured dtypes do not travel); send the fields "
+    "as keys of their own, or np.asarray(value) for a plain dtype",
+}
+
+
+def _subclass_reason(value: np.ndarray, inside: bool) -> str:
+    if inside and isinstance(value, np.ma.MaskedArray):
+        return "masked arrays travel as values of the item itself, not inside a list or dict"
+    for kind, reason in _SUBCLASS_REASONS.items():
+        if isinstance(value, kind):
+            return reason
+    return (
+        "only np.ndarray, np.memmap (arriving as an ndarray) and np.ma.MaskedArray travel, and this "
+        "subclass would lose what makes it one; send np.asarray(value) if its data is all it holds"
+    )
+
+
 def _kind_name(value: Any) -> str:
     if isinstance(value, _BadKey):
         return f"dict key {value.key!r} of type {type(value.key).__name__}"
     if isinstance(value, np.ndarray):
-        return f"numpy array of dtype {value.dtype}"
+        if not _travels(value.dtype) or type(value) is np.ndarray:
+            return f"numpy array of dtype {value.dtype}"
+        return f"{type(value).__module__}.{type(value).__qualname__} (an ndarray subclass) of dtype {value.dtype}"
     if isinstance(value, int):
         return "int outside the 64-bit range"
     return type(value).__name__
 
 
+def _where(position: int | None) -> str:
+    return "" if position is None else f"item {position}: "
+
+
 def _unsendable(key: Any, value: Any, position: int | None, inside: bool = False) -> PescadorError:
-    where = "" if position is None else f"item {position}: "
     verb = "contains" if inside else "is"
+    if isinstance(value, np.ndarray) and not _plain(value) and _travels(value.dtype):  # a subclass
+        why = _subclass_reason(value, inside)
+    else:
+        why = (
+            "send numpy arrays of numbers, bools or strings, or plain str, int, float, bool, None, and lists "
+            "and dicts of them (objects that need pickle never travel)"
+        )
     return PescadorError(
-        f"{where}the value of key {key!r} {verb} a {_kind_name(value)}, which cannot be sent to another "
-        "process; send numpy arrays of numbers, bools or strings, or plain str, int, float, bool, "
-        "None, and lists and dicts of them (objects that need pickle never travel)"
+        f"{_where(position)}the value of key {key!r} {verb} a {_kind_name(value)}, which cannot be sent to "
+        f"another process; {why}"
     )
 
 
@@ -119,7 +168,7 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None, stat
     ------
     PescadorError
         If the item is not a dict with string keys, or holds a value that
-        cannot travel (naming the key and the type).
+        cannot travel (naming the item's position, the key and the type).
 
     Examples
     --------
@@ -139,33 +188,87 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None, stat
             where = "an item" if position is None else f"item {position}"
             raise PescadorError(f"{where} has the key {key!r} of type {type(key).__name__}; keys must be str")
         if type(value) is np.ndarray or isinstance(value, np.ndarray):
-            dtype = value.dtype
-            if not _travels(dtype):
+            if not _travels(value.dtype):
                 raise _unsendable(key, value, position)
-            if value.nbytes <= INLINE_MAX:
-                fields.append([key, dtype.str, list(value.shape), value.tobytes()])
+            if type(value) is np.memmap:
+                value = np.asarray(value)
+            if type(value) is np.ndarray:
+                inline = value.tobytes() if value.nbytes <= INLINE_MAX else _frame(value, copy, frames)
+                fields.append([key, value.dtype.str, list(value.shape), inline])
+            elif type(value) is np.ma.MaskedArray or type(value) is np.ma.core.MaskedConstant:
+                fields.append(_masked_field(key, value, copy, frames))
             else:
-                if not value.flags.c_contiguous:
-                    value = np.ascontiguousarray(value)
-                elif copy:
-                    value = value.copy()
-                fields.append([key, dtype.str, list(value.shape), None])
-                frames.append(value.reshape(-1).view(np.uint8).data)  # any dtype, no copy
+                raise _unsendable(key, value, position)
         else:
             if type(value) is not str and not isinstance(value, (int, float, bool, type(None))):
                 bad = _bad_key(value)
                 if bad is not None:
                     raise _unsendable(key, bad, position, True)
             fields.append([key, value])
+    header = [ITEM, fields] if state is None else [ITEM_STATE, fields, state]
+    frames[0] = _pack_header(header, item, position)
+    return frames
+
+
+def _data(value: np.ndarray, copy: bool, frames: list) -> bytes | None:
+    """The array's bytes if small, else None after appending them to ``frames`` as one frame."""
+    return value.tobytes() if value.nbytes <= INLINE_MAX else _frame(value, copy, frames)
+
+
+def _frame(value: np.ndarray, copy: bool, frames: list) -> None:
+    """Append the array's bytes to ``frames`` as one frame (None: the field's data is that frame)."""
+    if not value.flags.c_contiguous:
+        value = np.ascontiguousarray(value)
+    elif copy:
+        value = value.copy()
+    frames.append(value.reshape(-1).view(np.uint8).data)  # any dtype, no copy
+    return None
+
+
+def _masked_field(key: str, value: np.ma.MaskedArray, copy: bool, frames: list) -> list:
+    """``[key, dtype, shape, data, [mask, fill_value, hard_mask]]``: the data's frame, then the mask's."""
+    data = np.ma.getdata(value)
+    field = [key, data.dtype.str, list(data.shape), _data(data, copy, frames)]
+    mask = np.ma.getmask(value)
+    mask_data = False if mask is np.ma.nomask else _data(np.asarray(mask, dtype=np.bool_), copy, frames)
+    fill = None if getattr(value, "_fill_value", None) is None else value.fill_value  # None: numpy's default
+    field.append([mask_data, fill, bool(value.hardmask)])
+    return field
+
+
+def _pack_header(header: list, item: dict, position: int | None) -> bytes:
     try:
-        header = [ITEM, fields] if state is None else [ITEM_STATE, fields, state]
-        frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True)
+        return msgpack.packb(header, default=_pack_value, use_bin_type=True)
     except _Unsendable as exc:
         key = _key_holding(item, exc.value)
         raise _unsendable(key, exc.value, position, item.get(key) is not exc.value) from None
-    except (TypeError, ValueError, OverflowError) as exc:  # e.g. an int beyond 64 bits
-        raise PescadorError(f"an item could not be packed for sending: {exc}") from None
-    return frames
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from os.fsdecode: carried exactly
+        try:
+            return msgpack.packb(header, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
+        except _Unsendable as exc:
+            key = _key_holding(item, exc.value)
+            raise _unsendable(key, exc.value, position, item.get(key) is not exc.value) from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise _unpackable(item, position, exc) from None
+    except (TypeError, ValueError, OverflowError) as exc:  # e.g. nesting too deep
+        raise _unpackable(item, position, exc) from None
+
+
+def _unpackable(item: dict, position: int | None, exc: Exception) -> PescadorError:
+    """Name the first key whose value alone cannot be packed."""
+    key: Any = "?"
+    for candidate, value in item.items():
+        if isinstance(value, np.ndarray):
+            continue
+        try:
+            msgpack.packb(value, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
+        except Exception:
+            key = candidate
+            break
+    return PescadorError(
+        f"{_where(position)}the value of key {key!r} could not be packed for sending "
+        f"({type(exc).__name__}: {exc})"
+    )
 
 
 class _BadKey:
@@ -328,7 +431,11 @@ def decode(frames: list, copy: bool = False) -> tuple:
         raise _malformed("an empty message")
     try:
         header = msgpack.unpackb(
-            _frame_buffer(frames[0]), raw=False, object_hook=_unpack_hook, strict_map_key=False
+            _frame_buffer(frames[0]),
+            raw=False,
+            object_hook=_unpack_hook,
+            strict_map_key=False,
+            unicode_errors="surrogatepass",
         )
     except PescadorError:
         raise
@@ -358,24 +465,54 @@ def _item(fields: list, frames: list, copy: bool) -> dict:
     item = {}
     frame = 1
     for field in fields:
-        if not isinstance(field, list) or len(field) not in (2, 4) or not isinstance(field[0], str):
-            raise _malformed("a field is not [key, value] or [key, dtype, shape, data]")
+        if not isinstance(field, list) or len(field) not in (2, 4, 5) or not isinstance(field[0], str):
+            raise _malformed("a field is not [key, value], [key, dtype, shape, data] or a masked array's")
         if len(field) == 2:
             item[field[0]] = field[1]
             continue
-        key, code, shape, inline = field
+        key, code, shape, inline = field[:4]
         dtype, shape = _dtype(code), _shape(shape)
-        if inline is None:
-            if frame >= len(frames):
-                raise _malformed(f"the header describes more arrays than the {len(frames) - 1} frames sent")
-            buffer = _frame_buffer(frames[frame])
-            frame += 1
-        elif isinstance(inline, bytes):
-            buffer = inline
+        buffer, frame = _field_buffer(key, inline, frames, frame)
+        if len(field) == 5:
+            masked = field[4]
+            if not isinstance(masked, list) or len(masked) != 3 or type(masked[2]) is not bool:
+                raise _malformed(f"the mask of key {key!r} is not [mask, fill_value, hard_mask]")
+            mask_buffer = None
+            if masked[0] is not False:
+                mask_buffer, frame = _field_buffer(key, masked[0], frames, frame)
+            _fill(key, masked[1])
+            data = _array(buffer, dtype, shape, copy)
+            mask = np.ma.nomask if mask_buffer is None else _array(mask_buffer, _BOOL, shape, copy)
+            item[key] = _masked(key, data, mask, masked[1], masked[2])
         else:
-            raise _malformed(f"the data of key {key!r} is neither inline bytes nor a frame")
-        item[key] = _array(buffer, dtype, shape, copy)
+            item[key] = _array(buffer, dtype, shape, copy)
     if frame != len(frames):
         raise _malformed(f"{len(frames) - frame} frames more than the header describes")
     return item
 
+
+_BOOL = np.dtype(np.bool_)
+
+
+def _field_buffer(key: str, inline: Any, frames: list, frame: int) -> tuple:
+    """The bytes of an array: ``inline`` itself, or the next frame (nil); and the next frame's index."""
+    if inline is None:
+        if frame >= len(frames):
+            raise _malformed(f"the header describes more arrays than the {len(frames) - 1} frames sent")
+        return _frame_buffer(frames[frame]), frame + 1
+    if isinstance(inline, bytes):
+        return inline, frame
+    raise _malformed(f"the data of key {key!r} is neither inline bytes nor a frame")
+
+
+def _fill(key: str, fill: Any) -> None:
+    """A masked array's fill value is a scalar (or nil for numpy's default)."""
+    if fill is not None and not isinstance(fill, (bool, int, float, complex, str, bytes, np.generic)):
+        raise _malformed(f"the fill value of key {key!r} is a {type(fill).__name__}, not a scalar")
+
+
+def _masked(key: str, data: np.ndarray, mask: Any, fill: Any, hard: bool) -> np.ma.MaskedArray:
+    try:
+        return np.ma.MaskedArray(data, mask=mask, fill_value=fill, hard_mask=hard, copy=False, shrink=False)
+    except (TypeError, ValueError, OverflowError) as exc:  # a fill value that does not fit the dtype
+        raise _malformed(f"the masked array of key {key!r}: {exc}") from None

@@ -1,6 +1,7 @@
 """buffer(n): every row once, in order, in batches of exactly n rows."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -182,3 +183,101 @@ def test_buffered_streamer_accepts_function_stream_and_streamer():
 def test_buffered_streamer_refuses_a_function_missing_its_arguments():
     with pytest.raises(PescadorError, match="one_row"):
         pescador.BufferedStreamer(one_row, 10)
+
+
+# -- values that do not fit the batch's dtype, and batches that cannot be allocated ------------
+
+
+def first_then(first_dtype, *values):
+    """A first item of ``first_dtype`` (the batch's dtype), then one item of the given values."""
+    return [{"X": np.zeros(1, first_dtype)}, {"X": np.asarray(values)}]
+
+
+@pytest.mark.parametrize(
+    "items, words",
+    [
+        (first_then(np.float32, 1.0, 1e300), ["item 1", "'X'", "1e+300", "row 1", "float32", "3.40282e+38"]),
+        (first_then(np.float32, -1e39), ["item 1", "'X'", "-1e+39", "row 0", "float32"]),
+        (first_then(np.float16, np.float32(7e4)), ["item 1", "'X'", "70000", "float16", "65504"]),
+        (first_then(np.float16, 1.0, -1e5), ["item 1", "'X'", "-100000", "float16"]),
+        (first_then(np.complex64, 1e300 + 1j), ["item 1", "'X'", "magnitude", "1e+300", "complex64"]),
+        (first_then(np.complex64, 1e300), ["item 1", "'X'", "1e+300", "complex64"]),
+        (first_then(np.float32, np.nan, 1e300, np.inf), ["item 1", "'X'", "1e+300", "row 1"]),
+    ],
+)
+def test_values_that_overflow_the_batch_dtype_are_refused(items, words, recwarn):
+    # they became inf with only numpy's RuntimeWarning
+    with pytest.raises(PescadorError) as info:
+        list(buffer(3, items, strict=False))
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+@pytest.mark.parametrize("mode", ["default", "np.seterr raise", "warnings as errors"])
+def test_overflow_is_refused_in_an_item_split_across_batches(mode):
+    items = [{"X": np.zeros(3, np.float32)}, {"X": np.array([1.0, 2.0, 3.0, 4e38, 5.0])}]
+    with warnings.catch_warnings(), np.errstate(over="raise" if mode == "np.seterr raise" else "warn"):
+        warnings.simplefilter("error" if mode == "warnings as errors" else "ignore")
+        with pytest.raises(PescadorError, match=r"item 1, key 'X'.*row 3"):
+            list(buffer(4, items))
+
+
+@pytest.mark.parametrize("first", [np.float32, np.float16, np.complex64])
+def test_nan_inf_and_precision_loss_are_not_overflow(first):
+    values = [np.nan, np.inf, -np.inf, 1e-300, 1 / 3, -0.0, 60000.0]
+    (batch,) = list(buffer(8, [{"X": np.zeros(1, first)}, {"X": np.array(values)}]))
+    np.testing.assert_array_equal(batch["X"][1:], np.array(values).astype(first))  # exactly numpy's cast
+    assert batch["X"].dtype == first
+
+
+def test_large_values_that_fit_are_not_refused():
+    big = np.float64(np.finfo(np.float32).max)
+    values = np.full(5000, big / 2)  # squares overflow float32: a false alarm, looked at closer, passes
+    (batch,) = list(buffer(5001, [{"X": np.zeros(1, np.float32)}, {"X": values}]))
+    np.testing.assert_array_equal(batch["X"][1:], values.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "first, later",
+    [(np.int8, np.int64), (np.int32, np.float32), (np.float32, np.int64), (np.uint8, np.int8), (np.float64, np.complex64)],
+)
+def test_casts_that_could_change_values_stay_refused(first, later):
+    with pytest.raises(PescadorError, match="cannot be stored in"):
+        list(buffer(2, [{"X": np.zeros(1, first)}, {"X": np.zeros(1, later)}]))
+
+
+def test_empty_and_zero_row_items_of_a_narrower_dtype_pass():
+    items = [{"X": np.zeros((1, 2), np.float32)}, {"X": np.zeros((0, 2))}, {"X": np.ones((1, 2))}]
+    (batch,) = list(buffer(2, items))
+    assert batch["X"].dtype == np.float32 and batch["X"].tolist() == [[0, 0], [1, 1]]
+
+
+@pytest.mark.parametrize("n", [2**62, 10**18, 2**45])
+def test_a_batch_that_cannot_be_allocated_names_n_and_the_bytes(n):
+    # it was accepted, then failed with a raw numpy error (ValueError or MemoryError)
+    items = [{"X": np.zeros((1, 3), np.float32), "y": np.zeros(1)}]
+    with pytest.raises(PescadorError) as info:
+        list(buffer(n, items))
+    assert f"n={n}" in str(info.value) and f"needs {n * 20} bytes" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [2**63, 1e300, True, np.True_, float("inf"), float("nan")])
+def test_an_absurd_n_is_refused_when_the_step_is_built(bad):
+    with pytest.raises(PescadorError, match="buffer: n must be"):
+        buffer(bad)
+
+
+def test_numpy_ints_and_integral_floats_are_accepted_as_n():
+    assert buffer(np.int64(4)) == buffer(4) == buffer(4.0)
+    assert repr(buffer(np.uint8(3))) == "buffer(n=3, strict=True)"
+
+
+def test_a_masked_array_is_refused_and_other_subclasses_pass_as_their_data(tmp_path):
+    with pytest.raises(PescadorError, match=r"item 1, key 'X': got a masked array"):
+        list(buffer(2, [{"X": np.zeros(1)}, {"X": np.ma.array([1.0], mask=[True])}]))
+    with pytest.raises(PescadorError, match=r"item 0, key 'X': got a masked array"):
+        list(buffer(2, [{"X": np.ma.array([1.0, 2.0])}]))
+    mm = np.memmap(tmp_path / "m.dat", dtype=np.float32, mode="w+", shape=(3,))
+    mm[:] = [1, 2, 3]
+    (batch,) = list(buffer(4, [{"X": mm[:2]}, {"X": mm[2:]}, {"X": np.array([4.0], np.float32)}]))
+    assert type(batch["X"]) is np.ndarray and batch["X"].tolist() == [1, 2, 3, 4]
