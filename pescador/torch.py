@@ -67,14 +67,30 @@ class StreamDataset(IterableDataset):
     def __init__(self, recipe: Stream) -> None:
         super().__init__()
         self.recipe = recipe
+        self._epoch: list | None = None  # (in a DataLoader worker) [(base seed, worker id), epochs begun]
 
     def __iter__(self) -> Iterator:
         info = get_worker_info()
         if info is not None:  # inside a DataLoader worker: tell the sources who they are
-            seed = np.random.SeedSequence(int(info.seed) % 2**63)
-            set_worker_info(WorkerInfo(info.id, info.num_workers, seed))
+            set_worker_info(WorkerInfo(info.id, info.num_workers, self._epoch_seed(info)))
         for item in self.recipe:
             yield _tensors(item)
+
+    def _epoch_seed(self, info: Any) -> np.random.SeedSequence:
+        """This worker's seed for this epoch: new for each iteration, reproducible from the loader's seed.
+
+        torch gives worker ``id`` the seed ``base + id``, where ``base`` is
+        drawn from the loader's generator each time an iteration of the
+        loader starts workers; persistent workers keep theirs for every
+        epoch.  Each iteration of this dataset in a worker is an epoch, so
+        the seed is ``SeedSequence(base, spawn_key=(id, epoch))``.
+        """
+        base = (int(info.seed) - info.id) % 2**64
+        if self._epoch is None or self._epoch[0] != (base, info.id):
+            self._epoch = [(base, info.id), 0]
+        epoch = self._epoch[1]
+        self._epoch[1] += 1
+        return np.random.SeedSequence(base, spawn_key=(info.id, epoch))
 
     def __repr__(self) -> str:
         return f"StreamDataset({self.recipe!r})"
