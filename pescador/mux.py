@@ -43,8 +43,13 @@ Inside a ``zmq_offload`` worker (see :func:`pescador.worker_info`), a mux
 that activates each stream at most once (``with_replacement=False`` without
 ``revive``, ``mode='exhaustive'``, round-robin and chain muxes) takes only
 its share of the pool, members ``id::count``, so a finite pool is delivered
-exactly once in total; its random generator is derived from the worker's
-seed, so workers make independent choices.
+exactly once in total.  Every mux in a worker draws from a generator made
+of its ``random_state`` (None, an int, a ``Generator`` or a ``RandomState``:
+the worker holds a copy of it) combined with the worker's seed, so workers
+make independent choices, a ``DataLoader`` worker draws anew each epoch, and
+a run repeats when its workers' seeds do (``zmq_offload(random_state=...)``,
+``torch.manual_seed``).  With one worker an int alone decides, as in the main
+process.  See ``pescador._random``.
 """
 
 from __future__ import annotations
@@ -538,7 +543,8 @@ def mux(
         With ``with_replacement=False``: a stream that ends or reaches its
         bound goes back to the pool, with at most one live copy at a time.
     random_state : None, int, np.random.Generator or np.random.RandomState
-        With an int, every run reproduces the same sequence.
+        With an int, every run reproduces the same sequence (in workers:
+        given the workers' seeds; see "Parallel workers" above).
     dist : "poisson", "binomial" or "constant"
         The distribution of activation lengths, of mean ``lam``.
     stats : pescador.MuxStats, optional

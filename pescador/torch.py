@@ -11,7 +11,9 @@ Under ``DataLoader(num_workers=N)``, each loader worker runs its own copy of
 the recipe and sets :func:`pescador.worker_info` (its id, N, and a seed
 derived from the loader's), so sources shard their data and a mux without
 replacement shards its pool: a finite pool is delivered once in total, not
-N times.
+N times.  The seed is new for every epoch, persistent workers included, and
+the whole run repeats from one ``torch.manual_seed`` (or the loader's
+``generator``); every ``random_state`` in the recipe is combined with it.
 
 For most training loops the simpler path is :func:`pescador.zmq_offload`
 in front of a plain loop (see the frameworks page of the docs): it works
