@@ -1,7 +1,8 @@
 """Randomness across workers and epochs: nothing duplicated, every epoch drawn anew, runs reproducible.
 
 Every kind of ``random_state`` (None, int, ``Generator``, ``RandomState``) is
-run through ``zmq_offload(workers=2)`` and ``DataLoader(num_workers=2)``.
+run through ``zmq_offload(workers=2)`` (forked and spawned workers) and
+``DataLoader(num_workers=2)``.
 A pool run without replacement is sharded, so each item arrives exactly once;
 a mux with replacement samples in every worker, and the workers' choices
 must differ (a copied generator would make both deliver the same items).
@@ -13,7 +14,7 @@ killed if they do not finish in time (a hang fails fast).
 """
 
 import collections
-import functools
+import itertools
 import json
 import os
 import signal
@@ -83,8 +84,9 @@ def per_worker(delivered):
 
 def run(runner, recipe, base):
     """The items of one run through two workers, whose seeds come from ``base``."""
-    if runner == "zmq":
-        return pairs(pescador.zmq_offload(workers=2, random_state=base)(recipe))
+    if runner.startswith("zmq"):  # "zmq": the platform's start method; "zmq-spawn": the recipe is pickled
+        start_method = "spawn" if runner == "zmq-spawn" else None
+        return pairs(pescador.zmq_offload(workers=2, random_state=base, start_method=start_method)(recipe))
     import torch
 
     from pescador.torch import as_dataset
@@ -93,12 +95,16 @@ def run(runner, recipe, base):
     return pairs(torch.utils.data.DataLoader(as_dataset(recipe), batch_size=None, num_workers=2))
 
 
-def workers_case(runner, kind):
-    rs = random_state(kind)  # (only copies of it run: the workers are other processes)
-    once = run(runner, pescador.mux(2, None, with_replacement=False, random_state=rs)(finite_pool()), 0)
-    sampled = take(300)(pescador.mux(3, 2.0, random_state=rs)(endless_pool()))
-    runs = [per_worker(run(runner, sampled, base)) for base in (7, 7, 8)]
-    return {"once": [k for _, k in once], "runs": runs}
+def workers_case(runner):
+    """For each kind of random_state: an exhaustive pool's items, and three runs of a mux with replacement."""
+    out = {}
+    for kind in KINDS:
+        rs = random_state(kind)  # (only copies of it run: the workers are other processes)
+        once = run(runner, pescador.mux(2, None, with_replacement=False, random_state=rs)(finite_pool()), 0)
+        sampled = take(300)(pescador.mux(3, 2.0, random_state=rs)(endless_pool()))
+        runs = [per_worker(run(runner, sampled, base)) for base in (7, 7, 8)]
+        out[kind] = {"once": [k for _, k in once], "runs": runs}
+    return out
 
 
 def epoch_recipe(name):
@@ -117,24 +123,28 @@ def epoch_recipe(name):
     raise ValueError(name)
 
 
-def epochs_case(name, persistent):
-    """Two whole runs of 3 epochs each, both from ``torch.manual_seed(3)``."""
+def epochs_case(configurations):
+    """For each (recipe, persistent, steps): two whole runs of 3 epochs each (of ``steps`` items, or all),
+    both from ``torch.manual_seed(3)``."""
     import torch
 
     from pescador.torch import as_dataset
 
-    whole_runs = []
-    for _ in range(2):
-        torch.manual_seed(3)
-        loader = torch.utils.data.DataLoader(
-            as_dataset(epoch_recipe(name)), batch_size=None, num_workers=2, persistent_workers=persistent
-        )
-        whole_runs.append([pairs(loader) for _ in range(3)])
-        del loader
-    return whole_runs
+    out = {}
+    for name, persistent, steps in configurations:
+        whole_runs = []
+        for _ in range(2):
+            torch.manual_seed(3)
+            loader = torch.utils.data.DataLoader(
+                as_dataset(epoch_recipe(name)), batch_size=None, num_workers=2, persistent_workers=persistent
+            )
+            whole_runs.append([pairs(itertools.islice(loader, steps)) for _ in range(3)])
+            del loader
+        out[f"{name}/{persistent}/{steps}"] = whole_runs
+    return out
 
 
-def isolated(case, *args, timeout=90):
+def isolated(case, *args, timeout=240):
     """``case(*args)`` in a new Python process of its own session, killed after ``timeout`` seconds."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import test_randomness as t; "
@@ -159,41 +169,63 @@ def isolated(case, *args, timeout=90):
     return json.loads(out.splitlines()[-1])
 
 
-@functools.cache
-def observed_workers(runner, kind):
+# One subprocess per runner, and one for all the epoch cases, shared by the tests that read them
+# (importing torch can take a minute on a loaded machine); a failure or a hang is kept too, so that
+# it fails the other tests at once instead of being waited for again.
+_observed: dict = {}
+
+
+def observed(case, *args):
+    if (case, *args) not in _observed:
+        try:
+            _observed[(case, *args)] = (isolated(case, *args), None)
+        except BaseException as exc:  # (pytest's fail and skip are BaseExceptions)
+            _observed[(case, *args)] = (None, exc)
+    result, exc = _observed[(case, *args)]
+    if exc is not None:
+        raise exc
+    return result
+
+
+def observed_workers(runner):
     if runner == "torch":
         pytest.importorskip("torch", reason="PyTorch is not installed (make test-frameworks installs it)")
-    return isolated("workers_case", runner, kind)
+    return observed("workers_case", runner)
+
+
+def observed_epochs():
+    pytest.importorskip("torch", reason="PyTorch is not installed (make test-frameworks installs it)")
+    return observed("epochs_case", tuple(EPOCH_CASES))
 
 
 # -- through two workers: zmq_offload and DataLoader -----------------------------------------
 
-RUNNERS = ["zmq", "torch"]
+RUNNERS = ["zmq", "zmq-spawn", "torch"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_a_pool_without_replacement_delivers_each_item_exactly_once(runner, kind):
-    once = observed_workers(runner, kind)["once"]
+    once = observed_workers(runner)[kind]["once"]
     expected = [tag * 100_000 + i for tag, n in enumerate(SIZES) for i in range(n)]
     assert sorted(once) == expected
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_workers_of_a_mux_with_replacement_make_different_choices(runner, kind):
-    first = observed_workers(runner, kind)["runs"][0]
+    first = observed_workers(runner)[kind]["runs"][0]
     assert len(first["0"]) == len(first["1"]) == 300
     assert first["0"] != first["1"]  # (identical copies of one generator would deliver every item twice)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_the_same_base_seed_repeats_a_run_and_another_one_does_not(runner, kind):
-    same, again, other = observed_workers(runner, kind)["runs"]
+    same, again, other = observed_workers(runner)[kind]["runs"]
     assert same == again
     assert same != other
 
@@ -204,20 +236,23 @@ EPOCH_RECIPES = ["mux-none", "mux-int", "mux-generator", "mux-randomstate", "shu
                  "seed-source", "global-source"]
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize(
-    "name, persistent",
-    [(name, True) for name in EPOCH_RECIPES] + [(name, False) for name in ("mux-none", "mux-int", "mux-generator")],
+EPOCH_CASES = (
+    [(name, True, None) for name in EPOCH_RECIPES]
+    + [(name, False, None) for name in ("mux-none", "mux-int", "mux-generator")]
+    + [("mux-int", True, 30), ("global-source", True, 30)]  # epochs cut short, as a training loop may
 )
-def test_every_dataloader_epoch_draws_anew_and_a_whole_run_repeats_from_one_torch_seed(name, persistent):
-    pytest.importorskip("torch", reason="PyTorch is not installed (make test-frameworks installs it)")
-    first, second = isolated("epochs_case", name, persistent)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name, persistent, steps", EPOCH_CASES)
+def test_every_dataloader_epoch_draws_anew_and_a_whole_run_repeats_from_one_torch_seed(name, persistent, steps):
+    first, second = observed_epochs()[f"{name}/{persistent}/{steps}"]
     assert first == second  # the whole run, from torch.manual_seed(3)
     for a in range(3):
         assert len(first[a]) > 0
         for b in range(a):
             assert first[a] != first[b], f"epochs {b} and {a} are the same"
-    if name == "epochs":  # each epoch still delivers every item once
+    if name == "epochs" and steps is None:  # each epoch still delivers every item once
         expected = collections.Counter(k for tag in range(8) for k in range(tag * 100_000, tag * 100_000 + 10))
         assert all(collections.Counter(k for _, k in epoch) == expected for epoch in first)
 
