@@ -35,7 +35,9 @@ SIZES = [7, 0, 12, 5, 9, 3, 4]
 
 
 def random_state(kind):
-    return {"none": None, "int": 5, "generator": np.random.default_rng(5), "randomstate": np.random.RandomState(5)}[kind]
+    makers = {"none": lambda: None, "int": lambda: 5, "generator": lambda: np.random.default_rng(5),
+              "randomstate": lambda: np.random.RandomState(5)}
+    return makers[kind]()
 
 
 # -- sources (module-level: they pickle) -----------------------------------------------------
