@@ -110,7 +110,7 @@ def streamable(fn: Callable) -> Callable[..., Stream]:
 
 
 def _generator(random_state: Any) -> Any:
-    from .mux import _rng  # ints reproduce, and each zmq_offload worker gets its own stream
+    from ._random import _rng  # ints reproduce; in a worker, combined with the worker's seed
     from .workers import worker_info
 
     return _rng(random_state, worker_info())
@@ -167,7 +167,7 @@ def cache(n_cache: int, prob: float = 0.5, random_state: Any = None) -> Transfor
     n_cache = check_count(n_cache, where, "n_cache", minimum=1)
     if not isinstance(prob, numbers.Real) or isinstance(prob, bool) or not 0 <= prob < 1:
         raise PescadorError(f"{where}: prob must be a number in [0, 1); got {prob!r}")
-    from .mux import _check_random_state
+    from ._random import _check_random_state
 
     params = dict(n_cache=n_cache, prob=float(prob), random_state=_check_random_state(random_state, where))
     return Transform("cache", _cache, params)
@@ -214,7 +214,8 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
     >>> pescador.epoch_length(pescador.epochs(2)(pool))
     3
     """
-    from .mux import _PoolOf, _check_k, _check_random_state
+    from ._random import _check_random_state
+    from .mux import _PoolOf, _check_k
 
     where = "epochs"
     params = dict(

@@ -43,8 +43,13 @@ Inside a ``zmq_offload`` worker (see :func:`pescador.worker_info`), a mux
 that activates each stream at most once (``with_replacement=False`` without
 ``revive``, ``mode='exhaustive'``, round-robin and chain muxes) takes only
 its share of the pool, members ``id::count``, so a finite pool is delivered
-exactly once in total; its random generator is derived from the worker's
-seed, so workers make independent choices.
+exactly once in total.  Every mux in a worker draws from a generator made
+of its ``random_state`` (None, an int, a ``Generator`` or a ``RandomState``:
+the worker holds a copy of it) combined with the worker's seed, so workers
+make independent choices, a ``DataLoader`` worker draws anew each epoch, and
+a run repeats when its workers' seeds do (``zmq_offload(random_state=...)``,
+``torch.manual_seed``).  With one worker an int alone decides, as in the main
+process.  See ``pescador._random``.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from .core import Stream, Transform, is_item, not_a_dict, short_repr, stream
+from ._random import _check_random_state, _rng
 from .exceptions import PescadorError
 from .streamer import Streamer
 from .workers import worker_info
@@ -128,17 +134,6 @@ def _check_weights(weights: Any, size: int | None, where: str, name: str = "weig
     return tuple(float(v) for v in values)
 
 
-def _check_random_state(random_state: Any, where: str) -> Any:
-    ok = random_state is None or isinstance(random_state, (np.random.Generator, np.random.RandomState))
-    ok = ok or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) and random_state >= 0)
-    if not ok:
-        raise PescadorError(
-            f"{where}: random_state must be None, a non-negative int, a numpy Generator or a "
-            f"RandomState; got {random_state!r}"
-        )
-    return int(random_state) if isinstance(random_state, numbers.Integral) else random_state
-
-
 def _check_k(k: Any, where: str, name: str = "k") -> int:
     if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
         raise PescadorError(f"{where}: {name} (streams active at once) must be an integer >= 1; got {k!r}")
@@ -176,17 +171,6 @@ def _check_bool(value: Any, where: str, name: str) -> bool:
 # ----------------------------------------------------------------------------
 # The engine
 # ----------------------------------------------------------------------------
-
-
-def _rng(random_state: Any, worker: Any) -> Any:
-    """A generator for this run: ints reproduce, and each worker gets its own."""
-    if isinstance(random_state, (np.random.Generator, np.random.RandomState)):
-        return random_state
-    if random_state is None:
-        return np.random.default_rng(worker.seed.spawn(1)[0] if worker.seed is not None else None)
-    if worker.count > 1:
-        return np.random.default_rng(np.random.SeedSequence(random_state, spawn_key=(worker.id,)))
-    return np.random.default_rng(random_state)
 
 
 class _Random:
@@ -559,7 +543,8 @@ def mux(
         With ``with_replacement=False``: a stream that ends or reaches its
         bound goes back to the pool, with at most one live copy at a time.
     random_state : None, int, np.random.Generator or np.random.RandomState
-        With an int, every run reproduces the same sequence.
+        With an int, every run reproduces the same sequence (in workers:
+        given the workers' seeds; see "Parallel workers" above).
     dist : "poisson", "binomial" or "constant"
         The distribution of activation lengths, of mean ``lam``.
     stats : pescador.MuxStats, optional

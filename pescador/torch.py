@@ -11,7 +11,9 @@ Under ``DataLoader(num_workers=N)``, each loader worker runs its own copy of
 the recipe and sets :func:`pescador.worker_info` (its id, N, and a seed
 derived from the loader's), so sources shard their data and a mux without
 replacement shards its pool: a finite pool is delivered once in total, not
-N times.
+N times.  The seed is new for every epoch, persistent workers included, and
+the whole run repeats from one ``torch.manual_seed`` (or the loader's
+``generator``); every ``random_state`` in the recipe is combined with it.
 
 For most training loops the simpler path is :func:`pescador.zmq_offload`
 in front of a plain loop (see the frameworks page of the docs): it works
@@ -67,14 +69,30 @@ class StreamDataset(IterableDataset):
     def __init__(self, recipe: Stream) -> None:
         super().__init__()
         self.recipe = recipe
+        self._epoch: list | None = None  # (in a DataLoader worker) [(base seed, worker id), epochs begun]
 
     def __iter__(self) -> Iterator:
         info = get_worker_info()
         if info is not None:  # inside a DataLoader worker: tell the sources who they are
-            seed = np.random.SeedSequence(int(info.seed) % 2**63)
-            set_worker_info(WorkerInfo(info.id, info.num_workers, seed))
+            set_worker_info(WorkerInfo(info.id, info.num_workers, self._epoch_seed(info)))
         for item in self.recipe:
             yield _tensors(item)
+
+    def _epoch_seed(self, info: Any) -> np.random.SeedSequence:
+        """This worker's seed for this epoch: new for each iteration, reproducible from the loader's seed.
+
+        torch gives worker ``id`` the seed ``base + id``, where ``base`` is
+        drawn from the loader's generator each time an iteration of the
+        loader starts workers; persistent workers keep theirs for every
+        epoch.  Each iteration of this dataset in a worker is an epoch, so
+        the seed is ``SeedSequence(base, spawn_key=(id, epoch))``.
+        """
+        base = (int(info.seed) - info.id) % 2**64
+        if self._epoch is None or self._epoch[0] != (base, info.id):
+            self._epoch = [(base, info.id), 0]
+        epoch = self._epoch[1]
+        self._epoch[1] += 1
+        return np.random.SeedSequence(base, spawn_key=(info.id, epoch))
 
     def __repr__(self) -> str:
         return f"StreamDataset({self.recipe!r})"

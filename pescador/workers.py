@@ -25,7 +25,10 @@ class WorkerInfo(NamedTuple):
         How many workers run the same recipe at once.
     seed : np.random.SeedSequence or None
         This worker's independent seed (spawned from one parent with
-        ``SeedSequence.spawn``); None outside a worker.
+        ``SeedSequence.spawn``); None outside a worker.  New for each run of
+        ``zmq_offload`` and for each epoch of a ``DataLoader`` worker (also
+        a persistent one), and reproducible from the run's base seed
+        (``zmq_offload(random_state=...)``, ``torch.manual_seed``).
     """
 
     id: int

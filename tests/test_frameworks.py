@@ -6,6 +6,7 @@ These tests need the optional extras (``pip install '.[torch,keras]'``, or
 
 import collections
 import os
+import types
 
 import numpy as np
 import pytest
@@ -65,6 +66,24 @@ def test_dataloader_workers_see_worker_info_with_independent_seeds():
     out = list(loader)
     assert sorted(d["id"] for d in out) == [0, 1] and {d["count"] for d in out} == {2}
     assert out[0]["draw"] != out[1]["draw"]
+
+
+def test_each_iteration_in_a_worker_is_an_epoch_with_its_own_seed():
+    # torch gives worker id the seed base + id (a new base for each iteration of the loader, the same
+    # base for every epoch of persistent workers); the dataset derives one seed per epoch from it
+    def seeds(dataset, base, wid, epochs=3):
+        info = types.SimpleNamespace(id=wid, num_workers=2, seed=base + wid)  # (what get_worker_info() gives)
+        return [tuple(dataset._epoch_seed(info).generate_state(4)) for _ in range(epochs)]
+
+    base = 2**63 - 1  # (the largest base torch draws: base + id goes beyond int64)
+    first = seeds(StreamDataset(stream([])), base, 0)
+    assert len(set(first)) == 3  # every epoch its own seed
+    assert seeds(StreamDataset(stream([])), base, 0) == first  # reproducible from the base seed
+    assert not set(first) & set(seeds(StreamDataset(stream([])), base, 1))  # workers differ
+    assert not set(first) & set(seeds(StreamDataset(stream([])), base - 1, 1))  # never seed + i
+    dataset = StreamDataset(stream([]))
+    seeds(dataset, base, 0, epochs=2)
+    assert seeds(dataset, 5, 0, epochs=1) == seeds(StreamDataset(stream([])), 5, 0, epochs=1)  # a new base starts over
 
 
 def test_buffered_batches_train_a_torch_model():

@@ -1,0 +1,77 @@
+"""The random generator of a run, from a ``random_state`` and the worker running it.
+
+Outside any worker (:func:`pescador.worker_info` reports ``seed=None``) a
+``random_state`` means what numpy users expect: a ``Generator`` or
+``RandomState`` is used as it is (and advances), an int seeds a new
+generator (every run repeats), None draws fresh entropy.
+
+Inside a worker (``zmq_offload`` or ``DataLoader`` workers) the recipe is a
+copy, so a generator object in it is the same copy in every worker and in
+every run: used as it is, every worker would make the same choices.  So in
+a worker, every kind of ``random_state`` is combined with the worker's seed
+(a :class:`numpy.random.SeedSequence`, new for each run of ``zmq_offload``
+and for each ``DataLoader`` epoch):
+
+- None: a child spawned from the worker's seed (each run in the worker draws
+  anew);
+- an int, with several workers: ``SeedSequence(int, spawn_key=words)``,
+  where ``words`` are drawn from the worker's seed (not ``seed + i``); every
+  run in the same worker repeats, workers differ, and the whole run repeats
+  when the workers' seeds do (``zmq_offload(random_state=...)``,
+  ``torch.manual_seed``).  With one worker the int alone decides, so that a
+  seeded recipe gives the same items in one worker as in the main process;
+- a ``Generator`` or ``RandomState``: entropy drawn from the worker's copy
+  of it (deterministic: the copy's state), combined with the worker's seed
+  in the same way.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .exceptions import PescadorError
+
+_OBJECTS = (np.random.Generator, np.random.RandomState)
+
+
+def _check_random_state(random_state: Any, where: str) -> Any:
+    ok = random_state is None or isinstance(random_state, _OBJECTS)
+    ok = ok or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) and random_state >= 0)
+    if not ok:
+        raise PescadorError(
+            f"{where}: random_state must be None, a non-negative int, a numpy Generator or a "
+            f"RandomState; got {random_state!r}"
+        )
+    return int(random_state) if isinstance(random_state, numbers.Integral) else random_state
+
+
+def _entropy(random_state: Any) -> list:
+    """128 bits drawn from a Generator or RandomState (advancing it)."""
+    if isinstance(random_state, np.random.Generator):
+        words = random_state.integers(0, 2**32, size=4, dtype=np.int64)
+    else:
+        words = random_state.randint(0, 2**32, size=4, dtype=np.int64)
+    return [int(w) for w in words]
+
+
+def _combined(entropy: Any, seed: np.random.SeedSequence) -> np.random.Generator:
+    """A generator from the user's entropy and a worker's seed (a hash of both)."""
+    words = tuple(int(w) for w in seed.generate_state(4))  # (generate_state leaves the seed as it is)
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=words))
+
+
+def _rng(random_state: Any, worker: Any) -> Any:
+    """The generator of a run of a stage with this ``random_state``, in this worker (see the module)."""
+    if worker.seed is None and worker.count == 1:  # outside any worker: as numpy users expect
+        return random_state if isinstance(random_state, _OBJECTS) else np.random.default_rng(random_state)
+    if random_state is None:
+        return np.random.default_rng(None if worker.seed is None else worker.seed.spawn(1)[0])
+    if worker.count == 1 and not isinstance(random_state, _OBJECTS):
+        return np.random.default_rng(random_state)  # one worker: the int alone decides
+    # (a WorkerInfo set by hand without a seed: the worker's id at least tells the workers apart)
+    seed = worker.seed if worker.seed is not None else np.random.SeedSequence(worker.id)
+    entropy = _entropy(random_state) if isinstance(random_state, _OBJECTS) else random_state
+    return _combined(entropy, seed)
