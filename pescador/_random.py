@@ -14,12 +14,15 @@ and for each ``DataLoader`` epoch):
 
 - None: a child spawned from the worker's seed (each run in the worker draws
   anew);
-- an int, with several workers: ``SeedSequence(int, spawn_key=words)``,
-  where ``words`` are drawn from the worker's seed (not ``seed + i``); every
-  run in the same worker repeats, workers differ, and the whole run repeats
-  when the workers' seeds do (``zmq_offload(random_state=...)``,
-  ``torch.manual_seed``).  With one worker the int alone decides, so that a
-  seeded recipe gives the same items in one worker as in the main process;
+- an int keeps its promise, every run repeats, in workers too: with several
+  workers, worker ``i`` uses ``SeedSequence(int, spawn_key=(i,))`` (what
+  ``SeedSequence(int).spawn`` gives its ``i``-th child, never ``int + i``),
+  so workers differ from each other and every run (every ``zmq_offload``
+  run, every ``DataLoader`` epoch) repeats, whatever the workers' own seeds;
+  with one worker the int alone decides, so a seeded recipe gives the same
+  items in one worker as in the main process.  For epochs that differ but a
+  whole run that repeats, leave ``random_state`` None and seed the runner
+  (``zmq_offload(random_state=...)``, ``torch.manual_seed``);
 - a ``Generator`` or ``RandomState``: entropy drawn from the worker's copy
   of it (deterministic: the copy's state), combined with the worker's seed
   in the same way.
@@ -69,9 +72,10 @@ def _rng(random_state: Any, worker: Any) -> Any:
         return random_state if isinstance(random_state, _OBJECTS) else np.random.default_rng(random_state)
     if random_state is None:
         return np.random.default_rng(None if worker.seed is None else worker.seed.spawn(1)[0])
-    if worker.count == 1 and not isinstance(random_state, _OBJECTS):
-        return np.random.default_rng(random_state)  # one worker: the int alone decides
+    if not isinstance(random_state, _OBJECTS):  # an int: every run repeats; workers differ by their index
+        if worker.count == 1:
+            return np.random.default_rng(random_state)
+        return np.random.default_rng(np.random.SeedSequence(random_state, spawn_key=(worker.id,)))
     # (a WorkerInfo set by hand without a seed: the worker's id at least tells the workers apart)
     seed = worker.seed if worker.seed is not None else np.random.SeedSequence(worker.id)
-    entropy = _entropy(random_state) if isinstance(random_state, _OBJECTS) else random_state
-    return _combined(entropy, seed)
+    return _combined(_entropy(random_state), seed)

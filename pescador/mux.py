@@ -46,10 +46,12 @@ its share of the pool, members ``id::count``, so a finite pool is delivered
 exactly once in total.  Every mux in a worker draws from a generator made
 of its ``random_state`` (None, an int, a ``Generator`` or a ``RandomState``:
 the worker holds a copy of it) combined with the worker's seed, so workers
-make independent choices, a ``DataLoader`` worker draws anew each epoch, and
-a run repeats when its workers' seeds do (``zmq_offload(random_state=...)``,
-``torch.manual_seed``).  With one worker an int alone decides, as in the main
-process.  See ``pescador._random``.
+make independent choices.  With None, a ``Generator`` or a ``RandomState``,
+a ``DataLoader`` worker draws anew each epoch and a run repeats when its
+workers' seeds do (``zmq_offload(random_state=...)``, ``torch.manual_seed``);
+an int makes every run repeat, in workers too (worker ``i`` uses the int's
+``i``-th child; with one worker the int alone decides, as in the main
+process).  See ``pescador._random``.
 """
 
 from __future__ import annotations
@@ -543,8 +545,8 @@ def mux(
         With ``with_replacement=False``: a stream that ends or reaches its
         bound goes back to the pool, with at most one live copy at a time.
     random_state : None, int, np.random.Generator or np.random.RandomState
-        With an int, every run reproduces the same sequence (in workers:
-        given the workers' seeds; see "Parallel workers" above).
+        With an int, every run reproduces the same sequence (in workers too,
+        each worker its own; see "Parallel workers" above).
     dist : "poisson", "binomial" or "constant"
         The distribution of activation lengths, of mean ``lam``.
     stats : pescador.MuxStats, optional
