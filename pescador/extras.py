@@ -243,8 +243,8 @@ def _run_length(s: Stream) -> float | None:
         if per_epoch is None or per_epoch == 0:
             return per_epoch
         return math.inf if n_epochs is None else n_epochs * per_epoch
-    if name in _EXHAUSTIVE:
-        return _sum(upstream) if _EXHAUSTIVE[name](params) else None
+    if name in _EXHAUSTIVE:  # (members of weight zero are never activated)
+        return _sum(upstream, params.get("weights")) if _EXHAUSTIVE[name](params) else None
     if name == "take":
         inner = _run_length(upstream)
         return None if inner is None else min(inner, params["n"])
@@ -253,7 +253,10 @@ def _run_length(s: Stream) -> float | None:
     return None
 
 
-def _sum(pool: tuple) -> float | None:
+def _sum(pool: tuple, weights: Any = None) -> float | None:
+    """Items of one run of every member of ``pool`` (those of a positive weight, given weights)."""
+    if weights is not None:
+        pool = [member for member, weight in zip(pool, weights) if weight > 0]
     lengths = [_run_length(member) for member in pool]
     return None if None in lengths else sum(lengths)
 
