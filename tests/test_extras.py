@@ -225,7 +225,9 @@ def epochs_through_two_workers():
     small = stream([{"tag": np.array([0]), "i": np.array([0])}])
     large = numbered(99, tag=1)
     out = keys(zmq_offload(workers=2)(epochs(10, random_state=0)([small, large])))
-    print(json.dumps(out))
+    one_pass = zmq_offload(workers=2)(pescador.mux(2, None, with_replacement=False, random_state=0)([small, large]))
+    apart = keys(epochs(3, random_state=0)([one_pass]))  # the docs' way to keep epochs apart
+    print(json.dumps([out, apart]))
 
 
 def run_isolated(function_name, timeout):
@@ -255,6 +257,9 @@ def run_isolated(function_name, timeout):
 def test_epochs_under_two_workers_keep_each_workers_epochs_in_order():
     """What the docs promise under workers: every item once per epoch in total, and each worker's share
     (here: each source) epoch by epoch; the shares do not wait for each other."""
-    out = [tuple(x) for x in json.loads(run_isolated("epochs_through_two_workers", 100).strip().splitlines()[-1])]
+    out, apart = json.loads(run_isolated("epochs_through_two_workers", 100).strip().splitlines()[-1])
+    out = [tuple(x) for x in out]
     assert collections.Counter(out) == collections.Counter([(0, 0)] * 10 + [(1, i) for i in range(99)] * 10)
     assert [i for tag, i in out if tag == 1] == list(range(99)) * 10  # the large source: epoch after epoch
+    epoch = sorted([(0, 0)] + [(1, i) for i in range(99)])
+    assert [sorted(map(tuple, apart[e * 100 : (e + 1) * 100])) for e in range(3)] == [epoch] * 3
