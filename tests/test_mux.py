@@ -575,3 +575,25 @@ def test_a_light_stream_left_alone_gets_every_item_and_the_order_of_the_light_on
         out = [x["v"] for x in pescador.mux(3, None, weights=[1e300, 1e-300, 1e-250], with_replacement=False,
                                             random_state=seed)(pool)]
         assert out == [0] * 20 + [2] * 20 + [1] * 20
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["revive", "lam-none-copies", "once", "single-dry"])
+def test_resumable_weighted_runs_resume_exactly(kind):
+    import json
+
+    weights = [1e300, 3.0, 1e-300, 2.0]
+    pool = [stream(finite, t, n) for t, n in enumerate([30, 7, 12, 0])]
+    step = {
+        "revive": pescador.mux(2, 3.0, weights=weights, with_replacement=False, revive=True, random_state=1),
+        "lam-none-copies": pescador.mux(6, None, weights=weights, random_state=2),
+        "once": pescador.mux(2, 5.0, weights=weights, with_replacement=False, random_state=3),
+        "single-dry": stochastic_mux(2, 2.0, weights, "single_active", False, 4),
+    }[kind]
+    recipe = take(120, step(pool))
+    whole = pairs(pescador.resumable(recipe))
+    for cut in (1, 17, 50):
+        run = pescador.resumable(recipe)
+        head = pairs(next(run) for _ in range(min(cut, len(whole))))
+        state = json.loads(json.dumps(run.state_dict()))
+        assert head + pairs(pescador.resumable(recipe, state)) == whole
