@@ -316,10 +316,12 @@ class _SumTree:
 class _Activations:
     """Which stream fills the next slot, and the bookkeeping of live streams.
 
-    Streams are drawn in proportion to their weights from a sum tree of the
-    streams that may be drawn now (O(log n), whatever the weights' ratio);
-    with replacement, from blocks of draws over the whole pool first, as long
-    as they hit such a stream.
+    A stream is drawn in proportion to its weight among those that may be
+    drawn now (``_free``): first by a few picks from blocks of draws over the
+    pool, kept if they hit such a stream; after that many misses, from a sum
+    tree of exactly those streams (O(log n), whatever the weights).  Either
+    way the draw has the right distribution: given a miss, the tree draws
+    from what is left.  The tree is brought up to date only when it is used.
     """
 
     def __init__(self, weights: np.ndarray, activation: str, exclusive: bool, prune_empty: bool, rand: _Random) -> None:
@@ -336,19 +338,25 @@ class _Activations:
         self.block: list = []
         self.cum: np.ndarray | None = None
         self.W = _integers(weights)
+        self.tries = 8  # block picks before the tree (1 after a miss: the tree is then likely needed again)
+        self.adaptive = rand.block > 1  # (a resumable run keeps 8: its state need not say)
         self._trees()
 
     def _trees(self) -> None:
-        """The sum trees of the streams that may be drawn: ``free`` (not dry, and for an exclusive
-        activation not live) and, with copies allowed, ``any`` (not dry)."""
+        """The sum trees of the streams that may be drawn: ``free`` (see ``_free``) and, with copies
+        allowed, ``any`` (not dry)."""
+        self.stale: set = set()  # streams whose leaf in ``free`` may be out of date
         if self.activation == "once":
             self.free = self.any = None
             return
-        drawable = [0 if i in self.dry or self.w[i] <= 0 else W for i, W in enumerate(self.W)]
-        self.any = _SumTree(drawable) if self.activation == "with" and self.exclusive else None
-        if self.exclusive:
-            drawable = [0 if self.live[i] else W for i, W in enumerate(drawable)]
-        self.free = _SumTree(drawable)
+        self.free = _SumTree([W if self._free(i) else 0 for i, W in enumerate(self.W)])
+        self.any = None
+        if self.activation == "with" and self.exclusive:
+            self.any = _SumTree([0 if i in self.dry or self.w[i] <= 0 else W for i, W in enumerate(self.W)])
+
+    def _free(self, i: int) -> bool:
+        """Whether stream ``i`` may be drawn now: weighted, not dry, and (if exclusive) not live."""
+        return self.w[i] > 0 and i not in self.dry and not (self.exclusive and self.live[i])
 
     def restore(self, w: Any, live: list, queue: list, dry: Any, n_live: int, eligible: int) -> None:
         """Take up a saved state (a resumable run)."""
@@ -372,8 +380,8 @@ class _Activations:
                 members = members[np.argsort(clocks, kind="stable")]
         self.queue = [int(i) for i in members[::-1]]  # pop() takes them in order
 
-    def _draw(self) -> int:
-        """With replacement: a stream drawn in proportion to the weights (from a block)."""
+    def _pick(self) -> int:
+        """A stream drawn in proportion to the weights of the whole pool (from a block)."""
         if not self.block:
             if self.cum is None:
                 self.cum = np.cumsum(self.w / self.w.max())
@@ -384,20 +392,31 @@ class _Activations:
         if self.w[i] <= 0:  # pruned since the block was drawn
             self.block = []
             self.cum = None
-            return self._draw()
-        if self.free[i]:
-            return i
-        # a dry stream: draw among the others instead (which, given the miss, is the same distribution)
-        return self.free.draw(self.rand.uniform())
+            return self._pick()
+        return i
 
     def next(self) -> int | None:
         """The stream to activate, or None when none can be."""
         if self.activation == "once":
             return self.queue.pop() if self.queue else None
-        if self.free.total():
-            if not self.exclusive:
-                return self._draw()
-            return self.free.draw(self.rand.uniform())
+        if not self.eligible:
+            return None
+        if not (self.exclusive or self.dry):  # (then every pick is free)
+            return self._pick()
+        for _ in range(self.tries):
+            i = self._pick()
+            if self._free(i):
+                self.tries = 8
+                return i
+        self.tries = 1 if self.adaptive else 8
+        free = self.free
+        for i in self.stale:  # (bring the tree up to date)
+            value = self.W[i] if self._free(i) else 0
+            if free[i] != value:
+                free[i] = value
+        self.stale.clear()
+        if free.total():
+            return free.draw(self.rand.uniform())
         if self.any is not None and self.any.total():  # every stream is live: a copy
             return self.any.draw(self.rand.uniform())
         return None
@@ -406,8 +425,8 @@ class _Activations:
         if not self.live[i] and self.w[i] > 0:
             self.n_live += 1
         self.live[i] += 1
-        if self.exclusive and self.free is not None:
-            self.free[i] = 0
+        if self.exclusive:
+            self.stale.add(i)
 
     def stopped(self, i: int, gave_nothing: bool) -> None:
         self.live[i] -= 1
@@ -415,6 +434,8 @@ class _Activations:
             self.n_live -= 1
         if self.free is None:  # ("once")
             return
+        if self.exclusive:
+            self.stale.add(i)
         if gave_nothing:
             if self.prune_empty:
                 if self.w[i] > 0:
@@ -426,61 +447,88 @@ class _Activations:
                     self.block = []
             else:
                 self.dry.add(i)
-            self.free[i] = 0
+            self.stale.add(i)
             if self.any is not None:
                 self.any[i] = 0
-        elif self.exclusive and not self.live[i] and self.w[i] > 0 and i not in self.dry:
-            self.free[i] = self.W[i]
 
     def wet(self) -> None:
         """An item came: the streams whose latest run gave nothing may be drawn again."""
         for i in self.dry:
-            if self.w[i] > 0:
-                if not (self.exclusive and self.live[i]):
-                    self.free[i] = self.W[i]
-                if self.any is not None:
-                    self.any[i] = self.W[i]
+            self.stale.add(i)
+            if self.any is not None and self.w[i] > 0:
+                self.any[i] = self.W[i]
         self.dry.clear()
 
 
 class _SlotChoice:
-    """The weighted choice of a slot for each item: a sum tree over the slots, each holding its
-    stream's weight (divided among its live copies when ``per_copy``)."""
+    """The weighted choice of a slot for each item, each slot weighing its stream's weight
+    (divided among its live copies when ``per_copy``).
 
-    def __init__(self, W: list, per_copy: bool, live: list) -> None:
-        self.W, self.per_copy, self.live = W, per_copy, live
+    First a few tries of rejection against the largest weight of the pool;
+    after that many misses, a draw from a sum tree of the slots' weights as
+    exact integers (O(log k), whatever the weights).  Given the misses, the
+    tree draws from the same distribution, so the choice is exact; the tree
+    is brought up to date only when it is used.
+    """
+
+    def __init__(self, weights: list, per_copy: bool, live: list, rand: _Random) -> None:
+        top = max(weights)
+        # (in [0, 1]: rejection stays accurate for subnormal weights too; those that underflow to zero are
+        # left to the tree, which holds every weight exactly)
+        self.weights = [w / top for w in weights]
+        self.per_copy, self.live, self.rand = per_copy, live, rand
+        self.W = _integers(weights)
+        self.adaptive = rand.block > 1  # (a resumable run keeps 8 tries: its state need not say)
         self.tree = _SumTree([0] * 4)
+        self.stale: set = set()  # slots whose leaf may be out of date
+        self.rebuild_all = False  # (copies changed: every slot of their stream)
+        self.tries = 8
 
-    def pick(self, u: float) -> int:
-        return self.tree.draw(u)
+    def pick(self, who: list) -> int:
+        """The slot of the next item (the engine inlines this)."""
+        uniform, weights, live = self.rand.uniform, self.weights, self.live
+        n = len(who)
+        for _ in range(self.tries):
+            s = int(uniform() * n)
+            share = weights[who[s]] / live[who[s]] if self.per_copy else weights[who[s]]
+            if uniform() < share:
+                self.tries = 8
+                return s
+        return self.from_tree(who)
 
-    def _copies(self, who: list, i: int) -> None:
-        share = self.W[i] // max(1, self.live[i])
-        for s, j in enumerate(who):
-            if j == i:
-                self.tree[s] = share
+    def from_tree(self, who: list) -> int:
+        """After ``tries`` misses: the slot drawn from the tree (brought up to date first)."""
+        uniform = self.rand.uniform
+        n = len(who)
+        self.tries = 1 if self.adaptive else 8
+        if self.rebuild_all or len(self.stale) > n // 4:
+            self.rebuild(who)
+        else:
+            W, live, per_copy = self.W, self.live, self.per_copy
+            for s in self.stale:
+                self.tree[s] = 0 if s >= n else W[who[s]] // live[who[s]] if per_copy else W[who[s]]
+            self.stale.clear()
+        return self.tree.draw(uniform())
 
     def filled(self, who: list, s: int) -> None:
         """Slot ``s`` (the last) now holds a run of ``who[s]``."""
-        i = who[s]
-        if self.per_copy and self.live[i] > 1:
-            self._copies(who, i)
-        else:
-            self.tree[s] = self.W[i]
+        self.stale.add(s)
+        if self.per_copy and self.live[who[s]] > 1:
+            self.rebuild_all = True
 
     def released(self, who: list, s: int, i: int) -> None:
         """Slot ``s``, a run of ``i``, was released and the last slot moved into it (``who`` updated)."""
-        last = len(who)
-        if s < last:
-            self.tree[s] = self.tree[last]
-        self.tree[last] = 0
+        self.stale.add(s)
+        self.stale.add(len(who))
         if self.per_copy and self.live[i]:
-            self._copies(who, i)
+            self.rebuild_all = True
 
     def rebuild(self, who: list) -> None:
-        self.tree = _SumTree([0] * max(4, len(who)))
-        for s, i in enumerate(who):
-            self.tree[s] = self.W[i] // max(1, self.live[i]) if self.per_copy else self.W[i]
+        """The whole tree again, from the slots' streams (O(k))."""
+        W, live = self.W, self.live
+        self.tree = _SumTree([W[i] // max(1, live[i]) for i in who] if self.per_copy else [W[i] for i in who])
+        self.stale.clear()
+        self.rebuild_all = False
 
 
 def _activations(n: int, weights: Any, activation: str, lam: float | None, prune_empty: bool, rand: _Random,
@@ -501,7 +549,7 @@ def _activations(n: int, weights: Any, activation: str, lam: float | None, prune
 
 def _slot_choice(item_weight: list, activation: str, acts: _Activations) -> _SlotChoice:
     """The weighted choice of slots for a run (weights divided among copies when copies may be live)."""
-    return _SlotChoice(_integers(item_weight), activation == "with", acts.live)
+    return _SlotChoice(item_weight, activation == "with", acts.live, acts.rand)
 
 
 def _engine(
@@ -534,6 +582,8 @@ def _engine(
     ordered = choice == "rotate"
     uniform = choice == "uniform"
     slots = None if uniform or ordered else _slot_choice(item_weight, activation, acts)
+    live, per_copy, tries = acts.live, activation == "with", 8
+    shares = None if slots is None else slots.weights  # (the weights over the largest: in [0, 1])
     dry = acts.dry  # (streams whose latest run gave nothing; the same set throughout)
     its: list = []  # live runs, one per slot
     left: list = []  # items each slot may still give (below zero: unbounded)
@@ -575,10 +625,21 @@ def _engine(
                     s = int(slot_draws.pop() * len(its))
                 elif ordered:
                     rotation = s = (rotation + 1) % len(its)
-                else:  # weighted: a sum tree over the slots (its cost does not depend on the weights)
-                    if not slot_draws:
-                        slot_draws = rng.random(_BLOCK).tolist()
-                    s = slots.pick(slot_draws.pop())
+                else:  # weighted: a few tries of rejection, then the tree (exact; bounded work whatever the weights)
+                    missed = 0
+                    while True:
+                        if len(slot_draws) < 2:
+                            slot_draws = rng.random(_BLOCK).tolist()
+                        s = int(slot_draws.pop() * len(its))
+                        i = who[s]
+                        if slot_draws.pop() < (shares[i] / live[i] if per_copy else shares[i]):
+                            tries = 8
+                            break
+                        missed += 1
+                        if missed >= tries:
+                            s = slots.from_tree(who)
+                            tries = 1  # (the tree is likely needed again: try it sooner)
+                            break
                 try:
                     item = next(its[s])
                 except StopIteration:

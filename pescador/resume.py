@@ -621,7 +621,7 @@ class _Mux:
             elif self.choice == "rotate":
                 self.rotation = s = (self.rotation + 1) % n_slots
             else:  # weighted (as the engine)
-                s = self.choose.pick(self.rand.uniform())
+                s = self.choose.pick([slot[0] for slot in self.slots])
             slot = self.slots[s]
             try:
                 item = slot[3].next()
