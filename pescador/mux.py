@@ -24,10 +24,12 @@ again, so the bounds have mean ``lam / (1 - exp(-lam))`` for the Poisson:
 ends at once gives nothing.  A stream whose run gave nothing is dropped
 (``prune_empty=True``) or not drawn again until another stream has given an
 item, so between two items a mux starts at most about ``k`` plus the pool
-size runs.  Streams and slots are drawn from sum trees of the weights as
-exact integers: O(log n) steps per draw and no rejection, whatever the ratio
-of the weights or which streams are left (with replacement, streams come
-from blocks of draws over the pool first).
+size runs.  A weighted draw (of a stream to activate, or of a slot for an
+item) first makes at most 8 cheap tries (picks from blocks of draws over
+the pool, or rejection against the largest weight), then draws from a sum
+tree of the weights as exact integers: O(log n) steps.  Given the misses the
+tree draws from the same distribution, so the draw is exact, and its cost is
+bounded whatever the ratio of the weights or which streams are left.
 
 What weights mean
 -----------------
