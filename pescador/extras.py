@@ -190,11 +190,17 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
     Applied to a pool (a list of streams), gives a stream that, in each
     epoch, runs every stream of the pool to its end exactly once, ``k`` at a
     time (all at once by default), interleaving their items at random; then
-    starts the next epoch, ``n_epochs`` times (None: for ever).  It ends
-    early if a whole epoch gives nothing.  Inside :func:`pescador.zmq_offload`
-    workers the pool is sharded, so each epoch's items are delivered once in
-    total; each worker runs its share epoch by epoch, so around an epoch's
-    end the items of two epochs may mix.
+    starts the next epoch, ``n_epochs`` times (None: for ever).  Every
+    stream runs in every epoch, also one whose run gave nothing in an
+    earlier epoch.  It ends early if a whole epoch gives nothing.
+
+    Inside :func:`pescador.zmq_offload` workers the pool is sharded (worker
+    ``i`` of ``n`` runs members ``i::n``), so over the run every item comes
+    once per epoch in total, and each worker's items come epoch by epoch.
+    The workers do not wait for each other: one with a small share runs
+    ahead, so the output may mix items of epochs far apart.  To keep epochs
+    apart, offload one pass (``mux(k, None, with_replacement=False)``) and
+    put ``epochs`` after the offload.
     :func:`epoch_length` tells how many items an epoch holds, where that
     can be known.
 
@@ -250,8 +256,8 @@ def _run_length(s: Stream) -> float | None:
         if per_epoch is None or per_epoch == 0:
             return per_epoch
         return math.inf if n_epochs is None else n_epochs * per_epoch
-    if name in _EXHAUSTIVE:
-        return _sum(upstream) if _EXHAUSTIVE[name](params) else None
+    if name in _EXHAUSTIVE:  # (members of weight zero are never activated)
+        return _sum(upstream, params.get("weights")) if _EXHAUSTIVE[name](params) else None
     if name == "take":
         inner = _run_length(upstream)
         return None if inner is None else min(inner, params["n"])
@@ -260,7 +266,10 @@ def _run_length(s: Stream) -> float | None:
     return None
 
 
-def _sum(pool: tuple) -> float | None:
+def _sum(pool: tuple, weights: Any = None) -> float | None:
+    """Items of one run of every member of ``pool`` (those of a positive weight, given weights)."""
+    if weights is not None:
+        pool = [member for member, weight in zip(pool, weights) if weight > 0]
     lengths = [_run_length(member) for member in pool]
     return None if None in lengths else sum(lengths)
 

@@ -13,7 +13,23 @@ reached its bound.  The kinds differ only in
 - how a slot is picked for each item (``choice``): uniformly, in proportion
   to weights, or in rotation;
 - how long an activation lasts: a bound drawn from a Poisson (or binomial, or
-  constant) distribution of rate ``lam``, or until the stream ends.
+  constant) distribution of rate ``lam``, conditioned on being at least 1,
+  or until the stream ends.
+
+Nothing spins
+-------------
+Every activation is bounded by at least one item (a draw of zero is drawn
+again, so the bounds have mean ``lam / (1 - exp(-lam))`` for the Poisson:
+``lam`` for large ``lam``, 1 for tiny ``lam``), and only a stream that
+ends at once gives nothing.  A stream whose run gave nothing is dropped
+(``prune_empty=True``) or not drawn again until another stream has given an
+item, so between two items a mux starts at most about ``k`` plus the pool
+size runs.  A weighted draw (of a stream to activate, or of a slot for an
+item) first makes at most 8 cheap tries (picks from blocks of draws over
+the pool, or rejection against the largest weight), then draws from a sum
+tree of the weights as exact integers: O(log n) steps.  Given the misses the
+tree draws from the same distribution, so the draw is exact, and its cost is
+bounded whatever the ratio of the weights or which streams are left.
 
 What weights mean
 -----------------
@@ -131,7 +147,7 @@ def _check_weights(weights: Any, size: int | None, where: str, name: str = "weig
         raise PescadorError(f"{where}: {name} must be finite numbers; got {values.tolist()}")
     if np.any(values < 0):
         raise PescadorError(f"{where}: {name} must not be negative; got {values.tolist()}")
-    if not values.sum() > 0:
+    if not np.any(values > 0):
         raise PescadorError(f"{where}: {name} are all zero; at least one stream needs a positive weight")
     return tuple(float(v) for v in values)
 
@@ -175,6 +191,35 @@ def _check_bool(value: Any, where: str, name: str) -> bool:
 # ----------------------------------------------------------------------------
 
 
+_HUGE_LAM = 2.0**53  # numpy's Poisson and binomial cannot draw beyond about this
+
+
+def _lengths(rng: Any, lam: float, dist: str, size: int) -> list:
+    """Up to ``size`` activation lengths, each at least 1 (a draw of zero is drawn again).
+
+    The lengths follow ``dist`` of mean ``lam`` conditioned on being at least
+    one; the number of generator calls does not depend on ``lam``.
+    """
+    if dist == "constant":
+        return [max(1, int(round(lam)))] * size
+    if lam >= _HUGE_LAM:  # the spread is below 1e-8 of the mean: a normal approximation, as Python ints
+        sd = math.sqrt(lam if dist == "poisson" else lam / 2)
+        return [max(1, int(lam + sd * z)) for z in rng.standard_normal(size).tolist()]
+    if dist == "poisson" and lam < 1.0:
+        # a Poisson process on [0, 1) given at least one event: its first event at a time t drawn from
+        # the exponential truncated to [0, 1), then a Poisson count over the rest of the interval
+        t = -np.log1p(rng.random(size) * np.expm1(-lam)) / lam
+        return (1 + rng.poisson(lam * np.clip(1.0 - t, 0.0, 1.0))).tolist()
+    if dist == "poisson":
+        draws = rng.poisson(lam, size)  # (lam >= 1: at least 63% are positive)
+    else:
+        trials = max(1, int(round(2 * lam)))
+        if trials == 1:  # one trial: given at least one success, exactly one
+            return [1] * size
+        draws = rng.binomial(trials, min(1.0, lam / trials), size)  # (at least 61% are positive)
+    return draws[draws > 0].tolist()
+
+
 class _Random:
     """Uniform numbers and activation lengths, drawn in blocks.
 
@@ -195,29 +240,83 @@ class _Random:
         return self.uniforms.pop()
 
     def length(self) -> int:
-        """The bound of a new activation; -1 for none (it counts down for ever)."""
+        """The bound of a new activation, at least 1; -1 for none (it counts down for ever)."""
         if self.lam is None:
             return -1
-        if not self.lengths:
-            if self.dist == "poisson":
-                draws = self.rng.poisson(self.lam, self.block)
-            elif self.dist == "binomial":
-                trials = max(1, int(round(2 * self.lam)))
-                draws = self.rng.binomial(trials, min(1.0, self.lam / trials), self.block)
-            else:
-                draws = np.full(self.block, max(1, int(round(self.lam))))
-            self.lengths = draws.tolist()
+        while not self.lengths:
+            self.lengths = _lengths(self.rng, self.lam, self.dist, self.block)
         return self.lengths.pop()
 
 
+def _integers(weights: Any) -> list:
+    """Non-negative float weights as exact integers of the same ratios (no overflow, no underflow)."""
+    parts = [math.frexp(float(w)) for w in weights]
+    low = min((e for m, e in parts if m > 0), default=0)
+    return [int(m * 2.0**53) << (e - low) if m > 0 else 0 for m, e in parts]
+
+
+class _SumTree:
+    """Draws an index in proportion to integer weights: O(log n) to draw and to change a weight,
+    whatever the ratio of the weights (exact integers: no rounding, no overflow)."""
+
+    __slots__ = ("cap", "tree")
+
+    def __init__(self, weights: Sequence = ()) -> None:
+        self.cap = 1
+        while self.cap < len(weights):
+            self.cap *= 2
+        self.tree = [0] * self.cap + list(weights) + [0] * (self.cap - len(weights))
+        for p in range(self.cap - 1, 0, -1):
+            self.tree[p] = self.tree[2 * p] + self.tree[2 * p + 1]
+
+    def total(self) -> int:
+        return self.tree[1]
+
+    def __getitem__(self, i: int) -> int:
+        return self.tree[self.cap + i] if i < self.cap else 0
+
+    def __setitem__(self, i: int, value: int) -> None:
+        while i >= self.cap:  # grow: twice the leaves
+            leaves = self.tree[self.cap :]
+            self.__init__(leaves + [0] * len(leaves))
+        tree = self.tree
+        p = self.cap + i
+        tree[p] = value
+        p >>= 1
+        while p:
+            tree[p] = tree[2 * p] + tree[2 * p + 1]
+            p >>= 1
+
+    def draw(self, u: float) -> int:
+        """The index below ``u`` (uniform in [0, 1)) of the cumulated weights; only a positive weight."""
+        tree, cap = self.tree, self.cap
+        x = (int(u * 9007199254740992.0) * self.total()) >> 53  # (u has 53 random bits)
+        p = 1
+        while p < cap:
+            p += p
+            left = tree[p]
+            if x >= left:
+                x -= left
+                p += 1
+        return p - cap
+
+
 class _Activations:
-    """Which stream fills the next slot, and the bookkeeping of live streams."""
+    """Which stream fills the next slot, and the bookkeeping of live streams.
+
+    A stream is drawn in proportion to its weight among those that may be
+    drawn now (``_free``): first by a few picks from blocks of draws over the
+    pool, kept if they hit such a stream; after that many misses, from a sum
+    tree of exactly those streams (O(log n), whatever the weights).  Either
+    way the draw has the right distribution: given a miss, the tree draws
+    from what is left.  The tree is brought up to date only when it is used.
+    """
 
     def __init__(self, weights: np.ndarray, activation: str, exclusive: bool, prune_empty: bool, rand: _Random) -> None:
         self.w = weights  # shared across epochs: pruned streams stay pruned
         self.activation = activation
         self.exclusive = exclusive  # prefer (or, for "single", require) streams not live
-        self.prune_empty = prune_empty
+        self.prune_empty = prune_empty and activation != "once"  # ("once": every stream in every pass)
         self.rand = rand
         self.live = [0] * len(weights)
         self.n_live = 0  # distinct live streams with a positive weight
@@ -226,65 +325,105 @@ class _Activations:
         self.queue: list = []
         self.block: list = []
         self.cum: np.ndarray | None = None
+        self.W = _integers(weights)
+        self.tries = 8  # block picks before the tree (1 after a miss: the tree is then likely needed again)
+        self.adaptive = rand.block > 1  # (a resumable run keeps 8: its state need not say)
+        self._trees()
+
+    def _trees(self) -> None:
+        """The sum trees of the streams that may be drawn: ``free`` (see ``_free``) and, with copies
+        allowed, ``any`` (not dry)."""
+        self.stale: set = set()  # streams whose leaf in ``free`` may be out of date
+        if self.activation == "once":
+            self.free = self.any = None
+            return
+        self.free = _SumTree([W if self._free(i) else 0 for i, W in enumerate(self.W)])
+        self.any = None
+        if self.activation == "with" and self.exclusive:
+            self.any = _SumTree([0 if i in self.dry or self.w[i] <= 0 else W for i, W in enumerate(self.W)])
+
+    def _free(self, i: int) -> bool:
+        """Whether stream ``i`` may be drawn now: weighted, not dry, and (if exclusive) not live."""
+        return self.w[i] > 0 and i not in self.dry and not (self.exclusive and self.live[i])
+
+    def restore(self, w: Any, live: list, queue: list, dry: Any, n_live: int, eligible: int) -> None:
+        """Take up a saved state (a resumable run)."""
+        self.w = np.array(w, dtype=float)
+        self.live, self.queue, self.dry = list(live), list(queue), set(dry)
+        self.n_live, self.eligible = n_live, eligible
+        self.block, self.cum = [], None
+        self._trees()
 
     def start_epoch(self, order: str) -> None:
         """For activation "once": queue every weighted stream, in pool or random order."""
         if self.activation != "once":
             return
         members = np.flatnonzero(self.w > 0)
-        if order == "random" and len(members):
-            p = self.w[members] / self.w[members].sum()
-            members = self.rand.rng.choice(members, size=len(members), replace=False, p=p)
+        if order == "random" and len(members) > 1:
+            w = self.w[members]
+            if np.all(w == w[0]):
+                members = self.rand.rng.choice(members, size=len(members), replace=False, p=w / w.sum())
+            else:  # exponential clocks of rates w: a draw without replacement by weight, for any ratio
+                clocks = np.log(self.rand.rng.standard_exponential(len(members))) - np.log(w)
+                members = members[np.argsort(clocks, kind="stable")]
         self.queue = [int(i) for i in members[::-1]]  # pop() takes them in order
 
-    def _draw(self) -> int:
-        """A stream drawn in proportion to the weights (from a block)."""
+    def _pick(self) -> int:
+        """A stream drawn in proportion to the weights of the whole pool (from a block)."""
         if not self.block:
             if self.cum is None:
-                self.cum = np.cumsum(self.w)
+                self.cum = np.cumsum(self.w / self.w.max())
             u = self.rand.rng.random(self.rand.block) * self.cum[-1]
             picks = np.searchsorted(self.cum, u, side="right")
             self.block = np.minimum(picks, len(self.w) - 1).tolist()
         i = self.block.pop()
-        while self.w[i] <= 0:  # pruned since the block was drawn
-            if not self.eligible:
-                raise LookupError
+        if self.w[i] <= 0:  # pruned since the block was drawn
             self.block = []
             self.cum = None
-            i = self._draw()
+            return self._pick()
         return i
 
     def next(self) -> int | None:
         """The stream to activate, or None when none can be."""
         if self.activation == "once":
             return self.queue.pop() if self.queue else None
-        if not self.eligible or (self.dry and len(self.dry) >= self.eligible):
+        if not self.eligible:
             return None
-        try:
-            if not self.exclusive:
-                return self._draw()
-            if self.n_live >= self.eligible:
-                return None if self.activation == "single" else self._draw()
-            for _ in range(64):
-                i = self._draw()
-                if not self.live[i]:
-                    return i
-        except LookupError:
-            return None
-        free = np.flatnonzero((self.w > 0) & (np.asarray(self.live) == 0))
-        cum = np.cumsum(self.w[free])
-        pick = int(np.searchsorted(cum, self.rand.uniform() * cum[-1], side="right"))
-        return int(free[min(pick, len(free) - 1)])
+        if not (self.exclusive or self.dry):  # (then every pick is free)
+            return self._pick()
+        for _ in range(self.tries):
+            i = self._pick()
+            if self._free(i):
+                self.tries = 8
+                return i
+        self.tries = 1 if self.adaptive else 8
+        free = self.free
+        for i in self.stale:  # (bring the tree up to date)
+            value = self.W[i] if self._free(i) else 0
+            if free[i] != value:
+                free[i] = value
+        self.stale.clear()
+        if free.total():
+            return free.draw(self.rand.uniform())
+        if self.any is not None and self.any.total():  # every stream is live: a copy
+            return self.any.draw(self.rand.uniform())
+        return None
 
     def started(self, i: int) -> None:
         if not self.live[i] and self.w[i] > 0:
             self.n_live += 1
         self.live[i] += 1
+        if self.exclusive:
+            self.stale.add(i)
 
     def stopped(self, i: int, gave_nothing: bool) -> None:
         self.live[i] -= 1
         if not self.live[i] and self.w[i] > 0:
             self.n_live -= 1
+        if self.free is None:  # ("once")
+            return
+        if self.exclusive:
+            self.stale.add(i)
         if gave_nothing:
             if self.prune_empty:
                 if self.w[i] > 0:
@@ -296,6 +435,88 @@ class _Activations:
                     self.block = []
             else:
                 self.dry.add(i)
+            self.stale.add(i)
+            if self.any is not None:
+                self.any[i] = 0
+
+    def wet(self) -> None:
+        """An item came: the streams whose latest run gave nothing may be drawn again."""
+        for i in self.dry:
+            self.stale.add(i)
+            if self.any is not None and self.w[i] > 0:
+                self.any[i] = self.W[i]
+        self.dry.clear()
+
+
+class _SlotChoice:
+    """The weighted choice of a slot for each item, each slot weighing its stream's weight
+    (divided among its live copies when ``per_copy``).
+
+    First a few tries of rejection against the largest weight of the pool;
+    after that many misses, a draw from a sum tree of the slots' weights as
+    exact integers (O(log k), whatever the weights).  Given the misses, the
+    tree draws from the same distribution, so the choice is exact; the tree
+    is brought up to date only when it is used.
+    """
+
+    def __init__(self, weights: list, per_copy: bool, live: list, rand: _Random) -> None:
+        top = max(weights)
+        # (in [0, 1]: rejection stays accurate for subnormal weights too; those that underflow to zero are
+        # left to the tree, which holds every weight exactly)
+        self.weights = [w / top for w in weights]
+        self.per_copy, self.live, self.rand = per_copy, live, rand
+        self.W = _integers(weights)
+        self.adaptive = rand.block > 1  # (a resumable run keeps 8 tries: its state need not say)
+        self.tree = _SumTree([0] * 4)
+        self.stale: set = set()  # slots whose leaf may be out of date
+        self.rebuild_all = False  # (copies changed: every slot of their stream)
+        self.tries = 8
+
+    def pick(self, who: list) -> int:
+        """The slot of the next item (the engine inlines this)."""
+        uniform, weights, live = self.rand.uniform, self.weights, self.live
+        n = len(who)
+        for _ in range(self.tries):
+            s = int(uniform() * n)
+            share = weights[who[s]] / live[who[s]] if self.per_copy else weights[who[s]]
+            if uniform() < share:
+                self.tries = 8
+                return s
+        return self.from_tree(who)
+
+    def from_tree(self, who: list) -> int:
+        """After ``tries`` misses: the slot drawn from the tree (brought up to date first)."""
+        uniform = self.rand.uniform
+        n = len(who)
+        self.tries = 1 if self.adaptive else 8
+        if self.rebuild_all or len(self.stale) > n // 4:
+            self.rebuild(who)
+        else:
+            W, live, per_copy = self.W, self.live, self.per_copy
+            for s in self.stale:
+                self.tree[s] = 0 if s >= n else W[who[s]] // live[who[s]] if per_copy else W[who[s]]
+            self.stale.clear()
+        return self.tree.draw(uniform())
+
+    def filled(self, who: list, s: int) -> None:
+        """Slot ``s`` (the last) now holds a run of ``who[s]``."""
+        self.stale.add(s)
+        if self.per_copy and self.live[who[s]] > 1:
+            self.rebuild_all = True
+
+    def released(self, who: list, s: int, i: int) -> None:
+        """Slot ``s``, a run of ``i``, was released and the last slot moved into it (``who`` updated)."""
+        self.stale.add(s)
+        self.stale.add(len(who))
+        if self.per_copy and self.live[i]:
+            self.rebuild_all = True
+
+    def rebuild(self, who: list) -> None:
+        """The whole tree again, from the slots' streams (O(k))."""
+        W, live = self.W, self.live
+        self.tree = _SumTree([W[i] // max(1, live[i]) for i in who] if self.per_copy else [W[i] for i in who])
+        self.stale.clear()
+        self.rebuild_all = False
 
 
 def _activations(n: int, weights: Any, activation: str, lam: float | None, prune_empty: bool, rand: _Random,
@@ -312,6 +533,11 @@ def _activations(n: int, weights: Any, activation: str, lam: float | None, prune
         mine[worker.id :: worker.count] = True
         w[~mine] = 0.0
     return _Activations(w, activation, activation == "single" or lam is None, prune_empty, rand), base.tolist()
+
+
+def _slot_choice(item_weight: list, activation: str, acts: _Activations) -> _SlotChoice:
+    """The weighted choice of slots for a run (weights divided among copies when copies may be live)."""
+    return _SlotChoice(item_weight, activation == "with", acts.live, acts.rand)
 
 
 def _engine(
@@ -341,11 +567,12 @@ def _engine(
     rand = _Random(rng, lam, dist)
     n = len(pool)
     acts, item_weight = _activations(n, weights, activation, lam, prune_empty, rand, worker)
-    w_max = max(item_weight)  # (item_weight: the per-item preference; not changed by pruning)
     ordered = choice == "rotate"
     uniform = choice == "uniform"
+    slots = None if uniform or ordered else _slot_choice(item_weight, activation, acts)
+    live, per_copy, tries = acts.live, activation == "with", 8
+    shares = None if slots is None else slots.weights  # (the weights over the largest: in [0, 1])
     dry = acts.dry  # (streams whose latest run gave nothing; the same set throughout)
-    per_copy = activation == "with"
     its: list = []  # live runs, one per slot
     left: list = []  # items each slot may still give (below zero: unbounded)
     bound: list = []  # each slot's bound when it started
@@ -353,83 +580,94 @@ def _engine(
     slot_draws: list = []
     position = 0  # items yielded so far
     epoch = 0
-    if stats is not None:
-        stats._start(n, weights, who, bound, left)
-    while epochs is None or epoch < epochs:
-        epoch += 1
-        acts.start_epoch(order)
-        produced = False
-        rotation = -1
-        refill = True
-        while True:
-            if refill:
-                refill = False
-                while len(its) < k:
-                    i = acts.next()
-                    if i is None:
+    run = None if stats is None else stats._start(n, weights, who, bound, left, name)
+    try:
+        while epochs is None or epoch < epochs:
+            epoch += 1
+            acts.start_epoch(order)
+            produced = False
+            rotation = -1
+            refill = True
+            while True:
+                if refill:
+                    refill = False
+                    while len(its) < k:
+                        i = acts.next()
+                        if i is None:
+                            break
+                        its.append(iter(pool[i]))
+                        length = rand.length()  # (at least 1)
+                        left.append(length)
+                        bound.append(length)
+                        who.append(i)
+                        acts.started(i)
+                        if slots is not None:
+                            slots.filled(who, len(who) - 1)
+                        if stats is not None:
+                            stats._activations[i] += 1
+                    if not its:
                         break
-                    length = rand.length()
-                    if length == 0:
-                        continue  # an activation of no items: nothing to start
-                    its.append(iter(pool[i]))
-                    left.append(length)
-                    bound.append(length)
-                    who.append(i)
-                    acts.started(i)
-                    if stats is not None:
-                        stats._activations[i] += 1
-                if not its:
-                    break
-            n_slots = len(its)
-            if uniform:
-                if not slot_draws:
-                    slot_draws = rng.random(_BLOCK).tolist()
-                s = int(slot_draws.pop() * n_slots)
-            elif ordered:
-                rotation = s = (rotation + 1) % n_slots
-            else:  # weighted, by rejection: valid whatever the slots hold
-                while True:
+                if uniform:
                     if not slot_draws:
                         slot_draws = rng.random(_BLOCK).tolist()
-                    s = int(slot_draws.pop() * n_slots)
-                    i = who[s]
-                    share = item_weight[i] / acts.live[i] if per_copy else item_weight[i]
-                    if rand.uniform() * w_max < share:
-                        break
-            try:
-                item = next(its[s])
-            except StopIteration:
-                ended = True
-            else:
-                if type(item) is dict:  # (inlined is_item: this runs for every item)
-                    for key in item:
-                        if type(key) is not str:
-                            raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
-                elif not is_item(item):
-                    raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
-                position += 1
-                produced = True
-                if dry:
-                    dry.clear()
-                left[s] -= 1  # (counted before the yield, so a reader sees it)
-                yield item
-                if left[s]:
-                    continue
-                ended = False
-            # slot s is done: release it and refill
-            acts.stopped(who[s], ended and bound[s] == left[s])
-            if stats is not None:
-                stats._items[who[s]] += bound[s] - left[s]
-            if ordered:
-                del its[s], left[s], bound[s], who[s]
-                rotation = s - 1
-            else:
-                last = len(its) - 1
-                its[s], left[s], bound[s], who[s] = its[last], left[last], bound[last], who[last]
-                del its[last], left[last], bound[last], who[last]
-            refill = True
-        if not produced or activation != "once":
-            return  # nothing more can be activated (or a whole pass gave nothing)
+                    s = int(slot_draws.pop() * len(its))
+                elif ordered:
+                    rotation = s = (rotation + 1) % len(its)
+                else:  # weighted: a few tries of rejection, then the tree (exact; bounded work whatever the weights)
+                    missed = 0
+                    while True:
+                        if len(slot_draws) < 2:
+                            slot_draws = rng.random(_BLOCK).tolist()
+                        s = int(slot_draws.pop() * len(its))
+                        i = who[s]
+                        if slot_draws.pop() < (shares[i] / live[i] if per_copy else shares[i]):
+                            tries = 8
+                            break
+                        missed += 1
+                        if missed >= tries:
+                            s = slots.from_tree(who)
+                            tries = 1  # (the tree is likely needed again: try it sooner)
+                            break
+                try:
+                    item = next(its[s])
+                except StopIteration:
+                    ended = True
+                else:
+                    if type(item) is dict:  # (inlined is_item: this runs for every item)
+                        for key in item:
+                            if type(key) is not str:
+                                raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
+                    elif not is_item(item):
+                        raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
+                    position += 1
+                    produced = True
+                    if dry:
+                        acts.wet()
+                    left[s] -= 1  # (counted before the yield, so a reader sees it)
+                    yield item
+                    if left[s]:
+                        continue
+                    ended = False
+                # slot s is done: release it and refill
+                i = who[s]
+                acts.stopped(i, ended and bound[s] == left[s])
+                if stats is not None:
+                    stats._items[i] += bound[s] - left[s]
+                if ordered:
+                    del its[s], left[s], bound[s], who[s]
+                    rotation = s - 1
+                else:
+                    last = len(its) - 1
+                    its[s], left[s], bound[s], who[s] = its[last], left[last], bound[last], who[last]
+                    del its[last], left[last], bound[last], who[last]
+                    if slots is not None:
+                        slots.released(who, s, i)
+                refill = True
+            if not produced or activation != "once":
+                return  # nothing more can be activated (or a whole pass gave nothing)
+    finally:
+        if run is not None:
+            stats._stop(run)
 
 
 # ----------------------------------------------------------------------------
@@ -528,8 +766,9 @@ def mux(
         Number of streams active at once.
     lam : float > 0 or None
         Each activation yields at most a number of items drawn from a
-        Poisson distribution of rate ``lam`` (see ``dist``); then its slot
-        is refilled.  None runs each activation until its stream ends.
+        Poisson distribution of rate ``lam`` (see ``dist``), conditioned on
+        being at least 1 (a zero is drawn again); then its slot is refilled.
+        None runs each activation until its stream ends.
     weights : sequence of float >= 0, optional
         The long-run share of items from each stream (see the module
         documentation for exactly when shares equal weights).
@@ -539,8 +778,10 @@ def mux(
         mux ends when all are used.
     prune_empty : bool
         If True, a stream whose run gave no items is not activated again.
-        If False it may be; the mux still ends, rather than spinning, once
-        every remaining stream's latest run gave nothing.
+        If False it may be, once another stream has given an item; the mux
+        ends, rather than spinning, once every remaining stream's latest run
+        gave nothing.  (Runs without replacement activate every stream of
+        the pool anyway.)
     revive : bool
         With ``with_replacement=False``: a stream that ends or reaches its
         bound goes back to the pool, with at most one live copy at a time.
@@ -548,7 +789,9 @@ def mux(
         With an int, every run reproduces the same sequence (in workers too,
         each worker its own; see "Parallel workers" above).
     dist : "poisson", "binomial" or "constant"
-        The distribution of activation lengths, of mean ``lam``.
+        The distribution of activation lengths, of mean ``lam`` before the
+        zeros are drawn again (``"constant"``: ``max(1, round(lam))``).  Beyond
+        ``lam = 2**53`` a normal approximation stands in for the first two.
     stats : pescador.MuxStats, optional
         Filled in by each run: items and activations per stream, observed
         shares against the weights (see :class:`pescador.MuxStats`).

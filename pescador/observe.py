@@ -15,14 +15,25 @@ Neither costs more than a microsecond per item when it is not looked at:
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from .core import Stream, Transform
+from .exceptions import PescadorError
 
 __all__ = ["MuxStats", "Meter", "measure"]
+
+
+class _Run:
+    """The token of a run counting into a :class:`MuxStats` (held by the run while it lives)."""
+
+    __slots__ = ("where", "__weakref__")
+
+    def __init__(self, where: str) -> None:
+        self.where = where
 
 
 class MuxStats:
@@ -31,7 +42,10 @@ class MuxStats:
     Pass one to any mux (``pescador.mux(..., stats=stats)``, and the
     ``stats`` argument of every sibling); each run resets it and keeps it
     current.  Reading it during a run includes the items of the activations
-    still live.
+    still live.  One observer counts one run at a time: a run that starts
+    while another run counting into the same observer has not ended (say, a
+    validation mux given the training mux's observer) raises
+    :class:`~pescador.PescadorError`.  Runs one after the other are fine.
 
     Attributes
     ----------
@@ -63,15 +77,45 @@ class MuxStats:
     """
 
     def __init__(self) -> None:
-        self._start(0, None, [], [], [])
+        self._owner: Any = None  # a weak reference to the token of the run counting into this observer
+        self._reset(0, None, [], [], [])
 
-    def _start(self, n: int, weights: Any, who: list, bound: list, left: list) -> None:
-        """Called by the mux engine when a run starts; keeps views of its live slots."""
+    def _reset(self, n: int, weights: Any, who: list, bound: list, left: list) -> None:
         self._items = np.zeros(n, dtype=np.int64)
         self._activations = np.zeros(n, dtype=np.int64)
         w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+        w = w / w.max() if n else w  # (first: a sum of very large weights would overflow)
         self._expected = w / w.sum() if n else w
         self._slots = (who, bound, left)
+
+    def _start(self, n: int, weights: Any, who: list, bound: list, left: list, where: str = "mux") -> Any:
+        """Called by the mux engine when a run starts; keeps views of its live slots.
+
+        Returns the run's token, which the run holds until it ends (then
+        :meth:`_stop`); a second run starting while the first still holds
+        its token is refused.
+        """
+        holder = None if self._owner is None else self._owner()
+        if holder is not None:
+            raise PescadorError(
+                f"{where}: this MuxStats is already counting a run of {holder.where} that has not ended; one "
+                "observer cannot count two runs at once (their counts would mix, and pool sizes may differ). "
+                "Give each mux its own MuxStats, or end (close) the first run before starting the next"
+            )
+        token = _Run(where)
+        self._owner = weakref.ref(token)
+        self._reset(n, weights, who, bound, left)
+        return token
+
+    def _stop(self, token: Any) -> None:
+        """Called by the mux engine when its run ends: the observer may count another run."""
+        if self._owner is not None and self._owner() is token:
+            self._owner = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_owner"] = None  # (a copy, say in a worker process, counts its own runs)
+        return state
 
     @property
     def items(self) -> np.ndarray:
@@ -208,7 +252,5 @@ def measure(meter: Meter) -> Transform:
     measure(meter=<Meter 0 items, 0.0 MB in 0.0 s: 0 items/s, 0.0 MB/s>)
     """
     if not isinstance(meter, Meter):
-        from .exceptions import PescadorError
-
         raise PescadorError(f"measure: expected a pescador.Meter; got a {type(meter).__name__}")
     return Transform("measure", _measure, {"meter": meter})

@@ -550,7 +550,7 @@ class _Mux:
     generator's state and a few counters say where the run is."""
 
     def __init__(self, s: Stream, state: Any) -> None:
-        from .mux import _activations, _engine_args, _Random, _rng
+        from .mux import _activations, _engine_args, _Random, _rng, _slot_choice
         from .workers import worker_info
 
         self.pool = s.args[0]
@@ -568,8 +568,7 @@ class _Mux:
         self.acts, self.item_weight = _activations(
             len(self.pool), self.weights, self.activation, self.lam, self.prune_empty, self.rand, worker_info()
         )
-        self.w_max = max(self.item_weight)
-        self.per_copy = self.activation == "with"
+        self.choose = None if self.choice != "weighted" else _slot_choice(self.item_weight, self.activation, self.acts)
         self.slots: list = []  # [who, left, bound, runner]
         self.epoch, self.produced, self.rotation, self.refill = 0, False, -1, True
         self.between_epochs, self.finished, self.position = True, False, 0
@@ -579,12 +578,13 @@ class _Mux:
             raise PescadorError(f"resumable: {self.name} draws from entropy (random_state=None)")
         self.rng.bit_generator.state = state["rng"]
         acts = self.acts
-        acts.w = np.array(state["w"], dtype=float)
-        acts.live, acts.queue, acts.dry = list(state["live"]), list(state["queue"]), set(state["dry"])
-        acts.n_live, acts.eligible = state["n_live"], state["eligible"]
+        acts.restore(state["w"], state["live"], state["queue"], state["dry"], state["n_live"], state["eligible"])
         for key in ("epoch", "produced", "rotation", "refill", "between_epochs", "finished", "position"):
             setattr(self, key, state[key])
         self.slots = [[who, left, bound, _runner(self.pool[who], up)] for who, left, bound, up in state["slots"]]
+        if self.choose is not None:
+            self.choose.live = acts.live
+            self.choose.rebuild([slot[0] for slot in self.slots])
 
     def next(self) -> Any:
         acts = self.acts
@@ -604,11 +604,11 @@ class _Mux:
                     i = acts.next()
                     if i is None:
                         break
-                    length = self.rand.length()
-                    if length == 0:
-                        continue  # an activation of no items: nothing to start
+                    length = self.rand.length()  # (at least 1)
                     acts.started(i)
                     self.slots.append([i, length, length, _runner(self.pool[i], None)])
+                    if self.choose is not None:
+                        self.choose.filled([slot[0] for slot in self.slots], len(self.slots) - 1)
                 if not self.slots:
                     if not self.produced or self.activation != "once":
                         self.finished = True  # nothing more can be activated, or a pass gave nothing
@@ -620,13 +620,8 @@ class _Mux:
                 s = int(self.rand.uniform() * n_slots)
             elif self.choice == "rotate":
                 self.rotation = s = (self.rotation + 1) % n_slots
-            else:  # weighted, by rejection (as the engine)
-                while True:
-                    s = int(self.rand.uniform() * n_slots)
-                    i = self.slots[s][0]
-                    share = self.item_weight[i] / acts.live[i] if self.per_copy else self.item_weight[i]
-                    if self.rand.uniform() * self.w_max < share:
-                        break
+            else:  # weighted (as the engine)
+                s = self.choose.pick([slot[0] for slot in self.slots])
             slot = self.slots[s]
             try:
                 item = slot[3].next()
@@ -637,7 +632,8 @@ class _Mux:
                 raise core.not_a_dict(item, self.name, self.position, f"pool member {slot[0]}")
             self.position += 1
             self.produced = True
-            acts.dry.clear()
+            if acts.dry:
+                acts.wet()
             slot[1] -= 1
             if not slot[1]:
                 self._release(s, False)
@@ -652,6 +648,8 @@ class _Mux:
         else:
             self.slots[s] = self.slots[-1]
             del self.slots[-1]
+            if self.choose is not None:
+                self.choose.released([slot[0] for slot in self.slots], s, who)
         self.refill = True
 
     def state(self) -> dict:

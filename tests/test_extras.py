@@ -1,6 +1,7 @@
 """The 3.x extras: @streamable, cache, epochs, epoch_length."""
 
 import collections
+import json
 import pickle
 
 import numpy as np
@@ -174,3 +175,91 @@ def test_epoch_length():
     assert epoch_length(pescador.take(100, epochs()(listed))) == 100
     assert epoch_length(pescador.mux(2, None, with_replacement=False)([epochs(2)(listed)] * 2)) == 32
     assert epoch_length(pescador.tuples("x")(epochs(3)(listed))) == 8
+
+
+# -- epochs and epoch_length: issue 12 --------------------------------------------------------
+
+
+def empty_on_first_run(runs, n):
+    """Yields nothing on its first run (say, everything was filtered out), ``n`` items on later runs."""
+    run = next(runs)
+    if run == 0:
+        return
+    for i in range(n):
+        yield {"tag": np.array([7]), "i": np.array([i])}
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("k", [None, 1])
+def test_a_stream_empty_in_one_epoch_runs_again_in_the_next(k):
+    import itertools
+
+    recipe = epochs(3, k=k, random_state=0)([stream(empty_on_first_run, itertools.count(), 2), numbered(3)])
+    out = keys(recipe)
+    assert collections.Counter(out) == collections.Counter(keys(numbered(3)) * 3 + [(7, 0), (7, 1)] * 2)
+
+
+@pytest.mark.timeout(20)
+def test_round_robin_cycles_run_a_stream_again_after_an_empty_pass():
+    import itertools
+
+    pool = [stream(empty_on_first_run, itertools.count(), 1), numbered(1)]
+    out = keys(take(6, pescador.mux.round_robin_mux("cycle")(pool)))
+    assert out == [(0, 0), (7, 0), (0, 0), (7, 0), (0, 0), (7, 0)]
+
+
+def test_epoch_length_leaves_out_members_of_weight_zero():
+    listed = [stream([{"x": 1}] * n) for n in (3, 5, 2)]
+    for recipe in (
+        pescador.mux(2, None, with_replacement=False, weights=[1, 0, 1])(listed),
+        pescador.mux.stochastic_mux(2, None, weights=[1, 0, 1], mode="exhaustive")(listed),
+        pescador.Mux(listed, 2, None, pool_weights=[1, 0, 1], with_replacement=False),
+    ):
+        assert epoch_length(recipe) == 5 == len(list(recipe))
+    two = [stream([{"x": 1}] * n) for n in (3, 5)]
+    assert epoch_length(pescador.mux(2, None, with_replacement=False, weights=[1, 0])(two)) == 3
+
+
+def epochs_through_two_workers():
+    """Run in a child process: epochs(10) over a 1-item and a 99-item source, through two workers."""
+    small = stream([{"tag": np.array([0]), "i": np.array([0])}])
+    large = numbered(99, tag=1)
+    out = keys(zmq_offload(workers=2)(epochs(10, random_state=0)([small, large])))
+    one_pass = zmq_offload(workers=2)(pescador.mux(2, None, with_replacement=False, random_state=0)([small, large]))
+    apart = keys(epochs(3, random_state=0)([one_pass]))  # the docs' way to keep epochs apart
+    print(json.dumps([out, apart]))
+
+
+def run_isolated(function_name, timeout):
+    """Run a function of this module in a fresh Python process in its own session; kill the whole
+    session if it takes longer than ``timeout`` seconds.  Returns its stdout."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path[:0] = {[here] + sys.path!r}; import test_extras; test_extras.{function_name}()"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True, env=env)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise AssertionError(f"{function_name} did not end within {timeout} s")
+    assert child.returncode == 0, err
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_epochs_under_two_workers_keep_each_workers_epochs_in_order():
+    """What the docs promise under workers: every item once per epoch in total, and each worker's share
+    (here: each source) epoch by epoch; the shares do not wait for each other."""
+    out, apart = json.loads(run_isolated("epochs_through_two_workers", 100).strip().splitlines()[-1])
+    out = [tuple(x) for x in out]
+    assert collections.Counter(out) == collections.Counter([(0, 0)] * 10 + [(1, i) for i in range(99)] * 10)
+    assert [i for tag, i in out if tag == 1] == list(range(99)) * 10  # the large source: epoch after epoch
+    epoch = sorted([(0, 0)] + [(1, i) for i in range(99)])
+    assert [sorted(map(tuple, apart[e * 100 : (e + 1) * 100])) for e in range(3)] == [epoch] * 3

@@ -390,3 +390,210 @@ def test_workers_with_an_int_seed_make_different_choices():
     finally:
         set_worker_info(None)
     assert runs[0] != runs[1]
+
+
+# -- nothing spins: extreme lam and weights (issue 12) ---------------------------------
+
+
+DRAW_METHODS = {"random", "poisson", "binomial", "choice", "permutation", "shuffle", "normal", "standard_normal",
+                "exponential", "standard_exponential", "integers", "geometric", "uniform", "gumbel"}
+
+
+class CountingGenerator(np.random.Generator):
+    """A numpy Generator that counts the calls that draw numbers (each may draw a block)."""
+
+    def __init__(self, seed):
+        super().__init__(np.random.PCG64(seed))
+        self.draws = 0
+
+    def __getattribute__(self, name):
+        if name in DRAW_METHODS:
+            object.__getattribute__(self, "__dict__")["draws"] += 1
+        return super().__getattribute__(name)
+
+
+def started(tag, n, starts):
+    """Like ``finite``, noting each start (activation) in ``starts``."""
+    starts.append(tag)
+    for i in range(n):
+        yield {"v": tag, "i": i}
+
+
+def run_counting_work(recipe, rng, starts, cap):
+    """Iterate ``recipe`` for at most ``cap`` items; the largest number of draws and of stream starts
+    between two consecutive items (or before the end)."""
+    it = iter(recipe)
+    worst = 0
+    items = []
+    while len(items) < cap:
+        draws0, starts0 = rng.draws, len(starts)
+        try:
+            items.append(next(it))
+        except StopIteration:
+            worst = max(worst, rng.draws - draws0 + len(starts) - starts0)
+            return items, worst, True
+        worst = max(worst, rng.draws - draws0 + len(starts) - starts0)
+    return items, worst, False
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("dist", ["poisson", "binomial", "constant"])
+@pytest.mark.parametrize("kind", ["with", "revive", "once-endless"])
+def test_a_tiny_lam_still_yields(kind, dist):
+    pool = [stream(constant, i) for i in range(3)]
+    step = {
+        "with": pescador.mux(1, 1e-300, dist=dist, random_state=0),
+        "revive": pescador.mux(1, 1e-300, with_replacement=False, revive=True, dist=dist, random_state=0),
+        "once-endless": pescador.mux(1, 1e-300, with_replacement=False, dist=dist, random_state=0),
+    }[kind]
+    out = list(take(50, step(pool)))
+    if kind == "once-endless":  # each stream activated once, for at least one item
+        assert sorted(x["v"] for x in out) == [0, 1, 2]
+    else:
+        assert len(out) == 50
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("dist", ["poisson", "binomial", "constant"])
+def test_a_huge_lam_runs(dist):
+    pool = [stream(constant, i) for i in range(3)]
+    out = list(take(50, pescador.mux(2, 1e300, dist=dist, random_state=0)(pool)))
+    assert len(out) == 50
+    out = list(take(50, pescador.mux(2, 1e300, weights=[1, 2, 3], with_replacement=False, dist=dist,
+                                     random_state=0)(pool)))
+    assert len(out) == 50
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("light", [1e-7, 1e-9, 1e-300])
+def test_a_pool_left_with_only_light_streams_finishes(light):
+    pool = [pescador.Streamer(finite, "a", 5), pescador.Streamer(finite, "b", 5)]
+    m = pescador.Mux(pool, 2, pool_weights=[1.0, light], with_replacement=False, random_state=0)
+    assert sorted(pairs(m())) == [("a", i) for i in range(5)] + [("b", i) for i in range(5)]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lam", [None, 16.0])
+@pytest.mark.parametrize("replace", [True, False])
+def test_file_size_weights_cost_a_bounded_number_of_draws(replace, lam):
+    """Weights spanning 1e5..1e7 (file sizes): the work between two items does not depend on the ratio."""
+    starts: list = []
+    sizes = [3, 7, 2, 9, 4, 6, 1, 8] * 5
+    pool = [stream(started, t, n, starts) for t, n in enumerate(sizes)]
+    weights = np.geomspace(1e5, 1e7, len(pool))[np.random.default_rng(1).permutation(len(pool))]
+    rng = CountingGenerator(0)
+    step = pescador.mux(4, lam, weights=weights, with_replacement=replace, random_state=rng)
+    items, worst, ended = run_counting_work(step(pool), rng, starts, cap=2000)
+    assert worst <= 2 * (len(pool) + 4) + 8
+    if not replace and lam is None:
+        assert ended and sorted(pairs(items)) == expected_pairs(sizes)
+
+
+extreme_lams = st.one_of(
+    st.none(),
+    st.sampled_from([1e-300, 1e-9, 0.3, 1.0, 3.0, 64.0, 1e9, 1e300]),
+    st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False, exclude_min=False),
+)
+extreme_weights = st.one_of(
+    st.sampled_from([0.0, 1e-300, 1e-30, 1e-9, 1.0, 1e9, 1e30, 1e300]),
+    st.floats(min_value=1e-300, max_value=1e300),
+)
+mux_kinds = ["with", "once", "revive", "single", "exhaustive", "shuffled", "epochs", "rr-cycle", "chain-random"]
+
+
+@pytest.mark.timeout(120)
+@given(
+    st.lists(st.tuples(st.integers(min_value=0, max_value=6), extreme_weights), min_size=1, max_size=7),
+    st.integers(min_value=1, max_value=5),
+    extreme_lams,
+    st.sampled_from(mux_kinds),
+    st.sampled_from(["poisson", "binomial", "constant"]),
+    st.booleans(),
+    st.integers(min_value=0, max_value=2**16),
+)
+def test_any_accepted_parameters_make_bounded_work_between_items(members, k, lam, kind, dist, prune, seed):
+    sizes = [n for n, _ in members]
+    weights = [w for _, w in members]
+    if not sum(weights) > 0:
+        weights[0] = 1.0
+    rng = CountingGenerator(seed)
+    try:
+        step = {
+            "with": lambda: pescador.mux(k, lam, weights=weights, prune_empty=prune, dist=dist, random_state=rng),
+            "once": lambda: pescador.mux(k, lam, weights=weights, with_replacement=False, prune_empty=prune,
+                                         dist=dist, random_state=rng),
+            "revive": lambda: pescador.mux(k, lam, weights=weights, with_replacement=False, revive=True,
+                                           prune_empty=prune, dist=dist, random_state=rng),
+            "single": lambda: stochastic_mux(k, lam, weights, "single_active", prune, rng, dist),
+            "exhaustive": lambda: stochastic_mux(k, lam, weights, "exhaustive", prune, rng, dist),
+            "shuffled": lambda: shuffled_mux(weights=weights, random_state=rng),
+            "epochs": lambda: pescador.epochs(3, k=k, random_state=rng),
+            "rr-cycle": lambda: round_robin_mux("permuted_cycle", random_state=rng),
+            "chain-random": lambda: chain_mux("with_replacement", random_state=rng),
+        }[kind]()
+    except PescadorError:
+        return  # refused at construction: fine
+    starts: list = []
+    pool = [stream(started, t, n, starts) for t, n in enumerate(sizes)]
+    items, worst, ended = run_counting_work(step(pool), rng, starts, cap=300)
+    assert set(pairs(items)) <= set(expected_pairs(sizes))
+    assert worst <= 4 * (len(pool) + k) + 8
+    if kind in ("once", "exhaustive") and lam is None:
+        live = [n for n, w in zip(sizes, weights) if w > 0]
+        assert ended and len(items) == min(300, sum(live))
+
+
+@pytest.mark.timeout(20)
+def test_a_resumable_run_with_a_tiny_lam_yields():
+    pool = [stream(constant, i) for i in range(3)]
+    run = pescador.resumable(pescador.mux(1, 1e-300, random_state=0)(pool))
+    assert len([next(run) for _ in range(30)]) == 30
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("scale", [1e-300, 1e300, 5e-324 / min(SKEWED)])
+@pytest.mark.parametrize("kind", ["revive", "lam-none", "once-lam-none"])
+def test_weights_are_shares_at_any_scale(kind, scale):
+    """Weights mean the same at 1e-300 or 1e300 as at 1: the choices use them as exact ratios."""
+    weights = [w * scale for w in SKEWED]
+    pool = [stream(constant, i) for i in range(3)]
+    step = {
+        "revive": pescador.mux(3, 4.0, weights=weights, with_replacement=False, revive=True, random_state=5),
+        "lam-none": pescador.mux(5, None, weights=weights, random_state=3),
+        "once-lam-none": pescador.mux(3, None, weights=weights, with_replacement=False, random_state=3),
+    }[kind]
+    out = take(N_ITEMS, step(pool))
+    np.testing.assert_allclose(shares(out, 3), SKEWED, atol=TOL)
+
+
+@pytest.mark.timeout(60)
+def test_a_light_stream_left_alone_gets_every_item_and_the_order_of_the_light_ones_follows_their_weights():
+    # once the heavy stream has ended, the two light ones (1e-300 and 1e-250: a ratio of 1e50) share the
+    # slots as their weights say: the heavier of them first
+    pool = [stream(finite, t, 20) for t in range(3)]
+    for seed in range(20):
+        out = [x["v"] for x in pescador.mux(3, None, weights=[1e300, 1e-300, 1e-250], with_replacement=False,
+                                            random_state=seed)(pool)]
+        assert out == [0] * 20 + [2] * 20 + [1] * 20
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["revive", "lam-none-copies", "once", "single-dry"])
+def test_resumable_weighted_runs_resume_exactly(kind):
+    import json
+
+    weights = [1e300, 3.0, 1e-300, 2.0]
+    pool = [stream(finite, t, n) for t, n in enumerate([30, 7, 12, 0])]
+    step = {
+        "revive": pescador.mux(2, 3.0, weights=weights, with_replacement=False, revive=True, random_state=1),
+        "lam-none-copies": pescador.mux(6, None, weights=weights, random_state=2),
+        "once": pescador.mux(2, 5.0, weights=weights, with_replacement=False, random_state=3),
+        "single-dry": stochastic_mux(2, 2.0, weights, "single_active", False, 4),
+    }[kind]
+    recipe = take(120, step(pool))
+    whole = pairs(pescador.resumable(recipe))
+    for cut in (1, 17, 50):
+        run = pescador.resumable(recipe)
+        head = pairs(next(run) for _ in range(min(cut, len(whole))))
+        state = json.loads(json.dumps(run.state_dict()))
+        assert head + pairs(pescador.resumable(recipe, state)) == whole

@@ -96,3 +96,43 @@ def test_meter_is_readable_during_a_run_and_stops_its_clock_at_the_end():
     frozen = meter.seconds
     time.sleep(0.01)
     assert meter.seconds == frozen
+
+
+# -- one MuxStats, two runs (issue 12) -------------------------------------------------------
+
+
+def test_one_mux_stats_for_two_live_runs_is_refused_with_a_reason():
+    stats = MuxStats()
+    training = pescador.mux(2, 8.0, random_state=0, stats=stats)([stream(constant, v) for v in range(4)])
+    validation = pescador.mux(1, 4.0, random_state=1, stats=stats)([stream(constant, 9)])
+    train_it = iter(training)
+    first = [next(train_it) for _ in range(100)]
+    with pytest.raises(PescadorError, match="MuxStats.*already counting.*run.*own MuxStats"):
+        next(iter(validation))
+    more = [next(train_it) for _ in range(500)]  # the first run goes on, its counts intact
+    np.testing.assert_array_equal(stats.items, counts(first + more, 4))
+    train_it.close()
+    assert len(list(take(7, validation))) == 7  # once the first run has ended, the observer is free
+    assert stats.items.tolist() == [7]
+
+
+def test_one_mux_stats_for_two_runs_of_the_same_recipe_at_once_is_refused():
+    stats = MuxStats()
+    recipe = pescador.mux(2, 8.0, random_state=0, stats=stats)([stream(constant, v) for v in range(3)])
+    a = iter(recipe)
+    next(a)
+    with pytest.raises(PescadorError, match="already counting"):
+        next(iter(recipe))
+    del a
+    assert len(list(take(3, recipe))) == 3
+
+
+def test_one_mux_stats_used_by_runs_one_after_the_other_counts_each():
+    stats = MuxStats()
+    training = pescador.mux(2, 8.0, random_state=0, stats=stats)([stream(constant, v) for v in range(4)])
+    validation = pescador.mux.round_robin_mux(stats=stats)([stream(finite, t, 3) for t in range(2)])
+    for _ in range(3):
+        assert len(list(take(50, training))) == 50
+        assert stats.items.sum() == 50 and len(stats.items) == 4
+        assert len(list(validation)) == 6
+        assert stats.items.tolist() == [3, 3]
