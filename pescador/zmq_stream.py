@@ -16,15 +16,27 @@ Lifecycle
   in the consumer as :class:`~pescador.PescadorError`, after the items the
   worker sent before it.
 - A worker that dies (a signal, a segfault, ``os._exit``) is noticed within
-  about a second and reported as :class:`~pescador.PescadorError`.
+  about a second and reported as :class:`~pescador.PescadorError`, which
+  counts the items the consumer received from it; items the worker had
+  produced but not yet handed to the wire die with it.
 - When the consumer stops early (``break``, garbage collection,
-  ``KeyboardInterrupt``, an exception), it asks its workers to stop, waits
-  ``timeout`` seconds (one second when ``timeout`` is None), then terminates
-  and, if need be, kills them.  Sockets, the context and the ipc directory
-  are removed.
-- A worker whose consumer has died exits by itself (it watches the
-  consumer process through a pidfd while it waits), and removes the ipc
-  directory the consumer could not.
+  ``KeyboardInterrupt``, an exception), it sends SIGTERM to the workers
+  that have not ended.  In a worker, SIGTERM raises an exception in the
+  main thread wherever it is (a blocking call such as ``time.sleep`` is
+  interrupted), and the source is closed (``GeneratorExit``), so its
+  ``finally`` blocks and context managers run; a worker still starting just
+  ends.  What runs after ``timeout`` seconds (one when None) is killed.
+  Sockets, the context and the ipc directory are removed.
+- A worker whose consumer has died exits by itself within about a second,
+  whatever its main thread is doing (except running C code that holds the
+  GIL and never returns): a watcher thread, started before any
+  setup or user code, waits on the consumer's pidfd, removes the ipc
+  directory the consumer could not, lets the main thread unwind for up to
+  a second, then ends the process.
+- Under fork, a worker inherits every lock as it was at the fork, possibly
+  held by another thread of the consumer.  A worker's own setup takes none
+  of them: numpy's legacy global generator is re-initialised in place (a
+  new generator with a new lock) rather than seeded under its lock.
 - Flow control: at most about ``hwm`` messages wait in the worker's queue
   and ``hwm`` in the consumer's, per worker, so a fast producer never fills
   the consumer's memory.
@@ -120,8 +132,10 @@ def zmq_offload(
         receiving, so a generator may reuse its arrays, and every received
         array owns its memory.  Arrays of at most 1 KiB are always copied.
     timeout : None or float >= 0
-        Seconds a worker gets to stop when the run ends early, before it is
-        terminated; None means one second.
+        When the run ends early, each worker is asked to stop (SIGTERM,
+        which unwinds its source, so that its ``finally`` blocks run) and
+        is killed if it still runs ``timeout`` seconds later; None means
+        one second.
     hwm : int >= 1
         High-water mark: how many messages may wait in each queue (the
         worker's and the consumer's, per worker) before the worker blocks.
