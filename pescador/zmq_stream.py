@@ -16,15 +16,27 @@ Lifecycle
   in the consumer as :class:`~pescador.PescadorError`, after the items the
   worker sent before it.
 - A worker that dies (a signal, a segfault, ``os._exit``) is noticed within
-  about a second and reported as :class:`~pescador.PescadorError`.
+  about a second and reported as :class:`~pescador.PescadorError`, which
+  counts the items the consumer received from it; items the worker had
+  produced but not yet handed to the wire die with it.
 - When the consumer stops early (``break``, garbage collection,
-  ``KeyboardInterrupt``, an exception), it asks its workers to stop, waits
-  ``timeout`` seconds (one second when ``timeout`` is None), then terminates
-  and, if need be, kills them.  Sockets, the context and the ipc directory
-  are removed.
-- A worker whose consumer has died exits by itself (it watches the
-  consumer process through a pidfd while it waits), and removes the ipc
-  directory the consumer could not.
+  ``KeyboardInterrupt``, an exception), it sends SIGTERM to the workers
+  that have not ended.  In a worker, SIGTERM raises an exception in the
+  main thread wherever it is (a blocking call such as ``time.sleep`` is
+  interrupted), and the source is closed (``GeneratorExit``), so its
+  ``finally`` blocks and context managers run; a worker still starting just
+  ends.  What runs after ``timeout`` seconds (one when None) is killed.
+  Sockets, the context and the ipc directory are removed.
+- A worker whose consumer has died exits by itself within about a second,
+  whatever its main thread is doing (except running C code that holds the
+  GIL and never returns): a watcher thread, started before any
+  setup or user code, waits on the consumer's pidfd, removes the ipc
+  directory the consumer could not, lets the main thread unwind for up to
+  a second, then ends the process.
+- Under fork, a worker inherits every lock as it was at the fork, possibly
+  held by another thread of the consumer.  A worker's own setup takes none
+  of them: numpy's legacy global generator is re-initialised in place (a
+  new generator with a new lock) rather than seeded under its lock.
 - Flow control: at most about ``hwm`` messages wait in the worker's queue
   and ``hwm`` in the consumer's, per worker, so a fast producer never fills
   the consumer's memory.
@@ -45,6 +57,7 @@ import select
 import shutil
 import signal
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -63,7 +76,7 @@ __all__ = ["zmq_offload"]
 _GRACE = 1.0  # seconds a stopping worker gets when timeout is None
 _POLL_MS = 100  # how long the consumer waits for a message before it checks on its workers
 _CHECK_EVERY = 0.25  # seconds between checks on the workers while items flow
-_STOP, _ACK = b"stop", b"ack"
+_ACK = b"ack"
 _DEFAULT_TRANSPORT = "ipc" if zmq.has("ipc") else "tcp"
 _NOBLOCK, _RCVMORE, _EVENTS = int(zmq.NOBLOCK), int(zmq.RCVMORE), int(zmq.EVENTS)
 
@@ -119,8 +132,10 @@ def zmq_offload(
         receiving, so a generator may reuse its arrays, and every received
         array owns its memory.  Arrays of at most 1 KiB are always copied.
     timeout : None or float >= 0
-        Seconds a worker gets to stop when the run ends early, before it is
-        terminated; None means one second.
+        When the run ends early, each worker is asked to stop (SIGTERM,
+        which unwinds its source, so that its ``finally`` blocks run) and
+        is killed if it still runs ``timeout`` seconds later; None means
+        one second.
     hwm : int >= 1
         High-water mark: how many messages may wait in each queue (the
         worker's and the consumer's, per worker) before the worker blocks.
@@ -233,7 +248,8 @@ def _bind(sock: zmq.Socket, transport: str, min_port: int, max_port: int, max_tr
     )
 
 
-def _death(process: Any, wid: int, sent: int) -> PescadorError:
+def _death(process: Any, wid: int, received: int) -> PescadorError:
+    """The error for a worker that died: how, and how many of its items the consumer received."""
     code = process.exitcode
     if code is not None and code < 0:
         try:
@@ -243,8 +259,8 @@ def _death(process: Any, wid: int, sent: int) -> PescadorError:
     else:
         how = f"exited with code {code}"
     return PescadorError(
-        f"zmq_offload: worker {wid} (pid {process.pid}) {how} after sending {sent} items, "
-        "before its stream ended"
+        f"zmq_offload: worker {wid} (pid {process.pid}) {how} before its stream ended; the consumer "
+        f"received {received} items from it (items it produced but had not yet sent are lost)"
     )
 
 
@@ -266,6 +282,7 @@ def _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_por
     sock = directory = None
     procs: list = []
     identities: dict = {}
+    live: set = set()  # the workers that have not ended (END or ERROR) yet
     try:
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -284,16 +301,22 @@ def _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_por
             )
             process.start()
             procs.append(process)
-        yield from _receive(sock, procs, identities, copy, states)
+            live.add(wid)
+        yield from _receive(sock, procs, identities, live, copy, states)
     finally:
-        _shutdown(sock, procs, identities, timeout)
+        _shutdown(sock, procs, live, timeout)
         context.term()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool, states: dict | None = None) -> Iterator:
+def _receive(sock: zmq.Socket, procs: list, identities: dict, live: set, copy: bool,
+             states: dict | None = None) -> Iterator:
     """Yield items until every worker has ended; raise on a worker's error or death.
+
+    ``live`` holds the workers that have not ended; a worker leaves it when
+    its END or ERROR arrives.  A death is reported with the number of the
+    worker's items the consumer received (and yielded).
 
     A dead worker is reported once everything it sent has been received:
     at once when the socket is quiet, and otherwise once the other peers'
@@ -304,8 +327,7 @@ def _receive(sock: zmq.Socket, procs: list, identities: dict, copy: bool, states
     meanwhile takes its turn at once (ZeroMQ otherwise looks only every 100
     messages).
     """
-    live = set(range(len(procs)))
-    sent = [0] * len(procs)
+    sent = [0] * len(procs)  # items received from each worker
     received = 0  # messages so far (from any peer: ZeroMQ serves them all in turn)
     last = [0] * len(procs)  # ``received`` when each worker's latest message came
     drained_after = 2 * len(procs) + 2  # others' messages that prove a queue empty
@@ -384,25 +406,21 @@ def _wait_all(procs: list, seconds: float | None) -> None:
         multiprocessing.connection.wait(running, left)
 
 
-def _shutdown(sock: Any, procs: list, identities: dict, timeout: float | None) -> None:
-    """Ask running workers to stop, wait, then terminate and kill; release everything."""
-    deadline = time.monotonic() + (_GRACE if timeout is None else timeout)
-    told: set = set()
-    while True:  # the socket stays open meanwhile, so acks and stops get out
-        running = [wid for wid, process in enumerate(procs) if process.exitcode is None]
-        if not running or time.monotonic() >= deadline:
-            break
-        if sock is not None:
-            for identity, wid in identities.items():
-                if wid in running and wid not in told and _send(sock, identity, _STOP):
-                    told.add(wid)  # (a worker that has not connected yet is told on a later round)
-        multiprocessing.connection.wait(
-            [procs[wid].sentinel for wid in running], min(0.02, max(0.0, deadline - time.monotonic()))
-        )
-    for process in procs:
-        if process.exitcode is None:
-            process.terminate()
-    _wait_all(procs, 1.0)
+def _shutdown(sock: Any, procs: list, live: set, timeout: float | None) -> None:
+    """Stop the workers and release everything.
+
+    Workers that ended (their END or ERROR was acknowledged) exit by
+    themselves.  The others are stopped at once with SIGTERM, which makes
+    a worker unwind its source (its ``finally`` blocks run) and kills one
+    that has not yet started its source (so a worker still starting costs
+    nothing to stop).  Whatever still runs after ``timeout`` seconds (one
+    when None) is killed.  The socket stays open meanwhile, so that
+    acknowledgements get out.
+    """
+    for wid in live:
+        if procs[wid].exitcode is None:
+            procs[wid].terminate()
+    _wait_all(procs, _GRACE if timeout is None else timeout)
     for process in procs:
         if process.exitcode is None:
             process.kill()
@@ -418,8 +436,36 @@ def _shutdown(sock: Any, procs: list, identities: dict, timeout: float | None) -
 # ----------------------------------------------------------------------------
 
 
-class _Stopped(Exception):
-    """The consumer asked this worker to stop, or is gone."""
+class _Stopped(BaseException):
+    """The consumer asked this worker to stop (SIGTERM), or is gone.
+
+    A BaseException, like ``GeneratorExit``, so that a source's
+    ``except Exception`` does not swallow it.
+    """
+
+
+class _StopSignal:
+    """Makes SIGTERM unwind the worker's main thread once: ``_Stopped`` is raised wherever it is.
+
+    A blocking call (``time.sleep``, a read, a lock) is interrupted, so a
+    source's ``finally`` blocks and context managers run.  Once the worker
+    is finishing (``finishing()``), SIGTERM does nothing more, so the
+    worker's own cleanup is never cut short; the consumer kills a worker
+    that does not exit within ``timeout``.
+    """
+
+    def __init__(self) -> None:
+        self.raised = False
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.raised:
+            self.raised = True
+            raise _Stopped
+
+    def finishing(self) -> None:
+        self.raised = True
 
 
 class _Consumer:
@@ -441,15 +487,14 @@ class _Consumer:
             self.dead = True
         except (AttributeError, OSError):  # no pidfds here: fall back on the pid
             pass
-        if self.fd is not None:
-            self.poller = select.poll()
-            self.poller.register(self.fd, select.POLLIN)
 
-    def gone(self) -> bool:
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for the consumer to die; True if it is gone."""
         if self.dead:
             return True
         if self.fd is not None:
-            self.dead = bool(self.poller.poll(0))
+            ready, _, _ = select.select([self.fd], [], [], seconds)
+            self.dead = bool(ready)
         else:
             try:
                 os.kill(self.pid, 0)
@@ -457,53 +502,70 @@ class _Consumer:
                 self.dead = True
             except PermissionError:
                 pass
+            if not self.dead:
+                time.sleep(seconds)
         return self.dead
 
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+
+_WATCH_EVERY = 0.25  # seconds between a watcher's looks when it has no pidfd
+_ORPHAN_GRACE = 1.0  # seconds an orphaned worker's main thread gets to unwind before the watcher exits
+
+
+def _watch(consumer: _Consumer, directory: str | None, done: threading.Event, main: int) -> None:
+    """A worker's watcher thread: when the consumer dies, end this process, whatever its main thread does.
+
+    Started first thing in the worker, before any setup or user code that
+    could block.  It takes no lock that a fork may have left held (only
+    system calls and the GIL): it removes the consumer's ipc directory
+    (nobody else will), asks the main thread to unwind (SIGTERM directed
+    at it, so a source's ``finally`` runs), and after ``_ORPHAN_GRACE``
+    seconds ends the process with ``os._exit``.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the consumer's SIGTERM is the main thread's
+    while not consumer.wait(None if consumer.fd is not None else _WATCH_EVERY):
+        pass
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+    try:
+        signal.pthread_kill(main, signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+    done.wait(_ORPHAN_GRACE)
+    os._exit(1)
+
+
+def _start_watcher(consumer: _Consumer, endpoint: str, done: threading.Event) -> None:
+    """Start the watcher thread; the main thread sets ``done`` when it has finished."""
+    directory = os.path.dirname(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None
+    watcher = threading.Thread(
+        target=_watch, args=(consumer, directory, done, threading.main_thread().ident),
+        name="pescador-watcher", daemon=True,
+    )
+    watcher.start()
 
 
 class _Link:
-    """The worker's end of the wire: sends that never block for ever."""
+    """The worker's end of the wire: reads acknowledgements while it sends."""
 
-    def __init__(self, sock: zmq.Socket, consumer: "_Consumer") -> None:
+    def __init__(self, sock: zmq.Socket) -> None:
         self.sock = sock
-        self.consumer = consumer
-        self.orphaned = False  # the consumer died (rather than asking this worker to stop)
-        self.next_check = time.monotonic() + 0.1
 
     def _check(self, wait_ms: int) -> bool:
-        """Read control messages for up to ``wait_ms``; raise _Stopped if told to stop.
-
-        Returns True if an acknowledgement arrived.
-        """
+        """Read control messages for up to ``wait_ms``; True if an acknowledgement arrived."""
         acked = False
         events = self.sock.poll(wait_ms, zmq.POLLIN)
         while events:
-            message = self.sock.recv(zmq.NOBLOCK)
-            if message == _STOP:
-                raise _Stopped
-            acked = acked or message == _ACK
+            acked = self.sock.recv(zmq.NOBLOCK) == _ACK or acked
             events = self.sock.poll(0, zmq.POLLIN)
-        if self.consumer.gone():
-            self.orphaned = True
-            raise _Stopped
         return acked
 
     def send(self, frames: list) -> None:
         while True:
             try:
                 self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
-                break
-            except zmq.Again:  # the queue is full: wait for room, a stop, or the consumer's death
-                self.sock.poll(_POLL_MS, zmq.POLLOUT | zmq.POLLIN)
-                self._check(0)
-        now = time.monotonic()
-        if now >= self.next_check:
-            self.next_check = now + 0.1
-            self._check(0)
+                return
+            except zmq.Again:  # the queue is full: wait for room (a stop comes as SIGTERM)
+                self.sock.poll(_POLL_MS, zmq.POLLOUT)
 
     def wait_for_ack(self) -> None:
         while not self._check(_POLL_MS):
@@ -511,57 +573,93 @@ class _Link:
 
 
 def _seed_globals(seed: np.random.SeedSequence) -> None:
-    state = seed.generate_state(4)
-    np.random.seed(state[:1])
+    """Seed numpy's legacy global generator and :mod:`random` from ``seed``, taking no lock.
+
+    ``np.random.seed`` takes the global RandomState's lock.  Under fork,
+    another thread of the consumer may have held that lock at the moment
+    of the fork, and in the worker it then stays held for ever.  So the
+    global RandomState is re-initialised in place with a new MT19937, which
+    brings a new lock: every ``np.random.*`` function (and any alias of
+    one, such as ``from numpy.random import randint``) uses it from then
+    on.  :mod:`random`'s generator is C code under the GIL, with no lock.
+    """
+    state = seed.generate_state(8)
+    legacy = getattr(np.random.mtrand, "_rand", None)
+    if isinstance(legacy, np.random.RandomState):
+        legacy.__init__(np.random.MT19937(np.random.SeedSequence(state)))
+    else:  # (not the numpy this was written for: seed it the documented way)
+        np.random.seed(state[:1])
     random.seed(int.from_bytes(state.tobytes(), "little"))
 
 
+def _close(iterator: Any) -> None:
+    """Close a source's iterator, so that its ``finally`` blocks and context managers run."""
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        try:
+            close()
+        except BaseException:  # (a source that misbehaves while closing: nothing more to do)
+            pass
+
+
 def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, consumer_pid, resume=None) -> None:
-    """A worker process: run the recipe and send its items, then END (or ERROR)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
-    consumer = _Consumer(consumer_pid)
-    if consumer.gone():
-        return
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, identity)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(endpoint)
-    link = _Link(sock, consumer)
+    """A worker process: run the recipe and send its items, then END (or ERROR).
+
+    The order matters: first SIGTERM is made to unwind the main thread and
+    a watcher thread is started (so whatever happens next, the worker
+    stops when told or when its consumer dies), and only then does the
+    worker touch state a fork may have left locked (the global random
+    generators, ZeroMQ) or run the user's code.
+    """
+    stop = context = sock = iterator = None
+    done = threading.Event()
     try:
+        stop = _StopSignal()
+        _start_watcher(_Consumer(consumer_pid), endpoint, done)
+        context = zmq.Context()
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        link = _Link(sock)
         try:
             recipe = pickle.loads(payload) if pickled else payload
             set_worker_info(WorkerInfo(wid, count, seed))
             _seed_globals(seed)
             position = 0
             if resume is None:
-                for item in recipe:
+                iterator = iter(recipe)
+                for item in iterator:
                     link.send(wire.encode_item(item, copy, position))
                     position += 1
             else:  # a resumable run: each item goes with this worker's state after it
                 from .resume import _runner
 
-                runner = _runner(recipe, resume[1])
+                iterator = _runner(recipe, resume[1])
                 while True:
                     try:
-                        item = runner.next()
+                        item = iterator.next()
                     except StopIteration:
                         break
-                    link.send(wire.encode_item(item, copy, position, json.dumps(runner.state())))
+                    link.send(wire.encode_item(item, copy, position, json.dumps(iterator.state())))
                     position += 1
             last = wire.encode_end()
         except _Stopped:
             raise
         except BaseException:
             last = wire.encode_error(traceback.format_exc())
+        iterator = None
         link.send(last)
         link.wait_for_ack()
     except _Stopped:
-        pass
+        _close(iterator)  # the source's cleanup runs (GeneratorExit), unless it already unwound
     finally:
-        sock.close(linger=0)
-        context.term()
-        consumer.close()
-        if link.orphaned and endpoint.startswith("ipc://"):  # nobody else will remove it
-            shutil.rmtree(os.path.dirname(endpoint[len("ipc://") :]), ignore_errors=True)
+        if stop is not None:
+            stop.finishing()
+        iterator = None  # (nested generators are closed as they are released)
+        if sock is not None:
+            sock.close(linger=0)
+        if context is not None:
+            context.term()
+        done.set()

@@ -7,7 +7,10 @@ import collections
 import faulthandler
 import os
 import signal
+import subprocess
+import sys
 import tempfile
+import textwrap
 import threading
 import time
 import tracemalloc
@@ -369,3 +372,264 @@ def test_nothing_lost_duplicated_or_corrupted_through_mux_buffer_and_two_workers
     # rows from one source stay in order through buffer and the wire, whichever worker runs it
     batches = list(zmq_offload(workers=2)(buffer(64, strict=False)(recipe)))
     assert check_delivery(batches, sizes) == sum(sizes)
+
+
+# -- hangs, stuck workers and cleanup (issue 12) ---------------------------------------
+#
+# Anything here that could hang runs in a consumer subprocess in its own session,
+# killed (with its workers) when its time is up.
+
+
+def run_consumer(code, timeout, env=None):
+    """Run ``code`` as a consumer script in a new session; kill the whole session on timeout.
+
+    Returns (finished, stdout).
+    """
+    script = f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n" + textwrap.dedent(code)
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True, env=dict(os.environ, **(env or {})),
+    )
+    try:
+        out, _ = process.communicate(timeout=timeout)
+        return process.returncode == 0, out
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, _ = process.communicate()
+        return False, out
+    finally:
+        _kill_session(process.pid)
+
+
+def _kill_session(sid):
+    """SIGKILL whatever is left of a session (workers orphaned by a killed consumer)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def drawing_from_np_random():
+    """Endless items that draw from numpy's legacy global generator (as 1.0 examples do)."""
+    while True:
+        yield {"x": np.random.random(3)}
+
+
+FORK_WITH_A_DRAWING_THREAD = """
+    import threading, numpy as np, pescador, test_faults
+    stop = False
+    def churn():
+        while not stop:
+            np.random.random(200_000)
+    threading.Thread(target=churn, daemon=True).start()
+    recipe = pescador.zmq_offload(workers=4, start_method="fork")(pescador.stream(test_faults.drawing_from_np_random))
+    for run in range({runs}):
+        assert len(list(pescador.take(3)(recipe))) == 3
+        print("run", run, flush=True)
+    stop = True
+"""
+
+
+@pytest.mark.timeout(200)
+def test_fork_while_a_consumer_thread_draws_from_np_random_never_hangs(tmp_path):
+    """Forked workers inherit numpy's global RandomState lock held by the other thread: no hang, in
+    pescador's seeding or in a source that draws from np.random."""
+    runs = 25
+    finished, out = run_consumer(FORK_WITH_A_DRAWING_THREAD.format(runs=runs), 180, {"TMPDIR": str(tmp_path)})
+    assert finished, f"hung or failed after {out.count('run ')} of {runs} runs:\n{out[-3000:]}"
+    assert out.count("run ") == runs
+    assert not [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]  # every run removed its ipc directory
+
+
+class BlocksWhenUnpickled:
+    """An argument whose unpickling blocks for ever (as if it opened a dead network share)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        _mark(self.marker)
+        threading.Event().wait()
+
+
+def _mark(directory):
+    with open(os.path.join(directory, f"stuck-{os.getpid()}"), "w"):
+        pass
+
+
+def stuck_in(where, marker):
+    """Yield one item, then block for ever in the given way."""
+    yield {"x": np.zeros(1)}
+    _mark(marker)
+    if where == "sleep":
+        time.sleep(3600)
+    elif where == "lock":
+        lock = threading.Lock()
+        lock.acquire()
+        lock.acquire()
+    elif where == "c-call":
+        import ctypes
+
+        ctypes.CDLL(None).sleep(3600)  # a C call (it releases the GIL, as I/O calls do)
+    elif where == "signals-blocked":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        time.sleep(3600)
+
+
+def stuck_source(where, marker, blocker=None):
+    yield from stuck_in(where, marker)
+
+
+STUCK_CONSUMER = """
+    import time, pescador, test_faults
+    where, marker, method = {where!r}, {marker!r}, {method!r}
+    blocker = test_faults.BlocksWhenUnpickled(marker) if where == "setup" else None
+    recipe = pescador.zmq_offload(workers=2, start_method=method)(pescador.stream(test_faults.stuck_source, where, marker, blocker))
+    for item in recipe:
+        time.sleep(3600)  # the workers go on to block; this consumer is killed meanwhile
+"""
+
+
+@pytest.mark.parametrize(
+    "where, method",
+    [("setup", "forkserver"), ("sleep", "fork"), ("lock", "fork"), ("c-call", "fork"), ("signals-blocked", "fork"),
+     ("sleep", "forkserver"), ("lock", "spawn")],
+)
+@pytest.mark.timeout(120)
+def test_a_worker_stuck_anywhere_exits_soon_after_its_consumer_is_killed(where, method, tmp_path):
+    marker = tmp_path / "markers"
+    marker.mkdir()
+    ipc = tmp_path / "ipc"
+    ipc.mkdir()
+    script = "import sys\nsys.path.insert(0, {!r})\n".format(os.path.dirname(__file__)) + textwrap.dedent(
+        STUCK_CONSUMER.format(where=where, marker=str(marker), method=method)
+    )
+    consumer = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                                env=dict(os.environ, TMPDIR=str(ipc)))
+    try:
+        deadline = time.monotonic() + 60
+        while len(os.listdir(marker)) < 2 and time.monotonic() < deadline:
+            assert consumer.poll() is None, "the consumer ended"
+            time.sleep(0.05)
+        pids = [int(name.split("-")[1]) for name in os.listdir(marker)]
+        assert len(pids) == 2 and all(alive(p) for p in pids)
+        consumer.kill()
+        consumer.wait()
+        killed = time.monotonic()
+        while any(alive(p) for p in pids) and time.monotonic() < killed + 10:
+            time.sleep(0.02)
+        assert not any(alive(p) for p in pids), f"workers still alive {time.monotonic() - killed:.1f} s after their consumer died"
+        assert not [d for d in os.listdir(ipc) if d.startswith("pescador-")]  # the orphaned workers removed it
+    finally:
+        consumer.kill()
+        consumer.wait()
+        _kill_session(consumer.pid)
+
+
+def cleans_up(marker, how):
+    """A source that starts a helper process and stops it in its ``finally``, then marks that it did."""
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    with open(os.path.join(marker, f"helper-{os.getpid()}"), "w") as f:
+        f.write(str(helper.pid))
+    try:
+        i = 0
+        while True:
+            yield {"i": np.array([i])}
+            i += 1
+            if how == "sleep" and i == 2:
+                time.sleep(3600)  # blocked when the consumer stops
+    finally:
+        helper.kill()
+        helper.wait()
+        with open(os.path.join(marker, f"finally-{os.getpid()}"), "w"):
+            pass
+
+
+EARLY_STOP = """
+    import json, os, time, pescador, test_faults
+    marker, how, method = {marker!r}, {how!r}, {method!r}
+    recipe = pescador.zmq_offload(workers=2, timeout=30, start_method=method)(pescador.stream(test_faults.cleans_up, marker, how))
+    for n, item in enumerate(recipe):
+        if n >= 2 and len([m for m in os.listdir(marker) if m.startswith("helper-")]) == 2:
+            if how == "sleep":
+                time.sleep(0.5)  # (both workers reach their sleep)
+            break
+    print(json.dumps(sorted(os.listdir(marker))))
+"""
+
+
+@pytest.mark.parametrize("how", ["break", "sleep"], ids=["between-items", "blocked-in-sleep"])
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+@pytest.mark.timeout(120)
+def test_a_sources_finally_runs_when_the_consumer_stops_early(how, method, tmp_path):
+    """On early stop the source is closed (GeneratorExit) or unwound (SIGTERM interrupts its sleep),
+    well before the 30 s ``timeout``: its ``finally`` runs and stops the helper process it started."""
+    marker = tmp_path / "markers"
+    marker.mkdir()
+    start = time.monotonic()
+    finished, out = run_consumer(EARLY_STOP.format(marker=str(marker), how=how, method=method), 100)
+    assert finished, out
+    assert time.monotonic() - start < 30  # not killed after the timeout: stopped gracefully
+    names = os.listdir(marker)
+    helpers = [n for n in names if n.startswith("helper-")]
+    assert len(helpers) == 2, names
+    for name in helpers:
+        pid = name.split("-")[1]
+        assert f"finally-{pid}" in names, f"worker {pid}'s finally did not run: {names}"
+        helper_pid = int((marker / name).read_text())
+        assert not alive(helper_pid)
+
+
+def exits_right_after(n, how):
+    """``n`` items, then an abrupt death with no pause (the last items may still be in the worker)."""
+    for i in range(n):
+        yield {"i": np.array([i])}
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(7)
+
+
+@pytest.mark.parametrize("how", ["sigkill", "os._exit"])
+@pytest.mark.parametrize("n", [1, 50, 2000])
+def test_an_abrupt_death_reports_exactly_what_the_consumer_received(n, how):
+    got = []
+    with pytest.raises(PescadorError) as info:
+        for item in zmq_offload()(stream(exits_right_after, n, how)):
+            got.append(int(item["i"][0]))
+    message = str(info.value)
+    assert ("killed by signal SIGKILL" if how == "sigkill" else "exited with code 7") in message
+    assert got == list(range(len(got)))  # a prefix: nothing duplicated, nothing out of order
+    assert f"the consumer received {len(got)} items from it" in message, (len(got), message)
+    assert not live_children()
+
+
+def raises_right_after(n):
+    w = pescador.worker_info().id
+    for i in range(n):
+        yield {"w": np.array([w]), "i": np.array([i])}
+    raise KeyError(f"after {n}")
+
+
+@pytest.mark.parametrize("n", [1, 50, 2000])
+def test_an_exception_right_after_the_last_yield_arrives_after_every_item(n):
+    got = collections.defaultdict(list)
+    with pytest.raises(PescadorError, match=f"KeyError: 'after {n}'") as info:
+        for item in zmq_offload(workers=2)(stream(raises_right_after, n)):
+            got[int(item["w"][0])].append(int(item["i"][0]))
+    message = str(info.value)
+    worker = int(message.split("worker ")[1].split()[0])
+    assert got[worker] == list(range(n))  # every item the raising worker yielded, in order, before its error
+    assert f"after sending {n} items" in message
+    assert not live_children()
