@@ -534,11 +534,54 @@ def _watch(consumer: _Consumer, directory: str | None, done: threading.Event, ma
     os._exit(1)
 
 
+_REAPER_GRACE = 1.5  # seconds after the consumer's death before the reaper kills a worker that did not exit
+
+
+def _ipc_directory(endpoint: str) -> str | None:
+    return os.path.dirname(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None
+
+
+def _start_reaper(consumer_pid: int, endpoint: str) -> None:
+    """Fork a tiny reaper process that SIGKILLs this worker if it outlives its consumer.
+
+    The watcher thread needs the GIL; a main thread stuck in C code that
+    holds it (a regular expression that backtracks for ever, a ``PyDLL``
+    call) never lets it run.  The reaper is another process, forked while
+    the worker is still single-threaded (before the watcher thread, ZeroMQ
+    or any user code): it waits on pidfds of the consumer and of the worker,
+    and when the consumer dies and the worker has not exited
+    ``_REAPER_GRACE`` seconds later, it kills the worker and removes the
+    ipc directory.  It exits as soon as the worker does.  Where pidfds are
+    missing (not Linux >= 5.3), there is no reaper; the watcher thread
+    still covers every main thread that lets the GIL go.
+    """
+    try:
+        consumer, worker = os.pidfd_open(consumer_pid), os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):
+        return
+    if os.fork():  # the worker: the reaper holds the pidfds
+        os.close(consumer)
+        os.close(worker)
+        return
+    try:  # the reaper: system calls only
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ready, _, _ = select.select([consumer, worker], [], [])
+        if worker not in ready:
+            ready, _, _ = select.select([worker], [], [], _REAPER_GRACE)
+            if not ready:
+                signal.pidfd_send_signal(worker, signal.SIGKILL)
+                directory = _ipc_directory(endpoint)
+                if directory is not None:
+                    shutil.rmtree(directory, ignore_errors=True)
+    finally:
+        os._exit(0)
+
+
 def _start_watcher(consumer: _Consumer, endpoint: str, done: threading.Event) -> None:
     """Start the watcher thread; the main thread sets ``done`` when it has finished."""
-    directory = os.path.dirname(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None
     watcher = threading.Thread(
-        target=_watch, args=(consumer, directory, done, threading.main_thread().ident),
+        target=_watch, args=(consumer, _ipc_directory(endpoint), done, threading.main_thread().ident),
         name="pescador-watcher", daemon=True,
     )
     watcher.start()
@@ -615,6 +658,7 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
     done = threading.Event()
     try:
         stop = _StopSignal()
+        _start_reaper(consumer_pid, endpoint)
         _start_watcher(_Consumer(consumer_pid), endpoint, done)
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)

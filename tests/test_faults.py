@@ -483,6 +483,10 @@ def stuck_in(where, marker):
         import ctypes
 
         ctypes.CDLL(None).sleep(3600)  # a C call (it releases the GIL, as I/O calls do)
+    elif where == "c-call-holding-the-gil":
+        import ctypes
+
+        ctypes.PyDLL(None).sleep(3600)  # C code that keeps the GIL: no thread of the worker runs again
     elif where == "signals-blocked":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         time.sleep(3600)
@@ -505,7 +509,8 @@ STUCK_CONSUMER = """
 @pytest.mark.parametrize(
     "where, method",
     [("setup", "forkserver"), ("sleep", "fork"), ("lock", "fork"), ("c-call", "fork"), ("signals-blocked", "fork"),
-     ("sleep", "forkserver"), ("lock", "spawn")],
+     ("sleep", "forkserver"), ("lock", "spawn"), ("c-call-holding-the-gil", "fork"),
+     ("c-call-holding-the-gil", "spawn")],
 )
 @pytest.mark.timeout(120)
 def test_a_worker_stuck_anywhere_exits_soon_after_its_consumer_is_killed(where, method, tmp_path):
@@ -531,6 +536,7 @@ def test_a_worker_stuck_anywhere_exits_soon_after_its_consumer_is_killed(where, 
         while any(alive(p) for p in pids) and time.monotonic() < killed + 10:
             time.sleep(0.02)
         assert not any(alive(p) for p in pids), f"workers still alive {time.monotonic() - killed:.1f} s after their consumer died"
+        print(f"[{where}, {method}: workers gone {time.monotonic() - killed:.2f} s after the consumer's death]")
         assert not [d for d in os.listdir(ipc) if d.startswith("pescador-")]  # the orphaned workers removed it
     finally:
         consumer.kill()
