@@ -541,7 +541,7 @@ def _ipc_directory(endpoint: str) -> str | None:
     return os.path.dirname(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None
 
 
-def _start_reaper(consumer_pid: int, endpoint: str) -> None:
+def _start_reaper(consumer_pid: int, endpoint: str) -> int | None:
     """Fork a tiny reaper process that SIGKILLs this worker if it outlives its consumer.
 
     The watcher thread needs the GIL; a main thread stuck in C code that
@@ -551,21 +551,26 @@ def _start_reaper(consumer_pid: int, endpoint: str) -> None:
     or any user code): it waits on pidfds of the consumer and of the worker,
     and when the consumer dies and the worker has not exited
     ``_REAPER_GRACE`` seconds later, it kills the worker and removes the
-    ipc directory.  It exits as soon as the worker does.  Where pidfds are
-    missing (not Linux >= 5.3), there is no reaper; the watcher thread
-    still covers every main thread that lets the GIL go.
+    ipc directory.  A worker that ends normally stops and reaps its reaper
+    (:func:`_stop_reaper`), so no zombie is left where nothing reaps
+    orphans (a container whose first process is not an init).  Returns the
+    reaper's pid; where pidfds are missing (not Linux >= 5.3), there is no
+    reaper (None), and the watcher thread still covers every main thread
+    that lets the GIL go.
     """
     try:
         consumer, worker = os.pidfd_open(consumer_pid), os.pidfd_open(os.getpid())
     except (AttributeError, OSError):
-        return
-    if os.fork():  # the worker: the reaper holds the pidfds
+        return None
+    reaper = os.fork()
+    if reaper:  # the worker: the reaper holds the pidfds
         os.close(consumer)
         os.close(worker)
-        return
+        return reaper
     try:  # the reaper: system calls only
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         ready, _, _ = select.select([consumer, worker], [], [])
         if worker not in ready:
             ready, _, _ = select.select([worker], [], [], _REAPER_GRACE)
@@ -576,6 +581,16 @@ def _start_reaper(consumer_pid: int, endpoint: str) -> None:
                     shutil.rmtree(directory, ignore_errors=True)
     finally:
         os._exit(0)
+
+
+def _stop_reaper(reaper: int | None) -> None:
+    """Stop and reap the reaper of a worker that is ending by itself."""
+    if reaper is not None:
+        try:
+            os.kill(reaper, signal.SIGKILL)
+            os.waitpid(reaper, 0)
+        except OSError:
+            pass
 
 
 def _start_watcher(consumer: _Consumer, endpoint: str, done: threading.Event) -> None:
@@ -654,11 +669,17 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
     worker touch state a fork may have left locked (the global random
     generators, ZeroMQ) or run the user's code.
     """
-    stop = context = sock = iterator = None
+    stop = context = sock = iterator = reaper = None
     done = threading.Event()
     try:
         stop = _StopSignal()
-        _start_reaper(consumer_pid, endpoint)
+        # (SIGTERM waits until the reaper's pid is known: raised amid the fork, _Stopped would leave the
+        # reaper unknown, so never reaped, or a lock of an at-fork handler, such as logging's, held)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            reaper = _start_reaper(consumer_pid, endpoint)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         _start_watcher(_Consumer(consumer_pid), endpoint, done)
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)
@@ -706,4 +727,5 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
             sock.close(linger=0)
         if context is not None:
             context.term()
+        _stop_reaper(reaper)
         done.set()

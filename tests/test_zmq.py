@@ -302,10 +302,25 @@ def test_a_busy_worker_is_terminated_after_timeout():
     assert not workers_of_this_process()
 
 
+def processes_of_this_group():
+    """(pid, state) of every process in this process group (workers' reapers keep it, orphaned or not)."""
+    out = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == os.getpgrp() and int(entry) != os.getpid():
+            out.append((int(entry), fields[0]))
+    return out
+
+
 def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory(private_tmp):
     recipe = zmq_offload(workers=2, start_method="fork")(stream(counting, 20))
     list(recipe)  # warm up whatever is created once
     fds, threads, dirs = open_fds(), threading.active_count(), pescador_dirs()
+    group = set(processes_of_this_group())
     for run in range(100):
         if run % 2:
             assert len(list(recipe)) == 40
@@ -313,6 +328,7 @@ def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory(private_t
             for _ in zip(range(3), recipe):  # stopped early
                 pass
     assert not workers_of_this_process()
+    assert not set(processes_of_this_group()) - group  # no reaper left, not even as a zombie
     assert open_fds() == fds, os.listdir("/proc/self/fd")
     assert threading.active_count() == threads, threading.enumerate()
     assert pescador_dirs() == dirs
