@@ -526,6 +526,10 @@ class _Producer:
     def delivering(self) -> bool:
         return self.state == "connected" and self.items_on_connection > 0
 
+    def handshaking(self) -> bool:
+        """Its handshake is under way and has not been reported slow yet (it is not judged yet)."""
+        return self.tcp_since is not None and not self.slow_reported and self.state != "refused"
+
     def received(self) -> None:
         if self.state != "connected":  # (an item proves the handshake: apply its event first)
             self.events()
@@ -547,7 +551,7 @@ class _Producer:
             self.tcp_since, self.slow_reported = time.monotonic(), False
         elif event == zmq.EVENT_CLOSED:  # a connection attempt failed: nothing accepts connections there now
             if self.hung_up:
-                self._report("lost", f"went away during the handshake (it closed the connection and accepts no more)")
+                self._report("lost", "went away during the handshake (it closed the connection and accepts no more)")
             self.hung_up = False
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.tcp_since, self.hung_up = None, False
@@ -665,7 +669,8 @@ def _receive(producers: list, grace: float, copy: bool, status: RemoteStatus) ->
 
     The stream fails when for ``grace`` seconds no producer has been
     delivering: connected and sending on its current connection (a producer
-    that connects has ``grace`` seconds for its first item).
+    that connects has ``grace`` seconds for its first item, and a handshake
+    under way is given ``grace`` seconds before it is judged slow).
     """
     active = list(producers)  # producers that have not ended
     poller = zmq.Poller()
@@ -713,11 +718,11 @@ def _receive(producers: list, grace: float, copy: bool, status: RemoteStatus) ->
         next_check = now + 0.1
         for producer in active:
             if producer.events():
-                down_since = now
-            producer.check(now, grace)
+                down_since = time.monotonic()  # (not before the connection's own clock: see check)
+            producer.check(time.monotonic(), grace)
         if any(producer.delivering() for producer in active):
             down_since = now
-        elif active and not got and now - down_since > grace:
+        elif active and not got and now - down_since > grace and not any(p.handshaking() for p in active):
             raise PescadorError(
                 f"remote: no producer has been delivering for {grace:g} s:\n{status}\n(lost: it went away; refused: "
                 "the keys do not match; slow: its handshake did not finish; silent: connected but sent nothing, "

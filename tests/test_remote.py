@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 import pescador
-from pescador import PescadorError, buffer, take
+from pescador import PescadorError, buffer
 from pescador.remote import InsecureWarning, ProducerWarning, RemoteStatus, make_keys, remote, serve
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -357,7 +357,7 @@ def test_status_follows_a_producer_that_dies_and_comes_back_while_another_keeps_
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            for item in remote(*endpoints, status=status):  # (each phase waits for its event; bounded by the mark)
+            for item in remote(*endpoints, status=status, grace=60):  # (each phase waits for its event; bounded by the mark)
                 seen[int(item["tag"][0])] += 1
                 if phase == "both" and seen[1] >= 100 and seen[2] >= 100:
                     procs[0].kill()
@@ -391,7 +391,7 @@ def test_a_producer_killed_during_the_handshake_is_lost_not_refused(keys):
     endpoints = [f"tcp://127.0.0.1:{p}" for p in ports]
     doomed, other = curve_producer(keys, 1, ports[0]), curve_producer(keys, 2, ports[1], "p2")
     try:
-        until(lambda: listening(ports[0]), what="the producer to listen")
+        until(lambda: listening(ports[0]) and listening(ports[1]), what="the producers to listen")
         doomed.send_signal(signal.SIGSTOP)  # its kernel still completes connections; it answers none
 
         def kill_in_the_handshake():
@@ -403,7 +403,7 @@ def test_a_producer_killed_during_the_handshake_is_lost_not_refused(keys):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             source = remote(*endpoints, key=keys["consumer"][1], producer_keys=[keys["p1"][0], keys["p2"][0]],
-                            status=status)
+                            status=status, grace=60)
             for _ in source:  # the other producer keeps the stream going; bounded by the mark
                 if state_of(status, endpoints[0]) != "connecting":
                     break
@@ -421,14 +421,14 @@ def test_a_producer_that_does_not_answer_the_handshake_is_slow_and_read_once_it_
     endpoints = [f"tcp://127.0.0.1:{p}" for p in ports]
     sleeper, other = curve_producer(keys, 1, ports[0]), curve_producer(keys, 2, ports[1], "p2")
     try:
-        until(lambda: listening(ports[0]), what="the producer to listen")
+        until(lambda: listening(ports[0]) and listening(ports[1]), what="the producers to listen")
         sleeper.send_signal(signal.SIGSTOP)
         status = RemoteStatus()
         states = []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             source = remote(*endpoints, key=keys["consumer"][1], producer_keys=[keys["p1"][0], keys["p2"][0]],
-                            status=status, grace=1)
+                            status=status, grace=3)
             for item in source:  # (waits for each event; bounded by the mark)
                 state = state_of(status, endpoints[0])
                 if not states or states[-1] != state:
@@ -439,7 +439,7 @@ def test_a_producer_that_does_not_answer_the_handshake_is_slow_and_read_once_it_
                 if int(item["tag"][0]) == 1:
                     break
         assert states[:3] == ["connecting", "slow", "cont"] and states[-1] == "connected", states
-        assert any(f"{endpoints[0]} has not finished the handshake within 1 s" in str(w.message) for w in caught)
+        assert any(f"{endpoints[0]} has not finished the handshake within 3 s" in str(w.message) for w in caught)
         assert not any("refused" in str(w.message) or " lost" in str(w.message) for w in caught)
     finally:
         for proc in (sleeper, other):
@@ -464,15 +464,21 @@ def test_a_producer_with_the_wrong_key_on_loopback_is_refused_as_such(keys):
 
 
 def test_keys_on_one_side_only_is_refused_as_such(keys):
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    """Whichever side notices the mismatch first: the consumer (a protocol error) or the producer (it hangs up)."""
+    endpoints = [f"tcp://127.0.0.1:{free_port()}" for _ in range(2)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureWarning)
-        serving(pescador.stream(tagged, 1), endpoint, insecure=True)
+        serving(pescador.stream(tagged, 1), endpoints[0], insecure=True)
+    serving(pescador.stream(tagged, 2), endpoints[1], key=keys["p2"][1], authorized=keys["consumer"][0])
     status = RemoteStatus()
-    with pytest.warns(ProducerWarning, match="one side uses keys and the other does not"):
-        with pytest.raises(PescadorError, match="(?s)no producer has been delivering for 1 s.*refused"):
-            list(remote(endpoint, key=keys["consumer"][1], producer_keys=keys["p1"][0], grace=1, status=status))
-    assert state_of(status, endpoint) == "refused"
+    tags = collections.Counter()
+    with pytest.warns(ProducerWarning, match="one side uses keys and the other does not|or it serves without keys"):
+        for item in remote(*endpoints, key=keys["consumer"][1], producer_keys=[keys["p1"][0], keys["p2"][0]],
+                           status=status):
+            tags[int(item["tag"][0])] += 1
+            if state_of(status, endpoints[0]) == "refused":  # (wait for the event; bounded by the mark)
+                break
+    assert set(tags) == {2} and state_of(status, endpoints[0]) == "refused"
 
 
 def test_keys_and_endpoints_are_checked(keys, tmp_path):
@@ -512,7 +518,7 @@ def test_the_serve_command_on_one_machine(private_dir):
     endpoint = f"ipc://{private_dir}/producer"
     producer = producer_process([7, 300], endpoint)
     try:
-        assert keys_of(remote(endpoint)) == [(7, i) for i in range(300)]
+        assert keys_of(remote(endpoint, grace=60)) == [(7, i) for i in range(300)]
         assert producer.wait(30) == 0
     finally:
         producer.kill()
@@ -548,7 +554,7 @@ def test_two_producers_feed_one_consumer(keys):
         produce(hosts, 1, 2, 2000, keys, "p2")
         status = RemoteStatus()
         source = remote(*(f"tcp://{a}:5555" for a in hosts.addresses), key=keys["consumer"][1],
-                        producer_keys=[keys["p1"][0], keys["p2"][0]], status=status)
+                        producer_keys=[keys["p1"][0], keys["p2"][0]], status=status, grace=60)
         out = keys_of(source)
         per = collections.defaultdict(list)
         for tag, i in out:
@@ -564,7 +570,7 @@ def test_a_producer_killed_mid_run_is_reported_and_the_other_carries_on(keys):
         produce(hosts, 1, 2, 10**9, keys, "p2")
         status = RemoteStatus()
         source = remote(*(f"tcp://{a}:5555" for a in hosts.addresses), key=keys["consumer"][1],
-                        producer_keys=[keys["p1"][0], keys["p2"][0]], status=status)
+                        producer_keys=[keys["p1"][0], keys["p2"][0]], status=status, grace=60)
         first = f"tcp://{hosts.addresses[0]}:5555"
         per = collections.defaultdict(list)
         after_lost = collections.Counter()
@@ -573,8 +579,8 @@ def test_a_producer_killed_mid_run_is_reported_and_the_other_carries_on(keys):
             for n, item in enumerate(source):  # (each step waits for its event; bounded by the mark)
                 tag, i = int(item["tag"][0]), int(item["i"][0])
                 per[tag].append(i)
-                if n == 2000:
-                    doomed.kill()
+                if len(per[1]) >= 1000 and len(per[2]) >= 1000 and doomed.poll() is None:
+                    doomed.kill()  # (once both deliver: a producer never connected could not be lost)
                 if state_of(status, first) == "lost":
                     after_lost[tag] += 1  # (tag 1: only what was already queued here when it went)
                     if after_lost[2] >= 2000:
@@ -596,7 +602,7 @@ def test_a_producer_with_the_wrong_key_is_refused(keys):
         tags = collections.Counter()
         with pytest.warns(ProducerWarning, match="during the handshake on every attempt: its key is not the one"):
             for item in remote(*endpoints, key=keys["consumer"][1], producer_keys=[keys["p1"][0], keys["p2"][0]],
-                               status=status):
+                               status=status, grace=60):
                 tags[int(item["tag"][0])] += 1
                 if state_of(status, endpoints[0]) == "refused":  # (wait for the event; bounded by the mark)
                     break
@@ -617,7 +623,7 @@ def test_a_consumer_with_an_unknown_key_is_refused_by_the_producer(keys):
         status = RemoteStatus()
         with pytest.warns(ProducerWarning, match="refused this consumer's key \\(ZAP status 400\\)"):
             for _ in remote(*endpoints, key=keys["stranger"][1], producer_keys=[keys["p1"][0], keys["p2"][0]],
-                            status=status):
+                            status=status, grace=60):
                 if state_of(status, endpoints[0]) == "refused":  # (wait for the event; bounded by the mark)
                     break
         assert state_of(status, endpoints[0]) == "refused"
@@ -631,4 +637,4 @@ def test_plain_tcp_beyond_loopback_needs_insecure_and_warns(keys):
         with pytest.raises(PescadorError, match="needs keys"):
             remote(endpoint)
         with pytest.warns(InsecureWarning, match="plain TCP"):
-            assert len(list(remote(endpoint, insecure=True))) == 100
+            assert len(list(remote(endpoint, insecure=True, grace=60))) == 100
