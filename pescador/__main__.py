@@ -1,7 +1,9 @@
 """Command line: ``python -m pescador keys DIR NAME`` and ``python -m pescador serve ...``.
 
 ``keys`` writes a CURVE key pair (``NAME.key`` to share, ``NAME.key_secret``
-to keep).  ``serve MODULE:FUNCTION --bind tcp://HOST:PORT [ARG ...]`` runs
+to keep).  ``serve MODULE:FUNCTION --bind ENDPOINT [ARG ...]`` (ENDPOINT:
+``tcp://HOST:PORT`` with keys, or ``ipc:///DIR/NAME`` in a private directory
+for a consumer on the same machine) runs
 ``pescador.stream(FUNCTION, *ARGS)`` (or the Stream that MODULE.FUNCTION
 is) and serves its items until it ends; ARGs are Python literals where they
 parse as one (``16``, ``[1, 2]``, ``'a b'``), else strings.
@@ -48,13 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     keys = commands.add_parser("keys", help="write a CURVE key pair NAME.key and NAME.key_secret into DIR")
     keys.add_argument("directory")
     keys.add_argument("name")
-    run = commands.add_parser("serve", help="serve the items of a recipe over TCP")
+    run = commands.add_parser("serve", help="serve the items of a recipe over TCP or ipc")
     run.add_argument("target", help="MODULE:FUNCTION (a generator function, or a Stream)")
     run.add_argument("args", nargs="*", help="arguments for FUNCTION (Python literals or strings)")
-    run.add_argument("--bind", required=True, help="tcp://HOST:PORT")
+    run.add_argument("--bind", required=True, help="tcp://HOST:PORT, or ipc:///DIR/NAME (DIR private to you)")
     run.add_argument("--key", help="this producer's NAME.key_secret")
     run.add_argument("--authorized", action="append", help="a consumer's public .key file, or a directory of them")
-    run.add_argument("--insecure", action="store_true", help="allow plain TCP beyond loopback")
+    run.add_argument("--insecure", action="store_true", help="allow plain TCP (loopback included), or an ipc path others can reach")
     run.add_argument("--hwm", type=int, default=32)
     args = parser.parse_args(argv)
     try:

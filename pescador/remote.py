@@ -9,14 +9,18 @@ other: it composes with ``buffer``, ``mux``, ``take``.
 
 Security
 --------
-Any endpoint that is not loopback is authenticated and encrypted with
-ZeroMQ's CURVE: each side has a key pair (``python -m pescador keys DIR
-NAME`` writes ``NAME.key`` and ``NAME.key_secret``), the consumer names the
-producers' public keys and the producers name the consumers' public keys
-they accept.  Either side refuses a peer whose key it does not know.  Plain
-TCP is allowed on loopback, or elsewhere only with ``insecure=True``, which
-warns: anyone who can reach the port could then read the items, or send
-their own.
+No endpoint is open to strangers by default.  Between machines, items are
+authenticated and encrypted with ZeroMQ's CURVE: each side has a key pair
+(``python -m pescador keys DIR NAME`` writes ``NAME.key`` and
+``NAME.key_secret``), the consumer names the producers' public keys and the
+producers name the consumers' public keys they accept.  Either side refuses
+a peer whose key it does not know.  On one machine, serve on an
+``ipc://DIR/NAME`` path in a directory only you can enter (``mkdir -m 700
+DIR``, or :func:`tempfile.mkdtemp`): both sides check that ``DIR`` is yours
+and private, so no other user can connect; keys work on loopback too.  Plain
+TCP, even on loopback (which every user of the machine can reach), needs
+``insecure=True``, which warns: anyone who can reach the port could then
+take the items, or send their own.
 
 One consumer per producer
 -------------------------
@@ -32,10 +36,14 @@ Faults and flow
 TCP keepalive tells the consumer when a producer's machine goes away
 (within about four seconds; a producer process that dies closes its
 connection at once).  Items in flight on a connection that breaks are lost
-with it.  It warns
-(:class:`ProducerWarning`), records it in the :class:`RemoteStatus` you may
-pass as ``status=``, and carries on with the others; it raises
-:class:`~pescador.PescadorError` only when no producer has been connected
+with it.  The consumer reports what happened to each producer: ``lost`` (it
+went away, during the handshake or after), ``refused`` (the keys do not
+match), ``slow`` (its handshake has not finished within ``grace``) or
+``silent`` (connected for ``grace`` seconds and nothing received: slow to
+make its first item, or another consumer connected to it took its items).
+It warns (:class:`ProducerWarning`), records it in the :class:`RemoteStatus`
+you may pass as ``status=``, and carries on with the others; it raises
+:class:`~pescador.PescadorError` only when no producer has been delivering
 for ``grace`` seconds.  A producer that comes back is read again.  Each
 producer's queue is bounded (``hwm`` messages on each side), so a fast
 producer waits for a slow consumer.  A producer whose stream ends sends an
@@ -96,17 +104,28 @@ class InsecureWarning(RuntimeWarning):
 
 
 _ENDPOINT = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+|\*):([0-9]{1,5})")
+_IPC_MAX = 107  # bytes in a Unix socket path (sun_path, less its terminating NUL)
 
 
-def _host(endpoint: str, where: str) -> str:
-    """The host of a ``tcp://HOST:PORT`` endpoint (an IPv6 address in brackets), checked."""
+def _endpoint(endpoint: str, where: str) -> tuple:
+    """``("tcp", HOST)`` of ``tcp://HOST:PORT`` (an IPv6 address in brackets) or ``("ipc", PATH)``, checked."""
+    if isinstance(endpoint, str) and endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://") :]
+        if not path.startswith("/") or path.endswith("/"):
+            raise PescadorError(f"{where}: endpoint {endpoint!r} must be ipc:///ABSOLUTE/DIR/NAME")
+        if len(os.fsencode(path)) > _IPC_MAX:
+            raise PescadorError(
+                f"{where}: the ipc path of {endpoint!r} is {len(os.fsencode(path))} bytes; Unix sockets allow "
+                f"at most {_IPC_MAX}: use a shorter directory (tempfile.mkdtemp() gives one)"
+            )
+        return "ipc", path
     match = _ENDPOINT.fullmatch(endpoint) if isinstance(endpoint, str) else None
     if match is None or not 0 < int(match.group(2)) < 65536:
         raise PescadorError(
             f"{where}: endpoint {endpoint!r} must be tcp://HOST:PORT (a host name, an IPv4 address, an "
-            "IPv6 address in brackets, or * to bind every interface)"
+            "IPv6 address in brackets, or * to bind every interface) or ipc:///DIR/NAME (on this machine)"
         )
-    return match.group(1).strip("[]")
+    return "tcp", match.group(1).strip("[]")
 
 
 def _is_loopback(host: str) -> bool:
@@ -119,24 +138,66 @@ def _is_loopback(host: str) -> bool:
 
 
 def _needs_curve(endpoints: Sequence[str], insecure: bool, has_keys: bool, where: str) -> bool:
-    """Whether CURVE is used; refuses (or, with insecure=True, warns about) plain TCP beyond loopback."""
-    remote_hosts = [e for e in endpoints if not _is_loopback(_host(e, where))]
+    """Whether CURVE is used; refuses (or, with insecure=True, warns about) plain TCP, loopback included.
+
+    Plain TCP on loopback is no private channel: every user of the machine
+    can connect to it, and a PULL socket that connects first takes the items.
+    """
+    tcp = [e for e in endpoints if _endpoint(e, where)[0] == "tcp"]
     if has_keys:
         return True
-    if remote_hosts and not insecure:
+    if tcp and not insecure:
+        host = _endpoint(tcp[0], where)[1]
+        if _is_loopback(host):
+            raise PescadorError(
+                f"{where}: plain TCP on {tcp[0]} is open to every user of this machine (anyone could connect "
+                "first and take the items): on one machine use an ipc:///DIR/NAME endpoint in a directory only "
+                "you can enter (`mkdir -m 700 DIR`, or tempfile.mkdtemp()), or keys (`python -m pescador keys "
+                "DIR NAME`), or pass insecure=True"
+            )
         raise PescadorError(
-            f"{where}: {remote_hosts[0]} is not loopback, so it needs keys (CURVE authentication and "
+            f"{where}: {tcp[0]} is not loopback, so it needs keys (CURVE authentication and "
             "encryption): make them with `python -m pescador keys DIR NAME` and pass them, or pass "
             "insecure=True to send items in the clear"
         )
-    if remote_hosts:
+    if tcp:
         warnings.warn(
-            f"{where}: plain TCP on {', '.join(remote_hosts)}: anyone who can reach it can read the items "
-            "or send their own; use keys for anything but a trusted network",
+            f"{where}: plain TCP on {', '.join(tcp)}: anyone who can reach it (on loopback: every user of this "
+            "machine) can take the items or send their own; use keys, or an ipc:// path in a private directory",
             InsecureWarning,
             stacklevel=3,
         )
     return False
+
+
+def _check_private(endpoint: str, insecure: bool, where: str) -> None:
+    """An ``ipc://`` path without keys must lie in a directory that only this user can enter.
+
+    Connecting to a Unix socket needs search permission on its directory, so
+    a directory of mode 0700 owned by this user keeps every other user out
+    (of connecting to it, and of binding a socket of their own in its place).
+    """
+    directory = os.path.dirname(_endpoint(endpoint, where)[1])
+    try:
+        info = os.stat(directory)
+    except OSError as exc:
+        raise PescadorError(
+            f"{where}: cannot use {endpoint}: its directory {directory!r} is not there ({exc.strerror}); make it "
+            f"before starting either side, private to you: `mkdir -m 700 {directory}`"
+        ) from None
+    problem = None
+    if info.st_uid != os.geteuid():
+        problem = f"is owned by user id {info.st_uid}, not by you ({os.geteuid()})"
+    elif info.st_mode & 0o077:
+        problem = f"has mode {info.st_mode & 0o777:o}, so other users can enter it and connect"
+    if problem is None:
+        return
+    if not insecure:
+        raise PescadorError(
+            f"{where}: the directory {directory!r} of {endpoint} {problem}: use a directory only you can enter "
+            f"(`chmod 700 {directory}`, or tempfile.mkdtemp()), or keys, or pass insecure=True"
+        )
+    warnings.warn(f"{where}: the directory of {endpoint} {problem}", InsecureWarning, stacklevel=3)
 
 
 def _load(path: Any, where: str, secret: bool) -> tuple:
@@ -223,15 +284,18 @@ def serve(
     source
         Anything :func:`pescador.stream` accepts.
     bind : str
-        ``tcp://HOST:PORT`` (``tcp://0.0.0.0:5555`` for every interface,
-        ``tcp://127.0.0.1:5555`` for this machine only).
+        ``tcp://HOST:PORT`` (``tcp://0.0.0.0:5555`` for every interface;
+        needs keys, or ``insecure=True``), or ``ipc:///DIR/NAME`` for a
+        consumer on this machine, ``DIR`` being a directory only you can
+        enter (checked).
     key : path, optional
         This producer's ``NAME.key_secret`` file.
     authorized : path or list of paths, optional
         The public keys of the consumers allowed to connect: ``.key`` files,
         or directories whose ``*.key`` files are read.
     insecure : bool
-        Allow plain TCP beyond loopback (warns).
+        Allow plain TCP (loopback included), or an ``ipc://`` path in a
+        directory that other users can enter (warns).
     hwm : int
         How many messages may wait for the consumer before the producer
         blocks.
@@ -242,11 +306,27 @@ def serve(
         last items and leave (which acknowledges the end of stream), however
         long that takes; with no consumer connected, it waits ``linger``
         seconds for one, then closes.
+
+    Examples
+    --------
+    On one machine, over an ``ipc://`` path in a private directory (no keys
+    needed; a producer in a thread here, usually a process of its own):
+
+    >>> import tempfile, threading, numpy as np, pescador
+    >>> from pescador.remote import remote, serve
+    >>> endpoint = "ipc://" + tempfile.mkdtemp() + "/producer"
+    >>> producer = threading.Thread(target=serve, args=([{"i": np.array([i])} for i in range(3)], endpoint))
+    >>> producer.start()
+    >>> [int(x["i"][0]) for x in remote(endpoint)]
+    [0, 1, 2]
+    >>> producer.join()
     """
     where = "serve"
     recipe = stream(source)
     hwm = check_count(hwm, where, "hwm", minimum=1)
     curve = _needs_curve([bind], insecure, key is not None or authorized is not None, where)
+    if not curve and bind.startswith("ipc://"):
+        _check_private(bind, insecure, where)
     if curve and (key is None or authorized is None):
         raise PescadorError(
             f"{where}: with keys, give both key= (this producer's NAME.key_secret) and authorized= "
@@ -292,6 +372,7 @@ def serve(
             raise
         peers.update()
         sock.send_multipart(wire.encode_end())
+        _end_the_others(sock, peers)
         _wait_for_leaving(peers, linger)
         return sent
     finally:
@@ -302,6 +383,20 @@ def serve(
         if authenticator is not None:
             authenticator.stop()
         context.term()
+
+
+def _end_the_others(sock: zmq.Socket, peers: "_Peers") -> None:
+    """One more end of stream for each further consumer connected (without waiting).
+
+    A PUSH socket deals messages to its consumers in turn, so with several
+    connected (one consumer per producer is the rule, but a second may come)
+    only one would receive the end and the others would wait for it forever.
+    """
+    for _ in range(peers.count - 1):
+        try:
+            sock.send_multipart(wire.encode_end(), zmq.NOBLOCK)
+        except zmq.Again:
+            return
 
 
 def _wait_for_leaving(peers: "_Peers", linger: float, ended: bool = True) -> None:
@@ -350,10 +445,15 @@ class _Peers:
 class RemoteStatus:
     """How each producer of a :func:`remote` stream is doing; pass one as ``status=``.
 
-    ``status.producers`` maps each endpoint to a dict with ``state``
-    (``"connecting"``, ``"connected"``, ``"lost"``, ``"refused"``,
-    ``"failed"`` (its recipe raised) or ``"ended"``), ``items`` (received in the current run) and ``since``
-    (``time.monotonic()`` of the last change).  ``str(status)`` is a table.
+    ``status.producers`` maps each endpoint to a dict with ``state``,
+    ``items`` (received in the current run), ``since`` (``time.monotonic()``
+    of the last change) and ``detail`` (what happened last, in words).  The
+    states: ``"connecting"``; ``"connected"``; ``"silent"`` (connected for
+    ``grace`` seconds and nothing received on that connection); ``"slow"``
+    (its handshake has not finished within ``grace``); ``"lost"`` (it went
+    away, during the handshake or after); ``"refused"`` (the keys do not
+    match); ``"failed"`` (its recipe raised); ``"ended"``.  ``str(status)``
+    is a table.
     """
 
     def __init__(self) -> None:
@@ -361,17 +461,19 @@ class RemoteStatus:
 
     def _start(self, endpoints: Sequence[str]) -> None:
         now = time.monotonic()
-        self.producers = {e: {"state": "connecting", "items": 0, "since": now} for e in endpoints}
+        self.producers = {e: {"state": "connecting", "items": 0, "since": now, "detail": ""} for e in endpoints}
 
-    def _set(self, endpoint: str, state: str) -> None:
+    def _set(self, endpoint: str, state: str, detail: str | None = None) -> None:
         entry = self.producers[endpoint]
         if entry["state"] != state:
             entry["state"], entry["since"] = state, time.monotonic()
+        if detail is not None:
+            entry["detail"] = detail
 
     def __str__(self) -> str:
-        lines = ["producer                         state         items"]
+        lines = ["producer                         state         items  what happened"]
         for endpoint, entry in self.producers.items():
-            lines.append(f"{endpoint:32s} {entry['state']:10s} {entry['items']:9,d}")
+            lines.append(f"{endpoint:32s} {entry['state']:10s} {entry['items']:9,d}  {entry['detail']}".rstrip())
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -380,13 +482,130 @@ class RemoteStatus:
 
 
 _EVENTS = (
-    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_CLOSED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
-_FAILED = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+_MECHANISM_MISMATCH = getattr(zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002)
+_CRYPTOGRAPHIC = getattr(zmq, "PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC", 0x11000017)
+
+
+class _Producer:
+    """What the consumer knows of one producer's connection, from its socket's monitor.
+
+    libzmq's events say less than one would like (seen with libzmq 4.3):
+    ``HANDSHAKE_FAILED_AUTH`` means the producer refused this consumer's key
+    and ``HANDSHAKE_FAILED_PROTOCOL`` a handshake that cannot work (keys on
+    one side only); but ``HANDSHAKE_FAILED_NO_DETAIL`` only means that the
+    connection closed during the handshake, which is what a producer does
+    whose key is not the one given (it cannot read our greeting and hangs
+    up), and also what a producer that dies (or closes) during the handshake
+    does.  The next attempt tells them apart: a producer that went away
+    accepts no more TCP connections (the attempt ends in ``CLOSED``), a
+    producer with another key accepts the connection and hangs up again.
+    libzmq's own handshake timeout is off (it too would read as a hang-up);
+    a handshake that has not finished within ``grace`` is reported as slow.
+    """
+
+    def __init__(self, endpoint: str, sock: zmq.Socket, monitor: zmq.Socket, status: RemoteStatus) -> None:
+        self.endpoint, self.sock, self.monitor, self.status = endpoint, sock, monitor, status
+        self.tcp_since: float | None = None  # when this attempt's connection opened (its handshake under way)
+        self.slow_reported = False  # this attempt was reported slow
+        self.hung_up = False  # the previous attempt was closed during its handshake; judged by the next one
+        self.connected_since = 0.0
+        self.items_on_connection = 0
+
+    @property
+    def state(self) -> str:
+        return self.status.producers[self.endpoint]["state"]
+
+    def delivering(self) -> bool:
+        return self.state == "connected" and self.items_on_connection > 0
+
+    def handshaking(self) -> bool:
+        """Its handshake is under way and has not been reported slow yet (it is not judged yet)."""
+        return self.tcp_since is not None and not self.slow_reported and self.state != "refused"
+
+    def received(self) -> None:
+        if self.state != "connected":  # (an item proves the handshake: apply its event first)
+            self.events()
+        self.status.producers[self.endpoint]["items"] += 1
+        self.items_on_connection += 1
+        if self.state == "silent":
+            self.status._set(self.endpoint, "connected", "delivering again")
+
+    def events(self) -> bool:
+        """Apply the queued monitor events; True if a handshake succeeded."""
+        succeeded = False
+        while self.monitor.poll(0):
+            message = recv_monitor_message(self.monitor)
+            succeeded |= self._event(message["event"], int(message["value"]))
+        return succeeded
+
+    def _event(self, event: int, value: int) -> bool:
+        if event == zmq.EVENT_CONNECTED:
+            self.tcp_since, self.slow_reported = time.monotonic(), False
+        elif event == zmq.EVENT_CLOSED:  # a connection attempt failed: nothing accepts connections there now
+            if self.hung_up:
+                self._report("lost", "went away during the handshake (it closed the connection and accepts no more)")
+            self.hung_up = False
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.tcp_since, self.hung_up = None, False
+            self.connected_since, self.items_on_connection = time.monotonic(), 0
+            self.status._set(self.endpoint, "connected", "connected")
+            return True
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self._report("refused", f"refused this consumer's key (ZAP status {value}): it does not list this "
+                         "consumer's public key among the ones it accepts")
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+            self._report("refused", _protocol_error(value))
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            self._hung_up()
+        elif event == zmq.EVENT_DISCONNECTED and self.state in ("connected", "silent"):
+            self._report("lost", "lost (items in flight on its connection are lost); carrying on with the others")
+        return False
+
+    def _hung_up(self) -> None:
+        was_slow, self.tcp_since = self.slow_reported, None
+        if was_slow:  # (the producer gave up on a handshake that we reported slow already)
+            self.hung_up = False
+        elif self.hung_up:
+            self._report("refused", "closes the connection during the handshake on every attempt: its key is not "
+                         "the one given in producer_keys for it (or it serves without keys)")
+        else:
+            self.hung_up = True
+
+    def check(self, now: float, grace: float) -> None:
+        """Report a handshake or a first item that has not come within ``grace`` seconds."""
+        if self.tcp_since is not None and not self.slow_reported and now - self.tcp_since > grace:
+            self.slow_reported = True
+            self._report("slow", f"has not finished the handshake within {grace:g} s (overloaded, or stopped?)")
+        if self.state == "connected" and not self.items_on_connection and now - self.connected_since > grace:
+            self._report("silent", f"connected for {grace:g} s and sent nothing: it is slow to make its first "
+                          "item, or another consumer connected to it is taking its items")
+
+    def _report(self, state: str, what: str) -> None:
+        if self.state != state:
+            warnings.warn(f"remote: {self.endpoint} {what}", ProducerWarning, stacklevel=6)
+        self.status._set(self.endpoint, state, what)
+
+    def close(self, state: str, what: str) -> None:
+        self.status._set(self.endpoint, state, what)
+        self.sock.disable_monitor()
+        self.sock.close(linger=0)  # leaving tells the producer that its end arrived
+
+
+def _protocol_error(code: int) -> str:
+    if code == _MECHANISM_MISMATCH:
+        return "refused the handshake: one side uses keys and the other does not"
+    if code == _CRYPTOGRAPHIC:
+        return "refused the handshake: its key is not the one given in producer_keys"
+    name = next((n for n in dir(zmq) if n.startswith("PROTOCOL_ERROR_") and getattr(zmq, n) == code), hex(code))
+    return f"refused the handshake ({name})"
 
 
 def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
@@ -406,6 +625,10 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
                 f"{where}: producer_keys has {len(producer_keys)} entries for {len(endpoints)} endpoints"
             )
         servers = [_load(k, where, secret=False)[0] for k in producer_keys]
+    else:
+        for endpoint in endpoints:
+            if endpoint.startswith("ipc://"):
+                _check_private(endpoint, insecure, where)
     info = worker_info()
     if info.count > 1:  # inside zmq_offload or DataLoader workers: each reads its share of producers
         endpoints = endpoints[info.id :: info.count]
@@ -414,7 +637,7 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
     status = status if status is not None else RemoteStatus()
     status._start(endpoints)
     context = zmq.Context()
-    socks, monitors = [], []
+    producers = []
     try:
         for n, endpoint in enumerate(endpoints):
             sock = context.socket(zmq.PULL)
@@ -423,127 +646,87 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
             _liveness(sock)
             sock.setsockopt(zmq.RECONNECT_IVL, 100)
             sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            sock.setsockopt(zmq.HANDSHAKE_IVL, 0)  # (timed here instead: see _Producer)
             if curve:
                 sock.curve_secretkey, sock.curve_publickey, sock.curve_serverkey = secret, public, servers[n]
-            socks.append(sock)
-            monitors.append(sock.get_monitor_socket(_EVENTS))
+            producers.append(_Producer(endpoint, sock, sock.get_monitor_socket(_EVENTS), status))
             try:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:
                 raise PescadorError(f"{where}: cannot connect to {endpoint}: {exc}") from None
-        yield from _receive(endpoints, socks, monitors, grace, copy, status)
+        yield from _receive(producers, grace, copy, status)
     finally:
-        for sock, monitor in zip(socks, monitors):
-            if not sock.closed:
-                sock.disable_monitor()
-                sock.close(linger=0)
-            monitor.close(linger=0)
+        for producer in producers:
+            if not producer.sock.closed:
+                producer.sock.disable_monitor()
+                producer.sock.close(linger=0)
+            producer.monitor.close(linger=0)
         context.term()
 
 
-def _receive(endpoints, socks, monitors, grace, copy, status) -> Iterator:
-    producers = status.producers
-    active = list(range(len(socks)))  # producers that have not ended
+def _receive(producers: list, grace: float, copy: bool, status: RemoteStatus) -> Iterator:
+    """Items from the producers in turn, until each has ended; the producers' news go to ``status``.
+
+    The stream fails when for ``grace`` seconds no producer has been
+    delivering: connected and sending on its current connection (a producer
+    that connects has ``grace`` seconds for its first item, and a handshake
+    under way is given ``grace`` seconds before it is judged slow).
+    """
+    active = list(producers)  # producers that have not ended
     poller = zmq.Poller()
-    for sock in socks:
-        poller.register(sock, zmq.POLLIN)
-    connected = 0
+    for producer in producers:
+        poller.register(producer.sock, zmq.POLLIN)
     failures: list = []
-    down_since = time.monotonic()  # when the last connected producer went (or the run started)
-    next_events = time.monotonic() + 0.1
+    down_since = time.monotonic()  # since when no producer has been delivering (or the last handshake)
+    next_check = 0.0
     turn = 0
-
-    def events() -> None:
-        """Apply the monitors' news to the status (without waiting)."""
-        nonlocal connected, down_since
-        for n in active:
-            endpoint = endpoints[n]
-            while monitors[n].poll(0):
-                event = recv_monitor_message(monitors[n])["event"]
-                state = producers[endpoint]["state"]
-                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    if state != "connected":
-                        connected += 1
-                    status._set(endpoint, "connected")
-                elif event & _FAILED:
-                    if state != "refused":
-                        warnings.warn(
-                            f"remote: {endpoint} refused the handshake: its key is not the one given "
-                            "in producer_keys, or it does not accept this consumer's key",
-                            ProducerWarning,
-                            stacklevel=5,
-                        )
-                    if state == "connected":
-                        connected -= 1
-                    status._set(endpoint, "refused")
-                elif event == zmq.EVENT_DISCONNECTED and state == "connected":
-                    warnings.warn(
-                        f"remote: lost {endpoint} (items in flight on its connection are lost); "
-                        "carrying on with the others",
-                        ProducerWarning,
-                        stacklevel=5,
-                    )
-                    connected -= 1
-                    status._set(endpoint, "lost")
-                if connected == 0 and state == "connected":
-                    down_since = time.monotonic()
-
     while active:
         got = False
         for _ in range(len(active)):  # one message from each producer in turn, without waiting
             turn = (turn + 1) % len(active)
-            n = active[turn]
+            producer = active[turn]
             try:
-                frames = socks[n].recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = producer.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 continue
             got = True
             kind, payload = wire.decode(frames, copy)
             if kind == wire.ITEM:
-                producers[endpoints[n]]["items"] += 1
+                producer.received()
                 yield payload
-            elif kind == wire.END:
-                events()
-                if producers[endpoints[n]]["state"] == "connected":
-                    connected -= 1
-                status._set(endpoints[n], "ended")
-                active.remove(n)
-                poller.unregister(socks[n])
-                socks[n].disable_monitor()
-                socks[n].close(linger=0)  # leaving tells the producer that its end arrived
-                if connected == 0:
-                    down_since = time.monotonic()
-                break
+                continue
+            producer.events()
+            if kind == wire.END:
+                producer.close("ended", "ended")
             else:  # the producer's recipe raised: report it, and carry on with the others
-                events()
-                if producers[endpoints[n]]["state"] == "connected":
-                    connected -= 1
-                warnings.warn(
-                    f"remote: {endpoints[n]} failed; its traceback:\n{payload}", ProducerWarning, stacklevel=3
-                )
-                status._set(endpoints[n], "failed")
-                failures.append(f"{endpoints[n]}:\n{payload}")
-                active.remove(n)
-                poller.unregister(socks[n])
-                socks[n].disable_monitor()
-                socks[n].close(linger=0)
-                if connected == 0:
-                    down_since = time.monotonic()
-                break
+                warnings.warn(f"remote: {producer.endpoint} failed; its traceback:\n{payload}", ProducerWarning,
+                              stacklevel=3)
+                producer.close("failed", "its recipe raised")
+                failures.append(f"{producer.endpoint}:\n{payload}")
+            active.remove(producer)
+            poller.unregister(producer.sock)
+            down_since = time.monotonic()
+            break
         now = time.monotonic()
-        if got and now < next_events:
+        if got and now < next_check:
             continue
-        next_events = now + 0.1
-        events()
         if not got:
             poller.poll(100)
-            events()
-        if connected > 0:
-            down_since = time.monotonic()
-        elif active and time.monotonic() - down_since > grace:
+            if any(poller.poll(0)):  # (a message came: read it before judging anyone)
+                continue
+        now = time.monotonic()
+        next_check = now + 0.1
+        for producer in active:
+            if producer.events():
+                down_since = time.monotonic()  # (not before the connection's own clock: see check)
+            producer.check(time.monotonic(), grace)
+        if any(producer.delivering() for producer in active):
+            down_since = now
+        elif active and not got and now - down_since > grace and not any(p.handshaking() for p in active):
             raise PescadorError(
-                f"remote: no producer connected for {grace:g} s:\n{status}\n(producers that went away "
-                "are lost; refused ones have a key that does not match)"
+                f"remote: no producer has been delivering for {grace:g} s:\n{status}\n(lost: it went away; refused: "
+                "the keys do not match; slow: its handshake did not finish; silent: connected but sent nothing, "
+                "because it is slow to make its first item or another consumer connected to it took its items)"
             )
     if failures:
         raise PescadorError("remote: every producer has ended, and these failed:\n" + "\n".join(failures))
@@ -567,16 +750,22 @@ def remote(
     Parameters
     ----------
     *endpoints : str
-        ``tcp://HOST:PORT`` of each producer.
+        ``tcp://HOST:PORT`` of each producer (needs keys, or
+        ``insecure=True``), or ``ipc:///DIR/NAME`` for a producer on this
+        machine, ``DIR`` being a directory only you can enter (checked when
+        a run starts).
     key : path, optional
         This consumer's ``NAME.key_secret`` file.
     producer_keys : path or list of paths, optional
         The producers' public ``.key`` files: one for all, or one per
         endpoint.
     insecure : bool
-        Allow plain TCP beyond loopback (warns).
+        Allow plain TCP (loopback included), or an ``ipc://`` path in a
+        directory that other users can enter (warns).
     grace : float
-        Seconds without any connected producer before the stream fails.
+        Seconds without any producer delivering before the stream fails; a
+        producer has as long for its handshake and, once connected, for its
+        first item, before it is reported ``slow`` or ``silent``.
     hwm : int
         Messages that may wait per producer.
     copy : bool
@@ -592,14 +781,14 @@ def remote(
     if not endpoints:
         raise PescadorError(f"{where}: give at least one endpoint, e.g. remote('tcp://host:5555')")
     for endpoint in endpoints:
-        _host(endpoint, where)
+        _endpoint(endpoint, where)
     if not (isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace > 0):
         raise PescadorError(f"{where}: grace must be a positive number of seconds; got {grace!r}")
     if status is not None and not isinstance(status, RemoteStatus):
         raise PescadorError(f"{where}: status must be a pescador.remote.RemoteStatus; got {type(status).__name__}")
     hwm = check_count(hwm, where, "hwm", minimum=1)
     if key is None and producer_keys is None and not insecure:
-        _needs_curve(endpoints, False, False, where)  # refuses plain TCP beyond loopback now, not at the run
+        _needs_curve(endpoints, False, False, where)  # refuses plain TCP now, not at the run
     return stream(
         _remote, tuple(endpoints), key=key, producer_keys=producer_keys, insecure=insecure, grace=float(grace),
         hwm=hwm, copy=bool(copy), status=status,
