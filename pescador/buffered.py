@@ -119,8 +119,8 @@ _CASTS: dict = {}  # (item dtype, batch dtype) -> _REFUSED, _SAFE or _NARROWING
 def _cast(source: np.dtype, target: np.dtype) -> int:
     """How items of dtype ``source`` go into a batch of dtype ``target``.
 
-    ``_SAFE``: no value can change (int16 into float32, float32 into
-    float64).  ``_NARROWING``: floating point into a narrower floating point
+    ``_SAFE``: a safe cast in numpy's sense (int16 into float32, float32
+    into float64; int64 into float64, which rounds integers beyond 2**53).  ``_NARROWING``: floating point into a narrower floating point
     (float64 into float32), which loses precision only, unless a value
     overflows (checked as rows are copied).  ``_REFUSED``: anything that
     could wrap an integer or drop a fraction.
@@ -345,8 +345,9 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     the current batch is split across batches.  Every batch owns its
     memory.  All items must share the first item's keys, and each key its
     trailing shape.  A batch takes the first item's dtypes; a later item of
-    another dtype is cast into it when no value can change but for floating
-    point precision: safe casts (int8 into int64, int16 into float32) and
+    another dtype is cast into it when no value can change but by floating
+    point rounding: safe casts in numpy's sense (int8 into int64, int16 into
+    float32; int64 into float64 rounds integers beyond 2**53) and
     float64 into float32, as the 1.0 docs' examples that mix noisy float64
     with float32 items expect.  Anything else (float into int, int64 into
     int8, str into float) raises, and so does a finite value that would

@@ -622,11 +622,13 @@ def _tuples(upstream: Stream, keys: tuple) -> Iterator[tuple]:
 
 
 def _check_keys(keys: Any, where: str, name: str) -> None:
+    """Keys must be strings: items are dicts with string keys, so any other key could never match."""
     for key in keys:
-        try:
-            hash(key)
-        except TypeError:
-            raise PescadorError(f"{where}: {name} must be dict keys; got {key!r}") from None
+        if not isinstance(key, str):
+            hint = ""
+            if callable(key):
+                hint = f"; to run {where} on a source, give a stream first: {where}(pescador.stream(fn), ...)"
+            raise PescadorError(f"{where}: {name} must be strings (the keys of the items); got {key!r}{hint}")
 
 
 def tuples(*keys: Any) -> Transform | Iterator[tuple]:

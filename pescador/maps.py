@@ -113,6 +113,11 @@ def buffer_stream(
     """
     curried = stream is None or not core.is_data(stream)
     if curried and stream is not None:  # buffer_stream(16, partial=...)
+        if callable(stream):
+            raise PescadorError(
+                f"buffer_stream: got the function {getattr(stream, '__name__', stream)!r} where a stream or "
+                "buffer_size belongs; give a stream first: buffer_stream(pescador.stream(fn), 16)"
+            )
         if buffer_size is not None:
             raise PescadorError(
                 "buffer_stream: in a pipe, give partial and axis by name: buffer_stream(16, partial=True)"

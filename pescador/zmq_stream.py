@@ -56,6 +56,8 @@ import secrets
 import select
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -279,7 +281,7 @@ def _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_por
     pickled, payload = _payload(upstream, mp.get_start_method())
     seeds = np.random.SeedSequence(random_state).spawn(workers)
     context = zmq.Context()
-    sock = directory = None
+    sock = directory = guardian = None
     procs: list = []
     identities: dict = {}
     live: set = set()  # the workers that have not ended (END or ERROR) yet
@@ -302,12 +304,20 @@ def _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_por
             process.start()
             procs.append(process)
             live.add(wid)
+        guardian = _start_guardian(procs, directory)
         yield from _receive(sock, procs, identities, live, copy, states)
     finally:
-        _shutdown(sock, procs, live, timeout)
-        context.term()
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+        try:
+            _shutdown(sock, procs, live, timeout)
+        finally:  # (each step happens even if a second Ctrl-C interrupts the one before)
+            try:
+                context.term()
+            finally:
+                try:
+                    if directory is not None:
+                        shutil.rmtree(directory, ignore_errors=True)
+                finally:
+                    _stop_guardian(guardian)
 
 
 def _receive(sock: zmq.Socket, procs: list, identities: dict, live: set, copy: bool,
@@ -393,6 +403,61 @@ def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
         return False
 
 
+_GUARD_GRACE = 1.5  # seconds after the consumer's death before the guardian kills the workers left
+
+# The guardian of a run: a tiny Python process (no site, no pescador, no numpy) that the consumer starts
+# with subprocess (safe beside threads under every start method) and hands pidfds of itself and of its
+# workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds (their watcher threads end
+# them sooner), kills those left, and removes the run's ipc directory.  The consumer kills it at the end
+# of every run, after its own cleanup, and reaps it.
+_GUARD = """
+import os, select, shutil, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+consumer, grace, directory = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+workers = [int(fd) for fd in sys.argv[4:]]
+select.select([consumer], [], [])
+deadline = time.monotonic() + grace
+while workers and time.monotonic() < deadline:
+    ready = select.select(workers, [], [], max(0.0, deadline - time.monotonic()))[0]
+    workers = [fd for fd in workers if fd not in ready]
+for fd in workers:
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        pass
+if directory:
+    shutil.rmtree(directory, ignore_errors=True)
+"""
+
+
+def _start_guardian(procs: list, directory: str | None) -> subprocess.Popen | None:
+    """Start the run's guardian (see ``_GUARD``); None where the system has no pidfds.
+
+    Why a process: a worker's watcher thread needs the GIL, which a main
+    thread stuck in C code may never let go, and the consumer's ipc
+    directory outlives workers that have already ended.  Why the consumer
+    opens the pidfds: its workers are its children, not yet reaped, so their
+    pids cannot have been reused.
+    """
+    fds: list = []
+    try:
+        fds.append(os.pidfd_open(os.getpid()))
+        fds += [os.pidfd_open(p.pid) for p in procs]
+        args = [sys.executable, "-I", "-S", "-c", _GUARD, str(fds[0]), str(_GUARD_GRACE), directory or ""]
+        return subprocess.Popen(args + [str(fd) for fd in fds[1:]], pass_fds=fds, stdin=subprocess.DEVNULL)
+    except (AttributeError, OSError):
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _stop_guardian(guardian: subprocess.Popen | None) -> None:
+    if guardian is not None:
+        guardian.kill()
+        guardian.wait()
+
+
 def _wait_all(procs: list, seconds: float | None) -> None:
     """Wait until every process has exited, or ``seconds`` have passed (None: no limit)."""
     deadline = None if seconds is None else time.monotonic() + seconds
@@ -417,18 +482,26 @@ def _shutdown(sock: Any, procs: list, live: set, timeout: float | None) -> None:
     when None) is killed.  The socket stays open meanwhile, so that
     acknowledgements get out.
     """
-    for wid in live:
-        if procs[wid].exitcode is None:
-            procs[wid].terminate()
-    _wait_all(procs, _GRACE if timeout is None else timeout)
-    for process in procs:
-        if process.exitcode is None:
-            process.kill()
-    _wait_all(procs, None)
-    for process in procs:
-        process.close()
-    if sock is not None:
-        sock.close(linger=0)
+    interrupted = None
+    try:
+        for wid in live:
+            if procs[wid].exitcode is None:
+                procs[wid].terminate()
+        _wait_all(procs, _GRACE if timeout is None else timeout)
+    except KeyboardInterrupt as exc:  # a second Ctrl-C while stopping: stop waiting, kill now
+        interrupted = exc
+    try:
+        for process in procs:
+            if process.exitcode is None:
+                process.kill()
+        _wait_all(procs, None)  # (quick after SIGKILL)
+        for process in procs:
+            process.close()
+    finally:
+        if sock is not None:
+            sock.close(linger=0)
+    if interrupted is not None:
+        raise interrupted
 
 
 # ----------------------------------------------------------------------------
@@ -534,63 +607,8 @@ def _watch(consumer: _Consumer, directory: str | None, done: threading.Event, ma
     os._exit(1)
 
 
-_REAPER_GRACE = 1.5  # seconds after the consumer's death before the reaper kills a worker that did not exit
-
-
 def _ipc_directory(endpoint: str) -> str | None:
     return os.path.dirname(endpoint[len("ipc://") :]) if endpoint.startswith("ipc://") else None
-
-
-def _start_reaper(consumer_pid: int, endpoint: str) -> int | None:
-    """Fork a tiny reaper process that SIGKILLs this worker if it outlives its consumer.
-
-    The watcher thread needs the GIL; a main thread stuck in C code that
-    holds it (a regular expression that backtracks for ever, a ``PyDLL``
-    call) never lets it run.  The reaper is another process, forked while
-    the worker is still single-threaded (before the watcher thread, ZeroMQ
-    or any user code): it waits on pidfds of the consumer and of the worker,
-    and when the consumer dies and the worker has not exited
-    ``_REAPER_GRACE`` seconds later, it kills the worker and removes the
-    ipc directory.  A worker that ends normally stops and reaps its reaper
-    (:func:`_stop_reaper`), so no zombie is left where nothing reaps
-    orphans (a container whose first process is not an init).  Returns the
-    reaper's pid; where pidfds are missing (not Linux >= 5.3), there is no
-    reaper (None), and the watcher thread still covers every main thread
-    that lets the GIL go.
-    """
-    try:
-        consumer, worker = os.pidfd_open(consumer_pid), os.pidfd_open(os.getpid())
-    except (AttributeError, OSError):
-        return None
-    reaper = os.fork()
-    if reaper:  # the worker: the reaper holds the pidfds
-        os.close(consumer)
-        os.close(worker)
-        return reaper
-    try:  # the reaper: system calls only
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-        ready, _, _ = select.select([consumer, worker], [], [])
-        if worker not in ready:
-            ready, _, _ = select.select([worker], [], [], _REAPER_GRACE)
-            if not ready:
-                signal.pidfd_send_signal(worker, signal.SIGKILL)
-                directory = _ipc_directory(endpoint)
-                if directory is not None:
-                    shutil.rmtree(directory, ignore_errors=True)
-    finally:
-        os._exit(0)
-
-
-def _stop_reaper(reaper: int | None) -> None:
-    """Stop and reap the reaper of a worker that is ending by itself."""
-    if reaper is not None:
-        try:
-            os.kill(reaper, signal.SIGKILL)
-            os.waitpid(reaper, 0)
-        except OSError:
-            pass
 
 
 def _start_watcher(consumer: _Consumer, endpoint: str, done: threading.Event) -> None:
@@ -669,17 +687,10 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
     worker touch state a fork may have left locked (the global random
     generators, ZeroMQ) or run the user's code.
     """
-    stop = context = sock = iterator = reaper = None
+    stop = context = sock = iterator = None
     done = threading.Event()
     try:
         stop = _StopSignal()
-        # (SIGTERM waits until the reaper's pid is known: raised amid the fork, _Stopped would leave the
-        # reaper unknown, so never reaped, or a lock of an at-fork handler, such as logging's, held)
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            reaper = _start_reaper(consumer_pid, endpoint)
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         _start_watcher(_Consumer(consumer_pid), endpoint, done)
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)
@@ -727,5 +738,4 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
             sock.close(linger=0)
         if context is not None:
             context.term()
-        _stop_reaper(reaper)
         done.set()

@@ -62,6 +62,8 @@ def test_buffer_stream_takes_both_styles_and_is_at_the_top_level():
     assert [b["x"].shape for b in maps.buffer_stream(pescador.Streamer(vectors, 4), 4)] == [(4, 3)]
     with pytest.raises(PescadorError, match="by name"):
         pescador.buffer_stream(2, True)
+    with pytest.raises(PescadorError, match="give a stream first"):
+        pescador.buffer_stream(vectors, 2)  # a generator function, not a stream
     with pytest.raises(pescador.DataError, match="item 1"):
         list(maps.buffer_stream([{"x": np.zeros(1)}, 3], 2))
 

@@ -303,7 +303,7 @@ def test_a_busy_worker_is_terminated_after_timeout():
 
 
 def processes_of_this_group():
-    """(pid, state) of every process in this process group (workers' reapers keep it, orphaned or not)."""
+    """(pid, state) of every process in this process group (a run's guardian keeps it, orphaned or not)."""
     out = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -328,7 +328,7 @@ def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory(private_t
             for _ in zip(range(3), recipe):  # stopped early
                 pass
     assert not workers_of_this_process()
-    assert not set(processes_of_this_group()) - group  # no reaper left, not even as a zombie
+    assert not set(processes_of_this_group()) - group  # no guardian left, not even as a zombie
     assert open_fds() == fds, os.listdir("/proc/self/fd")
     assert threading.active_count() == threads, threading.enumerate()
     assert pescador_dirs() == dirs
