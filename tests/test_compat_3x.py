@@ -229,6 +229,8 @@ def test_cycling_over_streams_that_give_nothing_ends():
     assert list(pescador.RoundRobinMux(empty, mode="permuted_cycle", random_state=0)) == []
     assert list(pescador.ShuffledMux(empty)) == []
     assert list(pescador.StochasticMux(empty, 2, 4)) == []
+    assert list(pescador.StochasticMux(empty, 2, 4, prune_empty_streams=False)) == []
+    assert list(pescador.StochasticMux(empty, 2, 4, mode="single_active", prune_empty_streams=False)) == []
 
 
 # -- cache --------------------------------------------------------------------------------------

@@ -392,6 +392,32 @@ def test_workers_shard_a_pool_run_without_replacement(count):
     assert sorted(seen) == sorted(expected_pairs(sizes) * 2)
 
 
+def listed_pool(sizes):
+    """A pool produced at run time: its streams are the items of a stream."""
+    for tag, n in enumerate(sizes):
+        yield stream(finite, tag, n)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_workers_shard_a_chain(count, lazy):
+    sizes = [3, 1, 4, 1, 5, 9, 2]
+    pool = stream(listed_pool, sizes) if lazy else finite_pool(sizes)
+    seeds = np.random.SeedSequence(0).spawn(count)
+    seen = []
+    try:
+        for wid in range(count):
+            set_worker_info(WorkerInfo(wid, count, seeds[wid]))
+            seen += pairs(chain_mux()(pool))
+            mine = sum(sizes[wid::count])
+            two_passes = pairs(take(2 * mine, chain_mux("cycle")(pool)))
+            assert two_passes[:mine] == two_passes[mine:]
+            seen += two_passes[:mine]
+    finally:
+        set_worker_info(None)
+    assert sorted(seen) == sorted(expected_pairs(sizes) * 2)
+
+
 def test_workers_with_an_int_seed_make_different_choices():
     pool = [stream(constant, i) for i in range(5)]
     step = pescador.mux(2, 3.0, random_state=9)
