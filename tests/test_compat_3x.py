@@ -109,9 +109,11 @@ def files_in(directory):
             yield pescador.Streamer(f.read().split())
 
 
+@pytest.mark.timeout(20)
 def test_chain_mux_over_a_pool_produced_at_run_time(tmp_path):
     chain = pescador.ChainMux(pescador.Streamer(files_in, str(tmp_path)))
     assert list(chain) == []  # no file yet
+    assert list(pescador.ChainMux(pescador.Streamer(files_in, str(tmp_path)), mode="cycle")) == []  # (no spin)
     (tmp_path / "1.txt").write_text("a b")
     (tmp_path / "2.txt").write_text("c")
     assert list(chain) == ["a", "b", "c"]  # each run lists the directory again
