@@ -14,14 +14,13 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
 from .exceptions import DataError, PescadorError
-from .streamer import BufferedStreamer, Mux, Streamer, ZMQStreamer
+from .streamer import BufferedStreamer, ChainMux, Mux, RoundRobinMux, ShuffledMux, StochasticMux, Streamer, ZMQStreamer
 from .workers import WorkerInfo, worker_info
 
 from . import maps
 from .maps import buffer_stream
 from .buffered import buffer
 from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
-from .mux import ChainMux, RoundRobinMux, ShuffledMux, StochasticMux
 from .zmq_stream import zmq_offload
 from .observe import Meter, MuxStats, measure
 from .extras import cache, epoch_length, epochs, streamable

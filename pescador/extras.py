@@ -116,43 +116,58 @@ def _generator(random_state: Any) -> Any:
     return _rng(random_state, worker_info())
 
 
-def _cache(upstream: Stream, n_cache: int, prob: float, random_state: Any) -> Iterator:
+def _cache(upstream: Any, n_cache: int, prob: float, random_state: Any) -> Iterator:
+    """As pescador 3.x: the first ``n_cache`` items pass through, in order, filling the cache; then at
+    each step an entry is picked at random, replaced with a new item from upstream with probability
+    ``prob``, and yielded.  The run ends when it asks upstream for an item and there is none."""
+    it = iter(upstream)
+    kept: list = []
+    for item in it:
+        kept.append(item)
+        yield item
+        if len(kept) == n_cache:
+            break
+    else:
+        return  # (upstream ended while the cache was filling)
     rng = _generator(random_state)
     draws: list = []
-    kept: list = []
-    for item in upstream:
-        if len(kept) < n_cache:
-            kept.append(item)
-        else:
-            if not draws:
-                draws = rng.random(1024).tolist()
-            kept[int(draws.pop() * n_cache)] = item  # evict a random entry
-        yield item
-        while True:  # then, with probability prob each time, a cached item again
-            if not draws:
-                draws = rng.random(1024).tolist()
-            if draws.pop() >= prob:
-                break
-            if not draws:
-                draws = rng.random(1024).tolist()
-            yield kept[int(draws.pop() * len(kept))]
+    while True:
+        if len(draws) < 2:
+            draws = rng.random(2048).tolist()
+        slot = int(draws.pop() * n_cache)
+        if draws.pop() < prob:
+            try:
+                kept[slot] = next(it)
+            except StopIteration:
+                return
+        yield kept[slot]
 
 
-def cache(n_cache: int, prob: float = 0.5, random_state: Any = None) -> Transform:
-    """Stochastically re-use recent items: a cheap way to stretch a slow stream.
+def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_state: Any = None) -> Any:
+    """Stochastically re-use recent items (pescador 3.x ``cache``): a cheap way to stretch a slow stream.
 
-    Each item from upstream enters a cache of the ``n_cache`` most recent
-    items (a full cache evicts an entry at random) and is yielded; then,
-    with probability ``prob`` each time, an item drawn uniformly from the
-    cache is yielded again.  On average each upstream item is followed by
-    ``prob / (1 - prob)`` cached ones.
+    The first ``n_cache`` items pass through in order and fill a cache.
+    Then, at each step, an entry of the cache is picked at random; with
+    probability ``prob`` it is replaced with a *new* item from upstream,
+    and it is yielded.  So ``prob`` is the share of new items in the output
+    (after the first ``n_cache``): each upstream item is yielded ``1 / prob``
+    times on average, and ``prob=1`` passes every item through once.  The
+    run ends when it asks upstream for a new item and there is none.
+
+    Two styles under one name (see :func:`pescador.core.is_data`):
+    ``cache(stream, n_cache, prob=0.5, random_state=None)``, the 3.x call,
+    returns an iterator over that stream; ``cache(n_cache, prob=...,
+    random_state=...)`` is a curried stage for a pipe.
 
     Parameters
     ----------
+    stream : optional
+        The data, in the 3.x call: anything :func:`pescador.stream` accepts,
+        or a live iterator.
     n_cache : int >= 1
         Size of the cache.
-    prob : float in [0, 1)
-        Probability of yielding a cached item before the next fresh one.
+    prob : float in (0, 1]
+        Probability of drawing a new item from upstream at each step.
     random_state : None, int, np.random.Generator or np.random.RandomState
 
     Examples
@@ -160,17 +175,29 @@ def cache(n_cache: int, prob: float = 0.5, random_state: Any = None) -> Transfor
     >>> import pescador
     >>> items = [{"i": i} for i in range(100)]
     >>> out = list(pescador.cache(8, prob=0.5, random_state=0)(items))
-    >>> len(out) > 100, sorted({x["i"] for x in out}) == list(range(100))
-    (True, True)
+    >>> len(out) > 100, [x["i"] for x in out[:8]], sorted({x["i"] for x in out}) == list(range(100))
+    (True, [0, 1, 2, 3, 4, 5, 6, 7], True)
+    >>> len(list(pescador.cache(items, 8, prob=1.0)))  # the 3.x call; every item once
+    100
     """
     where = "cache"
+    curried = stream is None or not core.is_data(stream)
+    if curried and stream is not None:  # cache(8, prob=...)
+        if n_cache is not None:
+            raise PescadorError(f"{where}: in a pipe, give prob and random_state by name: cache(8, prob=0.5)")
+        stream, n_cache = None, stream
     n_cache = check_count(n_cache, where, "n_cache", minimum=1)
-    if not isinstance(prob, numbers.Real) or isinstance(prob, bool) or not 0 <= prob < 1:
-        raise PescadorError(f"{where}: prob must be a number in [0, 1); got {prob!r}")
+    if not isinstance(prob, numbers.Real) or isinstance(prob, bool) or not 0 < prob <= 1:
+        raise PescadorError(
+            f"{where}: prob (the probability of drawing a new item, as in pescador 3.x) must be a number in "
+            f"(0, 1]; got {prob!r}"
+        )
     from ._random import _check_random_state
 
     params = dict(n_cache=n_cache, prob=float(prob), random_state=_check_random_state(random_state, where))
-    return Transform("cache", _cache, params)
+    if curried:
+        return Transform("cache", _cache, params)
+    return core.run_data_first(_cache, stream, **params)
 
 
 # ----------------------------------------------------------------------------
@@ -256,6 +283,8 @@ def _run_length(s: Stream) -> float | None:
         if per_epoch is None or per_epoch == 0:
             return per_epoch
         return math.inf if n_epochs is None else n_epochs * per_epoch
+    if name in _EXHAUSTIVE and isinstance(upstream, Stream):  # (a chain over a pool produced at run time)
+        return None
     if name in _EXHAUSTIVE:  # (members of weight zero are never activated)
         return _sum(upstream, params.get("weights")) if _EXHAUSTIVE[name](params) else None
     if name == "take":

@@ -18,9 +18,10 @@ import numpy as np
 from . import core
 from .buffered import buffer
 from .core import keras_tuples, tuples
+from .extras import cache
 from .exceptions import DataError, PescadorError
 
-__all__ = ["buffer_stream", "tuples", "keras_tuples"]
+__all__ = ["buffer_stream", "tuples", "keras_tuples", "cache"]
 
 
 def _with_new_axis(upstream: core.Stream) -> Iterator[dict]:

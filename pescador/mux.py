@@ -76,15 +76,14 @@ import math
 import numbers
 import sys
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from .core import Stream, Transform, is_item, not_a_dict, short_repr, stream
+from .core import Stream, Transform, stream
 from ._random import _check_random_state, _rng
 from .exceptions import PescadorError
-from .streamer import Streamer
 from .workers import worker_info
 
 __all__ = [
@@ -109,26 +108,43 @@ _DISTRIBUTIONS = ("poisson", "binomial", "constant")
 # ----------------------------------------------------------------------------
 
 
-def _pool(pool: Any, where: str) -> tuple:
-    """Coerce a pool of sources into a tuple of Streams, naming bad members."""
-    if isinstance(pool, (Stream, Streamer)) or callable(pool) or not isinstance(pool, (Sequence, np.ndarray)):
+def _is_lazy(pool: Any) -> bool:
+    """Whether ``pool`` is produced at run time: a Stream, a Streamer (anything with
+    ``__pescador_stream__``) or a generator function, whose items are the streams."""
+    if isinstance(pool, Stream):
+        return True
+    if getattr(pool, "__pescador_stream__", None) is not None and not isinstance(pool, type):
+        return True
+    return callable(pool)
+
+
+def _pool(pool: Any, where: str, allow_empty: bool = False) -> tuple:
+    """Coerce a pool of sources into a tuple of Streams, naming bad members.
+
+    The pool is any iterable of sources other than a string or a dict (a
+    list, a tuple, a generator of Streamers, which is read here, once); each
+    member is anything :func:`pescador.stream` accepts (a Stream, a Streamer,
+    a generator function, a list, a string, any re-iterable object).
+    """
+    if _is_lazy(pool):
         raise PescadorError(
-            f"{where}: expected a list of streams (Streams, Streamers or generator functions); "
+            f"{where}: the pool is a {type(pool).__name__}, whose streams are produced at run time; only "
+            "chain_mux and ChainMux take such a pool (see docs/multiplexing.rst). Give a list of streams, "
+            "for example list(streamer.iterate())"
+        )
+    if isinstance(pool, (str, bytes, dict)) or not isinstance(pool, Iterable):
+        raise PescadorError(
+            f"{where}: expected a list of streams (Streams, Streamers, generator functions or collections); "
             f"got a {type(pool).__name__}"
         )
-    if len(pool) == 0:
-        raise PescadorError(f"{where}: the pool of streams is empty; give at least one stream")
     members = []
     for position, member in enumerate(pool):
-        if not (isinstance(member, (Stream, Streamer)) or callable(member)):
-            raise PescadorError(
-                f"{where}: pool member {position} is a {type(member).__name__}; expected a "
-                "Stream, a Streamer or a generator function"
-            )
         try:
             members.append(stream(member))
         except PescadorError as exc:
-            raise PescadorError(f"{where}: pool member {position}: {exc}") from None
+            raise PescadorError(f"{where}: pool member {position} (a {type(member).__name__}): {exc}") from None
+    if not members and not allow_empty:
+        raise PescadorError(f"{where}: the pool of streams is empty; give at least one stream")
     return tuple(members)
 
 
@@ -195,11 +211,24 @@ _HUGE_LAM = 2.0**53  # numpy's Poisson and binomial cannot draw beyond about thi
 
 
 def _lengths(rng: Any, lam: float, dist: str, size: int) -> list:
-    """Up to ``size`` activation lengths, each at least 1 (a draw of zero is drawn again).
+    """Up to ``size`` activation lengths, each at least 1.
 
-    The lengths follow ``dist`` of mean ``lam`` conditioned on being at least
-    one; the number of generator calls does not depend on ``lam``.
+    ``"poisson"``, ``"binomial"``, ``"constant"`` (``mux``): ``dist`` of mean
+    ``lam`` conditioned on being at least one (a draw of zero is drawn
+    again).  ``"3x-poisson"``, ``"3x-constant"`` (``StochasticMux``, as
+    pescador 3.x drew them): ``1 + Poisson(lam - 1)`` and ``ceil(lam)``, of
+    mean ``lam`` for ``lam >= 1`` and 1 below.  (``"3x-binomial"`` depends on
+    the live slots: see :meth:`_Random.length`.)  The number of generator
+    calls does not depend on ``lam``.
     """
+    if dist == "3x-constant":
+        return [max(1, math.ceil(lam))] * size
+    if dist == "3x-poisson":
+        if lam <= 1.0:
+            return [1] * size
+        if lam >= _HUGE_LAM:
+            return [max(1, int(lam + math.sqrt(lam) * z)) for z in rng.standard_normal(size).tolist()]
+        return (1 + rng.poisson(lam - 1.0, size)).tolist()
     if dist == "constant":
         return [max(1, int(round(lam)))] * size
     if lam >= _HUGE_LAM:  # the spread is below 1e-8 of the mean: a normal approximation, as Python ints
@@ -231,6 +260,8 @@ class _Random:
         self.rng, self.lam, self.dist, self.block = rng, lam, dist, block
         self.uniforms: list = []
         self.lengths: list = []
+        self.shifted: list = []  # ("3x-binomial": its Poisson limit)
+        self.binomials: dict = {}  # ("3x-binomial": blocks by (trials, q))
 
     def uniform(self) -> float:
         if self.block == 1:  # (a scalar draw: no array to make and unpack)
@@ -239,13 +270,48 @@ class _Random:
             self.uniforms = self.rng.random(self.block).tolist()
         return self.uniforms.pop()
 
-    def length(self) -> int:
-        """The bound of a new activation, at least 1; -1 for none (it counts down for ever)."""
+    def length(self, p: float = 0.0) -> int:
+        """The bound of a new activation, at least 1; -1 for none (it counts down for ever).
+
+        ``p`` (``"3x-binomial"`` only) is the new stream's share of the live
+        slots' weights, itself included.
+        """
         if self.lam is None:
             return -1
+        if self.dist == "3x-binomial":
+            return self._binomial_3x(p)
         while not self.lengths:
             self.lengths = _lengths(self.rng, self.lam, self.dist, self.block)
         return self.lengths.pop()
+
+    def _binomial_3x(self, p: float) -> int:
+        """``1 + Binomial(floor((lam - 1) / q), q)`` with ``q = 1 - p``, as pescador 3.x drew it (mean
+        about ``lam``, variance about ``(lam - 1) p``); its Poisson limit where ``p > 0.9999``."""
+        lam, q = self.lam, 1.0 - p
+        if not q >= 1e-4:  # (one stream, in effect; also p undefined)
+            while not self.shifted:
+                self.shifted = _lengths(self.rng, lam, "3x-poisson", self.block)
+            return self.shifted.pop()
+        trials = int((lam - 1.0) / q) if lam > 1.0 else 0
+        if trials == 0:
+            return 1
+        if trials >= _HUGE_LAM:  # beyond numpy's binomial: a normal approximation
+            return max(1, int(1 + trials * q + math.sqrt(trials * q * p) * self.rng.standard_normal()))
+        if self.block == 1:
+            return 1 + int(self.rng.binomial(trials, q))
+        # blocks per (trials, q) seen before: a constant share (even weights) draws in blocks, while
+        # shares that keep changing (uneven weights) draw one number each, not a block each
+        key = (trials, q)
+        block = self.binomials.get(key)
+        if block:
+            return block.pop()
+        if block is None:
+            if len(self.binomials) >= 256:
+                self.binomials.clear()
+            self.binomials[key] = []
+            return 1 + int(self.rng.binomial(trials, q))
+        block += (1 + self.rng.binomial(trials, q, 64)).tolist()
+        return block.pop()
 
 
 def _integers(weights: Any) -> list:
@@ -354,10 +420,13 @@ class _Activations:
         self.block, self.cum = [], None
         self._trees()
 
-    def start_epoch(self, order: str) -> None:
-        """For activation "once": queue every weighted stream, in pool or random order."""
+    def start_epoch(self, order: str, first: bool = False) -> None:
+        """For activation "once": queue every weighted stream, in pool or random order
+        (``"pool-then-random"``: the ``first`` pass in pool order, the others in random order)."""
         if self.activation != "once":
             return
+        if order == "pool-then-random":
+            order = "pool" if first else "random"
         members = np.flatnonzero(self.w > 0)
         if order == "random" and len(members) > 1:
             w = self.w[members]
@@ -519,6 +588,22 @@ class _SlotChoice:
         self.rebuild_all = False
 
 
+class _Share3x:
+    """For ``"3x-binomial"`` lengths: a new stream's share of the live slots' weights, as pescador 3.x
+    computed it (slots that this refill has yet to fill count as an average weight, as 3.x's
+    placeholders did).  Exact integer weights: no drift, no overflow."""
+
+    def __init__(self, W: list) -> None:
+        self.W = W
+        total = sum(W)
+        self.mean = sum(w * w for w in W) // total if total else 0  # (the mean weight of a draw by weight)
+        self.live = 0  # the sum of the live slots' weights
+
+    def p(self, i: int, ahead: int) -> float:
+        w = self.W[i]
+        return w / (w + self.live + ahead * self.mean) if w else 0.0
+
+
 def _activations(n: int, weights: Any, activation: str, lam: float | None, prune_empty: bool, rand: _Random,
                  worker: Any) -> tuple:
     """The activation bookkeeping of a run over a pool of ``n``, and each stream's per-item weight.
@@ -572,31 +657,37 @@ def _engine(
     slots = None if uniform or ordered else _slot_choice(item_weight, activation, acts)
     live, per_copy, tries = acts.live, activation == "with", 8
     shares = None if slots is None else slots.weights  # (the weights over the largest: in [0, 1])
+    share = _Share3x(acts.W) if dist == "3x-binomial" and lam is not None else None
     dry = acts.dry  # (streams whose latest run gave nothing; the same set throughout)
     its: list = []  # live runs, one per slot
     left: list = []  # items each slot may still give (below zero: unbounded)
     bound: list = []  # each slot's bound when it started
     who: list = []  # each slot's stream
     slot_draws: list = []
-    position = 0  # items yielded so far
     epoch = 0
     run = None if stats is None else stats._start(n, weights, who, bound, left, name)
     try:
         while epochs is None or epoch < epochs:
             epoch += 1
-            acts.start_epoch(order)
+            acts.start_epoch(order, epoch == 1)
             produced = False
             rotation = -1
             refill = True
             while True:
                 if refill:
                     refill = False
+                    ahead = k - len(its)
                     while len(its) < k:
                         i = acts.next()
                         if i is None:
                             break
                         its.append(iter(pool[i]))
-                        length = rand.length()  # (at least 1)
+                        ahead -= 1
+                        if share is None:
+                            length = rand.length()  # (at least 1)
+                        else:
+                            length = rand.length(share.p(i, ahead))
+                            share.live += share.W[i]
                         left.append(length)
                         bound.append(length)
                         who.append(i)
@@ -633,13 +724,6 @@ def _engine(
                 except StopIteration:
                     ended = True
                 else:
-                    if type(item) is dict:  # (inlined is_item: this runs for every item)
-                        for key in item:
-                            if type(key) is not str:
-                                raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
-                    elif not is_item(item):
-                        raise not_a_dict(item, name, position, f"pool member {who[s]} ({short_repr(pool[who[s]], 60)})")
-                    position += 1
                     produced = True
                     if dry:
                         acts.wet()
@@ -651,6 +735,8 @@ def _engine(
                 # slot s is done: release it and refill
                 i = who[s]
                 acts.stopped(i, ended and bound[s] == left[s])
+                if share is not None:
+                    share.live -= share.W[i]
                 if stats is not None:
                     stats._items[i] += bound[s] - left[s]
                 if ordered:
@@ -681,26 +767,31 @@ def _engine_args(name: str, pool: tuple, p: dict) -> dict:
         if name == "mux":
             activation = "with" if p.get("with_replacement", True) else ("single" if p.get("revive") else "once")
             k, lam, prune = p["k"], p.get("lam", 256.0), p.get("prune_empty", True)
+            dist = p.get("dist", "poisson")
         else:
             activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[
                 p.get("mode", "with_replacement")]
             k, lam, prune = p["n_active"], p.get("rate", 256.0), p.get("prune_empty_streams", True)
+            dist = "3x-" + p.get("dist", "binomial")  # (the lengths as pescador 3.x drew them)
         uniform = activation == "with" and lam is not None or p.get("weights") is None
         return dict(k=k, lam=lam, weights=p.get("weights"), activation=activation, order="random",
                     choice="uniform" if uniform else "weighted", epochs=1, prune_empty=prune,
-                    random_state=p.get("random_state"), dist=p.get("dist", "poisson"))
+                    random_state=p.get("random_state"), dist=dist)
     common = dict(lam=None, weights=None, prune_empty=True, random_state=p.get("random_state"), dist="poisson")
     if name == "shuffled_mux":
         return dict(common, k=len(pool), weights=p.get("weights"), activation="single", order="random",
                     choice="uniform" if p.get("weights") is None else "weighted", epochs=1)
     if name == "round_robin_mux":
         mode = p.get("mode", "exhaustive")
-        return dict(common, k=len(pool), activation="once", order="random" if mode == "permuted_cycle" else "pool",
-                    choice="rotate", epochs=1 if mode == "exhaustive" else None)
+        order = "pool-then-random" if mode == "permuted_cycle" else "pool"  # (3.x: the first pass in order)
+        return dict(common, k=max(1, len(pool)), activation="once", order=order, choice="rotate",
+                    epochs=1 if mode == "exhaustive" else None)
     if name == "chain_mux":
-        once = p.get("mode", "exhaustive") == "exhaustive"
-        return dict(common, k=1, activation="once" if once else "with", order="pool" if once else "random",
-                    choice="uniform", epochs=1)
+        mode = p.get("mode", "exhaustive")
+        if mode == "with_replacement":
+            return dict(common, k=1, activation="with", order="random", choice="uniform", epochs=1)
+        return dict(common, k=1, activation="once", order="pool", choice="uniform",
+                    epochs=1 if mode == "exhaustive" else None)
     if name == "epochs":
         return dict(common, k=p.get("k") or len(pool), activation="once", order="random", choice="uniform",
                     epochs=p.get("n_epochs"))
@@ -713,18 +804,27 @@ def _run(name: str, pool: tuple, params: dict) -> Iterator:
 
 
 class _PoolOf:
-    """Coerces what a mux is applied to into its pool (picklable, names the mux)."""
+    """Coerces what a mux is applied to into its pool (picklable, names the mux).
 
-    def __init__(self, name: str, weights: tuple | None = None) -> None:
-        self.name, self.weights = name, weights
+    With ``lazy``, a pool produced at run time (a Streamer, a Stream or a
+    generator function whose items are the streams) is kept as a Stream.
+    """
 
-    def __call__(self, pool: Any) -> tuple:
-        members = _pool(pool, self.name)
+    def __init__(self, name: str, weights: tuple | None = None, lazy: bool = False, allow_empty: bool = False) -> None:
+        self.name, self.weights, self.lazy, self.allow_empty = name, weights, lazy, allow_empty
+
+    def __call__(self, pool: Any) -> tuple | Stream:
+        if self.lazy and _is_lazy(pool):
+            return stream(pool)
+        members = _pool(pool, self.name, self.allow_empty)
         _weights_fit(members, self.weights, self.name)
         return members
 
+    def _key(self) -> tuple:
+        return (self.name, self.weights, self.lazy, self.allow_empty)
+
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, _PoolOf) and (other.name, other.weights) == (self.name, self.weights)
+        return isinstance(other, _PoolOf) and other._key() == self._key()
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -829,7 +929,7 @@ _STOCHASTIC_MODES = ("with_replacement", "single_active", "exhaustive")
 
 
 def _run_stochastic(pool, n_active, rate=256.0, weights=None, mode="with_replacement", prune_empty_streams=True,
-                    random_state=None, dist="poisson", stats=None):
+                    dist="binomial", random_state=None, stats=None):
     params = dict(locals())
     _weights_fit(pool, weights, "stochastic_mux")
     return _run("stochastic_mux", pool, params)
@@ -841,15 +941,28 @@ def stochastic_mux(
     weights: Any = None,
     mode: str = "with_replacement",
     prune_empty_streams: bool = True,
+    dist: str = "binomial",
     random_state: Any = None,
-    dist: str = "poisson",
     stats: Any = None,
 ) -> Transform:
-    """The 3.x ``StochasticMux`` as a curried combinator.
+    """The 3.x ``StochasticMux`` as a curried combinator (its parameters, in its order).
 
     ``mode`` is ``"with_replacement"`` (like ``mux``), ``"single_active"``
     (at most one live copy of each stream; ended streams return to the
-    pool) or ``"exhaustive"`` (each stream activated once).
+    pool) or ``"exhaustive"`` (each stream activated once).  ``n_active`` may
+    exceed the size of the pool.
+
+    ``dist`` draws the number of items of each activation as pescador 3.x
+    did, each at least 1 and of mean ``rate`` (for ``rate >= 1``; below 1,
+    every activation gives one item):
+
+    - ``"binomial"`` (the default): ``1 + Binomial(floor((rate - 1) / q), q)``
+      where ``q = 1 - p`` and ``p`` is the new stream's share of the weights
+      of the live slots: variance about ``(rate - 1) p``, so the lengths vary
+      less the more streams are active; with one stream in effect
+      (``p > 0.9999``) its Poisson limit;
+    - ``"poisson"``: ``1 + Poisson(rate - 1)``;
+    - ``"constant"``: ``ceil(rate)``.
 
     Examples
     --------
@@ -866,10 +979,9 @@ def stochastic_mux(
         weights=_check_weights(weights, None, where),
         mode=_check_choice(mode, _STOCHASTIC_MODES, where),
         prune_empty_streams=_check_bool(prune_empty_streams, where, "prune_empty_streams"),
+        dist=_check_choice(dist, _DISTRIBUTIONS, where, "dist"),
         random_state=_check_random_state(random_state, where),
     )
-    if dist != "poisson":
-        params["dist"] = _check_choice(dist, _DISTRIBUTIONS, where, "dist")
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
     return Transform("stochastic_mux", _run_stochastic, params, coerce=_PoolOf(where, params["weights"]))
@@ -914,7 +1026,9 @@ def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: A
 
     ``mode``: ``"exhaustive"`` runs each stream once, dropping those that
     end; ``"cycle"`` then starts again in the same order, for ever;
-    ``"permuted_cycle"`` starts again in a new random order.
+    ``"permuted_cycle"`` starts again in a new random order each time (the
+    first pass in pool order, as in 3.x).  A pass that gives nothing ends
+    the run.
 
     Examples
     --------
@@ -930,18 +1044,61 @@ def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: A
     return Transform("round_robin_mux", _run_round_robin, params, coerce=_PoolOf(where))
 
 
-_CHAIN_MODES = ("exhaustive", "with_replacement")
+_CHAIN_MODES = ("exhaustive", "cycle", "with_replacement")
+
+
+def _chain_member(member: Any, position: int) -> Iterator:
+    """A run of the ``position``-th stream of a pool produced at run time (each run of the pool makes
+    its members afresh, so a member may also be a live iterator)."""
+    if isinstance(member, Iterator):
+        return member
+    try:
+        return iter(stream(member))
+    except PescadorError as exc:
+        raise PescadorError(f"chain_mux: stream {position} of the pool (a {type(member).__name__}): {exc}") from None
+
+
+def _lazy_chain(pool: Stream, mode: str) -> Iterator:
+    """A chain over a pool produced at run time: each stream the pool yields, to its end, in turn.
+
+    ``"cycle"`` runs the pool again when it ends (for ever; a pass that gives
+    nothing ends the run).  In a worker, stream ``i`` of each pass is this
+    worker's when ``i % count == id``, as a listed pool is sharded.
+    """
+    worker = worker_info()
+    while True:
+        produced = False
+        for position, member in enumerate(pool):
+            if position % worker.count != worker.id:
+                continue
+            for item in _chain_member(member, position):
+                produced = True
+                yield item
+        if mode == "exhaustive" or not produced:
+            return
 
 
 def _run_chain(pool, mode="exhaustive", random_state=None, stats=None):
+    if isinstance(pool, Stream):
+        return _lazy_chain(pool, mode)
+    if not pool:
+        return iter(())
     return _run("chain_mux", pool, dict(locals()))
 
 
 def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
-    """One stream at a time, to its end (3.x ``ChainMux``).
+    """One stream at a time, to its end (3.x ``ChainMux``, as ``itertools.chain``).
 
     ``mode``: ``"exhaustive"`` runs the streams once each, in pool order;
-    ``"with_replacement"`` then keeps picking a stream at random, for ever.
+    ``"cycle"`` then starts again from the first, for ever (a pass that
+    gives nothing ends the run); ``"with_replacement"`` keeps picking a
+    stream at random, for ever.
+
+    The pool may be a list of streams (an empty one gives an empty stream)
+    or, with ``"exhaustive"`` and ``"cycle"``, a pool produced at run time:
+    a ``Streamer``, a stream or a generator function whose items are the
+    streams (one per file found at run time, say).  Each run of the chain
+    runs the pool again.
 
     Examples
     --------
@@ -949,92 +1106,35 @@ def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = N
     >>> pool = [pescador.stream([{"v": 1}, {"v": 2}]), pescador.stream([{"v": 3}])]
     >>> [x["v"] for x in pescador.mux.chain_mux()(pool)]
     [1, 2, 3]
+    >>> def files(n):
+    ...     for i in range(n):
+    ...         yield pescador.stream([{"v": i}] * 2)
+    >>> [x["v"] for x in pescador.mux.chain_mux("cycle")(pescador.stream(files, 2)).iterate(6)]
+    [0, 0, 1, 1, 0, 0]
     """
     where = "chain_mux"
     params = dict(mode=_check_choice(mode, _CHAIN_MODES, where), random_state=_check_random_state(random_state, where))
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("chain_mux", _run_chain, params, coerce=_PoolOf(where))
-
-
-# ----------------------------------------------------------------------------
-# The class facades (1.0 Mux lives in pescador.streamer; the 3.x ones here)
-# ----------------------------------------------------------------------------
-
-from .streamer import Mux  # noqa: E402  (re-exported: pescador.mux.Mux)
-
-
-class StochasticMux(Streamer):
-    """The 3.x ``StochasticMux``: a facade over :func:`stochastic_mux`.
-
-    Examples
-    --------
-    >>> import pescador
-    >>> def constant(value):
-    ...     while True:
-    ...         yield {"v": value}
-    >>> m = pescador.StochasticMux([pescador.Streamer(constant, v) for v in "ab"], 2, 8, random_state=0)
-    >>> len(list(m.iterate(max_iter=10)))
-    10
-    """
-
-    def __init__(self, streamers, n_active, rate, weights=None, mode="with_replacement",
-                 prune_empty_streams=True, random_state=None, dist="poisson"):
-        step = stochastic_mux(n_active, rate, weights, mode, prune_empty_streams, random_state, dist)
-        self._facade(step(streamers), streamers)
-        self.n_active, self.rate, self.weights, self.mode = n_active, rate, weights, mode
-
-
-class ShuffledMux(Streamer):
-    """The 3.x ``ShuffledMux``: a facade over :func:`shuffled_mux`.
-
-    Examples
-    --------
-    >>> import pescador
-    >>> m = pescador.ShuffledMux([pescador.Streamer([{"v": 1}]), pescador.Streamer([{"v": 2}])], random_state=0)
-    >>> len(list(m(max_iter=5)))
-    5
-    """
-
-    def __init__(self, streamers, weights=None, random_state=None):
-        self._facade(shuffled_mux(weights, random_state)(streamers), streamers)
-        self.weights = weights
-
-
-class RoundRobinMux(Streamer):
-    """The 3.x ``RoundRobinMux``: a facade over :func:`round_robin_mux`.
-
-    Examples
-    --------
-    >>> import pescador
-    >>> pool = [pescador.Streamer([{"v": 1}, {"v": 2}]), pescador.Streamer([{"v": 3}])]
-    >>> [x["v"] for x in pescador.RoundRobinMux(pool)]
-    [1, 3, 2]
-    """
-
-    def __init__(self, streamers, mode="exhaustive", random_state=None):
-        self._facade(round_robin_mux(mode, random_state)(streamers), streamers)
-        self.mode = mode
-
-
-class ChainMux(Streamer):
-    """The 3.x ``ChainMux``: a facade over :func:`chain_mux`.
-
-    Examples
-    --------
-    >>> import pescador
-    >>> [x["v"] for x in pescador.ChainMux([pescador.Streamer([{"v": 1}]), pescador.Streamer([{"v": 2}])])]
-    [1, 2]
-    """
-
-    def __init__(self, streamers, mode="exhaustive", random_state=None):
-        self._facade(chain_mux(mode, random_state)(streamers), streamers)
-        self.mode = mode
+    lazy = params["mode"] != "with_replacement" and stats is None
+    return Transform("chain_mux", _run_chain, params, coerce=_PoolOf(where, lazy=lazy, allow_empty=True))
 
 
 # ----------------------------------------------------------------------------
 # pescador.mux is both this module and the pipe-style function
 # ----------------------------------------------------------------------------
+
+_FACADES = ("Mux", "StochasticMux", "ShuffledMux", "RoundRobinMux", "ChainMux")
+
+
+def __getattr__(name: str) -> Any:
+    """``pescador.mux.StochasticMux`` and the other class facades, which live in
+    :mod:`pescador.streamer` (this module does not import the facade)."""
+    if name in _FACADES:
+        from . import streamer
+
+        return getattr(streamer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _CallableModule(types.ModuleType):

@@ -70,7 +70,10 @@ def _stages(s: Stream) -> list:
     """A readable outline of a recipe: stage names, outermost first."""
     out = []
     while s.step is not None:
-        out.append(s.step.name if s.step.name not in _MUXES else f"{s.step.name}[{len(s.args[0])}]")
+        if s.step.name not in _MUXES:
+            out.append(s.step.name)
+        else:  # (a chain's pool may be produced at run time: a stream of streams)
+            out.append(f"{s.step.name}[{'lazy' if isinstance(s.args[0], Stream) else len(s.args[0])}]")
         if s.step.name in _MUXES:
             break
         s = s.args[0]
@@ -267,7 +270,7 @@ def _runner(s: Stream, state: Any) -> Any:
     if name == "buffer":
         return _Buffer(s, state)
     if name in _MUXES:
-        return _Mux(s, state)
+        return _LazyChain(s, state) if isinstance(s.args[0], Stream) else _Mux(s, state)
     if name == "zmq_offload":
         return _Offload(s, state)
     raise PescadorError(f"resumable: a {name} stage cannot be resumed (yet); the stages that can: "
@@ -347,6 +350,92 @@ class _Source:
 
     def state(self) -> dict:
         return {"pos": self.pos}
+
+
+class _Replay:
+    """A live iterator that a pool produced at run time yielded as a stream: resumed by replay."""
+
+    def __init__(self, it: Any, state: Any) -> None:
+        self.it, self.pos = it, 0
+        for _ in range(0 if state is None else int(state["pos"])):
+            try:
+                next(self.it)
+            except StopIteration:
+                raise PescadorError(
+                    f"resumable: a stream of a chain's pool ended after {self.pos} items on replay, but the "
+                    "state says more had been drawn: the pool is not deterministic"
+                ) from None
+            self.pos += 1
+
+    def next(self) -> Any:
+        item = next(self.it)
+        self.pos += 1
+        return item
+
+    def state(self) -> dict:
+        return {"pos": self.pos}
+
+
+class _LazyChain:
+    """chain_mux over a pool produced at run time (a stream of streams): the pool's run and the
+    run of its current stream.  The state holds the pool's state *before* the current stream was
+    drawn, so a resume draws that stream again and continues it (as pescador.mux._lazy_chain)."""
+
+    def __init__(self, s: Stream, state: Any) -> None:
+        from .workers import worker_info
+
+        self.pool, self.mode, self.worker = s.args[0], s.step.params.get("mode", "exhaustive"), worker_info()
+        if state is None:
+            state = {"index": -1, "pool": None, "member": None, "produced": False, "finished": False}
+        self.index, self.produced, self.finished = int(state["index"]), bool(state["produced"]), bool(state["finished"])
+        self.before = state["pool"]
+        self.up = _runner(self.pool, self.before)
+        self.member = None
+        if state["member"] is not None:
+            self.member = self._start(self.up.next(), state["member"])
+
+    def _start(self, member: Any, state: Any) -> Any:
+        import collections.abc
+
+        if isinstance(member, collections.abc.Iterator):
+            return _Replay(member, state)
+        try:
+            source = stream(member)
+        except PescadorError as exc:
+            raise PescadorError(f"chain_mux: stream {self.index} of the pool (a {type(member).__name__}): {exc}") from None
+        return _runner(source, state)
+
+    def next(self) -> Any:
+        while not self.finished:
+            if self.member is not None:
+                try:
+                    item = self.member.next()
+                except StopIteration:
+                    self.member = None
+                    continue
+                self.produced = True
+                return item
+            before = self.up.state()
+            try:
+                member = self.up.next()
+            except StopIteration:
+                if self.mode == "exhaustive" or not self.produced:
+                    self.finished = True
+                    break
+                self.up, self.before, self.index, self.produced = _runner(self.pool, None), None, -1, False
+                continue
+            self.index += 1
+            if self.index % self.worker.count == self.worker.id:
+                self.before = before
+                self.member = self._start(member, None)
+        raise StopIteration
+
+    def state(self) -> dict:
+        if self.member is None:  # (between streams: the pool as it is now)
+            return {"index": self.index, "pool": self.up.state(), "member": None, "produced": self.produced,
+                    "finished": self.finished}
+        return {"index": self.index, "pool": self.before, "member": self.member.state(), "produced": self.produced,
+                "finished": self.finished}
 
 
 class _Take:
@@ -550,7 +639,7 @@ class _Mux:
     generator's state and a few counters say where the run is."""
 
     def __init__(self, s: Stream, state: Any) -> None:
-        from .mux import _activations, _engine_args, _Random, _rng, _slot_choice
+        from .mux import _activations, _engine_args, _Random, _rng, _Share3x, _slot_choice
         from .workers import worker_info
 
         self.pool = s.args[0]
@@ -569,6 +658,7 @@ class _Mux:
             len(self.pool), self.weights, self.activation, self.lam, self.prune_empty, self.rand, worker_info()
         )
         self.choose = None if self.choice != "weighted" else _slot_choice(self.item_weight, self.activation, self.acts)
+        self.share = _Share3x(self.acts.W) if self.dist == "3x-binomial" and self.lam is not None else None
         self.slots: list = []  # [who, left, bound, runner]
         self.epoch, self.produced, self.rotation, self.refill = 0, False, -1, True
         self.between_epochs, self.finished, self.position = True, False, 0
@@ -597,14 +687,20 @@ class _Mux:
                     raise StopIteration
                 self.epoch += 1
                 self.produced, self.rotation, self.refill, self.between_epochs = False, -1, True, False
-                acts.start_epoch(self.order)
+                acts.start_epoch(self.order, self.epoch == 1)
             if self.refill:
                 self.refill = False
+                ahead = self.k - len(self.slots)
                 while len(self.slots) < self.k:
                     i = acts.next()
                     if i is None:
                         break
-                    length = self.rand.length()  # (at least 1)
+                    ahead -= 1
+                    if self.share is None:
+                        length = self.rand.length()  # (at least 1)
+                    else:  # (as the engine: the share of the live slots' weights)
+                        self.share.live = sum(self.share.W[slot[0]] for slot in self.slots)
+                        length = self.rand.length(self.share.p(i, ahead))
                     acts.started(i)
                     self.slots.append([i, length, length, _runner(self.pool[i], None)])
                     if self.choose is not None:
@@ -628,8 +724,6 @@ class _Mux:
             except StopIteration:
                 self._release(s, True)
                 continue
-            if not core.is_item(item):
-                raise core.not_a_dict(item, self.name, self.position, f"pool member {slot[0]}")
             self.position += 1
             self.produced = True
             if acts.dry:

@@ -1,8 +1,10 @@
-"""The pescador 1.0 class facade: Streamer, BufferedStreamer, Mux, ZMQStreamer.
+"""The class facade: Streamer, BufferedStreamer, Mux, ZMQStreamer (1.0) and
+StochasticMux, ShuffledMux, RoundRobinMux, ChainMux (3.x).
 
 Each class builds a recipe with the functional layer (:mod:`pescador.core`
-and the combinator modules) and delegates to it; it adds only the 1.0 method
-names and the ``active`` flag.
+and the combinator modules) and delegates to it; it adds only the old method
+names and the ``active`` flag.  The combinators recognise these objects
+through ``__pescador_stream__``; they never import this module.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from typing import Any
 from . import core
 from .exceptions import PescadorError
 
-__all__ = ["Streamer", "BufferedStreamer", "Mux", "ZMQStreamer"]
+__all__ = [
+    "Streamer",
+    "BufferedStreamer",
+    "Mux",
+    "ZMQStreamer",
+    "StochasticMux",
+    "ShuffledMux",
+    "RoundRobinMux",
+    "ChainMux",
+]
 
 
 def _limit(where: str, **limits: Any) -> int | None:
@@ -328,3 +339,116 @@ class ZMQStreamer(Streamer):
         self.max_tries = max_tries
         self.copy = copy
         self.timeout = timeout
+
+
+# ----------------------------------------------------------------------------
+# The 3.x multiplexers
+# ----------------------------------------------------------------------------
+
+
+class StochasticMux(Streamer):
+    """The 3.x ``StochasticMux``: a facade over :func:`pescador.mux.stochastic_mux`.
+
+    Parameters
+    ----------
+    streamers : list of Streamers, streams, generator functions or collections
+    n_active : int > 0
+        Streams active at once (may exceed the size of the pool).
+    rate : float > 0 or None
+        Mean number of items of an activation; None runs each to its end.
+    weights : array-like or None
+    mode : "with_replacement", "single_active" or "exhaustive"
+    prune_empty_streams : bool
+    dist : "binomial", "poisson" or "constant"
+        The distribution of activation lengths, as in 3.x (see
+        :func:`pescador.mux.stochastic_mux`).
+    random_state : None, int, np.random.Generator or np.random.RandomState
+
+    Examples
+    --------
+    >>> import pescador
+    >>> m = pescador.StochasticMux([pescador.Streamer("abc"), pescador.Streamer("def")], 2, 4, random_state=0)
+    >>> sorted(m(max_iter=6)) == sorted(m(max_iter=6))
+    True
+    >>> set(m(max_iter=100)) <= set("abcdef")
+    True
+    """
+
+    def __init__(self, streamers: Any, n_active: int, rate: float | None, weights: Any = None,
+                 mode: str = "with_replacement", prune_empty_streams: bool = True, dist: str = "binomial",
+                 random_state: Any = None) -> None:
+        from .mux import stochastic_mux
+
+        step = stochastic_mux(n_active, rate, weights, mode, prune_empty_streams, dist, random_state)
+        self._facade(step(streamers), streamers)
+        self.streamers = streamers
+        self.n_active, self.rate, self.weights, self.mode = n_active, rate, weights, mode
+        self.prune_empty_streams, self.dist, self.random_state = prune_empty_streams, dist, random_state
+
+
+class ShuffledMux(Streamer):
+    """The 3.x ``ShuffledMux``: a facade over :func:`pescador.mux.shuffled_mux`.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> m = pescador.ShuffledMux([pescador.Streamer("a"), pescador.Streamer("b")], weights=[0.5, 0.5], random_state=0)
+    >>> len(list(m(max_iter=5)))
+    5
+    """
+
+    def __init__(self, streamers: Any, weights: Any = None, random_state: Any = None) -> None:
+        from .mux import shuffled_mux
+
+        self._facade(shuffled_mux(weights, random_state)(streamers), streamers)
+        self.streamers, self.weights, self.random_state = streamers, weights, random_state
+
+
+class RoundRobinMux(Streamer):
+    """The 3.x ``RoundRobinMux``: a facade over :func:`pescador.mux.round_robin_mux`.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> a, b, c = pescador.Streamer("a"), pescador.Streamer("b"), pescador.Streamer("c")
+    >>> "".join(pescador.RoundRobinMux([a, b, c])(max_iter=9))
+    'abc'
+    >>> "".join(pescador.RoundRobinMux([a, b, c], mode="cycle")(max_iter=9))
+    'abcabcabc'
+    """
+
+    def __init__(self, streamers: Any, mode: str = "exhaustive", random_state: Any = None) -> None:
+        from .mux import round_robin_mux
+
+        self._facade(round_robin_mux(mode, random_state)(streamers), streamers)
+        self.streamers, self.mode, self.random_state = streamers, mode, random_state
+
+
+class ChainMux(Streamer):
+    """The 3.x ``ChainMux``: a facade over :func:`pescador.mux.chain_mux`.
+
+    ``streamers`` is a list (an empty one gives an empty stream) or, with
+    ``mode="exhaustive"`` or ``"cycle"``, a ``Streamer`` or a generator
+    function whose items are the streams, produced at run time.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> "".join(pescador.ChainMux([pescador.Streamer("abc"), pescador.Streamer("def")]))
+    'abcdef'
+    >>> "".join(pescador.ChainMux([pescador.Streamer("abc"), pescador.Streamer("def")], mode="cycle")(max_iter=12))
+    'abcdefabcdef'
+    >>> def gen_streamers(n_streamers, n_copies):
+    ...     for i in range(n_streamers):
+    ...         yield pescador.Streamer("abc"[i] * n_copies)
+    >>> "".join(pescador.ChainMux(gen_streamers(3, 5)))
+    'aaaaabbbbbccccc'
+    >>> "".join(pescador.ChainMux(pescador.Streamer(gen_streamers, 2, 3)))
+    'aaabbb'
+    """
+
+    def __init__(self, streamers: Any, mode: str = "exhaustive", random_state: Any = None) -> None:
+        from .mux import chain_mux
+
+        self._facade(chain_mux(mode, random_state)(streamers), streamers)
+        self.streamers, self.mode, self.random_state = streamers, mode, random_state

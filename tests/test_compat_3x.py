@@ -43,3 +43,207 @@ def test_map_functions_on_a_streamer_as_3x_wrote_them():
 
 def test_a_string_streamer_yields_its_characters():
     assert list(pescador.Streamer("abc").iterate()) == ["a", "b", "c"]
+
+
+# -- multiplexers carry any items (the 3.x docstrings' examples) ------------------------------
+
+a, b, c = pescador.Streamer("a"), pescador.Streamer("b"), pescador.Streamer("c")
+
+
+def test_stochastic_mux_of_string_streamers():
+    mux = pescador.StochasticMux([pescador.Streamer("abc"), pescador.Streamer("def")], 2, 4)
+    out = list(mux(max_iter=3000))
+    assert len(out) == 3000 and set(out) == set("abcdef")
+    nine = "".join(pescador.StochasticMux([a, b, c], 2, rate=5)(max_iter=9))
+    assert len(nine) == 9 and set(nine) <= set("abc")
+
+
+def test_shuffled_mux_of_string_streamers():
+    mux = pescador.ShuffledMux([a, b, c])
+    assert len("".join(mux(max_iter=9))) == 9
+    wmux = pescador.ShuffledMux([a, b, c], weights=[0.5, 0.25, 0.25], random_state=0)
+    out = "".join(wmux(max_iter=30_000))
+    np.testing.assert_allclose([out.count(x) / len(out) for x in "abc"], [0.5, 0.25, 0.25], atol=0.015)
+
+
+def test_round_robin_mux_as_documented_in_3x():
+    assert "".join(pescador.RoundRobinMux([a, b, c])(max_iter=9)) == "abc"
+    assert "".join(pescador.RoundRobinMux([a, b, c], mode="cycle")(max_iter=9)) == "abcabcabc"
+    permuted = "".join(pescador.RoundRobinMux([a, b, c], mode="permuted_cycle", random_state=1)(max_iter=60))
+    assert permuted[:3] == "abc"  # the first pass in pool order, as in 3.x
+    assert all(sorted(permuted[i : i + 3]) == ["a", "b", "c"] for i in range(0, 60, 3))
+    assert len({permuted[i : i + 3] for i in range(3, 60, 3)}) > 1  # later passes in new orders
+
+
+def gen_streamers(n_streamers, n_copies):
+    for i in range(n_streamers):
+        yield pescador.Streamer("abcdefgh"[i] * n_copies)
+
+
+def test_chain_mux_as_documented_in_3x():
+    ab = [pescador.Streamer("abc"), pescador.Streamer("def")]
+    assert "".join(pescador.ChainMux(ab, mode="exhaustive")) == "abcdef"
+    assert "".join(pescador.ChainMux(ab, mode="cycle")(max_iter=12)) == "abcdefabcdef"
+    mux = pescador.ChainMux(gen_streamers(3, 5))  # a generator of streamers
+    assert "".join(mux) == "aaaaabbbbbccccc"
+    assert "".join(mux) == "aaaaabbbbbccccc"  # (read once, at construction: it runs again)
+    assert "".join(pescador.ChainMux([ab[0]], "cycle", None)(max_iter=4)) == "abca"
+    assert list(pescador.ChainMux([])) == []  # an empty pool gives an empty stream
+
+
+def test_pool_members_may_be_any_iterable():
+    assert list(pescador.ChainMux([[1, 2, 3], "abc", (4,), range(5, 7)])) == [1, 2, 3, "a", "b", "c", 4, 5, 6]
+    out = list(pescador.StochasticMux([[1, 2, 3], "abc"], 2, 4, random_state=0)(max_iter=500))
+    assert set(out) == {1, 2, 3, "a", "b", "c"}
+    assert sorted(map(str, pescador.RoundRobinMux([[1, 2], "ab"]))) == ["1", "2", "a", "b"]
+    shuffled = list(pescador.ShuffledMux([[(1, 2)], [None]], random_state=0)(max_iter=50))
+    assert set(shuffled) == {(1, 2), None}
+
+
+def files_in(directory):
+    """A pool produced at run time: one Streamer per file found when the chain runs."""
+    import os
+
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name)) as f:
+            yield pescador.Streamer(f.read().split())
+
+
+@pytest.mark.timeout(20)
+def test_chain_mux_over_a_pool_produced_at_run_time(tmp_path):
+    chain = pescador.ChainMux(pescador.Streamer(files_in, str(tmp_path)))
+    assert list(chain) == []  # no file yet
+    assert list(pescador.ChainMux(pescador.Streamer(files_in, str(tmp_path)), mode="cycle")) == []  # (no spin)
+    (tmp_path / "1.txt").write_text("a b")
+    (tmp_path / "2.txt").write_text("c")
+    assert list(chain) == ["a", "b", "c"]  # each run lists the directory again
+    assert list(pescador.ChainMux(pescador.Streamer(files_in, str(tmp_path)), mode="cycle")(max_iter=7)) == list("abcabca")
+    from toolz import pipe
+
+    assert list(pipe(pescador.stream(gen_streamers, 2, 2), pescador.mux.chain_mux())) == ["a", "a", "b", "b"]
+
+
+def inner_muxes():
+    for word in ("ab", "cd"):
+        yield pescador.StochasticMux([pescador.Streamer(ch) for ch in word], 1, 2, mode="exhaustive")
+
+
+def test_a_mux_of_muxes_built_lazily():
+    assert sorted(pescador.ChainMux(pescador.Streamer(inner_muxes))) == ["a", "b", "c", "d"]
+    outer = pescador.StochasticMux(list(inner_muxes()), 2, None, mode="exhaustive", random_state=0)
+    assert sorted(outer.iterate()) == ["a", "b", "c", "d"]
+    # a Streamer over a generator function that yields Streamers: its items are those Streamers
+    streamers = list(pescador.Streamer(inner_muxes))
+    assert len(streamers) == 2 and all(isinstance(s, pescador.StochasticMux) for s in streamers)
+
+
+# -- StochasticMux: the 3.x signature and lengths ---------------------------------------------
+
+
+def test_stochastic_mux_takes_the_3x_positional_order():
+    pool = [pescador.Streamer("abc"), pescador.Streamer("def")]
+    # (streamers, n_active, rate, weights, mode, prune_empty_streams, dist, random_state)
+    m = pescador.StochasticMux(pool, 2, 4, None, "with_replacement", True, "poisson", 3)
+    assert m.dist == "poisson" and m.random_state == 3
+    assert list(m(max_iter=50)) == list(m(max_iter=50))
+    assert pescador.StochasticMux(pool, 2, 4).dist == "binomial"  # the 3.x default
+    with pytest.raises(pescador.PescadorError, match="dist"):
+        pescador.StochasticMux(pool, 2, 4, dist="gamma")
+    with pytest.raises(pescador.PescadorError, match="mode"):
+        pescador.StochasticMux(pool, 2, 4, mode="sometimes")
+    with pytest.raises(pescador.PescadorError, match="empty"):
+        pescador.StochasticMux([], 2, 4)
+    assert len(list(pescador.StochasticMux(pool, 2, 4, random_state=np.random.RandomState(0))(max_iter=20))) == 20
+
+
+@pytest.mark.parametrize("dist", ["binomial", "poisson", "constant"])
+def test_exhaustive_activations_give_at_least_one_item(dist):
+    one_item_each = [pescador.Streamer([x]) for x in "xyz"]
+    for seed in range(20):
+        m = pescador.StochasticMux(one_item_each, 3, rate=1, mode="exhaustive", dist=dist, random_state=seed)
+        assert sorted(m) == ["x", "y", "z"]
+        m = pescador.StochasticMux(one_item_each, 1, rate=0.25, mode="exhaustive", dist=dist, random_state=seed)
+        assert sorted(m) == ["x", "y", "z"]
+
+
+def test_n_active_larger_than_the_pool():
+    pool = [pescador.Streamer("ab"), pescador.Streamer("c")]
+    assert set(pescador.StochasticMux(pool, 5, 2, random_state=0)(max_iter=100)) == {"a", "b", "c"}
+    # 3.x refused this outside "with_replacement"; it is accepted (docs/migration.rst)
+    assert sorted(pescador.StochasticMux(pool, 5, 2, mode="exhaustive", random_state=0)) == ["a", "b", "c"]
+    assert len(list(pescador.StochasticMux(pool, 5, 2, mode="single_active", random_state=0)(max_iter=30))) == 30
+
+
+def numbered_runs(tag, counter):
+    """Endless items (tag, run): the run number tells activations apart."""
+    run = next(counter)
+    while True:
+        yield (tag, run)
+
+
+def activation_lengths(m, n=60_000):
+    out = list(m(max_iter=n))
+    late = {run for _, run in out[-500:]}  # (runs still live at the end are cut: left out)
+    counts = {}
+    for _, run in out:
+        counts[run] = counts.get(run, 0) + 1
+    return np.array([v for run, v in counts.items() if run not in late])
+
+
+@pytest.mark.parametrize("dist, n_active, rate, mean, var", [
+    ("poisson", 1, 10.0, 10.0, 9.0),          # 1 + Poisson(rate - 1)
+    ("poisson", 3, 4.5, 4.5, 3.5),
+    ("binomial", 1, 10.0, 10.0, 9.0),         # one stream active: the Poisson limit
+    ("binomial", 4, 10.0, 10.0, 2.25),        # p = 1/4: 1 + Binomial(12, 3/4)
+    ("binomial", 2, 6.0, 6.0, 2.5),           # p = 1/2: 1 + Binomial(10, 1/2)
+    ("constant", 2, 2.5, 3.0, 0.0),           # ceil(rate), as 3.x's iterate(max_iter=rate)
+])
+def test_activation_lengths_follow_3x(dist, n_active, rate, mean, var):
+    import itertools
+
+    counter = itertools.count()
+    pool = [pescador.Streamer(numbered_runs, t, counter) for t in range(8)]
+    lengths = activation_lengths(pescador.StochasticMux(pool, n_active, rate, dist=dist, random_state=1))
+    assert len(lengths) > 3000
+    assert abs(lengths.mean() - mean) < 0.03 * mean
+    assert abs(lengths.var() - var) < 0.12 * var + 0.01
+    assert lengths.min() >= 1
+
+
+def test_a_rate_below_one_gives_one_item_per_activation():
+    import itertools
+
+    counter = itertools.count()
+    pool = [pescador.Streamer(numbered_runs, t, counter) for t in range(3)]
+    for dist in ("binomial", "poisson", "constant"):
+        lengths = activation_lengths(pescador.StochasticMux(pool, 2, 0.5, dist=dist, random_state=0), 5000)
+        assert set(lengths) == {1}
+
+
+# -- what 3.x would spin on ends ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(20)
+def test_cycling_over_streams_that_give_nothing_ends():
+    empty = [pescador.Streamer([]), pescador.Streamer("")]
+    assert list(pescador.ChainMux(empty, mode="cycle")) == []
+    assert list(pescador.RoundRobinMux(empty, mode="cycle")) == []
+    assert list(pescador.RoundRobinMux(empty, mode="permuted_cycle", random_state=0)) == []
+    assert list(pescador.ShuffledMux(empty)) == []
+    assert list(pescador.StochasticMux(empty, 2, 4)) == []
+    assert list(pescador.StochasticMux(empty, 2, 4, prune_empty_streams=False)) == []
+    assert list(pescador.StochasticMux(empty, 2, 4, mode="single_active", prune_empty_streams=False)) == []
+
+
+# -- cache --------------------------------------------------------------------------------------
+
+
+def test_cache_as_3x_called_it():
+    streamer = pescador.Streamer(data_gen, 50)
+    out = [int(x["Y"][0]) for x in pescador.cache(streamer.iterate(), 8, prob=0.5, random_state=0)]
+    assert out[:8] == list(range(8)) and sorted(set(out)) == list(range(50)) and len(out) > 50
+    same = [int(x["Y"][0]) for x in pescador.maps.cache(streamer, 8, 0.5, 0)]
+    assert same == out
+    assert [int(x["Y"][0]) for x in pescador.cache(streamer.iterate(), 8, prob=1)] == list(range(50))
+    with pytest.raises(pescador.PescadorError, match=r"\(0, 1\]"):
+        pescador.cache(streamer.iterate(), 8, prob=0)

@@ -68,15 +68,17 @@ def test_streamable_checks_arguments_and_input():
 # -- cache ---------------------------------------------------------------------------------
 
 
-def test_cache_with_prob_zero_passes_items_through():
+def test_cache_with_prob_one_passes_items_through():
     s = numbered(50)
-    assert keys(cache(4, prob=0.0)(s)) == keys(s)
+    assert keys(cache(4, prob=1.0)(s)) == keys(s)
+    assert keys(cache(80, prob=0.5)(s)) == keys(s)  # upstream ends while the cache fills
 
 
-@pytest.mark.parametrize("prob", [0.25, 0.5, 0.8])
-def test_cache_reuses_items_already_seen_at_the_expected_rate(prob):
-    n = 20_000
+@pytest.mark.parametrize("prob", [0.2, 0.5, 0.8])
+def test_cache_prob_is_the_probability_of_a_new_item_as_in_3x(prob):
+    n, n_cache = 20_000, 16
     out = keys(cache(16, prob=prob, random_state=3)(numbered(n)))
+    assert out[:n_cache] == keys(numbered(n_cache))  # the first n_cache pass through, in order
     seen = set()
     firsts = []
     for key in out:
@@ -85,10 +87,26 @@ def test_cache_reuses_items_already_seen_at_the_expected_rate(prob):
             seen.add(key)
     # every item, in order, the first time it appears: so a repeat is always of an item seen before
     assert firsts == keys(numbered(n))
-    reuses = len(out) - n
-    expected = n * prob / (1 - prob)
-    # geometric counts: variance n p / (1-p)^2; six standard deviations
-    assert abs(reuses - expected) < 6 * np.sqrt(n * prob) / (1 - prob)
+    # after the first n_cache, each step draws a new item with probability prob, and the run ends at
+    # the step that finds upstream empty: repeats are the failures before the (n - n_cache + 1)-th
+    # success, a negative binomial of mean r (1 - p) / p and variance r (1 - p) / p^2
+    r = n - n_cache + 1
+    repeats = len(out) - n
+    expected = r * (1 - prob) / prob
+    assert abs(repeats - expected) < 6 * np.sqrt(r * (1 - prob)) / prob
+
+
+def test_cache_in_both_3x_styles():
+    items = [{"i": i} for i in range(30)]
+    s = pescador.Streamer(items)
+    by_data = [x["i"] for x in cache(s, 4, 0.5, 7)]  # cache(stream, n_cache, prob, random_state), as in 3.x
+    assert by_data == [x["i"] for x in cache(4, prob=0.5, random_state=7)(items)]
+    assert [x["i"] for x in pescador.maps.cache(iter(items), 4, prob=0.5, random_state=7)] == by_data
+    assert [x["i"] for x in cache(items, n_cache=4, prob=0.5, random_state=7)] == by_data
+    assert pescador.maps.cache is cache
+    assert list(cache(iter("abcde"), 2, prob=0.5, random_state=0))[:2] == ["a", "b"]  # any items, as 3.x
+    with pytest.raises(PescadorError, match="give prob and random_state by name"):
+        cache(4, 0.5)
 
 
 def test_cache_reproduces_with_a_seed():
@@ -100,8 +118,10 @@ def test_cache_reproduces_with_a_seed():
 
 @pytest.mark.parametrize("kwargs, words", [
     (dict(n_cache=0), "n_cache"),
-    (dict(n_cache=4, prob=1.0), "prob must be a number in [0, 1)"),
+    (dict(n_cache=4, prob=0.0), "prob (the probability of drawing a new item, as in pescador 3.x) must be a number in (0, 1]"),
+    (dict(n_cache=4, prob=1.5), "(0, 1]"),
     (dict(n_cache=4, prob=-0.1), "prob"),
+    (dict(n_cache=4, prob=True), "prob"),
     (dict(n_cache=4, random_state="x"), "random_state"),
 ])
 def test_cache_bad_parameters(kwargs, words):

@@ -139,22 +139,24 @@ def test_keyboard_interrupt_with_items_in_flight_then_a_new_run():
 # -- bad items into every combinator ------------------------------------------------------
 
 BAD_ITEMS = [None, 3, [np.zeros(1)], {1: np.zeros(1)}]
-COMBINATORS = {
+COMBINATORS = {  # the stages that need a dict of arrays
     "buffer": lambda s: buffer(2)(s),
     "tuples": lambda s: tuples("x")(s),
     "keras_tuples": lambda s: keras_tuples("x")(s),
+    "zmq_offload": lambda s: zmq_offload()(s),
+}
+MUXES = {  # the stages that only move items: any item, as iterator combinators
     "mux": lambda s: pescador.mux(1, 8.0, random_state=0)([s]),
     "stochastic_mux": lambda s: stochastic_mux(1, 8.0, random_state=0)([s]),
     "shuffled_mux": lambda s: shuffled_mux(random_state=0)([s]),
     "round_robin_mux": lambda s: round_robin_mux()([s]),
     "chain_mux": lambda s: chain_mux()([s]),
-    "zmq_offload": lambda s: zmq_offload()(s),
 }
 
 
 @pytest.mark.parametrize("bad", BAD_ITEMS, ids=["None", "int", "list", "int-key"])
 @pytest.mark.parametrize("name", sorted(COMBINATORS))
-def test_an_item_that_is_not_a_dict_is_named_by_every_combinator(name, bad):
+def test_an_item_that_is_not_a_dict_is_named_by_every_combinator_that_needs_one(name, bad):
     recipe = COMBINATORS[name](stream(leading_good_then, bad))
     with pytest.raises(PescadorError) as info:
         list(take(10, recipe))
@@ -163,6 +165,16 @@ def test_an_item_that_is_not_a_dict_is_named_by_every_combinator(name, bad):
     assert "item 1" in message
     received = "key 1 of type int" if isinstance(bad, dict) else type(bad).__name__
     assert received in message, message
+
+
+@pytest.mark.parametrize("bad", BAD_ITEMS, ids=["None", "int", "list", "int-key"])
+@pytest.mark.parametrize("name", sorted(MUXES))
+def test_every_mux_carries_any_item_and_the_next_stage_that_needs_a_dict_names_it(name, bad):
+    recipe = MUXES[name](stream(leading_good_then, bad))
+    out = list(take(2, recipe))
+    assert out[1] is bad  # carried unchanged
+    with pytest.raises(PescadorError, match="buffer: item 1"):
+        list(take(10, buffer(1)(recipe)))
 
 
 # -- nothing spins ---------------------------------------------------------------------

@@ -282,10 +282,23 @@ def test_bad_parameters(kwargs, words):
 def test_bad_pools():
     with pytest.raises(PescadorError, match="empty"):
         pescador.mux(2)([])
-    with pytest.raises(PescadorError, match="member 1 is a int"):
+    with pytest.raises(PescadorError, match=r"member 1 \(a int\): stream\(\) cannot make a stream from a int"):
         pescador.mux(2)([stream(constant, 0), 5])
-    with pytest.raises(PescadorError, match="list of streams"):
-        pescador.mux(2)(stream(constant, 0))
+    with pytest.raises(PescadorError, match=r"member 1 \(a generator\).*can be iterated only once"):
+        pescador.mux(2)([stream(constant, 0), constant(1)])
+    with pytest.raises(PescadorError, match=r"member 0 \(a dict\)"):
+        pescador.mux(2)([{"v": 1}])
+    with pytest.raises(PescadorError, match="list of streams.*got a int"):
+        pescador.mux(2)(5)
+    with pytest.raises(PescadorError, match="list of streams.*got a str"):
+        pescador.mux(2)("abc")
+    for lazy in (stream(constant, 0), pescador.Streamer(constant, 0), constant):
+        with pytest.raises(PescadorError, match="produced at run time; only chain_mux and ChainMux"):
+            pescador.mux(2)(lazy)
+        with pytest.raises(PescadorError, match="produced at run time"):
+            chain_mux("with_replacement")(lazy)
+    with pytest.raises(PescadorError, match="produced at run time"):
+        chain_mux(stats=pescador.MuxStats())(constant)
     with pytest.raises(PescadorError, match="weights has 2 entries for a pool of 3"):
         pescador.mux(2, weights=[1, 1])([stream(constant, i) for i in range(3)])
     with pytest.raises(PescadorError, match="weights"):
@@ -296,8 +309,10 @@ def test_bad_pools():
         stochastic_mux(2, 4.0, mode="sometimes")
     with pytest.raises(PescadorError, match="'cycle'"):
         round_robin_mux("forever")
-    with pytest.raises(PescadorError, match="'with_replacement'"):
+    with pytest.raises(PescadorError, match="'exhaustive', 'cycle', 'with_replacement'"):
         chain_mux("twice")
+    with pytest.raises(PescadorError, match="dist 'gamma' does not exist"):
+        stochastic_mux(2, 4.0, dist="gamma")
     with pytest.raises(PescadorError, match="dist"):
         pescador.mux(2, dist="gamma")
 
@@ -372,6 +387,32 @@ def test_workers_shard_a_pool_run_without_replacement(count):
             set_worker_info(WorkerInfo(wid, count, seeds[wid]))
             seen += pairs(pescador.mux(2, None, with_replacement=False, random_state=5)(pool))
             seen += pairs(round_robin_mux()(pool))
+    finally:
+        set_worker_info(None)
+    assert sorted(seen) == sorted(expected_pairs(sizes) * 2)
+
+
+def listed_pool(sizes):
+    """A pool produced at run time: its streams are the items of a stream."""
+    for tag, n in enumerate(sizes):
+        yield stream(finite, tag, n)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_workers_shard_a_chain(count, lazy):
+    sizes = [3, 1, 4, 1, 5, 9, 2]
+    pool = stream(listed_pool, sizes) if lazy else finite_pool(sizes)
+    seeds = np.random.SeedSequence(0).spawn(count)
+    seen = []
+    try:
+        for wid in range(count):
+            set_worker_info(WorkerInfo(wid, count, seeds[wid]))
+            seen += pairs(chain_mux()(pool))
+            mine = sum(sizes[wid::count])
+            two_passes = pairs(take(2 * mine, chain_mux("cycle")(pool)))
+            assert two_passes[:mine] == two_passes[mine:]
+            seen += two_passes[:mine]
     finally:
         set_worker_info(None)
     assert sorted(seen) == sorted(expected_pairs(sizes) * 2)
@@ -524,8 +565,8 @@ def test_any_accepted_parameters_make_bounded_work_between_items(members, k, lam
                                          dist=dist, random_state=rng),
             "revive": lambda: pescador.mux(k, lam, weights=weights, with_replacement=False, revive=True,
                                            prune_empty=prune, dist=dist, random_state=rng),
-            "single": lambda: stochastic_mux(k, lam, weights, "single_active", prune, rng, dist),
-            "exhaustive": lambda: stochastic_mux(k, lam, weights, "exhaustive", prune, rng, dist),
+            "single": lambda: stochastic_mux(k, lam, weights, "single_active", prune, dist, rng),
+            "exhaustive": lambda: stochastic_mux(k, lam, weights, "exhaustive", prune, dist, rng),
             "shuffled": lambda: shuffled_mux(weights=weights, random_state=rng),
             "epochs": lambda: pescador.epochs(3, k=k, random_state=rng),
             "rr-cycle": lambda: round_robin_mux("permuted_cycle", random_state=rng),
@@ -588,7 +629,7 @@ def test_resumable_weighted_runs_resume_exactly(kind):
         "revive": pescador.mux(2, 3.0, weights=weights, with_replacement=False, revive=True, random_state=1),
         "lam-none-copies": pescador.mux(6, None, weights=weights, random_state=2),
         "once": pescador.mux(2, 5.0, weights=weights, with_replacement=False, random_state=3),
-        "single-dry": stochastic_mux(2, 2.0, weights, "single_active", False, 4),
+        "single-dry": stochastic_mux(2, 2.0, weights, "single_active", False, random_state=4),
     }[kind]
     recipe = take(120, step(pool))
     whole = pairs(pescador.resumable(recipe))
