@@ -558,10 +558,11 @@ def test_a_worker_stuck_anywhere_exits_soon_after_its_consumer_is_killed(where, 
 
 def cleans_up(marker, how):
     """A source that starts a helper process and stops it in its ``finally``, then marks that it did."""
-    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
-    with open(os.path.join(marker, f"helper-{os.getpid()}"), "w") as f:
-        f.write(str(helper.pid))
-    try:
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], stdout=subprocess.DEVNULL)
+    try:  # (the marker appears inside the try, whole: the consumer stops only once both workers are in it)
+        with open(os.path.join(marker, f".helper-{os.getpid()}"), "w") as f:
+            f.write(str(helper.pid))
+        os.rename(os.path.join(marker, f".helper-{os.getpid()}"), os.path.join(marker, f"helper-{os.getpid()}"))
         i = 0
         while True:
             yield {"i": np.array([i])}
