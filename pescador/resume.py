@@ -317,63 +317,45 @@ class _Collection:
         return {"pos": self.pos}
 
 
-class _Source:
+class _Replay:
+    """A live iterator resumed by replay: the items already delivered are drawn and dropped.
+
+    ``what`` names the iterator in the error raised when it ends too early.
+    """
+
+    def __init__(self, it: Any, state: Any, what: str = "a stream of a chain's pool") -> None:
+        self.it, self.pos = it, 0
+        target = 0 if state is None else int(state["pos"])
+        for _ in range(target):
+            try:
+                next(self.it)
+            except StopIteration:
+                raise PescadorError(
+                    f"resumable: {what} ended after {self.pos} items on replay, but the state says "
+                    f"{target} had been drawn: it is not deterministic"
+                ) from None
+            self.pos += 1
+
+    def next(self) -> Any:
+        item = next(self.it)
+        self.pos += 1
+        return item
+
+    def state(self) -> dict:
+        return {"pos": self.pos}
+
+
+class _Source(_Replay):
     """A generator function's run: resumed by ``pescador_seek`` or by replay."""
 
     def __init__(self, s: Stream, state: Any) -> None:
         self.s = s
-        self.pos = 0
-        if state is None:
-            self.it = iter(s)
-            return
-        target = int(state["pos"])
         seek = getattr(s.fn, "pescador_seek", None)
-        if seek is not None:
-            self.it = iter(seek(target, *s.args, **s.kwargs))
-            self.pos = target
+        if state is not None and seek is not None:
+            self.pos = int(state["pos"])
+            self.it = iter(seek(self.pos, *s.args, **s.kwargs))
             return
-        self.it = iter(s)
-        for _ in range(target):  # replay: draw and drop the items already delivered
-            try:
-                next(self.it)
-            except StopIteration:
-                raise PescadorError(
-                    f"resumable: {s!r} ended after {self.pos} items on replay, but the state says "
-                    f"{target} had been drawn: the source is not deterministic"
-                ) from None
-            self.pos += 1
-
-    def next(self) -> Any:
-        item = next(self.it)
-        self.pos += 1
-        return item
-
-    def state(self) -> dict:
-        return {"pos": self.pos}
-
-
-class _Replay:
-    """A live iterator that a pool produced at run time yielded as a stream: resumed by replay."""
-
-    def __init__(self, it: Any, state: Any) -> None:
-        self.it, self.pos = it, 0
-        for _ in range(0 if state is None else int(state["pos"])):
-            try:
-                next(self.it)
-            except StopIteration:
-                raise PescadorError(
-                    f"resumable: a stream of a chain's pool ended after {self.pos} items on replay, but the "
-                    "state says more had been drawn: the pool is not deterministic"
-                ) from None
-            self.pos += 1
-
-    def next(self) -> Any:
-        item = next(self.it)
-        self.pos += 1
-        return item
-
-    def state(self) -> dict:
-        return {"pos": self.pos}
+        super().__init__(iter(s), state, repr(s))
 
 
 class _LazyChain:
