@@ -5,41 +5,15 @@ session, killed (with everything in the session) when its time is up.
 """
 
 import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
 
 import pescador
 from pescador import PescadorError
+from test_faults import run_consumer  # (a consumer script in its own session, killed whole on timeout)
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def run_consumer(code, timeout, env=None):
-    """Run ``code`` in a new session; kill the whole session on timeout. Returns (finished, output)."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True, env=dict(os.environ, **(env or {})),
-    )
-    try:
-        out, _ = process.communicate(timeout=timeout)
-        return process.returncode == 0, out
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, _ = process.communicate()
-        return False, out
-    finally:
-        for entry in os.listdir("/proc"):  # whatever is left of the session (orphaned workers)
-            if entry.isdigit():
-                try:
-                    if os.getsid(int(entry)) == process.pid:
-                        os.kill(int(entry), signal.SIGKILL)
-                except OSError:
-                    pass
 
 
 # A consumer that is a child subreaper inherits the orphans of its workers, as a consumer that is
