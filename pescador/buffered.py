@@ -120,9 +120,10 @@ def _cast(source: np.dtype, target: np.dtype) -> int:
     """How items of dtype ``source`` go into a batch of dtype ``target``.
 
     ``_SAFE``: a safe cast in numpy's sense (int16 into float32, float32
-    into float64; int64 into float64, which rounds integers beyond 2**53).  ``_NARROWING``: floating point into a narrower floating point
-    (float64 into float32), which loses precision only, unless a value
-    overflows (checked as rows are copied).  ``_REFUSED``: anything that
+    into float64; int64 into float64, which rounds integers beyond 2**53).
+    ``_NARROWING``: floating point into a narrower floating point (float64
+    into float32), which loses precision only, unless a value overflows
+    (checked as rows are copied).  ``_REFUSED``: anything that
     could wrap an integer or drop a fraction.
     """
     cast = _CASTS.get((source, target))
