@@ -447,19 +447,26 @@ def test_a_producer_that_does_not_answer_the_handshake_is_slow_and_read_once_it_
             proc.wait()
 
 
+def read_until_the_first_is_refused(endpoints, keys):
+    """Read from producers p1 (at endpoints[0]) and p2 until p1 is reported refused (bounded by the
+    test's timeout); returns the tags read and the status."""
+    status = RemoteStatus()
+    tags = collections.Counter()
+    for item in remote(*endpoints, key=keys["consumer"][1], producer_keys=[keys["p1"][0], keys["p2"][0]],
+                       status=status):
+        tags[int(item["tag"][0])] += 1
+        if state_of(status, endpoints[0]) == "refused":  # (wait for the event itself)
+            break
+    return tags, status
+
+
 def test_a_producer_with_the_wrong_key_on_loopback_is_refused_as_such(keys):
     ports = [free_port(), free_port()]
     endpoints = [f"tcp://127.0.0.1:{p}" for p in ports]
     serving(pescador.stream(tagged, 1), endpoints[0], key=keys["stranger"][1], authorized=keys["consumer"][0])
     serving(pescador.stream(tagged, 2), endpoints[1], key=keys["p2"][1], authorized=keys["consumer"][0])
-    status = RemoteStatus()
-    tags = collections.Counter()
     with pytest.warns(ProducerWarning, match="closes the connection during the handshake on every attempt: its key"):
-        for item in remote(*endpoints, key=keys["consumer"][1], producer_keys=[keys["p1"][0], keys["p2"][0]],
-                           status=status):
-            tags[int(item["tag"][0])] += 1
-            if state_of(status, endpoints[0]) == "refused":  # (wait for the event; bounded by the mark)
-                break
+        tags, status = read_until_the_first_is_refused(endpoints, keys)
     assert set(tags) == {2} and state_of(status, endpoints[0]) == "refused"
 
 
@@ -470,14 +477,8 @@ def test_keys_on_one_side_only_is_refused_as_such(keys):
         warnings.simplefilter("ignore", InsecureWarning)
         serving(pescador.stream(tagged, 1), endpoints[0], insecure=True)
     serving(pescador.stream(tagged, 2), endpoints[1], key=keys["p2"][1], authorized=keys["consumer"][0])
-    status = RemoteStatus()
-    tags = collections.Counter()
     with pytest.warns(ProducerWarning, match="one side uses keys and the other does not|or it serves without keys"):
-        for item in remote(*endpoints, key=keys["consumer"][1], producer_keys=[keys["p1"][0], keys["p2"][0]],
-                           status=status):
-            tags[int(item["tag"][0])] += 1
-            if state_of(status, endpoints[0]) == "refused":  # (wait for the event; bounded by the mark)
-                break
+        tags, status = read_until_the_first_is_refused(endpoints, keys)
     assert set(tags) == {2} and state_of(status, endpoints[0]) == "refused"
 
 
