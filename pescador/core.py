@@ -13,7 +13,7 @@ so they compose with :func:`toolz.pipe`.
 from __future__ import annotations
 
 import inspect
-import itertools
+import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .exceptions import DataError, PescadorError
+from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, starter
 
 __all__ = [
     "Stream",
@@ -39,11 +40,6 @@ _MISSING = object()
 # ----------------------------------------------------------------------------
 # Readable reprs and value comparison for recipe arguments
 # ----------------------------------------------------------------------------
-
-
-# Stages that yield one item per upstream item, unchanged in number and order
-# (what epoch_length and resumable runs may look through).
-ONE_TO_ONE = ("tuples", "keras_tuples", "measure")
 
 
 def _name(fn: Any) -> str:
@@ -183,11 +179,11 @@ class Stream(_Frozen):
     def iterate(self, max_iter: int | None = None) -> Iterator:
         """Start a fresh run of at most ``max_iter`` items (all of them with None)."""
         limit = check_count(max_iter, "iterate", "max_iter", allow_none=True)
-        return iter(self) if limit is None else _take(self, limit)
+        return iter(self) if limit is None else _Take(self, limit)
 
     def cycle(self, max_iter: int | None = None) -> Iterator:
         """Run again each time a run ends, for ever or for ``max_iter`` items in all."""
-        return _cycle(self, check_count(max_iter, "cycle", "max_iter", allow_none=True))
+        return _Cycle(self, check_count(max_iter, "cycle", "max_iter", allow_none=True))
 
     def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Iterator:
         """``s(max_iter, cycle)``: ``s.cycle(max_iter)`` if ``cycle``, else ``s.iterate(max_iter)``."""
@@ -311,14 +307,6 @@ def _defaults(fn: Callable) -> dict:
 # ----------------------------------------------------------------------------
 # stream(): the one way in
 # ----------------------------------------------------------------------------
-
-
-def _from_collection(collection: Sequence) -> Iterator:
-    return iter(collection)
-
-
-def _from_iterable(collection: Iterable) -> Iterator:
-    return iter(collection)
 
 
 def _check_call(fn: Callable, args: tuple, kwargs: dict) -> None:
@@ -494,8 +482,34 @@ def run_data_first(fn: Callable[..., Iterator], data: Any, **params: Any) -> Ite
 # ----------------------------------------------------------------------------
 
 
-def _take(upstream: Stream, n: int) -> Iterator:
-    return itertools.islice(upstream, n)
+class _Take(Stage):
+    """take: at most ``n`` items.  State: the items given so far, and the upstream's state."""
+
+    def __init__(self, upstream: Stream, n: int, state: dict | None = None) -> None:
+        self.n, self.count = n, 0
+        if state is None:
+            self.up = start(upstream)
+            return
+        where = f"take(n={n})"
+        check_fields(state, ("count", "up"), where)
+        self.count = check_int(state, "count", where, 0, n)
+        self.up = start(upstream, state["up"])
+
+    def __next__(self) -> Any:
+        count = self.count
+        if count >= self.n:
+            raise StopIteration
+        item = next(self.up)
+        self.count = count + 1
+        return item
+
+    def state(self) -> dict:
+        return {"count": self.count, "up": self.up.state()}
+
+    @classmethod
+    def run_length(cls, upstream: Stream, params: dict, length: Callable) -> float | None:
+        inner = length(upstream)
+        return None if inner is None else min(inner, params["n"])
 
 
 def take(n: int, source: Any = _MISSING) -> Transform | Stream:
@@ -519,27 +533,58 @@ def take(n: int, source: Any = _MISSING) -> Transform | Stream:
     >>> [x["i"] for x in pescador.take(3, naturals)]
     [0, 1, 2]
     """
-    step = Transform("take", _take, {"n": check_count(n, "take", "n")})
+    step = Transform("take", _Take, {"n": check_count(n, "take", "n")})
     return step if source is _MISSING else step(source)
 
 
-def _cycle_forever(upstream: Stream) -> Iterator:
-    while True:
-        run = iter(upstream)
-        for first in run:
-            break
-        else:
-            raise PescadorError(
-                f"cycle: a run of {upstream!r} yielded no items; restarting it would "
-                "spin forever"
-            )
-        yield first
-        yield from run
+class _Cycle(Stage):
+    """cycle: restart the upstream each time its run ends, for ever or for ``max_iter`` items.
 
+    State: the items given so far, those of the current pass, and the
+    current pass's state.
+    """
 
-def _cycle(upstream: Stream, max_iter: int | None) -> Iterator:
-    forever = _cycle_forever(upstream)
-    return forever if max_iter is None else itertools.islice(forever, max_iter)
+    def __init__(self, upstream: Stream, max_iter: int | None, state: dict | None = None) -> None:
+        self.upstream, self.limit = upstream, max_iter
+        self.count = self.in_pass = 0
+        self.restart = starter()
+        if state is None:
+            self.up = start(upstream)
+            return
+        where = f"cycle(max_iter={max_iter})"
+        check_fields(state, ("count", "in_pass", "up"), where)
+        self.count = check_int(state, "count", where, 0, max_iter)
+        self.in_pass = check_int(state, "in_pass", where, 0, self.count)
+        self.up = start(upstream, state["up"])
+
+    def __next__(self) -> Any:
+        if self.limit is not None and self.count >= self.limit:
+            raise StopIteration
+        try:
+            item = next(self.up)
+        except StopIteration:
+            if not self.in_pass:
+                raise PescadorError(
+                    f"cycle: a run of {self.upstream!r} yielded no items; restarting it would spin forever"
+                ) from None
+            self.up, self.in_pass = self.restart(self.upstream), 0
+            return self.__next__()
+        self.count += 1
+        self.in_pass += 1
+        return item
+
+    def state(self) -> dict:
+        return {"count": self.count, "in_pass": self.in_pass, "up": self.up.state()}
+
+    @classmethod
+    def run_length(cls, upstream: Stream, params: dict, length: Callable) -> float | None:
+        inner = length(upstream)
+        limit = params["max_iter"]
+        if inner == 0:
+            return None  # (a run raises: it would spin)
+        if limit is not None and inner is not None:
+            return limit
+        return None if inner is None else math.inf
 
 
 def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | Stream:
@@ -564,7 +609,7 @@ def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | St
     [0, 1, 0, 1, 0]
     """
     step = Transform(
-        "cycle", _cycle, {"max_iter": check_count(max_iter, "cycle", "max_iter", allow_none=True)}
+        "cycle", _Cycle, {"max_iter": check_count(max_iter, "cycle", "max_iter", allow_none=True)}
     )
     return step if source is _MISSING else step(source)
 
@@ -609,16 +654,44 @@ def _missing(item: Any, keys: Sequence, where: str, position: int) -> PescadorEr
     return _key_error(item, keys[0], where, position)
 
 
-def _tuples(upstream: Stream, keys: tuple) -> Iterator[tuple]:
-    get = itemgetter(*keys)
-    single = len(keys) == 1
-    for position, item in enumerate(upstream):
+class _Map(Stage):
+    """A one-to-one stage: one item out per item in, in order.  State: the position (for the
+    messages) and the upstream's state."""
+
+    one_to_one = True
+    name = ""
+
+    def _begin(self, upstream: Any, state: dict | None) -> None:
+        self.position = 0
+        if state is None:
+            self.up = start(upstream)
+            return
+        where = f"{self.name} stage"
+        check_fields(state, ("pos", "up"), where)
+        self.position = check_int(state, "pos", where, 0)
+        self.up = start(upstream, state["up"])
+
+    def state(self) -> dict:
+        return {"pos": self.position, "up": self.up.state()}
+
+
+class _Tuples(_Map):
+    name = "tuples"
+
+    def __init__(self, upstream: Any, keys: tuple, state: dict | None = None) -> None:
+        self.keys, self.get, self.single = keys, itemgetter(*keys), len(keys) == 1
+        self._begin(upstream, state)
+
+    def __next__(self) -> tuple:
+        item = next(self.up)
+        position = self.position
+        self.position = position + 1
         if not is_item(item):
             raise not_a_dict(item, "tuples", position)
         try:
-            yield (get(item),) if single else get(item)
+            return (self.get(item),) if self.single else self.get(item)
         except KeyError:
-            raise _missing(item, keys, "tuples", position) from None
+            raise _missing(item, self.keys, "tuples", position) from None
 
 
 def _check_keys(keys: Any, where: str, name: str) -> None:
@@ -661,8 +734,8 @@ def tuples(*keys: Any) -> Transform | Iterator[tuple]:
     [(2,)]
     """
     if keys and is_data(keys[0]):
-        return run_data_first(_tuples, keys[0], keys=_tuple_keys(keys[1:]))
-    return Transform("tuples", _tuples, {"keys": _tuple_keys(keys)})
+        return run_data_first(_Tuples, keys[0], keys=_tuple_keys(keys[1:]))
+    return Transform("tuples", _Tuples, {"keys": _tuple_keys(keys)})
 
 
 def _tuple_keys(keys: tuple) -> tuple:
@@ -683,11 +756,21 @@ def _pick(item: Any, keys: str | tuple | None, position: int) -> Any:
         raise _missing(item, keys if isinstance(keys, tuple) else (keys,), "keras_tuples", position) from None
 
 
-def _keras_tuples(upstream: Stream, inputs: str | tuple, outputs: str | tuple | None) -> Iterator[tuple]:
-    for position, item in enumerate(upstream):
+class _KerasTuples(_Map):
+    name = "keras_tuples"
+
+    def __init__(self, upstream: Any, inputs: str | tuple, outputs: str | tuple | None,
+                 state: dict | None = None) -> None:
+        self.inputs, self.outputs = inputs, outputs
+        self._begin(upstream, state)
+
+    def __next__(self) -> tuple:
+        item = next(self.up)
+        position = self.position
+        self.position = position + 1
         if not is_item(item):
             raise not_a_dict(item, "keras_tuples", position)
-        yield (_pick(item, inputs, position), _pick(item, outputs, position))
+        return (_pick(item, self.inputs, position), _pick(item, self.outputs, position))
 
 
 def _keras_keys(keys: Any, name: str) -> Any:
@@ -745,5 +828,5 @@ def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) ->
     if inputs is None and outputs is None:
         raise PescadorError("keras_tuples: name the keys of inputs, outputs or both, e.g. keras_tuples('X', 'Y')")
     if stream is not None:
-        return run_data_first(_keras_tuples, stream, inputs=inputs, outputs=outputs)
-    return Transform("keras_tuples", _keras_tuples, {"inputs": inputs, "outputs": outputs})
+        return run_data_first(_KerasTuples, stream, inputs=inputs, outputs=outputs)
+    return Transform("keras_tuples", _KerasTuples, {"inputs": inputs, "outputs": outputs})

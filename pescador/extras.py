@@ -16,6 +16,7 @@ from typing import Any
 
 from . import core
 from .core import Stream, Transform, check_count, stream
+from .stage import NO_EPOCHS, _from_collection, stage_of
 from .exceptions import PescadorError
 
 __all__ = ["streamable", "cache", "epochs", "epoch_length"]
@@ -263,44 +264,21 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
 # epoch_length
 # ----------------------------------------------------------------------------
 
-_EXHAUSTIVE = {
-    "mux": lambda p: p.get("lam", 256.0) is None and p.get("with_replacement") is False and not p.get("revive"),
-    "stochastic_mux": lambda p: p.get("rate", 256.0) is None and p.get("mode") == "exhaustive",
-    "round_robin_mux": lambda p: p.get("mode", "exhaustive") == "exhaustive",
-    "chain_mux": lambda p: p.get("mode", "exhaustive") == "exhaustive",
-}
-_PASS = core.ONE_TO_ONE
-
-
-def _run_length(s: Stream) -> float | None:
+def _run_length(s: Any) -> float | None:
     """Items one run of ``s`` yields: a number, ``math.inf`` (known endless), or None (unknown)."""
-    if s.step is None:
-        return len(s.args[0]) if s.fn is core._from_collection else None
-    name, params, upstream = s.step.name, s.step.params, s.args[0]
-    if name == "epochs":
-        per_epoch = _sum(upstream)
-        n_epochs = params.get("n_epochs")
-        if per_epoch is None or per_epoch == 0:
-            return per_epoch
-        return math.inf if n_epochs is None else n_epochs * per_epoch
-    if name in _EXHAUSTIVE and isinstance(upstream, Stream):  # (a chain over a pool produced at run time)
+    if not isinstance(s, Stream):
         return None
-    if name in _EXHAUSTIVE:  # (members of weight zero are never activated)
-        return _sum(upstream, params.get("weights")) if _EXHAUSTIVE[name](params) else None
-    if name == "take":
-        inner = _run_length(upstream)
-        return None if inner is None else min(inner, params["n"])
-    if name in _PASS or (name == "zmq_offload" and params.get("workers", 1) == 1):
-        return _run_length(upstream)
-    return None
+    if s.step is None:
+        return len(s.args[0]) if s.fn is _from_collection else None
+    cls = stage_of(s)
+    return None if cls is None else cls.run_length(s.args[0], s.step.params, _run_length)
 
 
-def _sum(pool: tuple, weights: Any = None) -> float | None:
-    """Items of one run of every member of ``pool`` (those of a positive weight, given weights)."""
-    if weights is not None:
-        pool = [member for member, weight in zip(pool, weights) if weight > 0]
-    lengths = [_run_length(member) for member in pool]
-    return None if None in lengths else sum(lengths)
+def _epoch(s: Any) -> Any:
+    """Items of one epoch where ``s`` ends in an epochs stage (through the stages that look through),
+    None if unknown, or NO_EPOCHS."""
+    cls = stage_of(s)
+    return NO_EPOCHS if cls is None else cls.epoch_length(s.args[0], s.step.params, _epoch)
 
 
 def epoch_length(recipe: Any) -> int | None:
@@ -332,13 +310,7 @@ def epoch_length(recipe: Any) -> int | None:
     None
     """
     s = stream(recipe)
-    top = s
-    while top.step is not None and (
-        top.step.name in _PASS or (top.step.name == "zmq_offload" and top.step.params.get("workers", 1) == 1)
-    ):
-        top = top.args[0]
-    if top.step is not None and top.step.name == "epochs":
-        length = _sum(top.args[0])
-    else:
+    length = _epoch(s)
+    if length is NO_EPOCHS:
         length = _run_length(s)
     return None if length is None or length == math.inf else int(length)

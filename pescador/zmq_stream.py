@@ -71,6 +71,7 @@ import zmq
 from . import wire
 from .core import Transform
 from .exceptions import PescadorError
+from .stage import start, tracked
 from .workers import WorkerInfo, set_worker_info
 
 __all__ = ["zmq_offload"]
@@ -710,12 +711,11 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
                     link.send(wire.encode_item(item, copy, position))
                     position += 1
             else:  # a resumable run: each item goes with this worker's state after it
-                from .resume import _runner
-
-                iterator = _runner(recipe, resume[1])
+                with tracked(True):
+                    iterator = start(recipe, resume[1])
                 while True:
                     try:
-                        item = iterator.next()
+                        item = next(iterator)
                     except StopIteration:
                         break
                     link.send(wire.encode_item(item, copy, position, json.dumps(iterator.state())))
