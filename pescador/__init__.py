@@ -14,6 +14,8 @@ from importlib.metadata import PackageNotFoundError, version as _version
 
 from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
 from .exceptions import DataError, PescadorError
+from . import stage
+from .stage import Stage
 from .streamer import BufferedStreamer, ChainMux, Mux, RoundRobinMux, ShuffledMux, StochasticMux, Streamer, ZMQStreamer
 from .workers import WorkerInfo, worker_info
 
@@ -36,6 +38,8 @@ __all__ = [
     "DataError",
     "Stream",
     "Transform",
+    "Stage",
+    "stage",
     "stream",
     "take",
     "cycle",

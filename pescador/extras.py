@@ -16,7 +16,7 @@ from typing import Any
 
 from . import core
 from .core import Stream, Transform, check_count, stream
-from .stage import NO_EPOCHS, _from_collection, stage_of
+from .stage import NO_EPOCHS, Stage, _from_collection, stage_of, start
 from .exceptions import PescadorError
 
 __all__ = ["streamable", "cache", "epochs", "epoch_length"]
@@ -117,6 +117,27 @@ def _generator(random_state: Any) -> Any:
     return _rng(random_state, worker_info())
 
 
+class _Cache(Stage):
+    """As pescador 3.x: the first ``n_cache`` items pass through, in order, filling the cache; then at
+    each step an entry is picked at random, replaced with a new item from upstream with probability
+    ``prob``, and yielded.  The run ends when it asks upstream for an item and there is none."""
+
+    resumes = False
+    why_not = ("its state would be the items it holds (up to n_cache dicts of arrays), which a small state "
+               "cannot carry; put cache after a checkpointed part, or leave it out of a resumable run")
+
+    def __init__(self, upstream: Any, n_cache: int, prob: float, random_state: Any, state: Any = None) -> None:
+        if state is not None:
+            raise PescadorError(f"resumable: a cache stage cannot be resumed: {self.why_not}")
+        self.run = _cache(start(upstream), n_cache, prob, random_state)
+
+    def __next__(self) -> Any:
+        return next(self.run)
+
+    def state(self) -> dict:
+        raise PescadorError(f"resumable: a cache stage cannot be resumed: {self.why_not}")
+
+
 def _cache(upstream: Any, n_cache: int, prob: float, random_state: Any) -> Iterator:
     """As pescador 3.x: the first ``n_cache`` items pass through, in order, filling the cache; then at
     each step an entry is picked at random, replaced with a new item from upstream with probability
@@ -197,8 +218,8 @@ def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_sta
 
     params = dict(n_cache=n_cache, prob=float(prob), random_state=_check_random_state(random_state, where))
     if curried:
-        return Transform("cache", _cache, params)
-    return core.run_data_first(_cache, stream, **params)
+        return Transform("cache", _Cache, params)
+    return core.run_data_first(_Cache, stream, **params)
 
 
 # ----------------------------------------------------------------------------

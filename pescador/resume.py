@@ -47,6 +47,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -183,12 +184,22 @@ class Resumable:
 
     def state_dict(self) -> dict:
         """Where the run is: a small JSON-serialisable dict, versioned."""
-        return {
+        state = {
             "pescador_state": STATE_VERSION,
             "recipe": self.fingerprint,
             "outline": self.outline,
             "stages": self.node.state(),
         }
+        state["check"] = _sign(state)
+        return state
+
+
+def _sign(state: dict) -> str:
+    """A check of a state's contents (all but the check itself): a state changed after it was saved,
+    on disk or by hand, is refused as a whole, even where each changed field would still fit."""
+    body = {k: v for k, v in state.items() if k != "check"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
@@ -208,6 +219,15 @@ def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
         raise PescadorError(
             f"resumable: the state is of a pipeline of the same stages, {outline}, with other arguments "
             "(sources, parameters or seeds differ)"
+        )
+    try:
+        check = _sign(state)
+    except (TypeError, ValueError) as exc:
+        raise PescadorError(f"resumable: the state holds values that JSON cannot hold ({exc})") from None
+    if state.get("check") != check:
+        raise PescadorError(
+            "resumable: the state was changed after it was saved (its check does not match its contents); "
+            "resume from a state as state_dict() made it"
         )
     return state["stages"]
 

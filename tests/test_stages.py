@@ -1,0 +1,293 @@
+"""The stage contract, applied to every public stage: one implementation for plain and resumable runs.
+
+For each stage: building the recipe runs nothing (lazy); two runs are equal
+(restartable); a pickled copy runs the same items; the repr is readable (no
+memory address); a resumable run yields exactly the items of a plain run;
+a run stopped at any point and resumed from its state (through JSON) yields
+the rest of an uninterrupted run.  Then: states whose fields do not fit are
+refused with a PescadorError naming the field, never another exception,
+other data or a long run; and a user's own stage written to the protocol
+resumes like a built-in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pescador
+from pescador import PescadorError, resumable, stream
+from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
+from pescador.resume import _sign
+from pescador.stage import Stage, check_fields, check_int
+
+CALLS = []
+
+
+def counted(tag, n, rows=1):
+    CALLS.append(tag)
+    for i in range(n):
+        yield {"x": np.full((rows, 2), tag * 1000 + i, dtype=np.int64)}
+
+
+def listed(tag, n, rows=1):
+    return stream([{"x": np.full((rows, 2), tag * 1000 + i, dtype=np.int64)} for i in range(n)])
+
+
+def files(n):
+    for t in range(n):
+        yield stream(counted, 50 + t, 3 + t)
+
+
+def key(item):
+    if isinstance(item, tuple):
+        return tuple(None if v is None else tuple(np.asarray(v).ravel().tolist()) for v in item)
+    return tuple(item["x"].ravel().tolist())
+
+
+def pool(n=4, length=12, rows=1):
+    return [stream(counted, t, length, rows) if t % 2 else listed(t, length, rows) for t in range(n)]
+
+
+class Shift(Stage):
+    """A user's stage written to the protocol (module level: it pickles)."""
+
+    one_to_one = True
+
+    def __init__(self, upstream, by, state=None):
+        self.by, self.seen = by, 0
+        if state is not None:
+            check_fields(state, ("seen", "up"), "shift")
+            self.seen = check_int(state, "seen", "shift", 0)
+        self.up = self.start_upstream(upstream, state)
+
+    def __next__(self):
+        item = next(self.up)
+        self.seen += 1
+        return {"x": item["x"] + self.by}
+
+    def state(self):
+        return {"seen": self.seen, "up": self.up.state()}
+
+
+def shift(by):
+    return pescador.Transform("shift", Shift, {"by": by})
+
+
+# Every public stage, as a small seeded recipe with a finite run.
+STAGES = {
+    "list": lambda: listed(1, 9),
+    "generator": lambda: stream(counted, 2, 9),
+    "take": lambda: pescador.take(7, stream(counted, 3, 20)),
+    "cycle": lambda: pescador.cycle(23, listed(1, 5)),
+    "tuples": lambda: pescador.tuples("x")(listed(1, 6)),
+    "keras_tuples": lambda: pescador.keras_tuples("x", None)(listed(1, 6)),
+    "buffer": lambda: pescador.buffer(4)(stream(counted, 1, 10, 3)),
+    "buffer-loose": lambda: pescador.buffer(4, strict=False)(stream(counted, 1, 10, 3)),
+    "mux": lambda: pescador.take(60, pescador.mux(2, 3.0, random_state=1)(pool())),
+    "mux-weighted": lambda: pescador.take(60, pescador.mux(2, 3.0, weights=[1, 2, 3, 4], random_state=2)(pool())),
+    "mux-once": lambda: pescador.mux(2, None, with_replacement=False, random_state=3)(pool()),
+    "mux-revive": lambda: pescador.take(60, pescador.mux(2, 4.0, with_replacement=False, revive=True,
+                                                         random_state=4)(pool())),
+    "mux-lam-none": lambda: pescador.take(60, pescador.mux(3, None, weights=[1, 0, 2, 5], random_state=5)(pool())),
+    "stochastic": lambda: pescador.take(60, stochastic_mux(2, 4.0, weights=[3, 1, 1, 2], random_state=6)(pool())),
+    "stochastic-single": lambda: pescador.take(60, stochastic_mux(2, 4.0, mode="single_active",
+                                                                  random_state=7)(pool())),
+    "stochastic-exhaustive": lambda: stochastic_mux(3, 2.0, mode="exhaustive", random_state=8)(pool()),
+    "shuffled": lambda: pescador.take(60, shuffled_mux(weights=[1, 2, 3, 4], random_state=9)(pool())),
+    "round_robin": lambda: round_robin_mux()(pool()),
+    "round_robin-permuted": lambda: pescador.take(70, round_robin_mux("permuted_cycle", random_state=10)(pool())),
+    "chain": lambda: chain_mux()(pool()),
+    "chain-random": lambda: pescador.take(40, chain_mux("with_replacement", random_state=11)(pool())),
+    "chain-lazy": lambda: pescador.take(30, chain_mux("cycle")(stream(files, 3))),
+    "epochs": lambda: pescador.epochs(2, k=2, random_state=12)(pool(3, 5)),
+    "measure": lambda: pescador.measure(pescador.Meter())(listed(1, 6)),
+    "user-stage": lambda: pescador.take(40, shift(100)(pescador.mux(2, 2.0, random_state=13)(pool(3, 6)))),
+    "deep": lambda: pescador.tuples("x")(pescador.take(25, pescador.buffer(3)(
+        pescador.mux(3, 2.0, random_state=14)(pool(5, 9, 2))))),
+}
+
+
+def items(run):
+    return [key(item) for item in run]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_the_contract(name):
+    recipe = STAGES[name]()
+    # lazy: building (above) ran no source; restartable: two runs are equal
+    del CALLS[:]
+    built = STAGES[name]()
+    assert CALLS == []
+    plain = items(built)
+    assert plain and items(built) == plain
+    # picklable, with a readable repr
+    assert items(pickle.loads(pickle.dumps(recipe))) == plain
+    assert "0x" not in repr(recipe)
+    # one implementation: a resumable run is the plain run
+    assert items(resumable(recipe)) == plain
+    # stopped anywhere and resumed through JSON: the rest of the run
+    for cut in sorted({0, 1, len(plain) // 3, len(plain) // 2, len(plain) - 1, len(plain)}):
+        run = resumable(recipe)
+        head = [key(next(run)) for _ in range(cut)]
+        state = json.loads(json.dumps(run.state_dict()))
+        assert head + items(resumable(recipe, state)) == plain, cut
+        assert head + items(resumable(recipe, copy.deepcopy(state))) == plain  # a state serves twice
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(STAGES)), st.floats(0, 1), st.floats(0, 1))
+def test_a_resumed_run_checkpoints_and_resumes_in_turn(name, first, second):
+    recipe = STAGES[name]()
+    plain = items(recipe)
+    a = int(first * len(plain))
+    run = resumable(recipe)
+    head = [key(next(run)) for _ in range(a)]
+    run = resumable(recipe, json.loads(json.dumps(run.state_dict())))
+    middle = [key(next(run)) for _ in range(int(second * (len(plain) - a)))]
+    rest = items(resumable(recipe, json.loads(json.dumps(run.state_dict()))))
+    assert head + middle + rest == plain
+
+
+# -- states that do not fit ------------------------------------------------------------------------
+
+
+def _paths(value, path=()):
+    """Every field of a nested state: (path, value)."""
+    yield path, value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, path + (i,))
+
+
+def _mutations(value):
+    """Changes that make a field wrong: out of range, of another type, or gone."""
+    out = ["drop", ("set", "seven"), ("set", None), ("set", [value]), ("set", {"x": value})]
+    if isinstance(value, bool):
+        out += [("set", 1), ("set", "true")]
+    elif isinstance(value, int):
+        out += [("set", -1 - abs(value)), ("set", value + 10**12), ("set", float(value) + 0.5), ("set", True)]
+    elif isinstance(value, list):
+        out += [("set", value + value[-1:] if value else [0]), ("set", value[:-1] if value else [[]])]
+    elif isinstance(value, dict):
+        out += [("extra", "surprise")]
+    return out
+
+
+def _apply(state, path, mutation):
+    state = copy.deepcopy(state)
+    if not path:
+        return mutation[1] if mutation != "drop" and mutation[0] == "set" else None
+    parent = state
+    for p in path[:-1]:
+        parent = parent[p]
+    last = path[-1]
+    if mutation == "drop":
+        if isinstance(parent, dict):
+            del parent[last]
+        else:
+            del parent[last]
+    elif mutation[0] == "extra":
+        parent[last] = dict(parent[last], surprise=1)
+    else:
+        parent[last] = mutation[1]
+    return state
+
+
+MUTATED = ["take", "cycle", "buffer", "buffer-loose", "mux", "mux-weighted", "mux-once", "mux-lam-none",
+           "stochastic", "shuffled", "round_robin-permuted", "chain-lazy", "epochs", "deep", "user-stage", "list",
+           "generator", "tuples"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(MUTATED), st.floats(0, 1), st.data())
+@pytest.mark.timeout(240)
+def test_a_changed_field_is_refused_or_changes_nothing(name, where, data):
+    """A state re-signed after one field is changed (as a deliberate edit would be): a PescadorError,
+    or the same continuation.  Bounded: the run is cut at the plain run's length plus one."""
+    recipe = STAGES[name]()
+    plain = items(recipe)
+    cut = int(where * len(plain))
+    run = resumable(recipe)
+    for _ in range(cut):
+        next(run)
+    saved = json.loads(json.dumps(run.state_dict()))
+    fields = list(_paths(saved["stages"]))
+    path, value = data.draw(st.sampled_from(fields))
+    mutation = data.draw(st.sampled_from(_mutations(value)))
+    state = dict(saved, stages=_apply(saved["stages"], path, mutation))
+    state["check"] = _sign(state)
+    try:
+        resumed = resumable(recipe, state)
+        rest = []
+        for item in resumed:
+            rest.append(key(item))
+            if len(rest) > len(plain):
+                break
+    except PescadorError:
+        return
+    assert rest == plain[cut:], (path, mutation)
+
+
+def test_a_changed_state_that_was_not_re_signed_is_refused():
+    recipe = STAGES["take"]()
+    run = resumable(recipe)
+    next(run)
+    state = run.state_dict()
+    state["stages"]["count"] = 2  # a valid count: only the check can tell
+    with pytest.raises(PescadorError, match="changed after it was saved"):
+        resumable(recipe, state)
+
+
+def test_field_errors_name_the_field():
+    recipe = STAGES["take"]()
+    run = resumable(recipe)
+    next(run)
+    state = run.state_dict()
+    state["stages"]["count"] = -3
+    state["check"] = _sign(state)
+    with pytest.raises(PescadorError, match=r"take\(n=7\): field 'count' must be an integer from 0 to 7; got -3"):
+        resumable(recipe, state)
+
+
+# -- a user's stage --------------------------------------------------------------------------------
+
+
+def doubled(upstream):
+    for item in upstream:
+        yield item
+        yield item
+
+
+def test_a_users_generator_stage_named_like_a_built_in_is_not_taken_for_it():
+    twice = pescador.Transform("tuples", doubled, {})(listed(1, 3))
+    assert len(list(twice)) == 6
+    assert pescador.epoch_length(twice) is None  # unknown, not 3
+    with pytest.raises(PescadorError, match="runs doubled, a plain function"):
+        resumable(twice)
+
+
+def test_a_users_stage_tells_epoch_length_it_is_one_to_one():
+    recipe = shift(1)(pescador.mux(2, None, with_replacement=False, random_state=0)(pool(3, 5)))
+    assert pescador.epoch_length(recipe) == 15 == len(list(recipe))
+
+
+@pytest.mark.timeout(90)
+def test_a_users_stage_in_a_worker_resumes_through_zmq_offload():
+    pytest.importorskip("zmq")
+    recipe = pescador.zmq_offload(timeout=30)(shift(7)(listed(1, 20)))
+    plain = items(recipe)
+    run = resumable(recipe)
+    head = [key(next(run)) for _ in range(8)]
+    state = json.loads(json.dumps(run.state_dict()))
+    del run
+    assert head + items(resumable(recipe, state)) == plain
