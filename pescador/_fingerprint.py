@@ -141,6 +141,8 @@ def fingerprint(recipe: Any) -> str:
 
 
 def _scalar(value: Any) -> str:
+    if type(value) is int:  # (hex: repr refuses ints of more than 4300 digits)
+        return f"int:{value:x}"
     return f"{type(value).__name__}:{value!r}"
 
 
@@ -179,13 +181,13 @@ def _where(where: Any) -> str:
     return " -> ".join(reversed(labels)) if labels else "the recipe itself"
 
 
-def _live(value: Any) -> str:
-    """What a live object is, for the refusal (or '' when it is not obviously live)."""
-    if isinstance(value, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
+def _live(t: type) -> str:
+    """What the instances of a live type are, for the refusal (or '' when they are not obviously live)."""
+    if issubclass(t, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
         return "a generator object (it changes as it runs)"
-    if isinstance(value, io.IOBase):
+    if issubclass(t, io.IOBase):
         return "an open file or stream (its contents can change)"
-    if hasattr(type(value), "__next__"):
+    if hasattr(t, "__next__"):
         return "an iterator (it changes as it is consumed)"
     return ""
 
@@ -206,45 +208,54 @@ class _Walker:
     """Describes one recipe: a token per value, a sha256 per container or object."""
 
     def __init__(self) -> None:
-        self.path: list[int] = []  # ids of the objects being described, outermost first
-        self.index: dict[int, int] = {}  # id -> its position in path
-        self.low: list[int] = []  # per path entry: the highest ancestor (lowest index) its parts refer to
+        self.index: dict[int, int] = {}  # id -> depth, for the objects being described (the path)
+        self.low: list[int] = []  # per depth: the highest ancestor (lowest depth) its parts refer to
         self.done: dict[int, tuple[Any, str]] = {}  # id -> (the object, kept alive; its token)
         self.seen: dict[int, Any] = {}  # objects described at least once (kept alive: ids stay unique)
         self.revisits = 0
+        self.plans: dict[type, tuple] = {}  # type -> (kind, parts): how to describe its instances
 
     def describe(self, value: Any, where: Any) -> str:
         """The token of ``value``: a scalar's repr, or ``#`` and a sha256."""
         t = type(value)
         if t in _SCALARS:
             return _scalar(value)
-        if isinstance(value, type):
-            return f"class:{_ref(value)}"
-        if t is types.ModuleType:
-            return f"module:{value.__name__}"
+        plan = self.plans.get(t)
+        if plan is None:
+            plan = self.plans[t] = self._plan(t)
+        kind, parts = plan
+        if parts is None:  # (a constant: an observer's type)
+            return kind
+        if kind is None:  # (a token made without hashing parts)
+            return parts(value, where)
+        return self.compound(value, where, kind, parts)
+
+    def _plan(self, t: type) -> tuple:
+        """How to describe the instances of ``t``: ``(kind, parts)``."""
+        if issubclass(t, type):
+            return None, self._class
+        if issubclass(t, types.ModuleType):
+            return None, self._module
         if _is_observer(t):
-            return f"observer:{_ref(t)}"
+            return f"observer:{_ref(t)}", None
         if getattr(t, "__pescador_fingerprint__", None) is not None:
-            return self.compound(value, where, f"hook:{_ref(t)}", self._hooked)
-        handler = _HANDLERS.get(t)
-        if handler is not None:
-            return self.compound(value, where, handler[0], handler[1].__get__(self))
-        if isinstance(value, core.Stream):
-            return self.compound(value, where, f"Stream:{_ref(t)}", self._stream)
-        if isinstance(value, core.Transform):
-            return self.compound(value, where, f"Transform:{_ref(t)}", self._transform)
-        if isinstance(value, np.ndarray):
-            return self.compound(value, where, f"ndarray:{_ref(t)}", self._array)
-        if isinstance(value, (set, frozenset)):  # (a subclass: never in hash order)
-            return self.compound(value, where, f"set:{_ref(t)}", self._subclassed_set)
-        if isinstance(value, functools.partial):
-            return self.compound(value, where, f"partial:{_ref(t)}", self._partial)
-        if isinstance(value, _BUILTIN_CALLABLES):
-            return self.compound(value, where, f"builtin:{_ref(value)}", self._builtin)
-        why = _live(value)
-        if why:
-            raise _refuse(value, where, f"it is {why}")
-        return self.compound(value, where, f"object:{_ref(t)}", self._object)
+            return f"hook:{_ref(t)}", self._hooked
+        if t in _HANDLERS:
+            return _HANDLERS[t][0], _HANDLERS[t][1].__get__(self)
+        for base, kind, parts in (
+            (core.Stream, "Stream", self._stream),
+            (core.Transform, "Transform", self._transform),
+            (np.ndarray, "ndarray", self._array),
+            ((set, frozenset), "set", self._subclassed_set),  # (a subclass: never in hash order)
+            (functools.partial, "partial", self._partial),
+        ):
+            if issubclass(t, base):
+                return f"{kind}:{_ref(t)}", parts
+        if issubclass(t, _BUILTIN_CALLABLES):
+            return None, self._builtin_token
+        if _live(t):
+            return None, self._live_object
+        return f"object:{_ref(t)}", self._object
 
     def compound(self, value: Any, where: Any, kind: str, parts: Any) -> str:
         """Hash ``kind`` and the tokens ``parts(value, where)`` returns; cycle-safe, cached by id."""
@@ -252,11 +263,14 @@ class _Walker:
         hit = self.done.get(key)
         if hit is not None:
             return hit[1]
+        low = self.low
         up = self.index.get(key)
         if up is not None:  # a cycle: say how far up it refers
-            self.low[-1] = min(self.low[-1], up)
-            return f"^{len(self.path) - up}"
-        if len(self.path) >= MAX_DEPTH:
+            if up < low[-1]:
+                low[-1] = up
+            return f"^{len(low) - up}"
+        level = len(low)
+        if level >= MAX_DEPTH:
             raise PescadorError(
                 f"cannot fingerprint the recipe: it nests deeper than {MAX_DEPTH} levels at "
                 f"{_where(where)}; keep the data a recipe holds shallower (or give its class a "
@@ -271,27 +285,29 @@ class _Walker:
                     "method that returns a description by value"
                 )
         self.seen[key] = value
-        level = len(self.path)
-        self.path.append(key)
         self.index[key] = level
-        self.low.append(level)
+        low.append(level)
         try:
             tokens = parts(value, where)
         finally:
-            self.path.pop()
             del self.index[key]
-            low = self.low.pop()
-        digest = hashlib.sha256(kind.encode("utf-8", "surrogatepass"))
-        for token in tokens:
-            data = token.encode("utf-8", "surrogatepass")
-            digest.update(b"%d:" % len(data))
-            digest.update(data)
-        token = "#" + digest.hexdigest()
-        if low >= level:  # (refers to nothing above itself: the same wherever it is met)
+            reach = low.pop()
+        # (the repr of a list of strings is unambiguous, and escapes what could not be encoded)
+        token = "#" + hashlib.sha256(repr((kind, tokens)).encode()).hexdigest()
+        if reach >= level:  # (refers to nothing above itself: the same wherever it is met)
             self.done[key] = (value, token)
-        else:
-            self.low[-1] = min(self.low[-1], low)
+        elif reach < low[-1]:
+            low[-1] = reach
         return token
+
+    def _class(self, value: type, where: Any) -> str:
+        return f"class:{_ref(value)}"
+
+    def _module(self, value: types.ModuleType, where: Any) -> str:
+        return f"module:{value.__name__}"
+
+    def _live_object(self, value: Any, where: Any) -> str:
+        raise _refuse(value, where, f"it is {_live(type(value))}")
 
     # -- recipes ---------------------------------------------------------
 
@@ -359,8 +375,12 @@ class _Walker:
         if dtype.hasobject:
             out += self._sequence(a.ravel().tolist(), where)
         else:
-            flat = np.ascontiguousarray(a).reshape(-1)
-            out.append(hashlib.sha256(flat.view(np.uint8) if flat.size else b"").hexdigest())
+            if a.nbytes <= 1 << 20:
+                data = a.tobytes()  # (C order)
+            else:  # (no copy of a large contiguous array)
+                flat = np.ascontiguousarray(a).reshape(-1)
+                data = flat.view(np.uint8)
+            out.append(hashlib.sha256(data).hexdigest())
         return out + self._attributes(a, where)
 
     # -- functions -------------------------------------------------------
@@ -402,6 +422,9 @@ class _Walker:
             self.describe(m.__self__, (where, f"the instance of bound method {name}")),
         ]
 
+    def _builtin_token(self, fn: Any, where: Any) -> str:
+        return self.compound(fn, where, f"builtin:{_ref(fn)}", self._builtin)
+
     def _builtin(self, fn: Any, where: Any) -> list:
         bound = getattr(fn, "__self__", None)
         if bound is None or isinstance(bound, types.ModuleType):
@@ -428,8 +451,10 @@ class _Walker:
             reduced = reducer(value) if reducer is not None else value.__reduce_ex__(4)
         except Exception as exc:  # (TypeError "cannot pickle '_thread.lock' object", ...)
             raise _refuse(value, where, f"it does not pickle ({type(exc).__name__}: {exc})") from None
-        if isinstance(reduced, str):  # (pickled by name: a singleton)
-            return [f"global:{getattr(value, '__module__', None) or t.__module__}.{reduced}"]
+        if isinstance(reduced, str):  # (pickled by name; a decorated function: the function it wraps too)
+            wrapped = getattr(value, "__wrapped__", None)
+            name = f"global:{getattr(value, '__module__', None) or t.__module__}.{reduced}"
+            return [name, self.describe(wrapped, (where, f"the function {reduced} wraps"))]
         if not isinstance(reduced, tuple) or not 2 <= len(reduced) <= 6:
             raise _refuse(value, where, f"its __reduce_ex__ returned {_short(reduced)}, which pickle would refuse")
         call, args, state, listitems, dictitems = (tuple(reduced) + (None,) * 3)[:5]

@@ -177,6 +177,30 @@ def test_numpy_arrays_by_dtype_shape_and_every_value():
     assert fingerprint(pescador.stream(counted, masked[0])) != fingerprint(pescador.stream(counted, masked[1]))
 
 
+def test_large_and_unusual_arrays_and_numbers():
+    big = np.zeros(300_000)  # (over 1 MB: hashed without a copy)
+    other = big.copy()
+    other[-1] = 1.0
+    assert fingerprint(pescador.stream(anything, big)) != fingerprint(pescador.stream(anything, other))
+    assert fingerprint(pescador.stream(anything, big[::3])) == fingerprint(pescador.stream(anything, big[::3].copy()))
+    empties = [np.zeros(0), np.zeros((0, 3)), np.zeros(0, np.int32)]
+    assert len({fingerprint(pescador.stream(anything, e)) for e in empties}) == 3
+    dates = np.arange(5).astype("M8[s]")
+    assert fingerprint(pescador.stream(anything, dates)) != fingerprint(pescador.stream(anything, dates + 1))
+    assert fingerprint(pescador.stream(anything, 10**5000)) != fingerprint(pescador.stream(anything, 10**5000 + 1))
+    assert fingerprint(pescador.stream(anything, np.random.default_rng(0))) != fingerprint(
+        pescador.stream(anything, np.random.default_rng(1)))
+
+
+def test_streamable_recipes_see_the_data_of_their_function():
+    def recipe(data):
+        return pescador.streamable(make(data))()
+
+    assert repr(recipe([1])) == "stream(make.<locals>.gen)"
+    assert fingerprint(recipe([1])) == fingerprint(recipe([1]))
+    assert fingerprint(recipe([1])) != fingerprint(recipe([2]))
+
+
 def test_a_shared_object_and_an_equal_copy_give_the_same_fingerprint():
     x = np.arange(5)
     assert fingerprint(pescador.stream(anything, x, x)) == fingerprint(pescador.stream(anything, x, x.copy()))
