@@ -352,7 +352,8 @@ class _Walker:
         return [token for pair in pairs for token in pair]
 
     def _sequence(self, seq: Any, where: Any) -> list:
-        return [_scalar(v) if type(v) in _SCALARS else self.describe(v, (where, ("item", i))) for i, v in enumerate(seq)]
+        scalars = _SCALARS
+        return [_scalar(v) if type(v) in scalars else self.describe(v, (where, ("item", i))) for i, v in enumerate(seq)]
 
     def _set(self, items: Any, where: Any) -> list:
         return sorted(_scalar(v) if type(v) in _SCALARS else self.describe(v, (where, ("member", v))) for v in items)
@@ -460,7 +461,10 @@ class _Walker:
         call, args, state, listitems, dictitems = (tuple(reduced) + (None,) * 3)[:5]
         here = (where, t.__qualname__)
         out = [self.describe(call, (here, "the callable its pickle calls"))]
-        out.append(self.compound(args, here, "tuple", self._arguments) if type(args) is tuple else "?")
+        if type(args) is tuple:
+            out.append(self.compound(args, here, "tuple", self._arguments))
+        else:
+            out.append(self.describe(args, (here, "the arguments its pickle passes")))
         out.append(self._state(state, value, where))
         if listitems is not None:
             out.append(self.compound(list(listitems), here, "list", self._sequence))
