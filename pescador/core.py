@@ -12,6 +12,7 @@ so they compose with :func:`toolz.pipe`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -43,12 +44,20 @@ _MISSING = object()
 
 
 def _name(fn: Any) -> str:
-    return (
-        getattr(fn, "pescador_name", None)  # (what a @streamable recipe runs)
-        or getattr(fn, "__qualname__", None)
-        or getattr(fn, "__name__", None)
-        or repr(fn)
-    )
+    """A callable's name for reprs and outlines: never an address-bearing repr.
+
+    A function or bound method by its qualified name (``gen``,
+    ``Reader.gen``), a ``@streamable`` recipe by the function it runs, a
+    ``functools.partial`` as ``partial(f)``, and any other callable object
+    by its type's qualified name (``Reader``), the same in every process.
+    """
+    for attribute in ("pescador_name", "__qualname__", "__name__"):  # (pescador_name: a @streamable recipe)
+        name = getattr(fn, attribute, None)
+        if isinstance(name, str) and name:
+            return name
+    if isinstance(fn, functools.partial):
+        return f"partial({_name(fn.func)})"
+    return type(fn).__qualname__
 
 
 def short_repr(value: Any, limit: int = 80) -> str:

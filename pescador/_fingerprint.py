@@ -1,0 +1,496 @@
+"""A recipe's fingerprint: a short hash of what the recipe computes, by value.
+
+A resumable run's state carries the fingerprint of its recipe, so that a state
+taken from one recipe is refused by another.  Two recipes built the same way
+(in this process or in another one, under any ``PYTHONHASHSEED``) have the
+same fingerprint; recipes that would yield other data have different ones.
+
+What is described, and how
+--------------------------
+- A :class:`~pescador.Stream`: its function, arguments, keyword arguments and
+  the name and parameters of the stage that made it; a ``Transform``: its
+  name, function, parameters and coercion.
+- Plain values: ``None``, bools, numbers, strings and bytes by ``repr``;
+  lists and tuples in order; dicts sorted by their keys' descriptions; sets
+  and frozensets sorted (never in hash order); numpy arrays by dtype, shape
+  and a sha256 of their bytes (object arrays element by element).
+- A function: its module, qualified name and code (bytecode, constants,
+  nested code, names), *and* its data: the contents of its closure cells,
+  its ``__defaults__``, ``__kwdefaults__`` and attributes.  A bound method:
+  its function and the instance it is bound to.  A ``functools.partial``:
+  its function, arguments and keywords.
+- Classes, modules and the callables a pickle names (``copyreg.__newobj__``)
+  by reference (module and qualified name).
+- Any other object (a callable object, a config object): its type (module and
+  qualified name) and the state a pickle would save (``__reduce_ex__``:
+  ``vars()``, ``__slots__`` values, ``__getstate__()``), recursively.  Never
+  its ``repr`` or memory address.
+- A class can say what it is with ``__pescador_fingerprint__(self)``, which
+  returns a description by value (any of the above); it is used instead.
+- The observers of :mod:`pescador.observe` (``Meter``, ``MuxStats``) by their
+  type only: they change as runs go.
+
+An object that is not data (an open file, a lock, a socket, a generator, any
+iterator, anything that does not pickle) is refused with a
+:class:`~pescador.PescadorError` that says where in the recipe it sits.
+
+The description is a Merkle tree: each container or object is hashed from the
+descriptions of its parts, so an object shared by several parts of a recipe is
+described once, and the fingerprint does not depend on whether two equal
+values are one object or two.  An object that refers back to an object being
+described (a cycle) is described by how far up it refers.  Nesting deeper than
+:data:`MAX_DEPTH` is refused.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import functools
+import hashlib
+import io
+import types
+from typing import Any
+
+import numpy as np
+
+from . import core
+from .exceptions import PescadorError
+
+__all__ = ["fingerprint", "MAX_DEPTH"]
+
+#: How deeply objects may nest in a recipe (each stage of a pipeline is one level).
+MAX_DEPTH = 150
+
+#: How many times objects inside cycles may be described again before the walk gives up.
+_REVISITS = 100_000
+
+#: Bumped whenever the description changes, so that old fingerprints do not match new ones.
+_SCHEME = "pescador-fingerprint-2"
+
+_SCALARS = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+_OBSERVERS = frozenset({("pescador.observe", "Meter"), ("pescador.observe", "MuxStats")})
+
+_BUILTIN_CALLABLES = (
+    types.BuiltinFunctionType,  # (builtin methods too: [].append)
+    types.MethodWrapperType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+)
+
+_FIX = (
+    "pass the data instead of the live object (for instance a file's path, not the open file), "
+    "or give its class a __pescador_fingerprint__(self) method that returns a description of it "
+    "by value (numbers, strings, arrays, lists and dicts of them)"
+)
+
+
+def fingerprint(recipe: Any) -> str:
+    """Return the fingerprint of a recipe: 16 hex digits of a sha256 of its description.
+
+    Parameters
+    ----------
+    recipe : Stream or any value
+        Usually a :class:`~pescador.Stream`; any value that can be described
+        (see the module's docstring) is accepted.
+
+    Returns
+    -------
+    str
+        16 lowercase hex digits.  Equal for recipes built the same way, in
+        any process and under any ``PYTHONHASHSEED``; different when a
+        function's code or data (closure, defaults, bound instance), an
+        argument, or a stage's parameter differs.
+
+    Raises
+    ------
+    PescadorError
+        If the recipe holds an object that cannot be described by value (an
+        open file, a lock, a socket, a generator or another iterator, an
+        object that does not pickle), naming the object, where it sits in
+        the recipe, and the fix; or if it nests deeper than
+        :data:`MAX_DEPTH`.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> from pescador._fingerprint import fingerprint
+    >>> def make(data):
+    ...     def gen():
+    ...         yield from data
+    ...     return gen
+    >>> a, b = pescador.stream(make([1, 2])), pescador.stream(make([3, 4]))
+    >>> fingerprint(a) == fingerprint(b), fingerprint(a) == fingerprint(pescador.stream(make([1, 2])))
+    (False, True)
+    """
+    walker = _Walker()
+    try:
+        token = walker.describe(recipe, None)
+    except RecursionError:
+        raise PescadorError(
+            "cannot fingerprint the recipe: it nests too deeply for Python's recursion limit; "
+            f"keep recipes shallower than {MAX_DEPTH} levels"
+        ) from None
+    return hashlib.sha256(f"{_SCHEME}\x00{token}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------
+
+
+def _scalar(value: Any) -> str:
+    if type(value) is int:  # (hex: repr refuses ints of more than 4300 digits)
+        return f"int:{value:x}"
+    return f"{type(value).__name__}:{value!r}"
+
+
+def _ref(obj: Any) -> str:
+    """A class's, function's or module's name: where it lives, never its address."""
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__
+    module = getattr(obj, "__module__", None)
+    if module is None:  # (builtin descriptors: the class they belong to)
+        module = _ref(getattr(obj, "__objclass__", type(obj)))
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or type(obj).__qualname__
+    return f"{module}.{name}"
+
+
+def _is_observer(t: type) -> bool:
+    return any((getattr(c, "__module__", None), c.__qualname__) in _OBSERVERS for c in t.__mro__)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = core.short_repr(value, limit)
+    except Exception:  # (a repr that fails)
+        text = f"<{type(value).__qualname__}>"
+    return text
+
+
+def _where(where: Any) -> str:
+    """Render a place in the recipe, a chain ``(parent, label)``, outermost first."""
+    labels = []
+    while where is not None:
+        where, label = where
+        if isinstance(label, tuple):  # (formatted lazily: most places are never shown)
+            kind, key = label
+            label = f"item [{key}]" if kind == "item" else f"{kind} {_short(key, 40)}"
+        labels.append(label)
+    return " -> ".join(reversed(labels)) if labels else "the recipe itself"
+
+
+def _live(t: type) -> str:
+    """What the instances of a live type are, for the refusal (or '' when they are not obviously live)."""
+    if issubclass(t, (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType)):
+        return "a generator object (it changes as it runs)"
+    if issubclass(t, io.IOBase):
+        return "an open file or stream (its contents can change)"
+    if hasattr(t, "__next__"):
+        return "an iterator (it changes as it is consumed)"
+    return ""
+
+
+def _refuse(value: Any, where: Any, why: str) -> PescadorError:
+    return PescadorError(
+        f"cannot fingerprint {_short(value)} (a {_ref(type(value))}) at {_where(where)}: {why}, "
+        f"so a resumed run could not tell whether it is the same. To resume this recipe, {_FIX}"
+    )
+
+
+# ----------------------------------------------------------------------------
+# The walk
+# ----------------------------------------------------------------------------
+
+
+class _Walker:
+    """Describes one recipe: a token per value, a sha256 per container or object."""
+
+    def __init__(self) -> None:
+        self.index: dict[int, int] = {}  # id -> depth, for the objects being described (the path)
+        self.low: list[int] = []  # per depth: the highest ancestor (lowest depth) its parts refer to
+        self.done: dict[int, tuple[Any, str]] = {}  # id -> (the object, kept alive; its token)
+        self.seen: dict[int, Any] = {}  # objects described at least once (kept alive: ids stay unique)
+        self.revisits = 0
+        self.plans: dict[type, tuple] = {}  # type -> (kind, parts): how to describe its instances
+
+    def describe(self, value: Any, where: Any) -> str:
+        """The token of ``value``: a scalar's repr, or ``#`` and a sha256."""
+        t = type(value)
+        if t in _SCALARS:
+            return _scalar(value)
+        plan = self.plans.get(t)
+        if plan is None:
+            plan = self.plans[t] = self._plan(t)
+        kind, parts = plan
+        if parts is None:  # (a constant: an observer's type)
+            return kind
+        if kind is None:  # (a token made without hashing parts)
+            return parts(value, where)
+        return self.compound(value, where, kind, parts)
+
+    def _plan(self, t: type) -> tuple:
+        """How to describe the instances of ``t``: ``(kind, parts)``."""
+        if issubclass(t, type):
+            return None, self._class
+        if issubclass(t, types.ModuleType):
+            return None, self._module
+        if _is_observer(t):
+            return f"observer:{_ref(t)}", None
+        if getattr(t, "__pescador_fingerprint__", None) is not None:
+            return f"hook:{_ref(t)}", self._hooked
+        if t in _HANDLERS:
+            return _HANDLERS[t][0], _HANDLERS[t][1].__get__(self)
+        for base, kind, parts in (
+            (core.Stream, "Stream", self._stream),
+            (core.Transform, "Transform", self._transform),
+            (np.ndarray, "ndarray", self._array),
+            ((set, frozenset), "set", self._subclassed_set),  # (a subclass: never in hash order)
+            (functools.partial, "partial", self._partial),
+        ):
+            if issubclass(t, base):
+                return f"{kind}:{_ref(t)}", parts
+        if issubclass(t, _BUILTIN_CALLABLES):
+            return None, self._builtin_token
+        if _live(t):
+            return None, self._live_object
+        return f"object:{_ref(t)}", self._object
+
+    def compound(self, value: Any, where: Any, kind: str, parts: Any) -> str:
+        """Hash ``kind`` and the tokens ``parts(value, where)`` returns; cycle-safe, cached by id."""
+        key = id(value)
+        hit = self.done.get(key)
+        if hit is not None:
+            return hit[1]
+        low = self.low
+        up = self.index.get(key)
+        if up is not None:  # a cycle: say how far up it refers
+            if up < low[-1]:
+                low[-1] = up
+            return f"^{len(low) - up}"
+        level = len(low)
+        if level >= MAX_DEPTH:
+            raise PescadorError(
+                f"cannot fingerprint the recipe: it nests deeper than {MAX_DEPTH} levels at "
+                f"{_where(where)}; keep the data a recipe holds shallower (or give its class a "
+                "__pescador_fingerprint__(self) method that returns a flat description)"
+            )
+        if key in self.seen:
+            self.revisits += 1
+            if self.revisits > _REVISITS:
+                raise PescadorError(
+                    f"cannot fingerprint the recipe: its objects refer to each other in too many "
+                    f"cycles (at {_where(where)}); give their class a __pescador_fingerprint__(self) "
+                    "method that returns a description by value"
+                )
+        self.seen[key] = value
+        self.index[key] = level
+        low.append(level)
+        try:
+            tokens = parts(value, where)
+        finally:
+            del self.index[key]
+            reach = low.pop()
+        # (the repr of a list of strings is unambiguous, and escapes what could not be encoded)
+        token = "#" + hashlib.sha256(repr((kind, tokens)).encode()).hexdigest()
+        if reach >= level:  # (refers to nothing above itself: the same wherever it is met)
+            self.done[key] = (value, token)
+        elif reach < low[-1]:
+            low[-1] = reach
+        return token
+
+    def _class(self, value: type, where: Any) -> str:
+        return f"class:{_ref(value)}"
+
+    def _module(self, value: types.ModuleType, where: Any) -> str:
+        return f"module:{value.__name__}"
+
+    def _live_object(self, value: Any, where: Any) -> str:
+        raise _refuse(value, where, f"it is {_live(type(value))}")
+
+    # -- recipes ---------------------------------------------------------
+
+    def _stream(self, s: core.Stream, where: Any) -> list:
+        name = s.step.name if s.step is not None else f"stream({core._name(s.fn)})"
+        out = [self.describe(s.fn, (where, f"{name} function"))]
+        if s.step is not None:
+            out += ["step", s.step.name, self.mapping(s.step.params, where, f"{name} parameter")]
+        out.append(f"args:{len(s.args)}")
+        for i, arg in enumerate(s.args):
+            if s.step is not None and i == 0:
+                label = name  # (the upstream: the stage's name leads to it)
+            else:
+                label = f"{name} argument {i + 1}"
+            out.append(self.describe(arg, (where, label)))
+        out.append(self.mapping(s.kwargs, where, f"{name} keyword argument"))
+        return out
+
+    def _transform(self, step: core.Transform, where: Any) -> list:
+        here = (where, step.name)
+        return [
+            step.name,
+            self.describe(step.fn, (here, "function")),
+            self.mapping(step.params, here, "parameter"),
+            self.describe(step.coerce, (here, "coerce")),
+        ]
+
+    def _hooked(self, value: Any, where: Any) -> list:
+        described = type(value).__pescador_fingerprint__(value)
+        return [self.describe(described, (where, f"{type(value).__qualname__}.__pescador_fingerprint__()"))]
+
+    # -- containers ------------------------------------------------------
+
+    def mapping(self, d: dict, where: Any, label: str) -> str:
+        """The token of a dict whose values are labelled ``label key`` in errors."""
+        return self.compound(d, where, "dict", functools.partial(self._items, label=label))
+
+    def _items(self, d: dict, where: Any, label: str = "value at key") -> list:
+        pairs = sorted(
+            (self.describe(k, (where, ("key", k))), self.describe(v, (where, (label, k)))) for k, v in d.items()
+        )
+        return [token for pair in pairs for token in pair]
+
+    def _sequence(self, seq: Any, where: Any) -> list:
+        scalars = _SCALARS
+        return [_scalar(v) if type(v) in scalars else self.describe(v, (where, ("item", i))) for i, v in enumerate(seq)]
+
+    def _set(self, items: Any, where: Any) -> list:
+        return sorted(_scalar(v) if type(v) in _SCALARS else self.describe(v, (where, ("member", v))) for v in items)
+
+    def _subclassed_set(self, items: Any, where: Any) -> list:
+        return self._set(items, where) + self._attributes(items, where)
+
+    def _attributes(self, value: Any, where: Any) -> list:
+        attributes = getattr(value, "__dict__", None)
+        if not attributes:
+            return []
+        return [self.compound(attributes, where, "dict", self._attribute_items)]
+
+    def _attribute_items(self, d: dict, where: Any) -> list:
+        return self._items(d, where, "attribute")
+
+    def _array(self, a: np.ndarray, where: Any) -> list:
+        dtype = a.dtype
+        out = [str(dtype.descr) if dtype.fields is not None else dtype.str, repr(a.shape)]
+        if dtype.hasobject:
+            out += self._sequence(a.ravel().tolist(), where)
+        else:
+            if a.nbytes <= 1 << 20:
+                data = a.tobytes()  # (C order)
+            else:  # (no copy of a large contiguous array)
+                flat = np.ascontiguousarray(a).reshape(-1)
+                data = flat.view(np.uint8)
+            out.append(hashlib.sha256(data).hexdigest())
+        return out + self._attributes(a, where)
+
+    # -- functions -------------------------------------------------------
+
+    def _function(self, fn: types.FunctionType, where: Any) -> list:
+        name = fn.__qualname__
+        out = [_ref(fn), self.compound(fn.__code__, (where, f"code of {name}"), "code", self._code)]
+        out.append(self.describe(fn.__defaults__, (where, f"defaults of {name}")))
+        out.append(self.describe(fn.__kwdefaults__, (where, f"keyword defaults of {name}")))
+        cells = fn.__closure__ or ()
+        out.append(f"closure:{len(cells)}")
+        for variable, cell in zip(fn.__code__.co_freevars, cells):
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # (a variable not yet bound)
+                out.append("empty")
+                continue
+            out.append(self.describe(contents, (where, f"closure of {name} (variable {variable!r})")))
+        if fn.__dict__:
+            out.append(self.compound(fn.__dict__, where, "dict", self._attribute_items))
+        return out
+
+    def _code(self, code: types.CodeType, where: Any) -> list:
+        out = [
+            code.co_name,
+            f"{code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount},{code.co_flags}",
+            code.co_code.hex(),
+            repr(code.co_names),
+            repr(code.co_varnames),
+            repr(code.co_freevars),
+            repr(code.co_cellvars),
+        ]
+        return out + [self.describe(const, where) for const in code.co_consts]  # (nested code, frozensets)
+
+    def _method(self, m: types.MethodType, where: Any) -> list:
+        name = getattr(m, "__qualname__", "method")
+        return [
+            self.describe(m.__func__, where),
+            self.describe(m.__self__, (where, f"the instance of bound method {name}")),
+        ]
+
+    def _builtin_token(self, fn: Any, where: Any) -> str:
+        return self.compound(fn, where, f"builtin:{_ref(fn)}", self._builtin)
+
+    def _builtin(self, fn: Any, where: Any) -> list:
+        bound = getattr(fn, "__self__", None)
+        if bound is None or isinstance(bound, types.ModuleType):
+            return []
+        return [self.describe(bound, (where, f"the instance of {getattr(fn, '__qualname__', 'method')}"))]
+
+    def _partial(self, p: functools.partial, where: Any) -> list:
+        here = (where, "partial")
+        return [
+            self.describe(p.func, (here, "function")),
+            self.compound(p.args, here, "tuple", self._arguments),
+            self.mapping(p.keywords, here, "keyword argument"),
+        ] + self._attributes(p, where)
+
+    def _arguments(self, args: tuple, where: Any) -> list:
+        return [self.describe(arg, (where, f"argument {i + 1}")) for i, arg in enumerate(args)]
+
+    # -- other objects: their type and what a pickle would save ------------
+
+    def _object(self, value: Any, where: Any) -> list:
+        t = type(value)
+        try:
+            reducer = copyreg.dispatch_table.get(t)
+            reduced = reducer(value) if reducer is not None else value.__reduce_ex__(4)
+        except Exception as exc:  # (TypeError "cannot pickle '_thread.lock' object", ...)
+            raise _refuse(value, where, f"it does not pickle ({type(exc).__name__}: {exc})") from None
+        if isinstance(reduced, str):  # (pickled by name; a decorated function: the function it wraps too)
+            wrapped = getattr(value, "__wrapped__", None)
+            name = f"global:{getattr(value, '__module__', None) or t.__module__}.{reduced}"
+            return [name, self.describe(wrapped, (where, f"the function {reduced} wraps"))]
+        if not isinstance(reduced, tuple) or not 2 <= len(reduced) <= 6:
+            raise _refuse(value, where, f"its __reduce_ex__ returned {_short(reduced)}, which pickle would refuse")
+        call, args, state, listitems, dictitems = (tuple(reduced) + (None,) * 3)[:5]
+        here = (where, t.__qualname__)
+        out = [self.describe(call, (here, "the callable its pickle calls"))]
+        if type(args) is tuple:
+            out.append(self.compound(args, here, "tuple", self._arguments))
+        else:
+            out.append(self.describe(args, (here, "the arguments its pickle passes")))
+        out.append(self._state(state, value, where))
+        if listitems is not None:
+            out.append(self.compound(list(listitems), here, "list", self._sequence))
+        if dictitems is not None:
+            out.append(self.compound(list(dictitems), here, "list", self._sequence))
+        return out
+
+    def _state(self, state: Any, value: Any, where: Any) -> str:
+        here = (where, type(value).__qualname__)
+        if type(state) is dict:
+            return self.compound(state, here, "dict", self._attribute_items)
+        if type(state) is tuple and len(state) == 2 and all(s is None or type(s) is dict for s in state):
+            return "slots:" + ",".join(  # ((__dict__ or None), {slot: value})
+                "None" if s is None else self.compound(s, here, "dict", self._attribute_items) for s in state
+            )
+        return self.describe(state, (where, f"the state of {type(value).__qualname__}"))
+
+
+# exact types -> (kind, unbound handler)
+_HANDLERS = {
+    dict: ("dict", _Walker._items),
+    list: ("list", _Walker._sequence),
+    tuple: ("tuple", _Walker._sequence),
+    set: ("set", _Walker._set),
+    frozenset: ("set", _Walker._set),
+    types.FunctionType: ("function", _Walker._function),
+    types.MethodType: ("method", _Walker._method),
+    types.CodeType: ("code", _Walker._code),
+}
