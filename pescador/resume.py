@@ -45,16 +45,15 @@ seeded generator made from their arguments): the legacy global
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 from typing import Any
 
-import numpy as np
 
 from . import core
 from .core import Stream, stream
 from .exceptions import PescadorError
+from ._fingerprint import fingerprint as _fingerprint
 from .stage import _from_collection, not_resumable, stage_of, start, tracked
 
 __all__ = ["resumable", "Resumable", "STATE_VERSION"]
@@ -100,62 +99,6 @@ def _check_resumes(s: Any) -> None:
         raise not_resumable(s)
     if s.args:
         _check_resumes(s.args[0])
-
-
-def _describe(value: Any, out: list) -> None:
-    """A canonical description of a recipe for its fingerprint (observers left out: they change)."""
-    from .observe import Meter, MuxStats
-
-    if isinstance(value, Stream):
-        out.append("S(")
-        _describe(value.fn, out)
-        if value.step is not None:
-            out.append(value.step.name)
-            _describe(value.step.params, out)
-        _describe(list(value.args), out)
-        _describe(value.kwargs, out)
-        out.append(")")
-    elif isinstance(value, (Meter, MuxStats)):
-        out.append(type(value).__name__)
-    elif isinstance(value, np.ndarray) and value.dtype.hasobject:
-        out.append(f"O{value.shape}")
-        _describe(value.ravel().tolist(), out)
-    elif isinstance(value, np.ndarray):
-        out.append(f"A{value.dtype.str}{value.shape}" + hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest())
-    elif isinstance(value, dict):
-        out.append("{")
-        for k in sorted(value, key=repr):
-            out.append(repr(k))
-            _describe(value[k], out)
-        out.append("}")
-    elif isinstance(value, (list, tuple)):
-        out.append("[")
-        for v in value:
-            _describe(v, out)
-        out.append("]")
-    elif isinstance(value, (set, frozenset)):
-        out.append("set")
-        _describe(sorted(value, key=repr), out)
-    elif isinstance(value, functools.partial):
-        out.append("partial")
-        _describe([value.func, list(value.args), value.keywords], out)
-    elif callable(value) and hasattr(value, "__code__"):  # a function: where it lives, and its code
-        code = value.__code__
-        out.append(f"F{getattr(value, '__module__', '')}.{core._name(value)}")
-        out.append(hashlib.sha256(code.co_code + repr(code.co_consts).encode()).hexdigest())
-    elif callable(value):
-        out.append(f"C{getattr(value, '__module__', '')}.{core._name(value)}")
-    elif type(value).__repr__ is object.__repr__ and hasattr(value, "__dict__"):  # (its repr holds an address)
-        out.append(type(value).__qualname__)
-        _describe(vars(value), out)
-    else:
-        out.append(repr(value))
-
-
-def _fingerprint(s: Stream) -> str:
-    parts: list = []
-    _describe(s, parts)
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
 
 class Resumable:
