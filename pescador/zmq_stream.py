@@ -373,7 +373,7 @@ def _check_state(state: Any, workers: int) -> list:
         if entry is not None and not isinstance(entry, dict):
             raise PescadorError(
                 f"resumable: the state of {where}: field 'workers' entry {wid} (worker {wid}'s state) must be "
-                f"null or a dict; got a {type(entry).__name__}"
+                f"null or a dict; got {repr(entry)[:80]}"
             )
     return list(entries)
 
@@ -809,8 +809,7 @@ def _worker(job: _Job) -> None:
             set_worker_info(WorkerInfo(job.wid, job.config.workers, job.seed))
             _seed_globals(job.seed)
             if job.tracked:  # a resumable run: the worker's stages start (or resume) as parts of one
-                with tracked(True):
-                    iterator = start(recipe, job.state)
+                iterator = _start_share(recipe, job)
             else:
                 iterator = iter(recipe)
             _send_items(iterator, job, link)
@@ -833,6 +832,20 @@ def _worker(job: _Job) -> None:
         if context is not None:
             context.term()
         done.set()
+
+
+def _start_share(recipe: Any, job: _Job) -> Any:
+    """Start this worker's share of a resumable run, from its state (checked by its own stages)."""
+    with tracked(True):
+        try:
+            return start(recipe, job.state)
+        except PescadorError as exc:
+            if job.state is None:
+                raise
+            raise PescadorError(
+                f"zmq_offload: worker {job.wid} cannot start from its state (entry {job.wid} of the field "
+                f"'workers'): {exc}"
+            ) from None
 
 
 def _send_items(iterator: Iterator, job: _Job, link: _Link) -> None:
