@@ -753,3 +753,50 @@ def test_a_malformed_offload_state_is_a_pescador_error_naming_the_field():
             assert "'pos'" in message.splitlines()[-1], (name, message)
         else:
             assert "zmq_offload(workers=2)" in message and "'workers'" in message or "workers" in message, (name, message)
+
+
+def _imports(path, module_level_only):
+    """The pescador modules ``path`` imports (``from . import x``, ``from .x import y``)."""
+    import ast
+
+    tree = ast.parse(open(path).read())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pescador."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("pescador."))
+    return found
+
+
+def test_the_offload_is_handed_what_it_needs_and_modules_import_no_circle():
+    here = os.path.dirname(pescador.__file__)
+    # zmq_stream runs stages through pescador.stage, never through resume or the facade (not even lazily)
+    assert not _imports(os.path.join(here, "zmq_stream.py"), False) & {"resume", "streamer"}
+    graph = {
+        name[:-3]: _imports(os.path.join(here, name), True) - {"__init__"}
+        for name in os.listdir(here) if name.endswith(".py") and name not in ("__init__.py", "__main__.py")
+    }
+    # nothing below the facade imports it when imported
+    assert [m for m, deps in graph.items() if "streamer" in deps] == []
+    # and the module-level imports have no circle
+    done, visiting = set(), []
+
+    def visit(module):
+        assert module not in visiting, f"import circle: {' -> '.join(visiting[visiting.index(module):] + [module])}"
+        if module in done or module not in graph:
+            return
+        visiting.append(module)
+        for dep in sorted(graph[module]):
+            visit(dep)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
