@@ -40,6 +40,15 @@ Lifecycle
 - Flow control: at most about ``hwm`` messages wait in the worker's queue
   and ``hwm`` in the consumer's, per worker, so a fast producer never fills
   the consumer's memory.
+
+Resumable runs
+--------------
+One stage, :class:`_Offload`, runs plain and resumable runs alike.  In a
+resumable run (:func:`pescador.resumable`) each worker starts its share
+with :func:`pescador.stage.start` and sends its state with each item; the
+stage's state is each worker's state after its last delivered item.  A
+plain run's workers send no state.  This module runs stages through
+:mod:`pescador.stage` alone: it does not import :mod:`pescador.resume`.
 """
 
 from __future__ import annotations
@@ -346,7 +355,7 @@ class _Offload(Stage):
             )
         return {
             "workers": [
-                json.loads(self.delivered[w]) if w in self.delivered else copy_of(self.starts[w])
+                json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
                 for w in range(self.config.workers)
             ]
         }
@@ -356,7 +365,7 @@ class _Offload(Stage):
         return _Config(**params).workers == 1  # (several workers each run the recipe, and interleave)
 
 
-def copy_of(value: Any) -> Any:
+def _copy_of(value: Any) -> Any:
     """A copy of a JSON-able value (so that a state handed out is not the run's own)."""
     return None if value is None else json.loads(json.dumps(value))
 
@@ -399,11 +408,11 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
         sock.setsockopt(zmq.RCVHWM, config.hwm)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         endpoint, directory = _bind(sock, config.transport, config.min_port, config.max_port, config.max_tries)
-        run = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None)
+        shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None)
         for wid in range(config.workers):
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities[identity] = wid
-            job = dataclasses.replace(run, wid=wid, identity=identity, seed=seeds[wid],
+            job = dataclasses.replace(shared, wid=wid, identity=identity, seed=seeds[wid],
                                       state=None if starts is None else starts[wid])
             process = mp.Process(target=_worker, args=(job,), name=f"pescador-worker-{wid}", daemon=True)
             process.start()
