@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from .core import Stream, Transform
 from .exceptions import PescadorError
+from .stage import Stage, start
 
 __all__ = ["MuxStats", "Meter", "measure"]
 
@@ -222,21 +222,59 @@ class Meter:
         return f"<Meter {self}>"
 
 
-def _measure(upstream: Stream, meter: Meter) -> Iterator:
-    meter._start()
-    ndarray = np.ndarray
-    try:
-        for item in upstream:
-            size = 0
-            if type(item) is dict:
-                for value in item.values():
-                    if type(value) is ndarray:
-                        size += value.nbytes
-            meter.items += 1
-            meter.bytes += size
-            yield item
-    finally:
-        meter._stop()
+class _Measure(Stage):
+    """measure: items pass unchanged, counted into the meter.  State: the upstream's.
+
+    The meter starts when the first item is asked for and stops when the
+    run ends (its upstream ends or raises), is closed, or is collected.
+    """
+
+    one_to_one = True
+
+    def __init__(self, upstream: Stream, meter: Meter, state: Any = None) -> None:
+        self.meter = meter
+        self.up = start(upstream, state)
+        self.phase = 0  # 0: no item asked yet; 1: counting; 2: ended
+
+    def __next__(self) -> Any:
+        if self.phase != 1:
+            if self.phase == 2:
+                raise StopIteration
+            self.phase = 1
+            self.meter._start()
+        try:
+            item = next(self.up)
+        except BaseException:
+            self._end()
+            raise
+        size = 0
+        if type(item) is dict:
+            for value in item.values():
+                if type(value) is np.ndarray:
+                    size += value.nbytes
+        meter = self.meter
+        meter.items += 1
+        meter.bytes += size
+        return item
+
+    def state(self) -> Any:
+        return self.up.state()
+
+    def _end(self) -> None:
+        if self.phase == 1:
+            self.meter._stop()
+        self.phase = 2
+
+    def close(self) -> None:
+        """End the run now: the meter's clock stops, and the upstream run is closed."""
+        self._end()
+        close = getattr(self.up, "close", None)
+        if close is not None:
+            close()
+
+    def __del__(self) -> None:
+        if getattr(self, "phase", 0) == 1:
+            self.meter._stop()
 
 
 def measure(meter: Meter) -> Transform:
@@ -253,4 +291,4 @@ def measure(meter: Meter) -> Transform:
     """
     if not isinstance(meter, Meter):
         raise PescadorError(f"measure: expected a pescador.Meter; got a {type(meter).__name__}")
-    return Transform("measure", _measure, {"meter": meter})
+    return Transform("measure", _Measure, {"meter": meter})

@@ -594,9 +594,19 @@ class _Producer:
         self.status._set(self.endpoint, state, what)
 
     def close(self, state: str, what: str) -> None:
+        """Its stream ended (``state``): leave, which tells the producer that its end arrived."""
         self.status._set(self.endpoint, state, what)
-        self.sock.disable_monitor()
-        self.sock.close(linger=0)  # leaving tells the producer that its end arrived
+        self._leave()
+
+    def _leave(self) -> None:
+        if not self.sock.closed:
+            self.sock.disable_monitor()
+            self.sock.close(linger=0)
+
+    def release(self) -> None:
+        """At the end of the run: close its socket (if still open) and its monitor."""
+        self._leave()
+        self.monitor.close(linger=0)
 
 
 def _protocol_error(code: int) -> str:
@@ -657,10 +667,7 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
         yield from _receive(producers, grace, copy, status)
     finally:
         for producer in producers:
-            if not producer.sock.closed:
-                producer.sock.disable_monitor()
-                producer.sock.close(linger=0)
-            producer.monitor.close(linger=0)
+            producer.release()
         context.term()
 
 
@@ -695,16 +702,7 @@ def _receive(producers: list, grace: float, copy: bool, status: RemoteStatus) ->
                 producer.received()
                 yield payload
                 continue
-            producer.events()
-            if kind == wire.END:
-                producer.close("ended", "ended")
-            else:  # the producer's recipe raised: report it, and carry on with the others
-                warnings.warn(f"remote: {producer.endpoint} failed; its traceback:\n{payload}", ProducerWarning,
-                              stacklevel=3)
-                producer.close("failed", "its recipe raised")
-                failures.append(f"{producer.endpoint}:\n{payload}")
-            active.remove(producer)
-            poller.unregister(producer.sock)
+            _retire(producer, kind, payload, active, poller, failures)
             down_since = time.monotonic()
             break
         now = time.monotonic()
@@ -730,6 +728,26 @@ def _receive(producers: list, grace: float, copy: bool, status: RemoteStatus) ->
             )
     if failures:
         raise PescadorError("remote: every producer has ended, and these failed:\n" + "\n".join(failures))
+
+
+_remote.pescador_resumes = False  # (read by pescador.resumable, which refuses such a source at once)
+_remote.pescador_why_not = (
+    "a remote() stream's items come from producers in other processes, which keep no state of where they "
+    "are, so a run over them can neither say where it is nor start again from there"
+)
+
+
+def _retire(producer: _Producer, kind: int, payload: Any, active: list, poller: zmq.Poller, failures: list) -> None:
+    """A producer's stream ended (END) or failed (its recipe raised): close it and count it out."""
+    producer.events()
+    if kind == wire.END:
+        producer.close("ended", "ended")
+    else:  # the producer's recipe raised: report it, and carry on with the others
+        warnings.warn(f"remote: {producer.endpoint} failed; its traceback:\n{payload}", ProducerWarning, stacklevel=4)
+        producer.close("failed", "its recipe raised")
+        failures.append(f"{producer.endpoint}:\n{payload}")
+    active.remove(producer)
+    poller.unregister(producer.sock)
 
 
 def remote(

@@ -40,10 +40,20 @@ Lifecycle
 - Flow control: at most about ``hwm`` messages wait in the worker's queue
   and ``hwm`` in the consumer's, per worker, so a fast producer never fills
   the consumer's memory.
+
+Resumable runs
+--------------
+One stage, :class:`_Offload`, runs plain and resumable runs alike.  In a
+resumable run (:func:`pescador.resumable`) each worker starts its share
+with :func:`pescador.stage.start` and sends its state with each item; the
+stage's state is each worker's state after its last delivered item.  A
+plain run's workers send no state.  This module runs stages through
+:mod:`pescador.stage` alone: it does not import :mod:`pescador.resume`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import multiprocessing
@@ -71,7 +81,7 @@ import zmq
 from . import wire
 from .core import Transform
 from .exceptions import PescadorError
-from .stage import start, tracked
+from .stage import Stage, check_fields, check_list, start, tracked, tracking
 from .workers import WorkerInfo, set_worker_info
 
 __all__ = ["zmq_offload"]
@@ -190,7 +200,7 @@ def zmq_offload(
         raise PescadorError(f"{where}: max_port ({max_port}) is below min_port ({min_port})")
     if random_state is not None:
         random_state = _check_int(random_state, where, "random_state", 0)
-    params = dict(
+    config = _Config(
         workers=_check_int(workers, where, "workers", 1, 1024),
         copy=bool(copy),
         timeout=None if timeout is None else float(timeout),
@@ -202,7 +212,49 @@ def zmq_offload(
         start_method=start_method,
         random_state=random_state,
     )
-    return Transform("zmq_offload", _run, params)
+    return Transform("zmq_offload", _Offload, config.params())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+    """The options of a :func:`zmq_offload`, validated once (by :func:`zmq_offload`).
+
+    The recipe holds those that differ from the defaults (``params()``, so
+    its repr shows what was chosen); each run rebuilds this from them.
+    """
+
+    workers: int = 1
+    copy: bool = False
+    timeout: float | None = None
+    hwm: int = 32
+    transport: str = _DEFAULT_TRANSPORT
+    min_port: int = 49152
+    max_port: int = 65535
+    max_tries: int = 100
+    start_method: str | None = None
+    random_state: int | None = None
+
+    def params(self) -> dict:
+        """The options that differ from the defaults."""
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What one worker is handed: the run's options, where to send, and its own share."""
+
+    config: _Config
+    pickled: bool  # ``recipe`` is the recipe's pickle (spawn, forkserver), else the recipe itself (fork)
+    recipe: Any
+    endpoint: str
+    consumer: int  # the consumer's pid
+    tracked: bool  # a resumable run: send this worker's state with each item
+    wid: int = 0
+    identity: bytes = b""
+    seed: Any = None  # its np.random.SeedSequence
+    state: Any = None  # where its share resumes (a tracked run), or None: from the start
 
 
 # ----------------------------------------------------------------------------
@@ -267,20 +319,84 @@ def _death(process: Any, wid: int, received: int) -> PescadorError:
     )
 
 
-def _run(upstream, workers=1, copy=False, timeout=None, hwm=32, transport=_DEFAULT_TRANSPORT, min_port=49152,
-         max_port=65535, max_tries=100, start_method=None, random_state=None):
-    """One run: start the workers, yield their items, and always clean up."""
-    return _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_port, max_tries, start_method,
-                    random_state)
+class _Offload(Stage):
+    """zmq_offload, the consumer's side of a run: its workers' items, as they arrive.
+
+    Started inside a resumable run (:func:`pescador.stage.tracking`), its
+    workers run their share with :func:`pescador.stage.start` and send
+    their state with each item; ``state()`` is then, for each worker, its
+    state after the last of its items that was delivered (so items in
+    flight are produced again after a resume, not lost), or the state it
+    started from.  A plain run's workers send no state.
+
+    Nothing starts until the first item is asked for; the workers stop and
+    everything is released when the run ends, is closed, or is collected.
+    """
+
+    def __init__(self, upstream: Any, state: dict | None = None, **options: Any) -> None:
+        self.config = config = _Config(**options)
+        self.tracked = tracking() or state is not None
+        self.starts = [None] * config.workers if state is None else _check_state(state, config.workers)
+        self.delivered: dict = {}  # worker id -> its state (JSON text) after its last delivered item
+        self.run = _run(upstream, config, self.starts if self.tracked else None, self.delivered)
+
+    def __next__(self) -> Any:
+        return next(self.run)
+
+    def close(self) -> None:
+        """End the run now: stop the workers and release everything."""
+        self.run.close()
+
+    def state(self) -> dict:
+        if not self.tracked:
+            raise PescadorError(
+                "zmq_offload: this run's workers send no state, because it was not started as a resumable run; "
+                "run the recipe with pescador.resumable(recipe) to checkpoint it"
+            )
+        return {
+            "workers": [
+                json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
+                for w in range(self.config.workers)
+            ]
+        }
+
+    @classmethod
+    def is_one_to_one(cls, params: dict) -> bool:
+        return _Config(**params).workers == 1  # (several workers each run the recipe, and interleave)
 
 
-def _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_port, max_tries, start_method,
-             random_state, resume=None, states=None):
-    """A run; with ``resume`` (one state or None per worker), a resumable one whose workers send their
-    state with each item, which is kept in ``states`` (worker id -> JSON text) as items are yielded."""
-    mp = multiprocessing.get_context(start_method)
+def _copy_of(value: Any) -> Any:
+    """A copy of a JSON-able value (so that a state handed out is not the run's own)."""
+    return None if value is None else json.loads(json.dumps(value))
+
+
+def _check_state(state: Any, workers: int) -> list:
+    """The workers' states from a state of this stage: a list of ``workers`` entries, each null or a dict.
+
+    What is inside each entry is checked by the worker's own stages (an
+    error there comes back from the worker as a PescadorError).
+    """
+    where = f"zmq_offload(workers={workers})"
+    entries = check_list(check_fields(state, ("workers",), where), "workers", where, length=workers)
+    for wid, entry in enumerate(entries):
+        if entry is not None and not isinstance(entry, dict):
+            raise PescadorError(
+                f"resumable: the state of {where}: field 'workers' entry {wid} (worker {wid}'s state) must be "
+                f"null or a dict; got {repr(entry)[:80]}"
+            )
+    return list(entries)
+
+
+def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -> Iterator:
+    """A run: start the workers, yield their items, and always clean up.
+
+    With ``starts`` (one state or None per worker) a tracked run, whose
+    workers send their state with each item: kept in ``delivered`` (worker
+    id -> JSON text) as their items are yielded.
+    """
+    mp = multiprocessing.get_context(config.start_method)
     pickled, payload = _payload(upstream, mp.get_start_method())
-    seeds = np.random.SeedSequence(random_state).spawn(workers)
+    seeds = np.random.SeedSequence(config.random_state).spawn(config.workers)
     context = zmq.Context()
     sock = directory = guardian = None
     procs: list = []
@@ -289,27 +405,24 @@ def _offload(upstream, workers, copy, timeout, hwm, transport, min_port, max_por
     try:
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, config.hwm)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        endpoint, directory = _bind(sock, transport, min_port, max_port, max_tries)
-        for wid in range(workers):
+        endpoint, directory = _bind(sock, config.transport, config.min_port, config.max_port, config.max_tries)
+        shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None)
+        for wid in range(config.workers):
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities[identity] = wid
-            process = mp.Process(
-                target=_worker,
-                args=(pickled, payload, endpoint, identity, wid, workers, seeds[wid], hwm, copy, os.getpid(),
-                      None if resume is None else ("resume", resume[wid])),
-                name=f"pescador-worker-{wid}",
-                daemon=True,
-            )
+            job = dataclasses.replace(shared, wid=wid, identity=identity, seed=seeds[wid],
+                                      state=None if starts is None else starts[wid])
+            process = mp.Process(target=_worker, args=(job,), name=f"pescador-worker-{wid}", daemon=True)
             process.start()
             procs.append(process)
             live.add(wid)
         guardian = _start_guardian(procs, directory)
-        yield from _receive(sock, procs, identities, live, copy, states)
+        yield from _receive(sock, procs, identities, live, config.copy, None if starts is None else delivered)
     finally:
         try:
-            _shutdown(sock, procs, live, timeout)
+            _shutdown(sock, procs, live, config.timeout)
         finally:  # (each step happens even if a second Ctrl-C interrupts the one before)
             try:
                 context.term()
@@ -378,7 +491,7 @@ def _receive(sock: zmq.Socket, procs: list, identities: dict, live: set, copy: b
         if kind == wire.ITEM:
             sent[wid] += 1
             yield payload
-        elif kind == wire.ITEM_STATE and states is not None:
+        elif kind == wire.ITEM_STATE and states is not None:  # (a tracked run's workers send these)
             sent[wid] += 1
             states[wid] = payload[1]  # the worker's state once this item is delivered
             yield payload[0]
@@ -679,7 +792,7 @@ def _close(iterator: Any) -> None:
             pass
 
 
-def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, consumer_pid, resume=None) -> None:
+def _worker(job: _Job) -> None:
     """A worker process: run the recipe and send its items, then END (or ERROR).
 
     The order matters: first SIGTERM is made to unwind the main thread and
@@ -692,34 +805,23 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
     done = threading.Event()
     try:
         stop = _StopSignal()
-        _start_watcher(_Consumer(consumer_pid), endpoint, done)
+        _start_watcher(_Consumer(job.consumer), job.endpoint, done)
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, identity)
-        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.IDENTITY, job.identity)
+        sock.setsockopt(zmq.SNDHWM, job.config.hwm)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(endpoint)
+        sock.connect(job.endpoint)
         link = _Link(sock)
         try:
-            recipe = pickle.loads(payload) if pickled else payload
-            set_worker_info(WorkerInfo(wid, count, seed))
-            _seed_globals(seed)
-            position = 0
-            if resume is None:
+            recipe = pickle.loads(job.recipe) if job.pickled else job.recipe
+            set_worker_info(WorkerInfo(job.wid, job.config.workers, job.seed))
+            _seed_globals(job.seed)
+            if job.tracked:  # a resumable run: the worker's stages start (or resume) as parts of one
+                iterator = _start_share(recipe, job)
+            else:
                 iterator = iter(recipe)
-                for item in iterator:
-                    link.send(wire.encode_item(item, copy, position))
-                    position += 1
-            else:  # a resumable run: each item goes with this worker's state after it
-                with tracked(True):
-                    iterator = start(recipe, resume[1])
-                while True:
-                    try:
-                        item = next(iterator)
-                    except StopIteration:
-                        break
-                    link.send(wire.encode_item(item, copy, position, json.dumps(iterator.state())))
-                    position += 1
+            _send_items(iterator, job, link)
             last = wire.encode_end()
         except _Stopped:
             raise
@@ -739,3 +841,31 @@ def _worker(pickled, payload, endpoint, identity, wid, count, seed, hwm, copy, c
         if context is not None:
             context.term()
         done.set()
+
+
+def _start_share(recipe: Any, job: _Job) -> Any:
+    """Start this worker's share of a resumable run, from its state (checked by its own stages)."""
+    with tracked(True):
+        try:
+            return start(recipe, job.state)
+        except PescadorError as exc:
+            if job.state is None:
+                raise
+            raise PescadorError(
+                f"zmq_offload: worker {job.wid} cannot start from its state (entry {job.wid} of the field "
+                f"'workers'): {exc}"
+            ) from None
+
+
+def _send_items(iterator: Iterator, job: _Job, link: _Link) -> None:
+    """Send every item of the worker's run; in a tracked run, each with the worker's state after it."""
+    copy, position = job.config.copy, 0
+    if not job.tracked:
+        for item in iterator:
+            link.send(wire.encode_item(item, copy, position))
+            position += 1
+        return
+    state = iterator.state
+    for item in iterator:
+        link.send(wire.encode_item(item, copy, position, json.dumps(state())))
+        position += 1

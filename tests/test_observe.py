@@ -1,5 +1,8 @@
 """Observers: MuxStats counts what each stream gave; Meter counts what passed."""
 
+import gc
+import itertools
+import json
 import pickle
 import time
 
@@ -19,6 +22,12 @@ def constant(v):
 def finite(tag, n):
     for i in range(n):
         yield {"v": np.array([tag]), "i": np.array([i])}
+
+
+def raising(n):
+    for i in range(n):
+        yield {"v": np.array([i])}
+    raise ValueError("broken")
 
 
 def counts(items, size):
@@ -136,3 +145,56 @@ def test_one_mux_stats_used_by_runs_one_after_the_other_counts_each():
         assert stats.items.sum() == 50 and len(stats.items) == 4
         assert len(list(validation)) == 6
         assert stats.items.tolist() == [3, 3]
+
+
+# -- measure is a stage: it resumes, and epoch_length looks through it ------------------------
+
+
+def listed_items(n):
+    return [{"X": np.full((2, 3), i, np.float32)} for i in range(n)]
+
+
+@pytest.mark.parametrize("stop", [0, 1, 7, 20])
+def test_measure_resumes_where_its_upstream_was_and_counts_the_resumed_run(stop):
+    meter = Meter()
+    recipe = take(15)(measure(meter)(stream(listed_items(20))))
+    full = [int(x["X"][0, 0]) for x in recipe]
+    assert full == [int(x["X"][0, 0]) for x in pescador.resumable(recipe)] == list(range(15))
+    first = pescador.resumable(recipe)
+    head = [int(x["X"][0, 0]) for x in itertools.islice(first, stop)]
+    state = json.loads(json.dumps(first.state_dict()))
+    if head:  # (a meter starts counting when its run asks for a first item)
+        assert meter.items == len(head) and meter.bytes == 24 * len(head)
+    rest = [int(x["X"][0, 0]) for x in pescador.resumable(recipe, state)]
+    assert head + rest == full
+    if rest:  # (each run starts its meter afresh)
+        assert meter.items == len(rest) and meter.bytes == 24 * len(rest)
+
+
+def test_epoch_length_looks_through_measure():
+    assert pescador.epoch_length(measure(Meter())(stream(listed_items(9)))) == 9
+
+
+def test_a_collected_run_stops_its_meters_clock():
+    meter = Meter()
+    it = iter(measure(meter)(stream(constant, 0)))
+    next(it)
+    del it
+    gc.collect()
+    frozen = meter.seconds
+    time.sleep(0.01)
+    assert meter.seconds == frozen and meter.items == 1
+
+
+def test_a_meter_starts_at_the_first_item_asked_and_a_failing_upstream_stops_it():
+    meter = Meter()
+    it = iter(measure(meter)(stream(raising, 3)))
+    assert meter.seconds == 0.0  # (not started: no item asked yet)
+    assert len([next(it) for _ in range(3)]) == 3
+    with pytest.raises(ValueError):
+        next(it)
+    frozen = meter.seconds
+    time.sleep(0.01)
+    assert meter.seconds == frozen and meter.items == 3
+    with pytest.raises(StopIteration):  # (an ended run stays ended, as a generator does)
+        next(it)

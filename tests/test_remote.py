@@ -123,6 +123,17 @@ def test_ipc_in_a_private_directory_delivers_every_item_in_order(private_dir):
     assert status.producers[endpoint]["state"] == "ended" and status.producers[endpoint]["items"] == 2000
 
 
+@pytest.mark.timeout(30)
+def test_a_resumable_run_over_a_remote_stream_is_refused_at_once_by_name(private_dir):
+    source = remote(f"ipc://{private_dir}/nobody")  # (nothing serves there: a run would wait for grace)
+    for recipe in (source, pescador.take(5)(source), pescador.zmq_offload()(source),
+                   pescador.tuples("x")(source), pescador.measure(pescador.Meter())(source)):
+        with pytest.raises(PescadorError) as info:
+            pescador.resumable(recipe)  # refused when built, before any run starts
+        assert "stream(_remote" in str(info.value) and "nobody" in str(info.value)
+        assert "cannot be resumed" in str(info.value) and "producers" in str(info.value)
+
+
 def test_plain_tcp_on_loopback_is_refused_unless_insecure_and_then_warns():
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(PescadorError, match="open to every user of this machine.*ipc:///DIR/NAME"):

@@ -2,6 +2,7 @@
 
 import collections
 import itertools
+import json
 import ctypes
 import faulthandler
 import gc
@@ -594,3 +595,208 @@ def test_zmq_streamer_facade_with_buffering_on_either_side():
     assert len(list(zip(range(250), zs.cycle()))) == 250
     tcp = pescador.ZMQStreamer(streamer, min_port=50000, max_port=50100, timeout=1)
     assert len(list(tcp(max_batches=5))) == 5
+
+
+# -- resumable runs through zmq_offload -----------------------------------------------
+
+
+def sharded(n):
+    """Items 0..n-1, each worker its own share (its id, every count-th)."""
+    info = pescador.worker_info()
+    for i in range(info.id, n, info.count):
+        yield {"i": np.array([i]), "w": np.array([info.id])}
+
+
+def listed(n):
+    return stream([{"i": np.array([i])} for i in range(n)])
+
+
+def _ints(items):
+    return [int(x["i"][0]) for x in items]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_resumable_run_through_one_worker_equals_the_plain_run(method):
+    recipe = zmq_offload(workers=1, start_method=method)(listed(30))
+    assert _ints(pescador.resumable(recipe)) == _ints(recipe) == list(range(30))
+
+
+def test_a_plain_runs_state_is_refused_with_the_way_to_get_one():
+    gc.collect()  # (runs of earlier tests left in reference cycles)
+    it = iter(zmq_offload()(listed(5)))
+    next(it)
+    with pytest.raises(PescadorError, match="resumable"):
+        it.state()
+    it.close()
+    assert not workers_of_this_process()
+
+
+@pytest.mark.parametrize("stop", [0, 1, 13, 29, 30])
+def test_one_worker_head_and_resumed_tail_equal_the_uninterrupted_run(stop):
+    recipe = take(25)(pescador.tuples("i")(zmq_offload()(listed(30))))
+    full = [int(t[0][0]) for t in pescador.resumable(recipe)]
+    first = pescador.resumable(recipe)
+    head = [int(next(first)[0][0]) for _ in range(min(stop, 25))]
+    state = json.loads(json.dumps(first.state_dict()))
+    del first
+    rest = [int(t[0][0]) for t in pescador.resumable(recipe, state)]
+    assert head + rest == full == list(range(25))
+
+
+@pytest.mark.parametrize("stop", [0, 1, 17, 40])
+def test_two_workers_head_and_resumed_tail_hold_every_item_once(stop):
+    recipe = zmq_offload(workers=2)(stream(sharded, 40))
+    by_worker = lambda items: {w: [i for i, v in items if v == w] for w in (0, 1)}  # noqa: E731
+    full = [(int(x["i"][0]), int(x["w"][0])) for x in pescador.resumable(recipe)]
+    first = pescador.resumable(recipe)
+    head = [(int(x["i"][0]), int(x["w"][0])) for x in itertools.islice(first, stop)]
+    state = json.loads(json.dumps(first.state_dict()))
+    del first
+    rest = [(int(x["i"][0]), int(x["w"][0])) for x in pescador.resumable(recipe, state)]
+    assert collections.Counter(head + rest) == collections.Counter(full) == collections.Counter(
+        (i, i % 2) for i in range(40))
+    # each worker's own items continue exactly
+    assert {w: h + r for (w, h), r in zip(by_worker(head).items(), by_worker(rest).values())} == by_worker(full)
+
+
+def test_collecting_a_resumable_run_reaps_its_workers():
+    gc.collect()  # (runs of earlier tests left in reference cycles)
+    run = pescador.resumable(zmq_offload(workers=2)(stream(endless)))
+    next(run)
+    assert len(workers_of_this_process()) == 2
+    del run
+    gc.collect()
+    assert not workers_of_this_process()
+
+
+def test_the_offload_is_one_to_one_only_with_one_worker():
+    assert pescador.epoch_length(zmq_offload()(listed(7))) == 7
+    assert pescador.epoch_length(zmq_offload(workers=2)(listed(7))) is None
+
+
+MALFORMED = r"""
+import json, multiprocessing, sys
+import numpy as np
+import pescador
+from pescador import PescadorError, stream, zmq_offload
+
+recipe = zmq_offload(workers=2)(stream([{"i": np.array([i])} for i in range(10)]))
+run = pescador.resumable(recipe)
+for _ in range(5):
+    next(run)
+good = json.loads(json.dumps(run.state_dict()))
+del run
+assert sorted(good["stages"]) == ["workers"] and len(good["stages"]["workers"]) == 2
+
+def stages(value):
+    return value
+
+def entry(value):
+    return {"workers": [value, good["stages"]["workers"][1]]}
+
+cases = {
+    "not a dict": stages([]),
+    "no workers": stages({}),
+    "an extra field": stages(dict(good["stages"], extra=1)),
+    "workers not a list": stages({"workers": {"0": None}}),
+    "too few workers": stages({"workers": good["stages"]["workers"][:1]}),
+    "too many workers": stages({"workers": good["stages"]["workers"] + [None]}),
+    "an int worker": entry(5),
+    "a list worker": entry([]),
+    "a text worker": entry("pos"),
+    "nested: empty": entry({}),
+    "nested: negative": entry({"pos": -1}),
+    "nested: past the end": entry({"pos": 11}),
+    "nested: huge": entry({"pos": 10**12}),
+    "nested: text": entry({"pos": "3"}),
+    "nested: bool": entry({"pos": True}),
+    "nested: float": entry({"pos": 3.0}),
+    "nested: extra": entry({"pos": 3, "x": 1}),
+}
+for name, value in cases.items():
+    state = dict(good, stages=value)
+    try:
+        got = list(pescador.resumable(recipe, state))
+        print(json.dumps([name, "no error", len(got)]), flush=True)
+    except PescadorError as exc:
+        print(json.dumps([name, "PescadorError", str(exc)]), flush=True)
+    except Exception as exc:
+        print(json.dumps([name, type(exc).__name__, str(exc)]), flush=True)
+print(json.dumps(["left", len([p for p in multiprocessing.active_children() if p.name.startswith("pescador")])]))
+"""
+
+
+def _run_bounded(script, seconds):
+    """Run ``script`` in a new session; kill its whole group if it outlives ``seconds``."""
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True, text=True)
+    try:
+        out, err = process.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"still running after {seconds} s; so far:\n{out}\n{err}")
+    assert process.returncode == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.mark.timeout(150)
+def test_a_malformed_offload_state_is_a_pescador_error_naming_the_field():
+    results = _run_bounded(MALFORMED, 120)
+    assert results[-1] == ["left", 0]
+    results = results[:-1]
+    assert len(results) == 17
+    for name, kind, message in results:
+        assert kind == "PescadorError", (name, kind, message)
+        if name.startswith("nested"):  # (checked by the worker's own stage, and sent back)
+            assert "worker 0 cannot start from its state (entry 0 of the field 'workers')" in message, (name, message)
+            assert "'pos'" in message.splitlines()[-1], (name, message)
+        else:
+            assert "zmq_offload(workers=2)" in message and "'workers'" in message or "workers" in message, (name, message)
+
+
+def _imports(path, module_level_only):
+    """The pescador modules ``path`` imports (``from . import x``, ``from .x import y``)."""
+    import ast
+
+    tree = ast.parse(open(path).read())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pescador."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("pescador."))
+    return found
+
+
+def test_the_offload_is_handed_what_it_needs_and_modules_import_no_circle():
+    here = os.path.dirname(pescador.__file__)
+    # zmq_stream runs stages through pescador.stage, never through resume or the facade (not even lazily)
+    assert not _imports(os.path.join(here, "zmq_stream.py"), False) & {"resume", "streamer"}
+    graph = {
+        name[:-3]: _imports(os.path.join(here, name), True) - {"__init__"}
+        for name in os.listdir(here) if name.endswith(".py") and name not in ("__init__.py", "__main__.py")
+    }
+    # nothing below the facade imports it when imported
+    assert [m for m, deps in graph.items() if "streamer" in deps] == []
+    # and the module-level imports have no circle
+    done, visiting = set(), []
+
+    def visit(module):
+        assert module not in visiting, f"import circle: {' -> '.join(visiting[visiting.index(module):] + [module])}"
+        if module in done or module not in graph:
+            return
+        visiting.append(module)
+        for dep in sorted(graph[module]):
+            visit(dep)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
