@@ -175,6 +175,8 @@ class Stream(_Frozen):
 
     def __iter__(self) -> Iterator:
         result = self.fn(*self.args, **self.kwargs)
+        if isinstance(result, Stage):  # (a generator over the stage's run, as 3.x gave: Keras wants one)
+            return _drain(result)
         try:
             return iter(result)
         except TypeError:
@@ -479,11 +481,14 @@ def is_data(first: Any) -> bool:
 def run_data_first(fn: Callable[..., Iterator], data: Any, **params: Any) -> Iterator:
     """Run ``fn(upstream, **params)`` over ``data`` as a 3.x map function did: an iterator.
 
-    A live iterator is consumed as it is; anything else becomes a stream first.
+    A live iterator is consumed as it is; anything else becomes a stream first.  The result is a
+    generator, as in 3.x (Keras, for one, accepts generators and not other iterators).
     """
-    if isinstance(data, Iterator):
-        return fn(data, **params)
-    return fn(stream(data), **params)
+    return _drain(fn(data if isinstance(data, Iterator) else stream(data), **params))
+
+
+def _drain(run: Iterator) -> Iterator:
+    yield from run
 
 
 # ----------------------------------------------------------------------------

@@ -623,7 +623,7 @@ def test_a_resumable_run_through_one_worker_equals_the_plain_run(method):
 
 def test_a_plain_runs_state_is_refused_with_the_way_to_get_one():
     gc.collect()  # (runs of earlier tests left in reference cycles)
-    it = iter(zmq_offload()(listed(5)))
+    it = pescador.stage.start(zmq_offload()(listed(5)))
     next(it)
     with pytest.raises(PescadorError, match="resumable"):
         it.state()
@@ -679,6 +679,7 @@ import json, multiprocessing, sys
 import numpy as np
 import pescador
 from pescador import PescadorError, stream, zmq_offload
+from pescador.resume import _sign
 
 recipe = zmq_offload(workers=2)(stream([{"i": np.array([i])} for i in range(10)]))
 run = pescador.resumable(recipe)
@@ -715,6 +716,7 @@ cases = {
 }
 for name, value in cases.items():
     state = dict(good, stages=value)
+    state["check"] = _sign(state)  # (as a deliberate edit: the stages check their fields)
     try:
         got = list(pescador.resumable(recipe, state))
         print(json.dumps([name, "no error", len(got)]), flush=True)
