@@ -551,34 +551,39 @@ class _Buffer(Stage):
         if self.done:
             raise StopIteration
         n, filled = self.n, 0
-        if self.rest is not None:
+        if self.layout is not None:
             self._new_batch()
-            filled = self._copy(*self.rest, 0)
-            if filled == n:
-                return self._give()
-        pull, dict_ = self.pull, dict
-        while True:
-            try:
-                item = pull()
-            except StopIteration:
-                return self._end(filled)
-            position = self.position
-            self.position = position + 1
-            end = filled + self.rows
-            if end <= n and type(item) is dict_ and len(item) == len(self.keys) and self.spec is not None:
-                for key, dtype, shape, target in self.spec:  # the fast path: plain arrays as the last item
-                    array = item.get(key)
-                    if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
-                        break
-                    target[filled:end] = array
-                else:
-                    filled = end
-                    if filled == n:
-                        return self._give()
-                    continue
-            filled = self._take(item, position, filled)
-            if filled == n:
-                return self._give()
+            if self.rest is not None:
+                filled = self._copy(*self.rest, 0)
+                if filled == n:
+                    return self._give()
+        pull, position, spec, rows = self.pull, self.position, self.spec, self.rows
+        keys = len(self.keys) if spec else -1
+        try:
+            while True:
+                try:
+                    item = pull()
+                except StopIteration:
+                    return self._end(filled)
+                position += 1
+                end = filled + rows
+                if end <= n and type(item) is dict and len(item) == keys:
+                    for key, dtype, shape, target in spec:  # the fast path: plain arrays shaped as the last item
+                        array = item.get(key)
+                        if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
+                            break
+                        target[filled:end] = array
+                    else:
+                        filled = end
+                        if filled == n:
+                            return self._give()
+                        continue
+                filled = self._take(item, position - 1, filled)
+                spec, rows, keys = self.spec, self.rows, len(self.keys)
+                if filled == n:
+                    return self._give()
+        finally:
+            self.position = position
 
     def _take(self, item: Any, position: int, filled: int) -> int:
         """Check the item, copy what fits into the batch; return the rows the batch now holds."""
