@@ -8,14 +8,20 @@ reuse and overwrite its arrays after yielding them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import cmath
-from collections.abc import Iterator
+import hashlib
+import json
+from sys import getrefcount as _getrefcount
 from typing import Any
+from weakref import getweakrefcount as _getweakrefcount
 
 import numpy as np
 
-from .core import _MISSING, Stream, Transform, check_count, is_item, not_a_dict
+from .core import _MISSING, Stream, Transform, check_count, is_item, not_a_dict, short_repr
 from .exceptions import PescadorError
+from .stage import Stage, check_bool, check_fields, check_int, start
 
 __all__ = ["buffer"]
 
@@ -278,64 +284,350 @@ def _empty_batch(layout: dict, n: int) -> dict:
         ) from None
 
 
-def _buffer(upstream: Stream, n: int, strict: bool) -> Iterator[dict]:
-    run = iter(upstream)
-    for first in run:
-        break
-    else:
-        return
-    layout, first = _signature(first, 0)
-    keys = tuple(layout)
-    batch = _empty_batch(layout, n)
-    targets = [batch[k] for k in keys]
-    filled = 0
-    position = 0
-    item = first
-    while True:
+# ----------------------------------------------------------------------------
+# Batches nobody holds any more are filled again (fresh memory costs page faults)
+# ----------------------------------------------------------------------------
+
+
+def _most_refs(arrays: list) -> int:
+    """The largest reference count among ``arrays`` (as seen from here: see ``_UNHELD``)."""
+    most = 0
+    for array in arrays:
+        count = _getrefcount(array)
+        if count > most:
+            most = count
+    return most
+
+
+def _held(arrays: list) -> bool:
+    """Whether anything but the list ``arrays`` refers to one of them (a dict, a view, a tensor,
+    a memoryview, a weak reference): then that batch must never be written again."""
+    if _most_refs(arrays) > _UNHELD:
+        return True
+    for array in arrays:
+        if _getweakrefcount(array):
+            return True
+    return False
+
+
+# The count of an array referred to by one list only, measured through the same code: a batch is
+# reused only when each of its arrays has exactly that count (the test
+# test_a_batch_anyone_still_holds_is_never_written_again keeps this honest on every Python).
+_UNHELD = _most_refs([np.empty(0)])
+_SPARES = 2  # batches kept for reuse: the consumer's loop variable holds the one before
+
+
+# ----------------------------------------------------------------------------
+# The state of a run: layout and the unused rows of an item being split, exactly
+# ----------------------------------------------------------------------------
+
+
+def _descr(dtype: np.dtype) -> Any:
+    """A dtype as JSON-able data (``'<f4'``, or a structured dtype's field list)."""
+    return np.lib.format.dtype_to_descr(dtype)
+
+
+def _read_dtype(value: Any, where: str, name: str) -> np.dtype:
+    try:
+        dtype = np.lib.format.descr_to_dtype(value)
+    except Exception as exc:  # (any malformed description: numpy raises many kinds)
+        raise PescadorError(
+            f"resumable: the state of {where}: field {name!r} is not a numpy dtype ({type(exc).__name__}); "
+            f"got {short_repr(value)}"
+        ) from None
+    if dtype.hasobject:
+        raise PescadorError(f"resumable: the state of {where}: field {name!r} must not be an object dtype")
+    return dtype
+
+
+def _read_dims(value: Any, where: str, name: str) -> tuple:
+    """A shape: a list of at most 32 integers from 0 to the largest array length."""
+    if not isinstance(value, list) or len(value) > 32:
+        raise PescadorError(
+            f"resumable: the state of {where}: field {name!r} must be a list of at most 32 dimensions; "
+            f"got {short_repr(value)}"
+        )
+    return tuple(check_int({name: v}, name, where, 0, _MAX_ROWS) for v in value)
+
+
+def _read_layout(value: Any, where: str) -> dict | None:
+    """The ``layout`` field: key -> {"dtype", "trail"}, as key -> (trailing shape, dtype)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise PescadorError(
+            f"resumable: the state of {where}: field 'layout' must be null or a non-empty dict of "
+            f"key -> {{dtype, trail}}; got {short_repr(value)}"
+        )
+    layout = {}
+    for key, entry in value.items():
+        if not isinstance(key, str):
+            raise PescadorError(f"resumable: the state of {where}: field 'layout' has a key {key!r} that is not a string")
+        name = f"layout[{key!r}]"
+        check_fields(entry, ("dtype", "trail"), f"{where}, {name}")
+        layout[key] = (_read_dims(entry["trail"], where, f"{name}.trail"), _read_dtype(entry["dtype"], where, f"{name}.dtype"))
+    return layout
+
+
+def _read_rest(value: Any, layout: dict | None, where: str) -> tuple[list, int] | None:
+    """The ``rest`` field (the unused rows of the item being split) as arrays in key order, and their rows."""
+    if value is None:
+        return None
+    if layout is None:
+        raise PescadorError(f"resumable: the state of {where}: field 'rest' must be null while 'layout' is null")
+    if not isinstance(value, dict) or value.keys() != layout.keys():
+        raise PescadorError(
+            f"resumable: the state of {where}: field 'rest' must be null or a dict with the keys of the "
+            f"layout, {sorted(layout)}; got {short_repr(value)}"
+        )
+    arrays, rows = [], None
+    for key, (trail, dtype) in layout.items():
+        name = f"rest[{key!r}]"
+        entry = check_fields(value[key], ("dtype", "shape", "data"), f"{where}, {name}")
+        got = _read_dtype(entry["dtype"], where, f"{name}.dtype")
+        if got != dtype and not _fits(got, dtype):
+            raise PescadorError(
+                f"resumable: the state of {where}: field {name + '.dtype'!r} is {got}, which buffer cannot store "
+                f"in the layout's {dtype}"
+            )
+        shape = _read_dims(entry["shape"], where, f"{name}.shape")
+        if len(shape) != 1 + len(trail) or shape[1:] != trail or shape[0] < 1 or shape[0] != (rows or shape[0]):
+            raise PescadorError(
+                f"resumable: the state of {where}: field {name + '.shape'!r} must be {_rows_shape(trail)} with "
+                f"rows >= 1" + ("" if rows is None else f" and rows = {rows} (as the other keys)") + f"; got {list(shape)}"
+            )
+        rows = shape[0]
+        arrays.append(_decode(entry["data"], got, shape, where, f"{name}.data"))
+    return arrays, rows
+
+
+def _decode(data: Any, dtype: np.dtype, shape: tuple, where: str, name: str) -> np.ndarray:
+    nbytes = dtype.itemsize
+    for dim in shape:
+        nbytes *= dim
+    if not isinstance(data, str) or len(data) != 4 * -(-nbytes // 3):
+        raise PescadorError(
+            f"resumable: the state of {where}: field {name!r} must be the {nbytes} bytes of rows of shape "
+            f"{shape} and dtype {dtype} as base64 ({4 * -(-nbytes // 3)} characters); got "
+            + (f"{len(data)} characters" if isinstance(data, str) else short_repr(data))
+        )
+    if not nbytes:
+        return np.zeros(shape, dtype)
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise PescadorError(f"resumable: the state of {where}: field {name!r} is not valid base64") from None
+    if len(raw) != nbytes:
+        raise PescadorError(f"resumable: the state of {where}: field {name!r} holds {len(raw)} bytes; expected {nbytes}")
+    return np.frombuffer(raw, dtype).reshape(shape)
+
+
+def _encode(array: np.ndarray) -> dict:
+    data = base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+    return {"dtype": _descr(array.dtype), "shape": list(array.shape), "data": data}
+
+
+def _digest(n: int, strict: bool, own: dict) -> str:
+    """A checksum of the buffer's own fields (and parameters): a changed field cannot pass as data."""
+    text = json.dumps([n, strict, own], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------
+# The stage
+# ----------------------------------------------------------------------------
+
+
+class _Buffer(Stage):
+    """buffer's run: batches of ``n`` rows, one copy per row, resumable between any two batches.
+
+    Each item's rows are copied into the batch as soon as the item is drawn
+    (a source may overwrite its arrays once it runs again), with one numpy
+    call per key; only the item that straddles a batch's end is kept, and
+    its unused rows go into the next batch.  A batch is filled again later
+    only when nothing holds any of its arrays (see :func:`_held`).
+
+    State: the upstream's state, the items drawn (``pos``, for the
+    messages), the ``layout`` (keys, dtypes and trailing shapes, once
+    known), whether the run ended (``done``), the ``rest`` (the unused rows
+    of the item being split, as dtype, shape and base64 bytes per key, in
+    the item's own dtype, so that a resume needs no re-draw, even over an
+    upstream whose order is not reproducible), and a ``digest`` of these.
+    """
+
+    def __init__(self, upstream: Stream, n: int, strict: bool, state: dict | None = None) -> None:
+        self.n, self.strict = n, strict
+        self.where = f"buffer(n={n}, strict={strict})"
+        self.position, self.done = 0, False
+        self.layout: dict | None = None
+        self.keys: tuple = ()
+        self.shapes: list = []  # per key, the whole shape of the last item that took the fast path
+        self.rows = -1  # ... and its rows
+        self.spec: list | None = None  # per key (key, dtype, shape, target) while a batch fills
+        self.targets: list | None = None
+        self.rest: list | None = None  # [sources, start, rows, narrow, position] of the item being split
+        self.spares: list = []  # the arrays of batches given out, to fill again once nobody holds them
+        if state is None:
+            self.up = start(upstream)
+        else:
+            self._restore(upstream, state)
+        self.pull = self.up.__next__
+
+    # -- the state ------------------------------------------------------------------------------
+    def _restore(self, upstream: Stream, state: Any) -> None:
+        where = self.where
+        check_fields(state, ("up", "pos", "done", "layout", "rest", "digest"), where)
+        position = check_int(state, "pos", where, 0)
+        done = check_bool(state, "done", where)
+        layout = _read_layout(state["layout"], where)
+        if (layout is None) != (position == 0):
+            raise PescadorError(
+                f"resumable: the state of {where}: field 'layout' must be null exactly when no item was drawn "
+                f"(pos = 0); got pos = {position} and " + ("no layout" if layout is None else "a layout")
+            )
+        if done and state["rest"] is not None:
+            raise PescadorError(f"resumable: the state of {where}: field 'rest' must be null in a run that ended")
+        rest = _read_rest(state["rest"], layout, where)
+        try:
+            digest = _digest(self.n, self.strict, {k: state[k] for k in ("pos", "done", "layout", "rest")})
+        except (TypeError, ValueError, RecursionError):  # (a state that did not come through JSON, holding other objects)
+            digest = None
+        if state["digest"] != digest:
+            raise PescadorError(
+                f"resumable: the state of {where}: field 'digest' does not match the other fields: the state "
+                "was changed, or is of another buffer"
+            )
+        self.position, self.done = position, done
+        if layout is not None:
+            self._set_layout(layout)
+        if rest is not None:
+            sources, rows = rest
+            narrow = [k for k, s in zip(self.keys, sources) if _cast(s.dtype, layout[k][1]) == _NARROWING]
+            self.rest = [sources, 0, rows, narrow, position - 1]
+        self.up = start(upstream, state["up"])
+
+    def state(self) -> dict:
+        layout = None
+        if self.layout is not None:
+            layout = {k: {"dtype": _descr(dtype), "trail": list(trail)} for k, (trail, dtype) in self.layout.items()}
+        rest = None
+        if self.rest is not None:
+            sources, begin, rows = self.rest[:3]
+            rest = {k: _encode(source[begin:rows]) for k, source in zip(self.keys, sources)}
+        own = {"pos": self.position, "done": self.done, "layout": layout, "rest": rest}
+        return {"up": self.up.state(), **own, "digest": _digest(self.n, self.strict, own)}
+
+    # -- the run --------------------------------------------------------------------------------
+    def _set_layout(self, layout: dict) -> None:
+        self.layout, self.keys = layout, tuple(layout)
+        self.shapes, self.rows = [None] * len(layout), -1
+
+    def _new_batch(self) -> None:
+        """Take a batch given out earlier that nobody holds any more, or allocate one."""
+        targets = None
+        for i, spare in enumerate(self.spares):
+            if not _held(spare):
+                targets = self.spares.pop(i)
+                break
+        if targets is None:
+            targets = list(_empty_batch(self.layout, self.n).values())
+        self.targets = targets
+        self._respec()
+
+    def _respec(self) -> None:
+        layout = self.layout
+        self.spec = [(k, layout[k][1], shape, t) for k, shape, t in zip(self.keys, self.shapes, self.targets)]
+
+    def _give(self) -> dict:
+        """The full batch, handed out (and remembered, to be filled again once nobody holds it)."""
+        targets = self.targets
+        self.targets = self.spec = None
+        self.spares.append(targets)
+        if len(self.spares) > _SPARES:
+            del self.spares[0]
+        return dict(zip(self.keys, targets))
+
+    def __next__(self) -> dict:
+        if self.done:
+            raise StopIteration
+        n, filled = self.n, 0
+        if self.layout is not None:
+            self._new_batch()
+            if self.rest is not None:
+                filled = self._copy(*self.rest, 0)
+                if filled == n:
+                    return self._give()
+        pull, position, spec, rows = self.pull, self.position, self.spec, self.rows
+        keys = len(self.keys) if spec else -1
+        try:
+            while True:
+                try:
+                    item = pull()
+                except StopIteration:
+                    return self._end(filled)
+                position += 1
+                end = filled + rows
+                if end <= n and type(item) is dict and len(item) == keys:
+                    for key, dtype, shape, target in spec:  # the fast path: plain arrays shaped as the last item
+                        array = item.get(key)
+                        if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
+                            break
+                        target[filled:end] = array
+                    else:
+                        filled = end
+                        if filled == n:
+                            return self._give()
+                        continue
+                filled = self._take(item, position - 1, filled)
+                spec, rows, keys = self.spec, self.rows, len(self.keys)
+                if filled == n:
+                    return self._give()
+        finally:
+            self.position = position
+
+    def _take(self, item: Any, position: int, filled: int) -> int:
+        """Check the item, copy what fits into the batch; return the rows the batch now holds."""
+        if self.layout is None:
+            layout, item = _signature(item, position)
+            self._set_layout(layout)
+        layout = self.layout
         try:
             rows = _rows(item, layout, position)
-            narrow = ()
+            narrow: Any = ()
         except _Slow as slow:
             item, rows, narrow = _slow_rows(item, layout, position, slow)
-        sources = [item[k] for k in keys]
-        if filled + rows < n:  # the common case: the whole item fits, batch not full
-            end = filled + rows
-            if narrow:
-                _copy_narrowing(targets, sources, narrow, (filled, end, 0, rows), keys, position)
-            else:
-                for target, source in zip(targets, sources):
-                    target[filled:end] = source
-            filled = end
-            position += 1
-            for item in run:
-                break
-            else:
-                break
-            continue
-        start = 0
-        while start < rows:
-            count = min(n - filled, rows - start)
-            stop = start + count
-            end = filled + count
-            if narrow:
-                _copy_narrowing(targets, sources, narrow, (filled, end, start, stop), keys, position)
-            else:
-                for target, source in zip(targets, sources):
-                    target[filled:end] = source[start:stop]
-            filled = end
-            start = stop
-            if filled == n:
-                yield batch
-                batch = _empty_batch(layout, n)
-                targets = [batch[k] for k in keys]
-                filled = 0
-        position += 1
-        for item in run:
-            break
+        sources = [item[k] for k in self.keys]
+        if not narrow and all(type(s) is _ndarray and s.dtype is layout[k][1] for k, s in zip(self.keys, sources)):
+            self.shapes, self.rows = [s.shape for s in sources], rows  # the next such item takes the fast path
+            if self.spec is not None:
+                self._respec()
+        if self.targets is None:
+            self._new_batch()
+        return self._copy(sources, 0, rows, narrow, position, filled)
+
+    def _copy(self, sources: list, begin: int, rows: int, narrow: Any, position: int, filled: int) -> int:
+        """Copy rows ``begin:`` of ``sources`` into the batch from row ``filled``, as many as fit; keep the
+        rest for the next batch.  Return the rows the batch now holds."""
+        count = min(self.n - filled, rows - begin)
+        stop, end = begin + count, filled + count
+        if narrow:
+            _copy_narrowing(self.targets, sources, narrow, (filled, end, begin, stop), self.keys, position)
+        elif begin == 0 and stop == rows:
+            for target, source in zip(self.targets, sources):
+                target[filled:end] = source
         else:
-            break
-    if filled and not strict:
-        yield {k: v[:filled].copy() for k, v in batch.items()}
+            for target, source in zip(self.targets, sources):
+                target[filled:end] = source[begin:stop]
+        self.rest = [sources, stop, rows, narrow, position] if stop < rows else None
+        return end
+
+    def _end(self, filled: int) -> dict:
+        """The upstream ended: the last, partial batch (strict=False), or the end."""
+        self.done = True
+        targets, self.targets, self.spec, self.spares = self.targets, None, None, []
+        if filled and not self.strict:
+            return {k: t[:filled].copy() for k, t in zip(self.keys, targets)}
+        raise StopIteration
 
 
 def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform | Stream:
@@ -401,5 +693,5 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
         )
     if not isinstance(strict, (bool, np.bool_)):
         raise PescadorError(f"buffer: strict must be True or False; got {strict!r}")
-    step = Transform("buffer", _buffer, {"n": n, "strict": bool(strict)})
+    step = Transform("buffer", _Buffer, {"n": n, "strict": bool(strict)})
     return step if source is _MISSING else step(source)

@@ -18,8 +18,8 @@ How each stage resumes
   way: a function attribute ``pescador_seek(position, *args, **kwargs)``
   returning an iterator that starts at ``position``.
 - ``take``, ``cycle``, ``tuples``, ``keras_tuples`` and ``measure`` keep
-  counters; ``buffer`` keeps where its current batch began (the upstream's
-  state before the item it is splitting, and the rows of it already used);
+  counters; ``buffer`` keeps the unused rows of the item it is splitting
+  (their bytes, exactly: no item is drawn again on resume);
   every mux kind and ``epochs`` keep their random generator's state, their
   slots and the state of each live activation.
 

@@ -111,7 +111,8 @@ def test_a_buffer_resumes_in_the_middle_of_an_item_it_is_splitting():
     run = resumable(recipe)
     first = next(run)  # rows 0,0,0,1: item 1 is half used
     state = run.state_dict()
-    assert state["stages"]["offset"] == 1
+    rest = state["stages"]["rest"]["x"]  # the two unused rows of item 1 travel in the state, exactly
+    assert rest["shape"] == [2, 2] and rest["dtype"] == "<i8" and state["stages"]["up"] == {"pos": 2}
     resumed = [b["x"][:, 0].tolist() for b in resumable(recipe, state)]
     assert first["x"][:, 0].tolist() == [1000, 1000, 1000, 1001]
     assert resumed[0] == [1001, 1001, 1002, 1002]
