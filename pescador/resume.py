@@ -163,6 +163,10 @@ def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
             f"resumable: the state is of a pipeline of the same stages, {outline}, with other arguments "
             "(sources, parameters or seeds differ)"
         )
+    if not isinstance(state.get("stages"), dict):
+        raise PescadorError(
+            f"resumable: the state's field 'stages' must be the stages' state (a dict); got {type(state.get('stages')).__name__}"
+        )
     try:
         check = _sign(state)
     except (TypeError, ValueError) as exc:
