@@ -243,3 +243,61 @@ def test_every_warning_class_is_a_public_name():
     for cls in warnings_found:
         assert cls.__name__ in pescador.__all__, cls
         assert getattr(pescador, cls.__name__) is cls
+
+
+# ----------------------------------------------------------------------------
+# help() and signatures
+# ----------------------------------------------------------------------------
+
+
+def test_every_public_function_shows_its_real_signature():
+    import pydoc
+
+    for name in pescador.__all__:
+        obj = getattr(pescador, name)
+        if inspect.isclass(obj) or not callable(obj):
+            continue
+        shown = str(inspect.signature(obj))
+        assert "object at 0x" not in shown, f"{name}{shown}"
+        assert shown.split(" ->")[0] != "(*args, **kwargs)", f"{name}{shown}"
+        assert "object at 0x" not in pydoc.render_doc(obj, renderer=pydoc.plaintext), name
+
+
+def test_the_callable_module_has_the_signature_of_mux():
+    from pescador.mux import mux
+
+    assert inspect.signature(pescador.mux) == inspect.signature(mux)
+    call = inspect.signature(type(pescador.mux).__call__)
+    assert list(call.parameters.values())[1:] == list(inspect.signature(mux).parameters.values())
+    assert call.return_annotation == inspect.signature(mux).return_annotation
+    given = dict(weights=[1, 2], with_replacement=False, prune_empty=False, revive=True, random_state=3,
+                 dist="constant", stats=pescador.MuxStats())
+    assert repr(pescador.mux(2, 8, **given)) == repr(mux(2, 8, **given))
+    assert repr(pescador.mux(k=2)) == repr(mux(k=2))
+
+
+def test_help_of_mux_begins_with_its_signature_and_summary():
+    import pydoc
+
+    from pescador.mux import mux
+
+    text = pydoc.render_doc(pescador.mux, renderer=pydoc.plaintext)
+    lines = text.splitlines()
+    name = lines.index("NAME")
+    assert lines[name + 1].strip().startswith("pescador.mux - ``mux(k, lam=256.0, *, weights=None,"), lines[name + 1]
+    summary = inspect.cleandoc(mux.__doc__).splitlines()[0]
+    assert summary in "\n".join(lines[: name + 6])
+    assert lines.index("FUNCTIONS") - name < 30, "the module's description is long: the theory is in the docs"
+
+
+@pytest.mark.parametrize("name", ["take", "cycle", "buffer"])
+def test_a_missing_source_reads_plainly_and_still_makes_a_step(name):
+    import pickle
+
+    combinator = getattr(pescador, name)
+    default = inspect.signature(combinator).parameters["source"].default
+    assert repr(default) == "<no source>"
+    assert pickle.loads(pickle.dumps(default)) is default
+    step = combinator(2)
+    assert isinstance(step, pescador.Transform)
+    assert len(list(step(pescador.stream([{"x": [1]}] * 4)))) >= 1
