@@ -15,13 +15,14 @@ $(VENV)/.demo-installed: pyproject.toml Makefile | $(PY)
 
 # The test extras include PyTorch (CPU build) and Keras 3, so that the
 # framework tests run too: they add about a minute of installing, and the
-# whole of `make test` stays well under five minutes.
-$(VENV)/.test-installed: pyproject.toml Makefile | $(PY)
-	$(PY) -m pip install --quiet -e '.[test,torch,keras]'
+# whole of `make test` stays well under five minutes.  The extras state the
+# supported ranges; constraints.txt pins the exact releases the tests use.
+$(VENV)/.test-installed: pyproject.toml constraints.txt Makefile | $(PY)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,torch,keras]'
 	touch $@
 
 demo: $(VENV)/.demo-installed
-	$(PY) -m pescador.demo
+	$(PY) -m pescador demo
 
 test: $(VENV)/.test-installed
 	KERAS_BACKEND=torch $(PY) -m pytest pescador tests docs README.md

@@ -10,7 +10,9 @@ Two ways to write the same pipeline:
   :class:`Mux`, :class:`ZMQStreamer`, thin facades over the same recipes.
 """
 
-from importlib.metadata import PackageNotFoundError, version as _version
+# The one place the version is written (pyproject.toml reads it from here,
+# see [tool.hatch.version]); docs/changes.rst says why it is 4.0.0.
+__version__ = "4.0.0"
 
 from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
 from .exceptions import DataError, PescadorError
@@ -27,15 +29,13 @@ from .zmq_stream import zmq_offload
 from .observe import Meter, MuxStats, measure
 from .extras import cache, epoch_length, epochs, streamable
 from .resume import resumable
-
-try:
-    __version__ = _version("pescador")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
+from .remote import InsecureWarning, ProducerWarning
 
 __all__ = [
     "PescadorError",
     "DataError",
+    "ProducerWarning",
+    "InsecureWarning",
     "Stream",
     "Transform",
     "Stage",
@@ -69,3 +69,10 @@ __all__ = [
     "resumable",
     "worker_info",
 ]
+
+
+def __dir__() -> list[str]:
+    """The public names (``__all__``) and the module's own dunders: the
+    submodules that ``import pescador`` loads on the way (``core``, ``wire``,
+    ...) stay importable by their full names but are not listed."""
+    return sorted(set(__all__) | {name for name in globals() if name.startswith("__") and name.endswith("__")})

@@ -35,7 +35,21 @@ __all__ = [
     "keras_tuples",
 ]
 
-_MISSING = object()
+class _Missing:
+    """The default of a combinator's ``source``: given none, the combinator
+    returns a step (a :class:`Transform`) to apply later.  Its repr is what
+    ``help()`` and the API reference show: ``take(n, source=<no source>)``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<no source>"
+
+    def __reduce__(self) -> str:
+        return "_MISSING"  # (pickles and copies as the one instance)
+
+
+_MISSING = _Missing()
 
 
 # ----------------------------------------------------------------------------

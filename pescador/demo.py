@@ -1,4 +1,4 @@
-"""The pescador demo: ``python -m pescador.demo`` (or ``make demo``).
+"""The pescador demo: ``python -m pescador demo`` (or ``make demo``).
 
 The spec's "Basic usage" story, end to end, on data made here: a synthetic
 labelled data set, a pool of noisy streams over it (one per noise level),
@@ -79,13 +79,22 @@ def build_pipeline(X, Y, batches: int, minibatch: int, workers: int):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pescador.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=3000, help="minibatches to train on")
-    parser.add_argument("--minibatch", type=int, default=128, help="rows per minibatch")
-    parser.add_argument("--workers", type=int, default=2, help="producer processes")
-    args = parser.parse_args(argv)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options, for ``python -m pescador demo`` and ``python -m pescador.demo``."""
+    parser.add_argument("--batches", metavar="N", type=int, default=3000, help="minibatches to train on (default: 3000)")
+    parser.add_argument("--minibatch", metavar="ROWS", type=int, default=128, help="rows per minibatch (default: 128)")
+    parser.add_argument("--workers", metavar="N", type=int, default=2, help="producer processes (default: 2)")
 
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pescador.demo [--batches N] [--minibatch ROWS] [--workers N]``."""
+    parser = argparse.ArgumentParser(prog="python -m pescador.demo", description="The pescador demo (also: python -m pescador demo).")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train on the demo pipeline with the options in ``args``; print progress and the held-out accuracy."""
     X, Y = make_dataset()
     rng = np.random.default_rng(1)
     order = rng.permutation(len(X))

@@ -1,73 +1,9 @@
-"""Multiplexing: ``mux`` and its siblings (shuffled, round-robin, chain).
+"""Multiplexing: ``mux`` and its siblings (``stochastic_mux``, ``shuffled_mux``,
+``round_robin_mux``, ``chain_mux``), all on one engine.
 
-All of them run on one engine.  A mux keeps up to ``k`` *slots*, each
-holding a live run of one stream of the pool; at every step it picks a slot,
-yields that run's next item, and refills a slot whose run has ended or
-reached its bound.  The kinds differ only in
-
-- how a slot is refilled (``activation``): an independent weighted draw
-  from the whole pool (``"with"``: the same stream may fill several slots);
-  a weighted draw among the streams not already live (``"single"``: at most
-  one live copy of each stream; a stream that ends goes back to the pool);
-  or each stream once (``"once"``), in random or pool order;
-- how a slot is picked for each item (``choice``): uniformly, in proportion
-  to weights, or in rotation;
-- how long an activation lasts: a bound drawn from a Poisson (or binomial, or
-  constant) distribution of rate ``lam``, conditioned on being at least 1,
-  or until the stream ends.
-
-Nothing spins
--------------
-Every activation is bounded by at least one item (a draw of zero is drawn
-again, so the bounds have mean ``lam / (1 - exp(-lam))`` for the Poisson:
-``lam`` for large ``lam``, 1 for tiny ``lam``), and only a stream that
-ends at once gives nothing.  A stream whose run gave nothing is dropped
-(``prune_empty=True``) or not drawn again until another stream has given an
-item, so between two items a mux starts at most about ``k`` plus the pool
-size runs.  A weighted draw (of a stream to activate, or of a slot for an
-item) first makes at most 8 cheap tries (picks from blocks of draws over
-the pool, or rejection against the largest weight), then draws from a sum
-tree of the weights as exact integers: O(log n) steps.  Given the misses the
-tree draws from the same distribution, so the draw is exact, and its cost is
-bounded whatever the ratio of the weights or which streams are left.
-
-What weights mean
------------------
-With ``with_replacement=True`` (the default) and streams that do not end,
-the long-run share of items from stream ``i`` equals ``weights[i]`` (after
-normalising), for any ``k`` and any ``lam``: every activation is an
-independent draw with probability ``weights[i]`` and lasts a number of items
-that does not depend on which stream it drew, so by the renewal-reward
-theorem the share of items is the share of activations.  With ``lam=None``
-activations never end, so the mux instead picks, for each item, a slot with
-probability proportional to its stream's weight (divided among copies), and
-fills slots with streams not yet live first: the shares then equal the
-weights when ``k`` is at least the number of streams with a nonzero weight.
-With at most one live copy per stream (``revive=True``, or
-``StochasticMux(mode='single_active')``) each item comes from a live stream
-in proportion to its weight, and the shares equal the weights when ``k`` is
-at least the number of weighted streams; with fewer slots a stream can
-deliver at most what one slot can, and the shares are those of the weights
-restricted to the live streams, averaged over time.
-Streams that end before their bound (finite streams) deliver fewer items
-than their weight asks: weights are then the probabilities of activation,
-not shares of items.
-
-Parallel workers
-----------------
-Inside a ``zmq_offload`` worker (see :func:`pescador.worker_info`), a mux
-that activates each stream at most once (``with_replacement=False`` without
-``revive``, ``mode='exhaustive'``, round-robin and chain muxes) takes only
-its share of the pool, members ``id::count``, so a finite pool is delivered
-exactly once in total.  Every mux in a worker draws from a generator made
-of its ``random_state`` (None, an int, a ``Generator`` or a ``RandomState``:
-the worker holds a copy of it) combined with the worker's seed, so workers
-make independent choices.  With None, a ``Generator`` or a ``RandomState``,
-a ``DataLoader`` worker draws anew each epoch and a run repeats when its
-workers' seeds do (``zmq_offload(random_state=...)``, ``torch.manual_seed``);
-an int makes every run repeat, in workers too (worker ``i`` uses the int's
-``i``-th child; with one worker the int alone decides, as in the main
-process).  See ``pescador._random``.
+``pescador.mux`` is this module and, called, the function :func:`mux`.  How a
+mux works, what the weights mean, why it never spins, and muxes in worker
+processes: the Multiplexing page of the documentation (docs/multiplexing.rst).
 """
 
 from __future__ import annotations
@@ -870,8 +806,8 @@ def mux(
         being at least 1 (a zero is drawn again); then its slot is refilled.
         None runs each activation until its stream ends.
     weights : sequence of float >= 0, optional
-        The long-run share of items from each stream (see the module
-        documentation for exactly when shares equal weights).
+        The long-run share of items from each stream (see "Weights" in
+        docs/multiplexing.rst for exactly when shares equal weights).
     with_replacement : bool
         If True, any stream may be activated any number of times, several
         at once.  If False, each stream is activated at most once, and the
@@ -887,7 +823,7 @@ def mux(
         bound goes back to the pool, with at most one live copy at a time.
     random_state : None, int, np.random.Generator or np.random.RandomState
         With an int, every run reproduces the same sequence (in workers too,
-        each worker its own; see "Parallel workers" above).
+        each worker its own; see docs/parallel.rst).
     dist : "poisson", "binomial" or "constant"
         The distribution of activation lengths, of mean ``lam`` before the
         zeros are drawn again (``"constant"``: ``max(1, round(lam))``).  Beyond
@@ -1141,8 +1077,32 @@ class _CallableModule(types.ModuleType):
     """Lets ``pescador.mux(k=3, lam=64)`` call :func:`mux` while
     ``pescador.mux.Mux`` and ``from pescador.mux import ...`` keep working."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Transform:
-        return mux(*args, **kwargs)
+    @property
+    def __signature__(self) -> Any:  # what inspect.signature(pescador.mux) and IDEs show
+        import inspect
+
+        return inspect.signature(mux)
+
+    def __call__(self, k: int, lam: float | None = 256.0, *, weights: Any = None, with_replacement: bool = True,
+                 prune_empty: bool = True, revive: bool = False, random_state: Any = None, dist: str = "poisson",
+                 stats: Any = None) -> Transform:
+        return mux(k, lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty, revive=revive,
+                   random_state=random_state, dist=dist, stats=stats)
 
 
+def _module_doc(doc: str | None) -> str | None:
+    """``help(pescador.mux)`` begins with mux's signature and summary, then this module's docstring."""
+    import inspect
+
+    if not doc or not mux.__doc__:  # (python -OO)
+        return doc
+    sig = inspect.signature(mux)
+    plain = sig.replace(parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
+                        return_annotation=sig.empty)
+    returns = f" -> {sig.return_annotation}" if isinstance(sig.return_annotation, str) else ""
+    summary = "\n\n".join(inspect.cleandoc(mux.__doc__).split("\n\n")[:2])
+    return f"``mux{plain}{returns}``\n\n{summary}\n\n{doc}"  # (literal: the bare * would be reST markup)
+
+
+__doc__ = _module_doc(__doc__)
 sys.modules[__name__].__class__ = _CallableModule
