@@ -52,14 +52,16 @@ html_css_files = ["pescador.css"]
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
-    "navbar_align": "left",
-    "header_links_before_dropdown": 6,
+    # The page titles are long: the header holds the project name, the
+    # search and the colour switch; the pages are listed in the left sidebar
+    # (and in the menu drawer at phone width).
+    "navbar_center": [],
     "secondary_sidebar_items": ["page-toc"],
     "footer_start": ["copyright"],
     "footer_end": ["sphinx-version", "theme-version"],
 }
 templates_path = ["_templates"]
-html_sidebars = {"**": ["global-toc"], "index": []}  # index: the quick start at full width
+html_sidebars = {"**": ["global-toc"]}
 html_show_sourcelink = False
 
 # Figures drawn at build time from real runs (see plots.py).  They are made
