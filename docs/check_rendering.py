@@ -37,6 +37,13 @@ import subprocess
 import sys
 import threading
 
+try:  # the tests below run with ``pytest docs/check_rendering.py``
+    import pytest
+
+    pytestmark = pytest.mark.timeout(300)
+except ImportError:  # running the check needs no pytest
+    pass
+
 DOCS = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.path.join(DOCS, "_build")
 HTML = os.path.join(BUILD, "html")
@@ -191,6 +198,7 @@ def build(out: str = HTML) -> None:
     subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", DOCS, out],
         check=True,
+        timeout=300,
     )
 
 
@@ -327,15 +335,48 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def test_pages_render_at_desktop_and_phone_width():
-    """Every page renders without clipped code, broken images, or sideways scrolling."""
+def _needs_chromium():
     import pytest
 
     if find_chromium() is None:
         pytest.skip("Chromium is not installed (apt-get install -y chromium; `make docs-check` installs it)")
+
+
+def test_pages_render_at_desktop_and_phone_width():
+    """Every page renders without clipped code, broken images, or sideways scrolling."""
+    _needs_chromium()
     results, _ = check(shots=False)
     assert len(results["phone"]) == len(pages()) + 1  # every page, and the search
     assert not failures(results), "\n" + table(results) + "\n" + "\n".join(failures(results))
+
+
+BROKEN_PAGE = """<!doctype html><html><head><meta name="viewport" content="width=device-width">
+<style>body { margin: 0; } .box { width: 300px; overflow: hidden; }</style></head><body>
+<pre id="clipped" style="width: 200px; overflow: hidden">CLIPPED {line}</pre>
+<div class="box"><pre id="cut" style="width: 900px">CUT {line}</pre></div>
+<pre id="scrolls" style="width: 200px; overflow-x: auto">SCROLLS {line}</pre>
+<img src="no-such-image.png" alt="missing">
+<div style="width: 1600px">wide</div>
+</body></html>"""
+
+
+def test_the_check_finds_clipped_code_broken_images_and_sideways_scrolling(tmp_path):
+    """The checks fail on a page that has each fault (so a pass means something)."""
+    _needs_chromium()
+    (tmp_path / "broken.html").write_text(BROKEN_PAGE.replace("{line}", "x" * 300))
+    server, base = serve(str(tmp_path))
+    try:
+        results = run_checks(find_chromium(), base, ["broken.html"])
+    finally:
+        server.shutdown()
+    for label, (width, _) in WIDTHS.items():
+        found = "\n".join(results[label]["broken.html"]["problems"])
+        assert "code block clipped" in found and '"CLIPPED' in found
+        assert "code block cut off by div.box" in found and '"CUT' in found
+        assert "SCROLLS" not in found  # a code block that scrolls is fine
+        assert "image missing or broken: no-such-image.png" in found
+        assert f"the page scrolls horizontally: 1600 px wide in a {width} px window" in found
+        assert results[label]["broken.html"]["width"] == width
 
 
 def main(argv: list[str] | None = None) -> int:
