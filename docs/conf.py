@@ -18,7 +18,9 @@ extensions = [
     "numpydoc",
 ]
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
+# The numpydoc sections carry the types; "description" would add a second
+# Parameters list of the annotations under numpydoc's own.
+autodoc_typehints = "none"
 autodoc_mock_imports = ["torch"]  # pescador.torch is documented without installing PyTorch
 exclude_patterns = ["_build"]
 
