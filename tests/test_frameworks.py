@@ -271,3 +271,99 @@ def test_keras_tuples_feed_model_fit_directly():
     batches = keras_tuples("X", "y")(buffer(16)(pescador.mux(2, None)([stream(data_generator, X, Y)] * 2)))
     history = model.fit(iter(batches), steps_per_epoch=5, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+# -- issue 17: Keras 3 takes pescador.keras.dataset(stream) ---------------------------------
+
+
+def _keras():
+    keras = pytest.importorskip("keras", reason="Keras is not installed (make test-frameworks installs it)")
+    assert keras.backend.backend() == "torch"
+    import pescador.keras
+
+    return keras, pescador.keras
+
+
+def tiny_model(keras):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+class StepCounter:
+    """A Keras callback (built from keras.callbacks.Callback at run time) counting the batches of each epoch."""
+
+    @staticmethod
+    def make(keras):
+        class Count(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.steps = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.steps.append(0)
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.steps[-1] += 1
+
+        return Count()
+
+
+def xy_batches(n):
+    return keras_tuples("X", "y")(stream([{"X": np.full((4, 3), i, "float32"), "y": np.ones((4, 1), "float32")} for i in range(n)]))
+
+
+def shuffle_warnings(caught):
+    return [str(w.message) for w in caught if "shuffle" in str(w.message)]
+
+
+def test_model_fit_takes_a_stream_through_pescador_keras_dataset_without_steps_or_warnings():
+    keras, pk = _keras()
+    model, count = tiny_model(keras), StepCounter.make(keras)
+    data = pk.dataset(xy_batches(5))
+    assert len(data) == 5 and isinstance(data, keras.utils.PyDataset)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(data, epochs=3, verbose=0, callbacks=[count], validation_data=pk.dataset(xy_batches(2)))
+    assert count.steps == [5, 5, 5] and len(history.history["val_loss"]) == 3
+    assert shuffle_warnings(caught) == []
+
+    # what it replaces: a generator needs steps_per_epoch, and Keras warns that shuffle is ignored
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(iter(xy_batches(5)), steps_per_epoch=5, epochs=1, verbose=0)
+    assert shuffle_warnings(caught)
+    with pytest.raises(ValueError, match="Unrecognized data type"):  # (Keras chooses by type: see pescador.keras)
+        model.fit(xy_batches(5), epochs=1, verbose=0)
+
+
+def test_keras_dataset_takes_steps_for_an_endless_stream_and_says_when_it_needs_them():
+    keras, pk = _keras()
+
+    def endless():
+        rng = np.random.default_rng(0)
+        while True:
+            yield {"X": rng.normal(size=(8, 3)).astype("float32"), "y": np.zeros((8, 1), "float32")}
+
+    with pytest.raises(pescador.PescadorError, match=r"steps=N"):
+        pk.dataset(keras_tuples("X", "y")(stream(endless)))
+    data = pk.dataset(keras_tuples("X", "y")(stream(endless)), steps=4)
+    model, count = tiny_model(keras), StepCounter.make(keras)
+    model.fit(data, epochs=2, verbose=0, callbacks=[count])
+    assert count.steps == [4, 4]
+    for bad in (0, -1, 2.5, "3"):
+        with pytest.raises(pescador.PescadorError, match="steps"):
+            pk.dataset(xy_batches(2), steps=bad)
+    with pytest.raises(pescador.PescadorError, match="no batch"):
+        pk.dataset(stream([]))
+
+
+def test_keras_dataset_runs_the_stream_in_order_and_starts_a_new_run_when_one_ends():
+    _, pk = _keras()
+    data = pk.dataset(xy_batches(3))
+    got = [int(data[i][0][0, 0]) for i in (2, 0, 1, 1, 0, 2, 0)]  # the index Keras asks for is not used
+    assert got == [0, 1, 2, 0, 1, 2, 0]
+    assert len(pk.dataset(pescador.take(2, xy_batches(3)))) == 2  # epoch_length, through take
+    with pytest.raises(pescador.PescadorError, match="yielded no batch"):
+        pk.dataset(stream([]), steps=1)[0]
