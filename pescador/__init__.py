@@ -13,7 +13,7 @@ Two ways to write the same pipeline:
 from importlib.metadata import PackageNotFoundError, version as _version
 
 from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
-from .exceptions import DataError, PescadorError
+from .exceptions import DataError, PescadorError, WorkerError
 from . import stage
 from .stage import Stage
 from .streamer import BufferedStreamer, ChainMux, Mux, RoundRobinMux, ShuffledMux, StochasticMux, Streamer, ZMQStreamer
@@ -36,6 +36,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 __all__ = [
     "PescadorError",
     "DataError",
+    "WorkerError",
     "Stream",
     "Transform",
     "Stage",
