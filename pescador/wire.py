@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import io
 import pickle
 from typing import Any
 
@@ -658,16 +657,11 @@ def _rebuildable(kind: Any) -> bool:
 _NOT_REBUILT = (StopIteration, StopAsyncIteration)
 
 
-class _Unpickler(pickle.Unpickler):
-    """Classes of a spawned worker's ``__mp_main__`` are the consumer's ``__main__``."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        return super().find_class("__main__" if module == "__mp_main__" else module, name)
-
-
 def _unpickled(data: bytes) -> Exception | None:
+    """A trusted worker's pickled exception.  (A spawned worker's ``__main__`` classes pickle as
+    ``__mp_main__``, which multiprocessing makes an alias of the consumer's ``__main__``.)"""
     try:
-        error = _Unpickler(io.BytesIO(data)).load()
+        error = pickle.loads(data)
     except Exception:  # a class not importable here, or a constructor that refuses the arguments
         return None
     return error if _rebuildable(type(error)) else None
