@@ -364,11 +364,11 @@ def encode_error(text: str, error: BaseException | None = None, pickled: bool = 
     text = _bounded_text(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))  # lone surrogates
     if error is None:
         return [msgpack.packb([ERROR, text], use_bin_type=True)]
-    info = [*_type_names(type(error)), _plain_args(error), _pickled(error) if pickled else None]
-    try:
+    try:  # (the type's names and the arguments were checked, but the exception is the user's: never fail here)
+        info = [*_type_names(type(error)), _plain_args(error), _pickled(error) if pickled else None]
         header = msgpack.packb([ERROR, text, info], use_bin_type=True, unicode_errors="surrogatepass")
-    except (TypeError, ValueError, OverflowError):  # (the arguments were checked: not expected)
-        header = msgpack.packb([ERROR, text, [*info[:2], None, info[3]]], use_bin_type=True)
+    except Exception:
+        header = msgpack.packb([ERROR, text], use_bin_type=True)
     return [header]
 
 

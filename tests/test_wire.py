@@ -550,3 +550,27 @@ def test_big_or_unusual_arguments_travel_as_text_only():
     assert type(error) is pescador.WorkerError and isinstance(error, PescadorError)
     assert error.type_name == "builtins.ValueError"
     assert str(error) == "worker 3 raised ValueError after sending 2 items; its traceback:\ntb"
+
+
+class _HostileType(type):
+    def __getattribute__(cls, name):
+        if name in ("__module__", "__qualname__") and type.__getattribute__(cls, "__dict__").get("armed"):
+            raise RuntimeError(f"no {name}")
+        return super().__getattribute__(name)
+
+
+class Hostile(Exception, metaclass=_HostileType):
+    """An exception whose type and hooks fail: it still cannot stop the report from being sent."""
+
+    def __reduce__(self):
+        raise RuntimeError("no")
+
+
+def test_an_exception_that_refuses_every_question_still_sends_its_text():
+    Hostile.armed = True  # (until the end of the test, asking the class its names raises)
+    try:
+        kind, report = decode(encode_error("Traceback ...", Hostile("x"), pickled=True))
+    finally:
+        del Hostile.armed
+    assert report.text == "Traceback ..." and report.pickled is None and report.args is None
+    assert isinstance(error_from(report, "worker 0", trusted=True), pescador.WorkerError)
