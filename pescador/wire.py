@@ -16,6 +16,17 @@ The header is a msgpack array whose first element is the kind of message:
   they are small, or nil when the mask is the next frame after the data.
 - ``[ITEM_STATE, fields, state]``: an item of a resumable run, with the
   worker's state after it (JSON text; see :mod:`pescador.resume`).
+- ``[BATCH, count, fields, values, states]``: ``count`` items of one
+  layout (the same keys in the same order, each array of the same dtype and
+  shape), which share one message.  ``fields`` lists the keys in order: an
+  array's field is ``[key, dtype, shape, inline]`` as above, where
+  ``shape`` is one item's and the data is the ``count`` arrays stacked (a
+  C-contiguous block of shape ``(count, *shape)``, inline when it is small);
+  any other value's field is ``[key]``.  ``values`` is nil when every
+  field is an array, else one list per item of its other values, in field
+  order.  ``states`` is nil, or one state (JSON text) per item: the
+  sender's state after that item.  The consumer views each block once and
+  hands out its rows, one item at a time, in order.
 - ``[END]``: the worker's stream ended.
 - ``[ERROR, text, [module, qualname, args, pickled]]``: the worker's
   stream raised.  ``text`` holds the traceback (at most ``TEXT_MAX``
@@ -52,6 +63,9 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import pickle
+import signal
+import threading
+import time
 from typing import Any
 
 import msgpack
@@ -61,17 +75,19 @@ import numpy as np
 from .exceptions import PescadorError, WorkerError
 
 __all__ = [
-    "ITEM", "ITEM_STATE", "END", "ERROR", "ErrorReport", "encode_item", "encode_end", "encode_error", "decode",
-    "error_from",
+    "ITEM", "ITEM_STATE", "BATCH", "END", "ERROR", "ErrorReport", "encode_item", "encode_batch", "encode_end",
+    "encode_error", "decode", "error_from", "Outbox",
 ]
 
-ITEM, END, ERROR, ITEM_STATE = 0, 1, 2, 3
+ITEM, END, ERROR, ITEM_STATE, BATCH = 0, 1, 2, 3, 4
 INLINE_MAX = 1024  # arrays of at most this many bytes ride inside the header
 _MAX_DIM = 2**62
 TEXT_MAX = 100_000  # characters of a traceback's text
 NAME_MAX = 512  # characters of an exception type's module, and of its qualname
 ARGS_MAX = 32  # arguments of an exception rebuilt without pickle
 PICKLE_MAX = 1 << 20  # bytes of a pickled exception
+BATCH_MAX = 1024  # items in one message
+BATCH_BYTES = 1 << 16  # bytes of arrays in one message (an item with more travels alone)
 
 
 # ----------------------------------------------------------------------------
@@ -333,6 +349,242 @@ def _contains(container: Any, value: Any) -> bool:
     return False
 
 
+# ----------------------------------------------------------------------------
+# Several items in one message
+# ----------------------------------------------------------------------------
+
+SHARE_MAX = BATCH_BYTES // 4  # bytes of arrays in an item that may share a message
+
+
+def shared_layout(item: Any) -> tuple | None:
+    """``(layout, nbytes)`` of an item that may share a message with others of its layout, else None.
+
+    An item may share when it is a dict with str keys whose arrays are plain
+    ndarrays of at least one dimension, of a dtype that travels, holding at
+    most ``SHARE_MAX`` bytes in all; and whose other values hold no dict key
+    that cannot travel.  Any other item travels alone (where
+    :func:`encode_item` sends it, or names what cannot travel).
+    """
+    if type(item) is not dict:
+        return None
+    parts = []
+    nbytes = 0
+    for key, value in item.items():
+        if type(value) is np.ndarray:
+            dtype, shape = value.dtype, value.shape
+            shares = _SHARES.get(dtype)
+            if shares is None:
+                shares = _travels(dtype)
+                if len(_SHARES) < 256:
+                    _SHARES[dtype] = shares
+            if not shares or not shape or type(key) is not str:
+                return None
+            nbytes += value.nbytes
+            parts.append((key, dtype, shape))
+        elif type(key) is not str or isinstance(value, np.ndarray):
+            return None
+        elif isinstance(value, (dict, list, tuple)) and _bad_key(value) is not None:
+            return None
+        else:
+            parts.append(key)
+    if nbytes > SHARE_MAX:
+        return None
+    return tuple(parts), nbytes
+
+
+_SHARES: dict = {}  # dtype -> whether its arrays travel
+
+
+def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None) -> list:
+    """The frames of one message holding several items of one layout (see :func:`shared_layout`).
+
+    Each array key's arrays travel stacked, as one block; the other values
+    travel in the header, one list per item.
+
+    Parameters
+    ----------
+    items : list of dict
+        Items of one layout (checked by the caller with :func:`shared_layout`).
+    copy : bool
+        Unused for blocks (a stacked block is a new array already); kept for
+        symmetry with :func:`encode_item`.
+    position : int, optional
+        The first item's position in its stream, for error messages.
+    states : list of str, optional
+        The sender's state after each item.
+
+    Raises
+    ------
+    PescadorError
+        If a value cannot be packed (send the items one by one with
+        :func:`encode_item` to learn which).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> frames = encode_batch([{"x": np.array([i]), "name": str(i)} for i in range(3)])
+    >>> [(int(item["x"][0]), item["name"]) for item in decode(frames)[1][0]]
+    [(0, '0'), (1, '1'), (2, '2')]
+    """
+    first = items[0]
+    fields: list = []
+    frames: list = [None]
+    value_keys = []
+    for key, value in first.items():
+        if type(value) is np.ndarray:
+            block = np.concatenate([item[key] for item in items], dtype=value.dtype)  # (new, C-contiguous)
+            fields.append([key, block.dtype.str, list(value.shape), _data(block, False, frames)])
+        else:
+            fields.append([key])
+            value_keys.append(key)
+    values = [[item[key] for key in value_keys] for item in items] if value_keys else None
+    header = [BATCH, len(items), fields, values, states]
+    try:
+        frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
+    except (_Unsendable, TypeError, ValueError, OverflowError) as exc:
+        raise PescadorError(f"{_where(position)}a message of {len(items)} items could not be packed ({exc!r})") from None
+    return frames
+
+
+class Outbox:
+    """A sender's policy: a slow source's items go at once, a fast source's share messages.
+
+    An item that comes ``wait`` seconds or more after the one before goes at
+    once, alone, when the queue has room.  Otherwise (the source is faster
+    than that, or the queue is full because the receiver is slower) items of
+    one layout (:func:`shared_layout`) are held and leave together, as one
+    message, once the oldest has waited ``wait`` seconds (then the sender
+    blocks until the queue takes them: flow control, as with one item per
+    message), or sooner when they fill a message.  A thread sends items held
+    while the source is slow to give the next one (blocked: at once after
+    ``wait``; computing in Python without releasing the GIL: up to Python's
+    switch interval later, 5 ms by default).  Items leave in the order they
+    were put; at most ``BATCH_MAX`` items and ``BATCH_BYTES`` bytes of
+    arrays share a message.
+
+    Parameters
+    ----------
+    send : callable
+        ``send(frames)``: sends a message, blocking until the queue takes it.
+    writable : callable
+        ``writable()``: whether the queue can take a message now.
+    wait : float
+        How long an item may be held, in seconds; 0: every item travels
+        alone, in a message of its own.
+    copy : bool
+        As in :func:`encode_item` (for items that travel alone).
+
+    Not thread-safe: one thread puts; ``send`` and ``writable`` are called
+    with the outbox's lock held, from that thread or the outbox's own.
+    """
+
+    def __init__(self, send: Any, writable: Any, wait: float = 0.001, copy: bool = False) -> None:
+        self._send, self._writable, self.wait, self.copy = send, writable, wait, copy
+        self.position = 0  # the position of the next item to leave
+        self.items: list = []  # items held, and the state after each
+        self.states: list = []
+        self.layout: tuple | None = None
+        self.nbytes = 0
+        self.since = 0.0  # when the oldest held item was put
+        self.last = -float("inf")  # when the latest item was put
+        self.failed: BaseException | None = None  # an error of the outbox's thread, raised at the next put
+        self.closed = False
+        self.lock = threading.Lock()
+        self.due = threading.Event()  # set while items are held
+        self.thread: threading.Thread | None = None
+
+    def put(self, item: Any, state: str | None = None) -> None:
+        """Send ``item`` (with the sender's state after it, in a resumable run), or hold it a while."""
+        with self.lock:
+            if self.failed is not None:
+                raise self.failed
+            now = time.monotonic()
+            shared = shared_layout(item) if self.wait > 0 else None
+            if self.items and (
+                shared is None or shared[0] != self.layout or len(self.items) >= BATCH_MAX
+                or self.nbytes + shared[1] > BATCH_BYTES
+            ):
+                self._flush()
+            slow, self.last = now - self.last >= self.wait, now
+            if shared is None or (not self.items and slow and self._writable()):  # alone, at once
+                self._send(encode_item(item, self.copy, self.position, state))
+                self.position += 1
+                return
+            if not self.items:
+                self.layout, self.since = shared[0], now
+                self._start_thread()
+                self.due.set()
+            self.items.append(item)
+            self.states.append(state)
+            self.nbytes += shared[1]
+            if now - self.since >= self.wait:
+                self._flush()  # (blocks until there is room: flow control)
+
+    def finish(self) -> None:
+        """Send every item held (blocking until the queue takes them), and stop the outbox's thread."""
+        try:
+            with self.lock:
+                if self.failed is not None:
+                    raise self.failed
+                if self.items:
+                    self._flush()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the outbox's thread (items still held are dropped)."""
+        with self.lock:
+            self.closed = True
+            self.due.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join()
+
+    def _flush(self) -> None:
+        """Send the items held as one message (each alone when packing them together fails)."""
+        items, states = self.items, self.states
+        self.items, self.states, self.nbytes = [], [], 0
+        self.due.clear()
+        tracked = states[0] is not None
+        if len(items) == 1:
+            frames = encode_item(items[0], self.copy, self.position, states[0])
+        else:
+            try:
+                frames = encode_batch(items, self.copy, self.position, states if tracked else None)
+            except PescadorError:
+                for item, state in zip(items, states):  # names the item that cannot travel, after those before it
+                    self._send(encode_item(item, self.copy, self.position, state))
+                    self.position += 1
+                return
+        self._send(frames)
+        self.position += len(items)
+
+    def _start_thread(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._watch, name="pescador-outbox", daemon=True)
+            self.thread.start()
+
+    def _watch(self) -> None:
+        """The outbox's thread: sends items held ``wait`` seconds, once there is room."""
+        if hasattr(signal, "pthread_sigmask"):  # (signals are the main thread's)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        while True:
+            self.due.wait()
+            with self.lock:
+                if self.closed:
+                    return
+                if not self.items:
+                    self.due.clear()
+                    continue
+                left = self.since + self.wait - time.monotonic()
+                if left <= 0 and self._writable():
+                    try:
+                        self._flush()
+                    except BaseException as exc:  # (raised in the sending thread at its next put)
+                        self.failed = exc
+                    continue
+            time.sleep(left if left > 0 else self.wait)
+
+
 def encode_end() -> list:
     """The frames that tell the consumer that a worker's stream ended."""
     return [msgpack.packb([END])]
@@ -516,8 +768,10 @@ def _frame_buffer(frame: Any) -> Any:
 
 
 def decode(frames: list, copy: bool = False) -> tuple:
-    """Decode one message: ``(ITEM, item)``, ``(ITEM_STATE, (item, state))``, ``(END, None)`` or ``(ERROR, report)``.
+    """Decode one message: ``(ITEM, item)``, ``(ITEM_STATE, (item, state))``, ``(BATCH, (items, states))``,
+    ``(END, None)`` or ``(ERROR, report)``.
 
+    A batch's ``states`` is None or one state per item.
     An error's ``report`` is an :class:`ErrorReport`; nothing is unpickled.
 
     Parameters
@@ -557,6 +811,8 @@ def decode(frames: list, copy: bool = False) -> tuple:
         if len(header) != 3 or not isinstance(header[1], list) or not isinstance(header[2], str):
             raise _malformed("an item header without a list of fields and a state")
         return ITEM_STATE, (_item(header[1], frames, copy), header[2])
+    if kind == BATCH:
+        return BATCH, _batch(header, frames, copy)
     if len(frames) != 1:
         raise _malformed(f"a control message of kind {kind} with {len(frames) - 1} extra frames")
     if kind == END and len(header) == 1:
@@ -735,3 +991,45 @@ def _masked(key: str, data: np.ndarray, mask: Any, fill: Any, hard: bool) -> np.
         return np.ma.MaskedArray(data, mask=mask, fill_value=fill, hard_mask=hard, copy=False, shrink=False)
     except (TypeError, ValueError, OverflowError) as exc:  # a fill value that does not fit the dtype
         raise _malformed(f"the masked array of key {key!r}: {exc}") from None
+
+
+def _batch(header: list, frames: list, copy: bool) -> tuple:
+    """``(items, states)`` of a BATCH message: each array key's block viewed once, its rows handed out."""
+    if len(header) != 5:
+        raise _malformed("a batch header is not [kind, count, fields, values, states]")
+    count, fields, values, states = header[1:]
+    if type(count) is not int or not 1 <= count <= BATCH_MAX:
+        raise _malformed(f"a batch of {count!r} items (expected an int from 1 to {BATCH_MAX})")
+    if not isinstance(fields, list):
+        raise _malformed("a batch header without a list of fields")
+    keys, columns, frame, others = [], [], 1, 0
+    for field in fields:
+        if not isinstance(field, list) or len(field) not in (1, 4) or not isinstance(field[0], str):
+            raise _malformed("a batch's field is not [key] or [key, dtype, shape, data]")
+        keys.append(field[0])
+        if len(field) == 1:
+            columns.append(others)
+            others += 1
+            continue
+        key, code, shape, inline = field
+        dtype, shape = _dtype(code), _shape(shape)
+        if not shape:
+            raise _malformed(f"the arrays of key {key!r} in a batch have no dimension")
+        buffer, frame = _field_buffer(key, inline, frames, frame)
+        block = _array(buffer, dtype, (count, *shape), False)
+        columns.append([row.copy() for row in block] if copy else list(block))
+    if frame != len(frames):
+        raise _malformed(f"{len(frames) - frame} frames more than the header describes")
+    if others:
+        if not isinstance(values, list) or len(values) != count or not all(
+            isinstance(row, list) and len(row) == others for row in values
+        ):
+            raise _malformed(f"a batch's values are not {count} lists of {others} values")
+        columns = [[row[c] for row in values] if type(c) is int else c for c in columns]
+    elif values is not None:
+        raise _malformed("a batch of arrays only, with values")
+    if states is not None and (
+        not isinstance(states, list) or len(states) != count or not all(type(state) is str for state in states)
+    ):
+        raise _malformed(f"a batch's states are not {count} strings")
+    return [dict(zip(keys, row)) for row in zip(*columns)], states
