@@ -387,7 +387,7 @@ def shared_layout(item: Any) -> tuple | None:
             return None
         else:
             parts.append(key)
-    if nbytes > SHARE_MAX:
+    if nbytes > SHARE_MAX or not parts:
         return None
     return tuple(parts), nbytes
 
@@ -1000,7 +1000,7 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
     count, fields, values, states = header[1:]
     if type(count) is not int or not 1 <= count <= BATCH_MAX:
         raise _malformed(f"a batch of {count!r} items (expected an int from 1 to {BATCH_MAX})")
-    if not isinstance(fields, list):
+    if not isinstance(fields, list) or not fields:
         raise _malformed("a batch header without a list of fields")
     keys, columns, frame, others = [], [], 1, 0
     for field in fields:
