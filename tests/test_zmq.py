@@ -900,7 +900,7 @@ def test_head_and_resumed_tail_equal_the_uninterrupted_run_when_items_share_mess
 
 def test_batch_wait_zero_sends_one_message_per_item(kinds):
     assert _ints(zmq_offload(batch_wait=0)(listed(300))) == list(range(300))
-    assert {kind for kind, _ in kinds} == {pescador.wire.ITEM}
+    assert [kind for kind, _ in kinds if kind != pescador.wire.END] == [pescador.wire.ITEM] * 300
 
 
 @pytest.mark.parametrize("bad", [-0.001, 11, float("nan"), "1ms", True])
