@@ -4,8 +4,8 @@ Workloads (each item made in worker processes, received by one consumer):
 
 - fft: a CPU-bound decode per item (the magnitude of an FFT of 4,096
   samples), 2 workers;
-- small dicts: small dict items (an int, a short str and a (1, 10) float32
-  array), 2 workers;
+- small dicts: small dict items (an int64 array of one element and a (1, 10)
+  float32 array: pescador 3.0 sends arrays only), 2 workers;
 - 4 MiB arrays: one (1024, 1024) float32 array per item, 2 workers;
 - mux of 100 sources: 100 sources of small items, drawn at random, 2 workers.
 
@@ -54,9 +54,9 @@ SOURCES = 100
 # workload -> (items, bytes per item)
 WORKLOADS = {
     "fft": (4000, 2049 * 4),
-    "small dicts": (100_000, 40),
+    "small dicts": (20_000, 48),
     "4 MiB arrays": (200, 4 << 20),
-    "mux of 100 sources": (100_000, 40),
+    "mux of 100 sources": (20_000, 48),
 }
 
 
@@ -74,7 +74,7 @@ def fft_items(n, seed=0):
 def small_dicts(n, seed=0):
     x = np.zeros((1, 10), dtype=np.float32)
     for i in range(n):
-        yield {"i": i, "name": "item", "X": x + i}
+        yield {"i": np.array([i]), "X": x + i}
 
 
 def big_arrays(n, seed=0):
@@ -84,8 +84,9 @@ def big_arrays(n, seed=0):
 
 def one_source(n, source):
     x = np.full((1, 10), source, dtype=np.float32)
+    tag = np.array([source])
     for i in range(n):
-        yield {"X": x, "source": source}
+        yield {"X": x, "source": tag}
 
 
 GENERATORS = {"fft": fft_items, "small dicts": small_dicts, "4 MiB arrays": big_arrays}
