@@ -23,8 +23,10 @@ Paths:
 Each (path, workload) runs in a fresh process, which prints its figures as
 JSON: items/s and MB/s (from the first ``next`` to the last item), the
 consumer's CPU per item (``time.process_time``), peak RSS of the consumer
-(``ru_maxrss``) and of its workers (``ru_maxrss`` of its reaped children),
-and the time to the first item.  Figures are the median of ``--repeat``
+(``VmHWM``) and of its largest worker (``ru_maxrss`` of its reaped
+children: a forked worker counts the pages it shares with the consumer),
+and the time to the first item (the recipe's ``iter`` and first ``next``,
+worker start included).  Figures are the median of ``--repeat``
 runs.  Goal: at least DataLoader's and 3.0's items/s everywhere, with lower
 consumer CPU per item than DataLoader.
 
@@ -175,10 +177,19 @@ def measure(path, workload):
         "items/s": count / elapsed,
         "MB/s": count * nbytes / elapsed / 1e6,
         "consumer CPU us/item": cpu / count * 1e6,
-        "consumer RSS MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "consumer RSS MB": _peak_rss_kib() / 1024,
         "workers RSS MB": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "first item ms": first * 1e3,
     }
+
+
+def _peak_rss_kib():
+    """This process's peak RSS since its exec (VmHWM; ``ru_maxrss`` would carry the parent's over exec)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_one(path, workload, python):
@@ -207,11 +218,11 @@ def main(argv):
     parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS))
     args = parser.parse_args(argv)
     pythons = {"ours": sys.executable}
-    try:
-        import torch  # noqa: F401
+    import importlib.util
 
+    if importlib.util.find_spec("torch") is not None:  # (not imported here: it would swell what children inherit)
         pythons["DataLoader"] = sys.executable
-    except ImportError:
+    else:
         print("DataLoader: left out (torch is not installed here)")
     if PEERS_PYTHON.exists():
         pythons["pescador 3.0"] = PEERS_PYTHON

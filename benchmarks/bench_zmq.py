@@ -82,6 +82,25 @@ def raw_pyzmq(n, shape):
     context.term()
 
 
+def decode_costs(n=100_000):
+    """Decoding alone, in this process: microseconds per (1, 10) float32 item, one message each or shared."""
+    from pescador import wire
+
+    x = np.ones((1, 10), dtype=np.float32)
+    alone = [wire.encode_item({"X": x}) for _ in range(1000)]
+    shared = wire.encode_batch([{"X": x}] * 1000)
+
+    def one_each():
+        for frames in alone:
+            wire.decode(frames)
+
+    def together():
+        for _ in wire.decode(shared)[1][0]:
+            pass
+
+    return [median_seconds(f, 5) / 1000 * 1e6 for f in (one_each, together)]
+
+
 def consume(recipe):
     for _ in recipe:
         pass
@@ -116,6 +135,9 @@ def main(argv: list[str]) -> None:
     t2 = median_seconds(lambda: consume(two), args.repeat)
     rows.append(["cpu-bound", "workers=1", n / t1, "-", 1.0])
     rows.append(["cpu-bound", "workers=2", n / t2, "-", t1 / t2])
+    alone, shared = decode_costs()
+    rows.append(["decode only", "one message per item (us/item)", alone, "-", 1.0])
+    rows.append(["decode only", "1,000 items per message (us/item)", shared, "-", alone / shared])
     table(
         f"median of {args.repeat} runs; ratio: against the first row of its workload",
         ["workload", "path", "items/s", "MB/s", "ratio"],
