@@ -361,38 +361,88 @@ def shared_layout(item: Any) -> tuple | None:
 
     An item may share when it is a dict with str keys whose arrays are plain
     ndarrays of at least one dimension, of a dtype that travels, holding at
-    most ``SHARE_MAX`` bytes in all; and whose other values hold no dict key
-    that cannot travel.  Any other item travels alone (where
-    :func:`encode_item` sends it, or names what cannot travel).
+    most ``SHARE_MAX`` bytes in all, and whose other values are immutable
+    scalars (str, bytes, int of 64 bits, float, bool, None, numpy numbers).
+    Such an item is captured whole when it is put in a message (its arrays
+    copied, its other values immutable), so a source may change or reuse
+    what it yielded.  Any other item travels alone (where
+    :func:`encode_item` sends it at once, or names what cannot travel).
     """
     if type(item) is not dict:
         return None
     parts = []
     nbytes = 0
     for key, value in item.items():
-        if type(value) is np.ndarray:
+        if type(key) is not str:
+            return None
+        kind = type(value)
+        if kind is np.ndarray:
             dtype, shape = value.dtype, value.shape
             shares = _SHARES.get(dtype)
             if shares is None:
                 shares = _travels(dtype)
                 if len(_SHARES) < 256:
                     _SHARES[dtype] = shares
-            if not shares or not shape or type(key) is not str:
+            if not shares or not shape:
                 return None
             nbytes += value.nbytes
             parts.append((key, dtype, shape))
-        elif type(key) is not str or isinstance(value, np.ndarray):
-            return None
-        elif isinstance(value, (dict, list, tuple)) and _bad_key(value) is not None:
-            return None
-        else:
+        elif kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64) or isinstance(value, _SCALAR):
             parts.append(key)
+        else:
+            return None
     if nbytes > SHARE_MAX or not parts:
         return None
     return tuple(parts), nbytes
 
 
 _SHARES: dict = {}  # dtype -> whether its arrays travel
+_IMMUTABLE = (str, bytes, float, bool, type(None))
+
+
+class _Batch:
+    """Items of one layout captured for one message: each array key's arrays copied into one block."""
+
+    def __init__(self, layout: tuple, nbytes: int) -> None:
+        self.layout = layout
+        self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1)))
+        self.blocks = {part[0]: np.empty((self.capacity, *part[2]), part[1]) for part in layout if type(part) is tuple}
+        self.value_keys = [part for part in layout if type(part) is str]
+        self.values: list = []
+        self.states: list = []
+        self.count = 0
+
+    def add(self, item: dict, state: str | None) -> None:
+        n = self.count
+        for key, block in self.blocks.items():
+            block[n] = item[key]
+        if self.value_keys:
+            self.values.append([item[key] for key in self.value_keys])
+        self.states.append(state)
+        self.count = n + 1
+
+    def full(self) -> bool:
+        return self.count >= self.capacity
+
+    def frames(self, position: int | None = None) -> list:
+        fields: list = []
+        frames: list = [None]
+        for part in self.layout:
+            if type(part) is tuple:
+                key, _, shape = part
+                block = self.blocks[key][: self.count]  # (this batch's own memory: sent without copying)
+                fields.append([key, block.dtype.str, list(shape), _data(block, False, frames)])
+            else:
+                fields.append([part])
+        states = self.states if self.states[0] is not None else None
+        header = [BATCH, self.count, fields, self.values or None, states]
+        try:
+            frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
+        except (_Unsendable, TypeError, ValueError, OverflowError) as exc:  # (not expected: values are checked)
+            raise PescadorError(
+                f"{_where(position)}a message of {self.count} items could not be packed ({exc!r})"
+            ) from None
+        return frames
 
 
 def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None) -> list:
@@ -404,10 +454,9 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     Parameters
     ----------
     items : list of dict
-        Items of one layout (checked by the caller with :func:`shared_layout`).
+        At most ``BATCH_MAX`` items of one layout, ``BATCH_BYTES`` of arrays in all.
     copy : bool
-        Unused for blocks (a stacked block is a new array already); kept for
-        symmetry with :func:`encode_item`.
+        Unused: the blocks are copies already (for symmetry with :func:`encode_item`).
     position : int, optional
         The first item's position in its stream, for error messages.
     states : list of str, optional
@@ -416,8 +465,7 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     Raises
     ------
     PescadorError
-        If a value cannot be packed (send the items one by one with
-        :func:`encode_item` to learn which).
+        If the items cannot share a message.
 
     Examples
     --------
@@ -426,24 +474,15 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     >>> [(int(item["x"][0]), item["name"]) for item in decode(frames)[1][0]]
     [(0, '0'), (1, '1'), (2, '2')]
     """
-    first = items[0]
-    fields: list = []
-    frames: list = [None]
-    value_keys = []
-    for key, value in first.items():
-        if type(value) is np.ndarray:
-            block = np.concatenate([item[key] for item in items], dtype=value.dtype)  # (new, C-contiguous)
-            fields.append([key, block.dtype.str, list(value.shape), _data(block, False, frames)])
-        else:
-            fields.append([key])
-            value_keys.append(key)
-    values = [[item[key] for key in value_keys] for item in items] if value_keys else None
-    header = [BATCH, len(items), fields, values, states]
-    try:
-        frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
-    except (_Unsendable, TypeError, ValueError, OverflowError) as exc:
-        raise PescadorError(f"{_where(position)}a message of {len(items)} items could not be packed ({exc!r})") from None
-    return frames
+    shared = [shared_layout(item) for item in items]
+    if not items or shared[0] is None or any(s is None or s[0] != shared[0][0] for s in shared):
+        raise PescadorError(f"{_where(position)}these items cannot share a message (see shared_layout)")
+    batch = _Batch(shared[0][0], max(s[1] for s in shared))
+    if len(items) > batch.capacity:
+        raise PescadorError(f"{_where(position)}{len(items)} items do not fit in one message")
+    for n, item in enumerate(items):
+        batch.add(item, None if states is None else states[n])
+    return batch.frames(position)
 
 
 class Outbox:
@@ -481,10 +520,7 @@ class Outbox:
     def __init__(self, send: Any, writable: Any, wait: float = 0.001, copy: bool = False) -> None:
         self._send, self._writable, self.wait, self.copy = send, writable, wait, copy
         self.position = 0  # the position of the next item to leave
-        self.items: list = []  # items held, and the state after each
-        self.states: list = []
-        self.layout: tuple | None = None
-        self.nbytes = 0
+        self.batch: _Batch | None = None  # the items held
         self.since = 0.0  # when the oldest held item was put
         self.last = -float("inf")  # when the latest item was put
         self.failed: BaseException | None = None  # an error of the outbox's thread, raised at the next put
@@ -494,30 +530,25 @@ class Outbox:
         self.thread: threading.Thread | None = None
 
     def put(self, item: Any, state: str | None = None) -> None:
-        """Send ``item`` (with the sender's state after it, in a resumable run), or hold it a while."""
+        """Send ``item`` (with the sender's state after it, in a resumable run), or hold a copy a while."""
         with self.lock:
             if self.failed is not None:
                 raise self.failed
             now = time.monotonic()
             shared = shared_layout(item) if self.wait > 0 else None
-            if self.items and (
-                shared is None or shared[0] != self.layout or len(self.items) >= BATCH_MAX
-                or self.nbytes + shared[1] > BATCH_BYTES
-            ):
+            if self.batch is not None and (shared is None or shared[0] != self.batch.layout):
                 self._flush()
             slow, self.last = now - self.last >= self.wait, now
-            if shared is None or (not self.items and slow and self._writable()):  # alone, at once
+            if shared is None or (self.batch is None and slow and self._writable()):  # alone, at once
                 self._send(encode_item(item, self.copy, self.position, state))
                 self.position += 1
                 return
-            if not self.items:
-                self.layout, self.since = shared[0], now
+            if self.batch is None:
+                self.batch, self.since = _Batch(*shared), now
                 self._start_thread()
                 self.due.set()
-            self.items.append(item)
-            self.states.append(state)
-            self.nbytes += shared[1]
-            if now - self.since >= self.wait:
+            self.batch.add(item, state)
+            if self.batch.full() or now - self.since >= self.wait:
                 self._flush()  # (blocks until there is room: flow control)
 
     def finish(self) -> None:
@@ -526,13 +557,13 @@ class Outbox:
             with self.lock:
                 if self.failed is not None:
                     raise self.failed
-                if self.items:
+                if self.batch is not None:
                     self._flush()
         finally:
             self.close()
 
     def close(self) -> None:
-        """Stop the outbox's thread (items still held are dropped)."""
+        """Stop the outbox's thread (items still held stay held: ``finish`` sends them)."""
         with self.lock:
             self.closed = True
             self.due.set()
@@ -540,23 +571,11 @@ class Outbox:
             self.thread.join()
 
     def _flush(self) -> None:
-        """Send the items held as one message (each alone when packing them together fails)."""
-        items, states = self.items, self.states
-        self.items, self.states, self.nbytes = [], [], 0
+        """Send the items held, as one message."""
+        batch, self.batch = self.batch, None
         self.due.clear()
-        tracked = states[0] is not None
-        if len(items) == 1:
-            frames = encode_item(items[0], self.copy, self.position, states[0])
-        else:
-            try:
-                frames = encode_batch(items, self.copy, self.position, states if tracked else None)
-            except PescadorError:
-                for item, state in zip(items, states):  # names the item that cannot travel, after those before it
-                    self._send(encode_item(item, self.copy, self.position, state))
-                    self.position += 1
-                return
-        self._send(frames)
-        self.position += len(items)
+        self._send(batch.frames(self.position))
+        self.position += batch.count
 
     def _start_thread(self) -> None:
         if self.thread is None:
@@ -572,7 +591,7 @@ class Outbox:
             with self.lock:
                 if self.closed:
                     return
-                if not self.items:
+                if self.batch is None:
                     self.due.clear()
                     continue
                 left = self.since + self.wait - time.monotonic()

@@ -640,8 +640,10 @@ def test_a_row_written_to_touches_no_other_item():
         {"x": {b"nd": True}},
         [np.zeros(2)],
         {},
+        {"x": np.zeros(2), "meta": [1, 2]},  # a mutable value: packed at once, alone
+        {"x": np.zeros(2), "n": 2**64},
     ],
-    ids=["0-d", "masked", "object", "big", "int key", "bytes key", "not a dict", "empty"],
+    ids=["0-d", "masked", "object", "big", "int key", "bytes key", "not a dict", "empty", "list", "huge int"],
 )
 def test_items_that_cannot_share_travel_alone(item):
     assert shared_layout(item) is None
@@ -766,3 +768,19 @@ def test_an_item_that_cannot_travel_is_named_after_the_items_before_it():
         outbox.put({"i": np.array([5]), "v": {1, object()}})  # shares, but cannot be packed
         outbox.finish()
     assert [int(item["i"][0]) for item in fake.items()] == [0, 1, 2, 3, 4]
+
+
+def test_a_source_may_change_what_it_yielded_once_the_outbox_has_it():
+    """Items held to share a message are captured when put: a source that reuses its dict and arrays
+    (as ``copy=True`` allows, and as small arrays always allowed) sends what it yielded."""
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)
+    item = {"X": np.zeros((1, 4), dtype=np.float32), "i": 0}
+    for i in range(100):
+        item["X"][...] = i
+        item["i"] = i
+        outbox.put(item)
+    outbox.finish()
+    got = fake.items()
+    assert [x["i"] for x in got] == list(range(100))
+    assert [float(x["X"].sum()) for x in got] == [4.0 * i for i in range(100)]

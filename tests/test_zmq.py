@@ -907,3 +907,19 @@ def test_batch_wait_zero_sends_one_message_per_item(kinds):
 def test_a_bad_batch_wait_is_refused(bad):
     with pytest.raises(PescadorError, match="batch_wait must be a number of seconds from 0 to 10"):
         zmq_offload(batch_wait=bad)
+
+
+def reusing(n):
+    """One dict and one array, changed in place for every item (what ``copy=True`` allows)."""
+    item = {"X": np.zeros((1, 4), dtype=np.float32), "i": 0}
+    for i in range(n):
+        item["X"][...] = i
+        item["i"] = i
+        yield item
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_source_that_reuses_its_item_sends_what_it_yielded(copy):
+    out = list(zmq_offload(copy=copy, batch_wait=10)(stream(reusing, 3000)))
+    assert [x["i"] for x in out] == list(range(3000))
+    assert all(np.array_equal(x["X"], np.full((1, 4), x["i"], np.float32)) for x in out)
