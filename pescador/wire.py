@@ -748,6 +748,10 @@ def _array(buffer: Any, dtype: np.dtype, shape: tuple, copy: bool) -> np.ndarray
             f"its frame holds {size}"
         )
     try:
+        if type(buffer) is bytes and not copy:  # inline: one copy, into a private bytearray (aligned by malloc)
+            array = np.ndarray(shape, dtype, bytearray(buffer))
+            if array.flags.aligned:
+                return array
         array = np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
     except (ValueError, OverflowError, TypeError) as exc:  # e.g. a 0 among enormous dimensions
         raise _malformed(f"an array of dtype {dtype.str} and shape {shape}: {exc}") from None
