@@ -1,4 +1,4 @@
-"""The wire format of :func:`pescador.zmq_offload`: one multipart message per item.
+"""The wire format of :func:`pescador.zmq_offload`: one multipart message per item, or per batch of small items.
 
 A message is a msgpack *header* followed by one raw frame per large array::
 
