@@ -768,6 +768,8 @@ class _Mux(Stage):
         if tracking() and not self.seeded:
             raise _unseeded(where, random_state)
         self.start = starter()  # (members started later belong to the same kind of run)
+        # members that are sources run as they are: the slot counts their items (their state is that count)
+        self.counted = [getattr(member, "step", 0) is None for member in pool]
         worker = worker_info()
         # (round-robin and chain in pool order never draw: a fixed generator keeps their state small)
         rng = _rng(random_state, worker) if draws_matter else np.random.default_rng(0)
@@ -790,6 +792,7 @@ class _Mux(Stage):
             self.weighted = _SlotChoice(base.tolist(), self.activation == "with", self.acts, self.draws)
         # (the function, not a bound method: no reference cycle, so a dropped run frees its stats at once)
         self.choose = {"uniform": _Mux._uniform, "rotate": _Mux._rotating, "weighted": _Mux._weighted}[s["choice"]]
+        self.uniforms = self.draws.uniforms if s["choice"] == "uniform" else None
         self.stats, self.token = stats, None
         if not n:
             self.epochs = 0  # (an empty pool: an empty run)
@@ -812,13 +815,16 @@ class _Mux(Stage):
 
     # -- the run ----------------------------------------------------------------------------------
     def __next__(self) -> Any:
-        slots = self.slots
+        slots, uniforms = self.slots, self.uniforms
         while True:
             n = len(slots)
             if not n:  # the end of a pass (or the start of the run)
                 self._next_epoch()
                 continue
-            s = self.choose(self, n)
+            if uniforms is not None:  # (the uniform choice, inlined: the most common)
+                s = int((uniforms.items or uniforms.refill()).pop() * n)
+            else:
+                s = self.choose(self, n)
             slot = slots[s]
             try:
                 item = next(slot.run)
@@ -849,6 +855,7 @@ class _Mux(Stage):
     def _refill(self) -> None:
         """Fill the free slots with new activations (as many as can be activated)."""
         slots, acts, draws, share, pool, start = self.slots, self.acts, self.draws, self.share, self.pool, self.start
+        counted = self.counted
         ahead = self.k - len(slots)
         while ahead:
             i = acts.next()
@@ -860,7 +867,8 @@ class _Mux(Stage):
             else:
                 length = draws.length(share.p(i, ahead))
                 share.live += share.W[i]
-            slots.append(_Slot(start(pool[i]), length, length, i))
+            member = pool[i]
+            slots.append(_Slot(iter(member) if counted[i] else start(member), length, length, i))
             acts.started(i)
             if self.weighted is not None:
                 self.weighted.filled(slots, len(slots) - 1)
@@ -908,11 +916,20 @@ class _Mux(Stage):
             "epoch": self.epoch,
             "produced": self.produced,
             "rotation": self.rotation,
-            "slots": [[slot.who, slot.left, slot.bound, slot.run.state()] for slot in self.slots],
+            "slots": [[slot.who, slot.left, slot.bound, self._member_state(slot)] for slot in self.slots],
             "acts": self.acts.state(),
             "choice_tries": 8 if self.weighted is None else self.weighted.tries,
             "draws": self.draws.state(),
         }
+
+    def _member_state(self, slot: _Slot) -> Any:
+        """The state of a slot's run: a source's is the count of items it gave (the slot's count)."""
+        if not self.counted[slot.who]:
+            return slot.run.state()
+        fn = self.pool[slot.who].fn
+        if getattr(fn, "pescador_resumes", True) is False:
+            raise PescadorError(f"resumable: {self.pool[slot.who]!r} cannot be resumed: {getattr(fn, 'pescador_why_not', '')}")
+        return {"pos": slot.given()}
 
     def _restore(self, state: Any) -> None:
         """Take up a saved state, every field checked against the recipe."""
