@@ -218,6 +218,31 @@ def _block_state(block: Block) -> Any:
     return _jsonable(block.state())
 
 
+def _check_rng_state(value: Any, template: Any, where: str, name: str) -> None:
+    """A generator state of exactly the shape of ``template`` (the generator's own): the same keys, ints
+    where it has ints (within 128 bits), the same strings.  (numpy would take floats, or wrap.)"""
+    if isinstance(template, dict):
+        ok = isinstance(value, dict) and value.keys() == template.keys()
+        if ok:
+            for key in template:
+                _check_rng_state(value[key], template[key], where, name)
+            return
+    elif isinstance(template, (int, np.integer)) and not isinstance(template, bool):
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**128
+    else:
+        ok = value == template
+    if not ok:
+        raise PescadorError(f"resumable: the state of {where}: field {name!r} is not a state of this mux's "
+                            f"generator ({type(template).__name__} expected, got {value!r:.60})")
+
+
+def _restore_block(block: Block, value: Any, where: str, name: str) -> None:
+    """``block.restore``, its generator state checked strictly first."""
+    if isinstance(value, list) and len(value) == 2:
+        _check_rng_state(value[0], block.rng.bit_generator.state, where, name)
+    block.restore(value, where, name)
+
+
 class _UnsavedBlock(Block):
     """A block drawn from a legacy ``RandomState`` (a plain run: its state is never asked)."""
 
@@ -307,7 +332,7 @@ class _Draws:
         """Draw every live block of ``state`` again from its snapshot, then set the generator to its
         saved current state (each field checked)."""
         fields = check_fields(state, self.FIELDS, where)
-        set_rng_state(self.rng, fields["rng"], where, "rng")  # (checked before any block is drawn)
+        _check_rng_state(fields["rng"], self.rng.bit_generator.state, where, "rng")  # (before any block is drawn)
         used = {"lengths": self.lam is not None and self.dist != "3x-binomial",
                 "shifted": self.lam is not None and self.dist == "3x-binomial",
                 "picks": self.picks is not None}
@@ -317,11 +342,11 @@ class _Draws:
                     f"resumable: the state of {where}: field {name!r} must be null (this mux draws no such "
                     f"numbers); got {fields[name]!r:.80}"
                 )
-        self.uniforms.restore(fields["uniforms"], where, "uniforms")
-        self.lengths.restore(fields["lengths"], where, "lengths")
-        self.shifted.restore(fields["shifted"], where, "shifted")
+        _restore_block(self.uniforms, fields["uniforms"], where, "uniforms")
+        _restore_block(self.lengths, fields["lengths"], where, "lengths")
+        _restore_block(self.shifted, fields["shifted"], where, "shifted")
         if self.picks is not None:
-            self.picks.restore(fields["picks"], where, "picks")
+            _restore_block(self.picks, fields["picks"], where, "picks")
         self._restore_binomials(fields, where)
         set_rng_state(self.rng, fields["rng"], where, "rng")
 
@@ -340,7 +365,7 @@ class _Draws:
                     f"with q in [1e-4, 1] and trials = floor((rate - 1) / q); got {entry!r:.80}"
                 )
             block = Block(self.rng, functools.partial(_binomial_block, trials, q))
-            block.restore(entry[2], where, "binomials")
+            _restore_block(block, entry[2], where, "binomials")
             self.binomials[(trials, q)] = block
 
 
@@ -426,7 +451,8 @@ class _Activations:
         self.n_live = 0  # distinct live streams with a positive weight
         self.eligible = int(np.count_nonzero(weights))
         self.dry: set = set()  # streams whose latest run gave nothing (prune_empty=False)
-        self.queue: list = []
+        self.order, self.first = "pool", True
+        self.queue = draws.Block(draws.rng, self._draw_order)  # ("once": this pass's streams, in order)
         self.cum: np.ndarray | None = None
         self.W = _integers(weights)
         self.tries = 8  # block picks before the tree (1 after a miss: the tree is then likely needed again)
@@ -455,18 +481,24 @@ class _Activations:
         (``"pool-then-random"``: the ``first`` pass in pool order, the others in random order)."""
         if self.activation != "once":
             return
+        self.order, self.first = order, first
+        self.queue.refill()
+
+    def _draw_order(self, rng: Any) -> list:
+        """The streams of a pass, last first (``pop()`` takes them in order): a block of draws, so
+        that the state is where the pass began and how far it is."""
+        order = self.order
         if order == "pool-then-random":
-            order = "pool" if first else "random"
+            order = "pool" if self.first else "random"
         members = np.flatnonzero(self.w > 0)
         if order == "random" and len(members) > 1:
             w = self.w[members]
-            rng = self.draws.rng
             if np.all(w == w[0]):
                 members = rng.choice(members, size=len(members), replace=False, p=w / w.sum())
             else:  # exponential clocks of rates w: a draw without replacement by weight, for any ratio
                 clocks = np.log(rng.standard_exponential(len(members))) - np.log(w)
                 members = members[np.argsort(clocks, kind="stable")]
-        self.queue = [int(i) for i in members[::-1]]  # pop() takes them in order
+        return [int(i) for i in members[::-1]]
 
     def _draw_picks(self, rng: Any) -> list:
         """A block of streams drawn in proportion to the weights of the whole pool."""
@@ -491,7 +523,8 @@ class _Activations:
     def next(self) -> int | None:
         """The stream to activate, or None when none can be."""
         if self.activation == "once":
-            return self.queue.pop() if self.queue else None
+            queue = self.queue.items
+            return queue.pop() if queue else None
         if not self.eligible:
             return None
         if not (self.exclusive or self.dry):  # (then every pick is free)
@@ -543,6 +576,19 @@ class _Activations:
             if self.any is not None:
                 self.any[i] = 0
 
+    def could_fill(self) -> bool:
+        """Whether a refill would find a stream now (without drawing).  When empty streams are pruned,
+        slots are short only when none could (they are refilled at every release); with dry streams,
+        an item since the refill may have made them drawable again, so nothing is known."""
+        if self.activation == "once":
+            return bool(self.queue.items)
+        if self.dry or not self.prune_empty:
+            return False
+        if not self.exclusive:
+            return self.eligible > 0
+        return any(self._free(i) for i in range(len(self.w))) or (
+            self.any is not None and self.any.total() > 0)
+
     def wet(self) -> None:
         """An item came: the streams whose latest run gave nothing may be drawn again."""
         for i in self.dry:
@@ -556,11 +602,11 @@ class _Activations:
         return {
             "pruned": [int(i) for i in np.flatnonzero((self.base > 0) & (self.w <= 0))],
             "dry": sorted(self.dry),
-            "queue": list(self.queue),
+            "queue": _block_state(self.queue),
             "tries": self.tries,
         }
 
-    def restore(self, state: dict, who: list, where: str) -> None:
+    def restore(self, state: dict, who: list, epoch: int, order: str, where: str) -> None:
         """Take up the fields of a saved state (``who``: the live slots' streams, checked)."""
         n = len(self.w)
         allowed = self.base > 0
@@ -573,15 +619,7 @@ class _Activations:
         if dry and (self.prune_empty or self.activation == "once"):
             raise PescadorError(f"resumable: the state of {where}: field 'dry' must be empty (this mux prunes "
                                 f"empty streams); got {dry!r:.80}")
-        queue = _indices(state, "queue", where, n, self.w > 0, "of a positive weight", ordered=False)
-        if queue and self.activation != "once":
-            raise PescadorError(f"resumable: the state of {where}: field 'queue' must be empty (this mux "
-                                f"draws each activation); got {queue!r:.80}")
-        if set(queue) & set(who):
-            raise PescadorError(f"resumable: the state of {where}: field 'queue' holds streams that are live in "
-                                f"a slot: {sorted(set(queue) & set(who))}")
         self.tries = _check_tries(state, "tries", where)
-        self.queue = queue
         self.dry.clear()
         self.dry.update(dry)  # (the same set: the engine holds it)
         self.live = [0] * n
@@ -591,6 +629,21 @@ class _Activations:
         self.eligible = int(np.count_nonzero(self.w))
         self.cum = None
         self._trees()
+        self._restore_queue(state, who, epoch, order, where)
+
+    def _restore_queue(self, state: dict, who: list, epoch: int, order: str, where: str) -> None:
+        """The pass's streams not yet activated: the pass's order drawn again from its snapshot."""
+        if state["queue"] is not None and (self.activation != "once" or not epoch):
+            raise PescadorError(f"resumable: the state of {where}: field 'queue' must be null (no pass of "
+                                f"streams is under way); got {state['queue']!r:.80}")
+        self.order, self.first = order, epoch == 1
+        _restore_block(self.queue, state["queue"], where, "queue")
+        if self.activation != "once":
+            return
+        taken = set(np.flatnonzero(self.w > 0).tolist()) - set(self.queue.items)
+        if not set(who) <= taken:
+            raise PescadorError(f"resumable: the state of {where}: field 'queue' says streams "
+                                f"{sorted(set(who) - taken)} are still to come in this pass, but they are live")
 
 
 def _check_tries(state: dict, name: str, where: str) -> int:
@@ -847,7 +900,8 @@ class _Mux(Stage):
         ):
             self._finish()
             raise StopIteration
-        self.epoch += 1
+        # (an endless run counts to 2 only: all that matters then is whether this is the first pass)
+        self.epoch = self.epoch + 1 if self.epochs is not None else min(self.epoch + 1, 2)
         self.produced, self.rotation = False, -1
         self.acts.start_epoch(self.order, self.epoch == 1)
         self._refill()
@@ -935,30 +989,36 @@ class _Mux(Stage):
         """Take up a saved state, every field checked against the recipe."""
         where = self.name
         fields = check_fields(state, self.FIELDS, where)
-        self.epoch = check_int(fields, "epoch", where, 0, self.epochs)
+        self.epoch = check_int(fields, "epoch", where, 0, 2 if self.epochs is None else self.epochs)
         self.produced = check_bool(fields, "produced", where)
         entries = check_list(fields, "slots", where, most=self.k if self.epoch else 0)
         specs = [self._slot_spec(entry, where) for entry in entries]
         who = [spec[0] for spec in specs]
-        if self.acts.exclusive and self.activation != "with" and len(set(who)) != len(who):
+        if self.activation != "with" and len(set(who)) != len(who):
             raise PescadorError(f"resumable: the state of {where}: field 'slots' holds two live runs of one "
                                 f"stream ({who}); this mux keeps at most one")
         high = max(-1, len(specs) - 1) if self.choose is _Mux._rotating else -1  # (-1: before the first slot)
         self.rotation = check_int(fields, "rotation", where, -1, high)
         self.acts.restore(check_fields(fields["acts"], ("pruned", "dry", "queue", "tries"), where + " (acts)"), who,
-                          where)
+                          self.epoch, self.order, where)
         pruned = self.acts.w <= 0
         if self.activation != "with" and any(pruned[i] for i in who):
             raise PescadorError(f"resumable: the state of {where}: field 'slots' holds a pruned stream")
-        if self.epoch == 0 and (self.produced or self.acts.queue):
+        if self.epoch == 0 and self.produced:
             raise PescadorError(f"resumable: the state of {where}: a run at epoch 0 has given nothing yet; "
-                                "expected produced false and an empty queue")
+                                "expected produced false")
         tries = _check_tries(fields, "choice_tries", where)
         if self.weighted is not None:
             self.weighted.tries = tries
         elif tries != 8:
             raise PescadorError(f"resumable: the state of {where}: field 'choice_tries' must be 8 (this mux "
                                 f"picks no slot by weight); got {tries}")
+        if any(bound - left > 0 for _, left, bound, _ in specs) and not self.produced:
+            raise PescadorError(f"resumable: the state of {where}: field 'produced' must be true: a live slot has "
+                                "given items in this pass")
+        if self.epoch and len(specs) < self.k and self.acts.could_fill():
+            raise PescadorError(f"resumable: the state of {where}: field 'slots' holds {len(specs)} of {self.k} "
+                                "slots while a stream could fill another (a refill would have taken it)")
         self.draws.restore(fields["draws"], where + " (draws)")
         for i, left, bound, member in specs:
             run = self.start(self.pool[i], member)
