@@ -351,7 +351,7 @@ class _Draws:
         set_rng_state(self.rng, fields["rng"], where, "rng")
 
     def _restore_binomials(self, fields: dict, where: str) -> None:
-        entries = check_list(fields, "binomials", where, most=256 if self.dist == "3x-binomial" else 0)
+        entries = check_list(fields, "binomials", where, most=256 if self.dist == "3x-binomial" and self.lam else 0)
         self.binomials = {}
         for entry in entries:
             ok = isinstance(entry, list) and len(entry) == 3
