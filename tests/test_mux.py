@@ -846,3 +846,32 @@ def test_every_field_of_a_mux_state_is_checked(kind):
                     assert got == tail, (path, bad)
                 checked += 1
     assert checked > 40
+
+
+def closing(tag, opened, closed):
+    opened.append(tag)
+    try:
+        while True:
+            yield {"v": tag, "i": 0}
+    finally:
+        closed.append(tag)
+
+
+@pytest.mark.parametrize("kind", ["with", "with-lam-none-weights", "round-robin-cycle", "epochs"])
+def test_a_run_dropped_or_closed_early_closes_its_live_streams_at_once(kind):
+    import gc
+
+    for how in ("drop", "close"):
+        opened, closed = [], []
+        it = iter(KINDS[kind](0)([stream(closing, t, opened, closed) for t in range(5)]))
+        [next(it) for _ in range(7)]
+        gc.disable()  # (at once: by reference counting, not by a later collection of cycles)
+        try:
+            assert len(closed) < len(opened)  # (some are live)
+            if how == "drop":
+                del it
+            else:
+                it.close()
+            assert sorted(closed) == sorted(opened)
+        finally:
+            gc.enable()
