@@ -4,6 +4,15 @@
 ``pescador.mux`` is this module and, called, the function :func:`mux`.  How a
 mux works, what the weights mean, why it never spins, and muxes in worker
 processes: the Multiplexing page of the documentation (docs/multiplexing.rst).
+
+Every kind is a small subclass of one engine, ``_Mux``, a
+:class:`~pescador.stage.Stage`: ``iter(recipe)`` and
+:func:`pescador.resumable` run the same object, so a resumable run of a
+seeded recipe yields exactly the items of a plain run.  Its state holds each
+slot (its stream, the items it may still give, its bound, its run's state),
+the activation bookkeeping, and the random draws: the generator's current
+state and, for each block of draws under way, the generator's state at its
+start and the offset into it (:class:`~pescador.stage.Block`).
 """
 
 from __future__ import annotations
