@@ -1,16 +1,19 @@
 """mux and its siblings: nothing invented, nothing lost, weights that mean shares."""
 
 import collections
+import itertools
+import json
 import pickle
 
 import numpy as np
 import pytest
 import toolz
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pescador
 from pescador import PescadorError, stream, take
+from pescador.extras import epochs
 from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
 from pescador.workers import WorkerInfo, set_worker_info
 
@@ -641,13 +644,6 @@ def test_resumable_weighted_runs_resume_exactly(kind):
 
 
 # -- one engine for plain and resumable runs (issue 14) ---------------------------------------
-
-import itertools  # noqa: E402
-import json  # noqa: E402
-
-from hypothesis import settings  # noqa: E402
-
-from pescador.extras import epochs  # noqa: E402
 
 
 def listed(tag, n):
