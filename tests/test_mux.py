@@ -15,6 +15,7 @@ import pescador
 from pescador import PescadorError, stream, take
 from pescador.extras import epochs
 from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
+from pescador.resume import _sign
 from pescador.workers import WorkerInfo, set_worker_info
 
 
@@ -792,11 +793,14 @@ def mutations(value, path):
 
 
 def replaced(tree, path, value):
+    """``tree`` with the value at ``path`` replaced, signed again (a deliberate edit, so that the mux's own
+    field checks are reached, not only the envelope's check)."""
     tree = json.loads(json.dumps(tree))
     node = tree
     for step in path[:-1]:
         node = node[step]
     node[path[-1]] = value
+    tree["check"] = _sign(tree)
     return tree
 
 
