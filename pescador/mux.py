@@ -1592,17 +1592,8 @@ def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = N
 # pescador.mux is both this module and the pipe-style function
 # ----------------------------------------------------------------------------
 
-_FACADES = ("Mux", "StochasticMux", "ShuffledMux", "RoundRobinMux", "ChainMux")
-
-
-def __getattr__(name: str) -> Any:
-    """``pescador.mux.StochasticMux`` and the other class facades, which live in
-    :mod:`pescador.streamer` (this module does not import the facade)."""
-    if name in _FACADES:
-        from . import streamer
-
-        return getattr(streamer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# (``pescador.mux.Mux`` and the other class facades live in :mod:`pescador.streamer`, which puts them
+# here when it is imported: this module does not import the facade, not even lazily)
 
 
 class _CallableModule(types.ModuleType):
