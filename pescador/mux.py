@@ -40,12 +40,7 @@ __all__ = [
     "shuffled_mux",
     "round_robin_mux",
     "chain_mux",
-    "Mux",
-    "StochasticMux",
-    "ShuffledMux",
-    "RoundRobinMux",
-    "ChainMux",
-]
+]  # (and the 3.x facades Mux, StochasticMux, ... which pescador.streamer puts here)
 
 _BLOCK = 1024  # random numbers are drawn in blocks of this size
 _DISTRIBUTIONS = ("poisson", "binomial", "constant")
