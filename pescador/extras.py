@@ -16,7 +16,8 @@ from typing import Any
 
 from . import core
 from .core import Stream, Transform, check_count, stream
-from .mux import _Mux, _PoolOf, _check_k, _passes
+from ._checks import _check_k
+from .mux import _Mux, _PoolOf, _passes
 from .stage import NO_EPOCHS, Stage, _from_collection, pool_length, stage_of, start
 from .exceptions import PescadorError
 
@@ -215,7 +216,7 @@ def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_sta
             f"{where}: prob (the probability of drawing a new item, as in pescador 3.x) must be a number in "
             f"(0, 1]; got {prob!r}"
         )
-    from ._random import _check_random_state
+    from ._checks import _check_random_state
 
     params = dict(n_cache=n_cache, prob=float(prob), random_state=_check_random_state(random_state, where))
     if curried:
@@ -290,7 +291,7 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
     >>> pescador.epoch_length(pescador.epochs(2)(pool))
     3
     """
-    from ._random import _check_random_state
+    from ._checks import _check_random_state
 
     where = "epochs"
     params = dict(

@@ -180,6 +180,7 @@ def test_a_replayed_source_that_changed_is_detected():
         next(run)
     state = run.state_dict()
     state["stages"]["pos"] = 9
+    state["check"] = pescador.resume._sign(state)  # (as a deliberate edit: past the source's end)
     with pytest.raises(PescadorError, match="not deterministic"):
         resumable(recipe, state)
 
