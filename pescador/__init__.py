@@ -15,7 +15,7 @@ Two ways to write the same pipeline:
 __version__ = "4.0.0"
 
 from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
-from .exceptions import DataError, PescadorError, WorkerError
+from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError, WorkerError
 from . import stage
 from .stage import Stage
 from .streamer import BufferedStreamer, ChainMux, Mux, RoundRobinMux, ShuffledMux, StochasticMux, Streamer, ZMQStreamer
@@ -33,6 +33,8 @@ from .remote import InsecureWarning, ProducerWarning
 
 __all__ = [
     "PescadorError",
+    "ParameterError",
+    "ParameterTypeError",
     "DataError",
     "WorkerError",
     "ProducerWarning",

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_count
-from .exceptions import DataError, PescadorError
+from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, start_from, starter
 
 __all__ = [
@@ -343,7 +343,7 @@ def _check_call(fn: Callable, args: tuple, kwargs: dict) -> None:
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise PescadorError(
+        raise ParameterTypeError(
             f"stream({_name(fn)}, ...): the arguments do not fit {_name(fn)}{signature}: {exc}. "
             "Pass the function's arguments after it: stream(fn, *args, **kwargs)"
         ) from None
@@ -374,8 +374,8 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
 
     Raises
     ------
-    PescadorError
-        If ``source`` is anything else (a generator object or another
+    ParameterTypeError
+        (a PescadorError and a TypeError) If ``source`` is anything else (a generator object or another
         iterator, which can run only once, is refused with a hint), or if
         ``args`` and ``kwargs`` do not fit the signature of ``source``.
 
@@ -394,7 +394,7 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
     """
     if isinstance(source, Stream):
         if args or kwargs:
-            raise PescadorError(
+            raise ParameterTypeError(
                 "stream(s, ...) got arguments for a stream that is already a recipe; "
                 "arguments go with a generator function: stream(fn, *args, **kwargs)"
             )
@@ -402,13 +402,13 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
     recipe = getattr(source, "__pescador_stream__", None)
     if recipe is not None and not isinstance(source, type):
         if args or kwargs:
-            raise PescadorError(
+            raise ParameterTypeError(
                 f"stream() got arguments for a {type(source).__name__}, which already "
                 "holds its own; arguments go with a generator function"
             )
         return recipe()
     if isinstance(source, Iterator):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"stream() got a {type(source).__name__} object, which can be iterated only "
             "once and so cannot be restarted; pass the generator function and its "
             "arguments instead: stream(fn, *args, **kwargs)"
@@ -417,20 +417,20 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
         _check_call(source, args, kwargs)
         return Stream(source, args, kwargs)
     if isinstance(source, dict):
-        raise PescadorError(
+        raise ParameterTypeError(
             "stream() got a dict, which is one item, not a source of items; wrap it in a "
             "list (stream([item])) or pass a generator function that yields it"
         )
     if isinstance(source, Iterable):
         if args or kwargs:
-            raise PescadorError(
+            raise ParameterTypeError(
                 f"stream() got arguments for a {type(source).__name__}; arguments go with "
                 "a generator function: stream(fn, *args, **kwargs)"
             )
         # sequences (str too, as 3.x iterated it) can be resumed by position; other iterables are replayed
         sequence = isinstance(source, (Sequence, np.ndarray))
         return Stream(_from_collection if sequence else _from_iterable, (source,))
-    raise PescadorError(
+    raise ParameterTypeError(
         f"stream() cannot make a stream from a {type(source).__name__}; expected a "
         "generator function (or any callable returning an iterable), a Stream, a "
         "Streamer, or a list or tuple of items"
@@ -713,7 +713,7 @@ def _check_keys(keys: Any, where: str, name: str) -> None:
             hint = ""
             if callable(key):
                 hint = f"; to run {where} on a source, give a stream first: {where}(pescador.stream(fn), ...)"
-            raise PescadorError(f"{where}: {name} must be strings (the keys of the items); got {key!r}{hint}")
+            raise ParameterTypeError(f"{where}: {name} must be strings (the keys of the items); got {key!r}{hint}")
 
 
 def tuples(*keys: Any) -> Transform | Iterator[tuple]:
@@ -730,8 +730,8 @@ def tuples(*keys: Any) -> Transform | Iterator[tuple]:
 
     Raises
     ------
-    PescadorError
-        With no keys.
+    ParameterTypeError
+        (a PescadorError and a TypeError) With no keys, or a key that is not a string.
     DataError
         (at iteration) When an item is not a dict or lacks a key; the
         message names the key and the keys present.
@@ -752,7 +752,7 @@ def tuples(*keys: Any) -> Transform | Iterator[tuple]:
 
 def _tuple_keys(keys: tuple) -> tuple:
     if not keys:
-        raise PescadorError("tuples: name at least one key, e.g. tuples('X', 'Y')")
+        raise ParameterTypeError("tuples: name at least one key, e.g. tuples('X', 'Y')")
     _check_keys(keys, "tuples", "keys")
     return tuple(keys)
 
@@ -790,7 +790,7 @@ def _keras_keys(keys: Any, name: str) -> Any:
         return None
     if isinstance(keys, (list, tuple)):
         if not keys:
-            raise PescadorError(f"keras_tuples: {name} must name at least one key")
+            raise ParameterError(f"keras_tuples: {name} must name at least one key")
         _check_keys(keys, "keras_tuples", name)
         return tuple(keys)
     _check_keys((keys,), "keras_tuples", name)
@@ -828,7 +828,7 @@ def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) ->
     """
     if stream is not None and not is_data(stream):  # the curried call: keras_tuples(inputs, outputs)
         if inputs is not None and outputs is not None:
-            raise PescadorError(
+            raise ParameterTypeError(
                 "keras_tuples: got three sets of keys; call keras_tuples(inputs, outputs) "
                 "in a pipe, or keras_tuples(stream, inputs, outputs) on a stream"
             )
@@ -838,7 +838,7 @@ def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) ->
             stream, inputs, outputs = None, stream, inputs
     inputs, outputs = _keras_keys(inputs, "inputs"), _keras_keys(outputs, "outputs")
     if inputs is None and outputs is None:
-        raise PescadorError("keras_tuples: name the keys of inputs, outputs or both, e.g. keras_tuples('X', 'Y')")
+        raise ParameterTypeError("keras_tuples: name the keys of inputs, outputs or both, e.g. keras_tuples('X', 'Y')")
     if stream is not None:
         return run_data_first(_KerasTuples, stream, inputs=inputs, outputs=outputs)
     return Transform("keras_tuples", _KerasTuples, {"inputs": inputs, "outputs": outputs})

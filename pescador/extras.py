@@ -19,7 +19,7 @@ from .core import Stream, Transform, check_count, stream
 from ._checks import _check_k
 from .mux import _Mux, _PoolOf, _passes
 from .stage import NO_EPOCHS, Stage, _from_collection, pool_length, stage_of, start
-from .exceptions import PescadorError
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
 
 __all__ = ["streamable", "cache", "epochs", "epoch_length"]
 
@@ -103,7 +103,7 @@ def streamable(fn: Callable) -> Callable[..., Stream]:
     ([0, 1], [0, 1, 2, 0])
     """
     if not callable(fn) or isinstance(fn, (Stream, type)):
-        raise PescadorError(f"streamable: expected a generator function; got a {type(fn).__name__}")
+        raise ParameterTypeError(f"streamable: expected a generator function; got a {type(fn).__name__}")
     return _Streamable(fn)
 
 
@@ -208,11 +208,11 @@ def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_sta
     curried = stream is None or not core.is_data(stream)
     if curried and stream is not None:  # cache(8, prob=...)
         if n_cache is not None:
-            raise PescadorError(f"{where}: in a pipe, give prob and random_state by name: cache(8, prob=0.5)")
+            raise ParameterTypeError(f"{where}: in a pipe, give prob and random_state by name: cache(8, prob=0.5)")
         stream, n_cache = None, stream
     n_cache = check_count(n_cache, where, "n_cache", minimum=1)
     if not isinstance(prob, numbers.Real) or isinstance(prob, bool) or not 0 < prob <= 1:
-        raise PescadorError(
+        raise (ParameterError if isinstance(prob, numbers.Real) and not isinstance(prob, bool) else ParameterTypeError)(
             f"{where}: prob (the probability of drawing a new item, as in pescador 3.x) must be a number in "
             f"(0, 1]; got {prob!r}"
         )

@@ -29,7 +29,7 @@ from ._checks import (_check_bool, _check_choice, _check_k, _check_lam, _check_r
                       _check_weights)
 from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, _longest
 from ._random import _rng
-from .exceptions import PescadorError
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, check_bool, check_fields, check_int, check_list, pool_length, starter, tracking
 from .workers import worker_info
 
@@ -69,13 +69,13 @@ def _pool(pool: Any, where: str, allow_empty: bool = False) -> tuple:
     a generator function, a list, a string, any re-iterable object).
     """
     if _is_lazy(pool):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"{where}: the pool is a {type(pool).__name__}, whose streams are produced at run time; only "
             "chain_mux and ChainMux take such a pool (see docs/multiplexing.rst). Give a list of streams, "
             "for example list(streamer.iterate())"
         )
     if isinstance(pool, (str, bytes, dict)) or not isinstance(pool, Iterable):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"{where}: expected a list of streams (Streams, Streamers, generator functions or collections); "
             f"got a {type(pool).__name__}"
         )
@@ -84,9 +84,9 @@ def _pool(pool: Any, where: str, allow_empty: bool = False) -> tuple:
         try:
             members.append(stream(member))
         except PescadorError as exc:
-            raise PescadorError(f"{where}: pool member {position} (a {type(member).__name__}): {exc}") from None
+            raise (ParameterTypeError if isinstance(exc, TypeError) else PescadorError)(f"{where}: pool member {position} (a {type(member).__name__}): {exc}") from None
     if not members and not allow_empty:
-        raise PescadorError(f"{where}: the pool of streams is empty; give at least one stream")
+        raise ParameterError(f"{where}: the pool of streams is empty; give at least one stream")
     return tuple(members)
 
 
@@ -420,7 +420,7 @@ class _PoolOf:
 
 def _weights_fit(pool: tuple, weights: tuple | None, where: str) -> None:
     if weights is not None and len(weights) != len(pool):
-        raise PescadorError(f"{where}: weights has {len(weights)} entries for a pool of {len(pool)} streams")
+        raise ParameterError(f"{where}: weights has {len(weights)} entries for a pool of {len(pool)} streams")
 
 
 

@@ -53,7 +53,7 @@ from typing import Any
 
 from . import core
 from .core import Stream, stream
-from .exceptions import PescadorError
+from .exceptions import ParameterTypeError, PescadorError
 from ._fingerprint import fingerprint as _fingerprint
 from .stage import _from_collection, not_resumable, stage_of, start, tracked
 
@@ -148,7 +148,7 @@ def _sign(state: dict) -> str:
 
 def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
     if not isinstance(state, dict) or "pescador_state" not in state:
-        raise PescadorError(f"resumable: expected a state made by state_dict(); got a {type(state).__name__}")
+        raise ParameterTypeError(f"resumable: expected a state made by state_dict(); got a {type(state).__name__}")
     if state["pescador_state"] != STATE_VERSION:
         raise PescadorError(
             f"resumable: the state is of version {state['pescador_state']!r}; this pescador reads version "
