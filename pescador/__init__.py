@@ -23,8 +23,14 @@ from .workers import WorkerInfo, worker_info
 
 from . import maps
 from .maps import buffer_stream
-from .buffered import buffer
-from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # their typed forms: an overloaded buffer, and mux as a callable module (see _typing.pyi)
+    from ._typing import buffer as buffer, mux as mux
+else:
+    from .buffered import buffer
+    from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
+del TYPE_CHECKING
 from .zmq_stream import zmq_offload
 from .observe import Meter, MuxStats, measure
 from .extras import cache, epoch_length, epochs, streamable

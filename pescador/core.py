@@ -17,7 +17,7 @@ import inspect
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Union, overload
 
 import numpy as np
 
@@ -28,12 +28,26 @@ from .stage import Stage, _from_collection, _from_iterable, check_fields, check_
 __all__ = [
     "Stream",
     "Transform",
+    "ItemTransform",
+    "PoolTransform",
     "stream",
     "take",
     "cycle",
     "tuples",
     "keras_tuples",
 ]
+
+# Type variables of the public signatures (for type checkers: at run time a Stream is one class)
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)  # a Stream's item type (a recipe is immutable: covariant)
+_In = TypeVar("_In", contravariant=True)  # a Transform's upstream item type
+_Out = TypeVar("_Out", covariant=True)  # a Transform's output item type
+_P = ParamSpec("_P")
+
+#: What a combinator accepts as its upstream, for type checkers: a Stream of T, a collection
+#: of T, or a generator function taking no arguments and yielding T (stream() takes more).
+Source = Union["Stream[_T]", Iterable[_T], Callable[[], Iterable[_T]]]
+
 
 class _Missing:
     """The default of a combinator's ``source``: given none, the combinator
@@ -135,7 +149,7 @@ class _Frozen:
 # ----------------------------------------------------------------------------
 
 
-class Stream(_Frozen):
+class Stream(_Frozen, Generic[_T_co]):
     """An immutable, picklable recipe for an iterator.
 
     A stream holds a function and the arguments to call it with.  Every
@@ -169,6 +183,10 @@ class Stream(_Frozen):
     [0, 1, 2]
     >>> s
     stream(count, 3)
+
+    For type checkers a stream is generic in its item type: ``stream(count,
+    3)`` is a ``Stream[dict[str, int]]`` when ``count`` is annotated ``->
+    Iterator[dict[str, int]]``, and the combinators carry the type along.
     """
 
     __slots__ = ("fn", "args", "kwargs", "step")
@@ -187,7 +205,7 @@ class Stream(_Frozen):
     ) -> None:
         self._init(fn=fn, args=tuple(args), kwargs=dict(kwargs or {}), step=step)
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[_T_co]:
         result = self.fn(*self.args, **self.kwargs)
         if isinstance(result, Stage):  # (a generator over the stage's run, as 3.x gave: Keras wants one)
             return _drain(result)
@@ -201,16 +219,16 @@ class Stream(_Frozen):
             ) from None
 
     # -- the Streamer methods 3.x code calls on a recipe (what @streamable returned there)
-    def iterate(self, max_iter: int | None = None) -> Iterator:
+    def iterate(self, max_iter: int | None = None) -> Iterator[_T_co]:
         """Start a fresh run of at most ``max_iter`` items (all of them with None)."""
         limit = check_count(max_iter, "iterate", "max_iter", allow_none=True)
         return iter(self) if limit is None else _Take(self, limit)
 
-    def cycle(self, max_iter: int | None = None) -> Iterator:
+    def cycle(self, max_iter: int | None = None) -> Iterator[_T_co]:
         """Run again each time a run ends, for ever or for ``max_iter`` items in all."""
         return _Cycle(self, check_count(max_iter, "cycle", "max_iter", allow_none=True))
 
-    def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Iterator:
+    def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Iterator[_T_co]:
         """``s(max_iter, cycle)``: ``s.cycle(max_iter)`` if ``cycle``, else ``s.iterate(max_iter)``."""
         return self.cycle(max_iter) if cycle else self.iterate(max_iter)
 
@@ -251,7 +269,7 @@ class Stream(_Frozen):
         return f"pipe({head}, {', '.join(reversed(stages))})"
 
 
-class Transform(_Frozen):
+class Transform(_Frozen, Generic[_In, _Out]):
     """A configured combinator: call it on an upstream to get a new stream.
 
     Combinators such as ``take(5)`` or ``buffer(16)`` validate their
@@ -280,6 +298,14 @@ class Transform(_Frozen):
     take(n=2)
     >>> list(first_two([{"x": 1}, {"x": 2}, {"x": 3}]))
     [{'x': 1}, {'x': 2}]
+
+    For type checkers a ``Transform[In, Out]`` turns a source of ``In`` into
+    a ``Stream[Out]`` (``tuples("X", "Y")`` is a ``Transform[dict[str, Any],
+    tuple[Any, Any]]``).  The combinators that keep the item type (``take``,
+    ``cycle``, ``zmq_offload``, ``measure``) are typed as
+    :data:`ItemTransform`, and those that merge a pool of streams (``mux`` and
+    its kinds, ``epochs``) as :data:`PoolTransform`: at run time both are
+    this class.
     """
 
     __slots__ = ("name", "fn", "params", "coerce")
@@ -298,7 +324,7 @@ class Transform(_Frozen):
     ) -> None:
         self._init(name=name, fn=fn, params=dict(params), coerce=coerce)
 
-    def __call__(self, upstream: Any) -> Stream:
+    def __call__(self, upstream: Source[_In]) -> Stream[_Out]:
         upstream = stream(upstream) if self.coerce is None else self.coerce(upstream)
         return Stream(self.fn, (upstream,), self.params, self)
 
@@ -319,6 +345,22 @@ class Transform(_Frozen):
             f"{k}={short_repr(v)}" for k, v in self.params.items() if not (k in defaults and _same(defaults[k], v))
         )
         return f"{self.name}({params})"
+
+
+if TYPE_CHECKING:
+
+    class ItemTransform(Transform[Any, Any]):
+        """A Transform that keeps the item type: a source of T in, a ``Stream[T]`` out."""
+
+        def __call__(self, upstream: Source[_T]) -> Stream[_T]: ...  # type: ignore[override]
+
+    class PoolTransform(Transform[Any, Any]):
+        """A Transform that merges a pool of ``Stream[T]`` (a list, or a stream of streams) into a ``Stream[T]``."""
+
+        def __call__(self, pool: Iterable[Stream[_T]] | Callable[[], Iterable[Stream[_T]]]) -> Stream[_T]: ...  # type: ignore[override]
+
+else:  # at run time both are the one Transform class
+    ItemTransform = PoolTransform = Transform
 
 
 def _defaults(fn: Callable) -> dict:
@@ -349,6 +391,12 @@ def _check_call(fn: Callable, args: tuple, kwargs: dict) -> None:
         ) from None
 
 
+@overload
+def stream(source: Stream[_T]) -> Stream[_T]: ...
+@overload
+def stream(source: Callable[_P, Iterable[_T]], *args: _P.args, **kwargs: _P.kwargs) -> Stream[_T]: ...
+@overload
+def stream(source: Iterable[_T]) -> Stream[_T]: ...
 def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
     """Make a stream recipe from a data source.
 
@@ -524,6 +572,10 @@ class _Take(Stage):
         return None if inner is None else min(inner, params["n"])
 
 
+@overload
+def take(n: int) -> ItemTransform: ...
+@overload
+def take(n: int, source: Source[_T]) -> Stream[_T]: ...
 def take(n: int, source: Any = _MISSING) -> Transform | Stream:
     """Keep the first ``n`` items of a stream.
 
@@ -545,7 +597,7 @@ def take(n: int, source: Any = _MISSING) -> Transform | Stream:
     >>> [x["i"] for x in pescador.take(3, naturals)]
     [0, 1, 2]
     """
-    step = Transform("take", _Take, {"n": check_count(n, "take", "n")})
+    step = ItemTransform("take", _Take, {"n": check_count(n, "take", "n")})
     return step if source is _MISSING else step(source)
 
 
@@ -599,6 +651,10 @@ class _Cycle(Stage):
         return None if inner is None else math.inf
 
 
+@overload
+def cycle(max_iter: int | None = None) -> ItemTransform: ...
+@overload
+def cycle(max_iter: int | None, source: Source[_T]) -> Stream[_T]: ...
 def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | Stream:
     """Restart a finite stream each time it ends, for ever or for ``max_iter`` items.
 
@@ -620,7 +676,7 @@ def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | St
     >>> [x["i"] for x in pescador.cycle(5, [{"i": 0}, {"i": 1}])]
     [0, 1, 0, 1, 0]
     """
-    step = Transform(
+    step = ItemTransform(
         "cycle", _Cycle, {"max_iter": check_count(max_iter, "cycle", "max_iter", allow_none=True)}
     )
     return step if source is _MISSING else step(source)
@@ -716,6 +772,18 @@ def _check_keys(keys: Any, where: str, name: str) -> None:
             raise ParameterTypeError(f"{where}: {name} must be strings (the keys of the items); got {key!r}{hint}")
 
 
+_Item = dict[str, Any]  # what tuples, keras_tuples and buffer take: a dict with string keys
+_Keys = Union[str, Sequence[str], None]
+
+
+@overload
+def tuples(key: str, /) -> Transform[_Item, tuple[Any]]: ...
+@overload
+def tuples(key1: str, key2: str, /) -> Transform[_Item, tuple[Any, Any]]: ...
+@overload
+def tuples(key1: str, key2: str, key3: str, /, *keys: str) -> Transform[_Item, tuple[Any, ...]]: ...
+@overload
+def tuples(source: Stream[Any] | Iterator[Any] | Iterable[_Item], /, *keys: str) -> Iterator[tuple[Any, ...]]: ...
 def tuples(*keys: Any) -> Transform | Iterator[tuple]:
     """Turn each dict item into a tuple of its values at ``keys``, in order.
 
@@ -797,6 +865,16 @@ def _keras_keys(keys: Any, name: str) -> Any:
     return keys
 
 
+@overload
+def keras_tuples(inputs: _Keys, outputs: _Keys = None, /) -> Transform[_Item, tuple[Any, Any]]: ...
+@overload
+def keras_tuples(inputs: _Keys, /, *, outputs: _Keys) -> Transform[_Item, tuple[Any, Any]]: ...
+@overload
+def keras_tuples(*, inputs: _Keys = None, outputs: _Keys = None) -> Transform[_Item, tuple[Any, Any]]: ...
+@overload
+def keras_tuples(
+    stream: Stream[Any] | Iterator[Any] | Iterable[_Item], inputs: _Keys = None, outputs: _Keys = None
+) -> Iterator[tuple[Any, Any]]: ...
 def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) -> Transform | Iterator[tuple]:
     """Shape dict items as ``(x, y)`` tuples for Keras 3 ``model.fit``.
 

@@ -11,11 +11,11 @@ import math
 import numbers
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar, overload
 
 
 from . import core
-from .core import Stream, Transform, check_count, stream
+from .core import ItemTransform, PoolTransform, Source, Stream, Transform, check_count, stream
 from ._checks import _check_k
 from .mux import _Mux, _PoolOf, _passes
 from .stage import NO_EPOCHS, Stage, _from_collection, pool_length, stage_of, start
@@ -167,6 +167,13 @@ def _cache(upstream: Any, n_cache: int, prob: float, random_state: Any) -> Itera
         yield kept[slot]
 
 
+_T = TypeVar("_T")
+
+
+@overload
+def cache(n_cache: int, /, *, prob: float = 0.5, random_state: Any = None) -> ItemTransform: ...
+@overload
+def cache(stream: Source[_T], n_cache: int, prob: float = 0.5, random_state: Any = None) -> Iterator[_T]: ...
 def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_state: Any = None) -> Any:
     """Stochastically re-use recent items (pescador 3.x ``cache``): a cheap way to stretch a slow stream.
 
@@ -255,7 +262,7 @@ class _Epochs(_Mux):
         return pool_length(upstream, None, _run_length)
 
 
-def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: Any = None) -> Transform:
+def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: Any = None) -> PoolTransform:
     """Run a pool of finite streams exhaustively, once per epoch.
 
     Applied to a pool (a list of streams), gives a stream that, in each
@@ -299,7 +306,7 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
         k=None if k is None else _check_k(k, where),
         random_state=_check_random_state(random_state, where),
     )
-    return Transform("epochs", _Epochs, params, coerce=_PoolOf(where))
+    return PoolTransform("epochs", _Epochs, params, coerce=_PoolOf(where))
 
 
 # ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Stream, Transform, _defaults, stream
+from .core import PoolTransform, Stream, _defaults, stream
 from ._checks import (_check_bool, _check_choice, _check_k, _check_lam, _check_random_state, _check_stats,
                       _check_weights)
 from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, _longest
@@ -699,7 +699,7 @@ def mux(
     random_state: Any = None,
     dist: str = "poisson",
     stats: Any = None,
-) -> Transform:
+) -> PoolTransform:
     """Stochastically multiplex a pool of streams, ``k`` of them active at once.
 
     Curried and data-last: ``mux(k=3, lam=64)`` is a
@@ -768,7 +768,7 @@ def mux(
         params["dist"] = _check_choice(dist, _DISTRIBUTIONS, where, "dist")
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("mux", _PlainMux, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("mux", _PlainMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
 _STOCHASTIC_MODES = ("with_replacement", "single_active", "exhaustive")
@@ -783,7 +783,7 @@ def stochastic_mux(
     dist: str = "binomial",
     random_state: Any = None,
     stats: Any = None,
-) -> Transform:
+) -> PoolTransform:
     """The 3.x ``StochasticMux`` as a curried combinator (its parameters, in its order).
 
     ``mode`` is ``"with_replacement"`` (like ``mux``), ``"single_active"``
@@ -823,10 +823,10 @@ def stochastic_mux(
     )
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("stochastic_mux", _StochasticMux, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("stochastic_mux", _StochasticMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
-def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = None) -> Transform:
+def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = None) -> PoolTransform:
     """All streams active at once; each item from a stream drawn by weight (3.x ``ShuffledMux``).
 
     A stream that ends is restarted; a stream whose run gives nothing is
@@ -844,13 +844,13 @@ def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = Non
     params = dict(weights=_check_weights(weights, None, where), random_state=_check_random_state(random_state, where))
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("shuffled_mux", _ShuffledMux, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("shuffled_mux", _ShuffledMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
 _ROUND_ROBIN_MODES = ("exhaustive", "cycle", "permuted_cycle")
 
 
-def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
+def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> PoolTransform:
     """One item from each stream in turn (3.x ``RoundRobinMux``).
 
     ``mode``: ``"exhaustive"`` runs each stream once, dropping those that
@@ -870,13 +870,13 @@ def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: A
     params = dict(mode=_check_choice(mode, _ROUND_ROBIN_MODES, where), random_state=_check_random_state(random_state, where))
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("round_robin_mux", _RoundRobinMux, params, coerce=_PoolOf(where))
+    return PoolTransform("round_robin_mux", _RoundRobinMux, params, coerce=_PoolOf(where))
 
 
 _CHAIN_MODES = ("exhaustive", "cycle", "with_replacement")
 
 
-def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
+def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> PoolTransform:
     """One stream at a time, to its end (3.x ``ChainMux``, as ``itertools.chain``).
 
     ``mode``: ``"exhaustive"`` runs the streams once each, in pool order;
@@ -907,7 +907,7 @@ def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = N
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
     lazy = params["mode"] != "with_replacement" and stats is None
-    return Transform("chain_mux", _ChainMux, params, coerce=_PoolOf(where, lazy=lazy, allow_empty=True))
+    return PoolTransform("chain_mux", _ChainMux, params, coerce=_PoolOf(where, lazy=lazy, allow_empty=True))
 
 
 # ----------------------------------------------------------------------------
@@ -930,7 +930,7 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self, k: int, lam: float | None = 256.0, *, weights: Any = None, with_replacement: bool = True,
                  prune_empty: bool = True, revive: bool = False, random_state: Any = None, dist: str = "poisson",
-                 stats: Any = None) -> Transform:
+                 stats: Any = None) -> PoolTransform:
         return mux(k, lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty, revive=revive,
                    random_state=random_state, dist=dist, stats=stats)
 

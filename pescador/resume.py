@@ -48,7 +48,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar, overload
 
 
 from . import core
@@ -102,7 +103,10 @@ def _check_resumes(s: Any) -> None:
         _check_resumes(s.args[0])
 
 
-class Resumable:
+_T = TypeVar("_T")
+
+
+class Resumable(Generic[_T]):
     """A run of a recipe that can report its state and be resumed (see :func:`resumable`).
 
     It is the same chain of stages as ``iter(recipe)``; iterating it
@@ -120,10 +124,10 @@ class Resumable:
         with tracked(True):
             self.node = start(self.recipe, inner)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[_T]:
         return self.node
 
-    def __next__(self) -> Any:
+    def __next__(self) -> _T:
         return next(self.node)
 
     def state_dict(self) -> dict:
@@ -180,6 +184,10 @@ def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
     return state["stages"]
 
 
+@overload
+def resumable(recipe: Stream[_T], state: dict | None = None) -> Resumable[_T]: ...
+@overload
+def resumable(recipe: Any, state: dict | None = None) -> Resumable[Any]: ...
 def resumable(recipe: Any, state: dict | None = None) -> Resumable:
     """Run ``recipe`` so that it can be checkpointed (``state_dict()``) and resumed.
 

@@ -82,7 +82,7 @@ import numpy as np
 import zmq
 
 from . import wire
-from .core import Transform
+from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, check_fields, check_list, start, tracked, tracking
 from .workers import WorkerInfo, set_worker_info
@@ -121,7 +121,7 @@ def zmq_offload(
     max_tries: int = 100,
     start_method: str | None = None,
     random_state: int | None = None,
-) -> Transform:
+) -> ItemTransform:
     """Produce a stream's items in other processes and receive them over ZeroMQ.
 
     Curried and data-last: ``zmq_offload(workers=2)`` is a
