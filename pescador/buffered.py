@@ -20,7 +20,7 @@ from weakref import getweakrefcount as _getweakrefcount
 import numpy as np
 
 from .core import _MISSING, Stream, Transform, check_count, is_item, not_a_dict, short_repr
-from .exceptions import PescadorError
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, check_bool, check_fields, check_int, start, start_from
 
 __all__ = ["buffer"]
@@ -716,10 +716,10 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     given = n
     n = check_count(n, "buffer", "n", minimum=1)
     if n > _MAX_ROWS:
-        raise PescadorError(
+        raise ParameterError(
             f"buffer: n must be an integer between 1 and {_MAX_ROWS} (an array's length); got {given!r}"
         )
     if not isinstance(strict, (bool, np.bool_)):
-        raise PescadorError(f"buffer: strict must be True or False; got {strict!r}")
+        raise ParameterTypeError(f"buffer: strict must be True or False; got {strict!r}")
     step = Transform("buffer", _Buffer, {"n": n, "strict": bool(strict)})
     return step if source is _MISSING else step(source)
