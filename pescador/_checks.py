@@ -57,8 +57,6 @@ def _check_choice(value: Any, valid: Sequence[str], where: str, name: str = "mod
     return value
 
 
-<<<<<<< HEAD
-=======
 def _check_bool(value: Any, where: str, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ParameterTypeError(f"{where}: {name} must be True or False; got {value!r}")

@@ -19,7 +19,7 @@ from . import core
 from .buffered import buffer
 from .core import keras_tuples, tuples
 from .extras import cache
-from .exceptions import DataError, ParameterTypeError, PescadorError
+from .exceptions import DataError, ParameterTypeError
 
 __all__ = ["buffer_stream", "tuples", "keras_tuples", "cache"]
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import core
-from .exceptions import ParameterTypeError, PescadorError
+from .exceptions import ParameterTypeError
 
 __all__ = [
     "Streamer",
