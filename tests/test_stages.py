@@ -226,7 +226,10 @@ def test_a_changed_field_is_refused_or_changes_nothing(name, where, data):
     saved = json.loads(json.dumps(run.state_dict()))
     fields = list(_paths(saved["stages"]))
     path, value = data.draw(st.sampled_from(fields))
-    mutation = data.draw(st.sampled_from(_mutations(value)))
+    mutations = _mutations(value)
+    if path and isinstance(path[-1], int):  # (an entry of a list of varying length may go: a field may not)
+        mutations.remove("drop")
+    mutation = data.draw(st.sampled_from(mutations))
     state = dict(saved, stages=_apply(saved["stages"], path, mutation))
     state["check"] = _sign(state)
     try:
