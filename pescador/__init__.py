@@ -26,7 +26,7 @@ from .maps import buffer_stream
 from .buffered import buffer
 from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 from .zmq_stream import zmq_offload
-from .ray_stream import ray_offload  # (imports Ray only when a run starts)
+from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a run starts)
 from .observe import Meter, MuxStats, measure
 from .extras import cache, epoch_length, epochs, streamable
 from .resume import resumable
@@ -61,6 +61,7 @@ __all__ = [
     "ChainMux",
     "zmq_offload",
     "ray_offload",
+    "FailoverWarning",
     "MuxStats",
     "Meter",
     "measure",
