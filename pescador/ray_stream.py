@@ -338,9 +338,10 @@ class _Share:
 class _Pending:
     """The items a share's thread produced and the actor has not shipped yet (bounded in items and bytes).
 
-    Each entry is ``(item, state)``: ``state`` is the share's state (JSON
-    text) after the item, when it was asked for (``ask``: the producer then
-    computes it after its next item), or None.
+    ``states`` holds ``(index, state)`` pairs: the share's state (JSON text)
+    after item ``index``, for the items whose state was asked for (``ask``:
+    the producer then computes it after its next item; every item in a
+    resumable run).
     """
 
     def __init__(self, chunk: int, chunk_bytes: int) -> None:
@@ -361,11 +362,17 @@ class _Pending:
                 self.cond.wait()
             if self.closed:
                 return False
+            if state is not None:
+                self.states.append((len(self.items), state))
             self.items.append(item)
-            self.states.append(state)
             self.size += nbytes
-            self.cond.notify_all()
+            if len(self.items) == 1 or len(self.items) >= self.chunk or self.size >= self.chunk_bytes:
+                self.cond.notify_all()  # (the shipper waits for a first item, or for a full chunk)
             return True
+
+    def fills(self, item: Any) -> bool:
+        """Whether ``item`` will fill the chunk (so its state is the chunk's last: failover drops nothing)."""
+        return len(self.items) + 1 >= self.chunk or self.size + _nbytes(item) >= self.chunk_bytes
 
     def finish(self, last: tuple) -> None:
         with self.cond:
@@ -408,7 +415,7 @@ def _produce(recipe: Any, state: str | None, skip: int, per_item: bool, pending:
             except StopIteration:
                 break
             after = None
-            if per_item or (stateful and pending.ask):
+            if per_item or (stateful and (pending.ask or pending.fills(item))):
                 pending.ask = False
                 try:
                     after = json.dumps(iterator.state())
@@ -628,15 +635,17 @@ def _receive(run: _Run, slots: list, delivered: dict) -> Iterator:
             _, items, states = message
             if config.copy:
                 items = [_copied(item) for item in items]
-            for item, state in zip(items, states):
-                slot.received += 1
-                if state is None:
-                    slot.skip += 1
-                else:  # (the share's state once this item is delivered)
-                    slot.resume, slot.skip = state, 0
-                    if run.per_item:
-                        delivered[slot.wid] = state
-                yield item
+            slot.received += len(items)
+            if states:  # (failover resumes from the latest state and drops the items after it)
+                slot.resume, slot.skip = states[-1][1], len(items) - 1 - states[-1][0]
+            else:
+                slot.skip += len(items)
+            if run.per_item:  # (a resumable run: each item's state once it is delivered)
+                for item, (_, state) in zip(items, states):
+                    delivered[slot.wid] = state
+                    yield item
+            else:
+                yield from items
         elif kind == _STARTED:
             slot.started = True
         elif kind == _END:

@@ -190,6 +190,21 @@ def test_worker_exits_once(cluster, tmp_path):
     assert rows(got) == rows(in_process(pescador.buffer(2)(pescador.stream(sharded, 200)), 2))
 
 
+def plain_stage(upstream):
+    """A stage written as a plain generator function: it cannot say where its run is."""
+    for item in upstream:
+        yield {"x": item["x"] * 1}
+
+
+def test_stage_without_state_fails_over_by_replay(cluster, tmp_path):
+    """Without a state, the new actor replays the share from its start and drops what was delivered."""
+    plain = pescador.Transform("plain", plain_stage, {})
+    recipe = plain(pescador.stream(exits_once, 120, str(tmp_path / "exited"), 25))
+    with pytest.warns(FailoverWarning, match=r"share 0 of 2 restarts .* from its start, dropping the \d+ items"):
+        got = list(pescador.ray_offload(workers=2, chunk=4)(recipe))
+    assert rows(got) == rows(in_process(plain(pescador.stream(sharded, 120)), 2))
+
+
 def test_max_restarts(cluster):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
