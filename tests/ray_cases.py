@@ -12,6 +12,7 @@ import collections
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -35,7 +36,9 @@ def cluster():
 
     # The actors import this module's recipes by name: the nodes (started now) inherit this path.
     here = os.path.dirname(os.path.abspath(__file__))
-    os.environ["PYTHONPATH"] = os.pathsep.join([here] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    docs = os.path.join(os.path.dirname(here), "docs")  # (docs/ray_example.py)
+    os.environ["PYTHONPATH"] = os.pathsep.join([here, docs] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    sys.path.insert(0, docs)
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "_system_config": _SYSTEM})
     ray.init(address=c.address, log_to_driver=False)
     try:
@@ -289,3 +292,10 @@ def test_exhaustive_mux_fails_over(cluster, tmp_path):
         [pescador.stream(counted, 100 * v, 40 + v) for v in range(4)]
     )
     assert rows(got) == rows(expected) == rows(item for v in range(4) for item in counted(100 * v, 40 + v))
+
+
+def test_the_docs_example_runs(cluster, capsys):
+    import ray_example  # (docs/ray_example.py, shown in docs/beyond.rst)
+
+    assert ray_example.main(workers=2) == set(range(10))
+    assert "read 10 files on 2 Ray actors" in capsys.readouterr().out
