@@ -16,45 +16,53 @@ a local one, saying so in a log line (logger ``"pescador"``).
 How items travel (and why)
 --------------------------
 A Ray object costs a few hundred microseconds, whatever its size, so items
-are grouped: an actor ships a chunk when it holds ``chunk`` items, when its
-arrays reach ``chunk_bytes`` bytes, or, before it asks its source for the
-next item, when the chunk's first item has waited ``linger`` seconds (so an
-item waits at most ``linger`` plus the time its source takes for the next
-one).  Chunks go through a streaming generator (one actor task for the whole
-share): ``python -m benchmarks ray`` measures it against one actor method
-call per chunk and against chunks put into the object store by the actor,
-and the streaming generator was the fastest of the three for small items and
-on a par for large ones (see the figures in ``benchmarks/bench_ray.py``).
-Arrays are serialised once, into Ray's object store; the consumer receives
-read-only views of the store (``copy=True``: writeable copies).
+travel in chunks.  In each actor a thread runs the share into a bounded
+buffer (at most ``chunk`` items and about ``chunk_bytes`` bytes of arrays),
+and the actor ships what it holds as one chunk when the chunk is full, or
+``linger`` seconds after its first item, even while the source is busy with
+the next one.  Chunks go through a Ray streaming generator (one actor task
+for the whole share).  ``python -m benchmarks ray`` measures it against one
+actor method call per chunk (four in flight) and against chunks the actor
+``ray.put``s into the object store: on a loaded 2-core machine the three were
+within the run-to-run noise of each other for chunks of small items (80,000
+to 130,000 items/s) and for 4 MiB items (210 to 290 items/s), and one item
+per object gave about 2,000 objects/s; the streaming generator was kept for
+its built-in backpressure and its single task per share.  Arrays are
+serialised once, into Ray's object store; the consumer receives read-only
+views of the store (``copy=True``: writeable copies).
 
 Backpressure: at most ``hwm`` chunks of each actor wait unconsumed (Ray's
-generator backpressure); an actor that gets ahead blocks in its ``yield``.
-So at most about ``hwm * chunk_bytes`` bytes (or ``hwm`` items, when one
-item exceeds ``chunk_bytes``) are in flight per worker.
+generator backpressure); an actor that gets ahead blocks.  So at most about
+``(hwm + 1) * chunk_bytes`` bytes (or ``hwm + 1`` chunks of ``chunk`` items)
+are in flight per worker, plus one item larger than ``chunk_bytes``.
 
 Failover (exactly once)
 -----------------------
-With each chunk an actor sends its share's state after the chunk's last
-item (:mod:`pescador.stage`).  When an actor, its process or its node dies,
-the consumer yields every item it has received, starts a new actor for the
-share from the state after the last item received, and warns
+With its items an actor sends, now and then, its share's state after one of
+them (:mod:`pescador.stage`): after the item that fills a chunk, and after
+the first item of a chunk shipped by ``linger``.  When an actor, its process
+or its node dies, the consumer yields every item it has received, starts a
+new actor for the share from the latest state it received, which drops the
+items delivered after that state (at most one chunk's), and warns
 (:class:`FailoverWarning`) naming the share and the cause: nothing is lost
-and nothing is produced twice.  A share that fails ``max_restarts + 1``
-times ends the run with :class:`~pescador.PescadorError`.  A share whose
-stages cannot say where they are (a stage written as a plain generator
-function) can fail over only before its first chunk arrived; later, the
-error says why.
+and nothing is produced twice, provided the share produces the same items
+again from a state, as resumable runs require (its seed is the same on the
+new actor).  A share whose stages cannot say where they are (a stage
+written as a plain generator function) restarts from its start and drops
+every item it delivered.  A share that fails ``max_restarts + 1`` times ends
+the run with :class:`~pescador.PescadorError`.
 
 A worker's exception ends the run: it is raised in the consumer, after the
-items the worker sent before it, as the original exception (when it can be
-pickled) whose cause carries the worker's traceback, else as
+items the worker yielded before it, as the original exception (when it can
+be pickled) whose cause carries the worker's traceback, else as
 :class:`~pescador.PescadorError` with the traceback text.
 
 Early stop (``break``, garbage collection, ``KeyboardInterrupt``, an
 exception) kills every actor of the run at once (``ray.kill``): a source's
 ``finally`` blocks do not run in the actors.  When the consumer's process
-dies, Ray ends the actors it owned.
+dies, Ray ends the actors it owned.  An actor that Ray cannot place within
+``placement_timeout`` seconds ends the run with a
+:class:`~pescador.PescadorError` naming the resources asked and available.
 
 Resumable runs
 --------------
