@@ -1,7 +1,13 @@
 """Collection rules for the whole repository (pytest runs pescador/, tests/, docs/ and README.md)."""
 
 import importlib.util
+import os
 
-collect_ignore = ["docs/conf.py", "docs/plots.py", "docs/_build", "docs/conftest.py", "tests/conftest.py"]
+os.environ.setdefault("KERAS_BACKEND", "torch")  # (Keras defaults to TensorFlow, which is not a test extra)
+
+collect_ignore = ["docs/conf.py", "docs/plots.py", "docs/_build", "docs/conftest.py", "tests/conftest.py",
+                  "docs/check_rendering.py"]
 if importlib.util.find_spec("torch") is None:
     collect_ignore.append("pescador/torch.py")  # its doctest needs PyTorch (make test-frameworks)
+if importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None:
+    collect_ignore.append("pescador/keras.py")  # its doctest needs Keras on PyTorch

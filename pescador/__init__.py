@@ -15,7 +15,7 @@ Two ways to write the same pipeline:
 __version__ = "4.0.0"
 
 from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
-from .exceptions import DataError, PescadorError
+from .exceptions import DataError, PescadorError, WorkerError
 from . import stage
 from .stage import Stage
 from .streamer import BufferedStreamer, ChainMux, Mux, RoundRobinMux, ShuffledMux, StochasticMux, Streamer, ZMQStreamer
@@ -35,6 +35,7 @@ from .remote import InsecureWarning, ProducerWarning
 __all__ = [
     "PescadorError",
     "DataError",
+    "WorkerError",
     "ProducerWarning",
     "InsecureWarning",
     "Stream",

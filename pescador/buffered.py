@@ -21,7 +21,7 @@ import numpy as np
 
 from .core import _MISSING, Stream, Transform, check_count, is_item, not_a_dict, short_repr
 from .exceptions import PescadorError
-from .stage import Stage, check_bool, check_fields, check_int, start
+from .stage import Stage, check_bool, check_fields, check_int, start, start_from
 
 __all__ = ["buffer"]
 
@@ -504,7 +504,7 @@ class _Buffer(Stage):
             sources, rows = rest
             narrow = [k for k, s in zip(self.keys, sources) if _cast(s.dtype, layout[k][1]) == _NARROWING]
             self.rest = [sources, 0, rows, narrow, position - 1]
-        self.up = start(upstream, state["up"])
+        self.up = start_from(upstream, state, "up", where)
 
     def state(self) -> dict:
         layout = None

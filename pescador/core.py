@@ -15,15 +15,15 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
+from ._checks import check_count
 from .exceptions import DataError, PescadorError
-from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, starter
+from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, start_from, starter
 
 __all__ = [
     "Stream",
@@ -442,22 +442,6 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
 # ----------------------------------------------------------------------------
 
 
-def check_count(value: Any, where: str, name: str, *, minimum: int = 0, allow_none: bool = False) -> int | None:
-    """Return ``value`` as an int >= ``minimum``, or raise a clear PescadorError.
-
-    Integral floats (``1e3``) are accepted, as pescador 1.0 accepted them.
-    """
-    if value is None and allow_none:
-        return None
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        ok = float(value).is_integer()
-    if not ok or int(value) < minimum:
-        expected = f"an integer >= {minimum}" + (" or None" if allow_none else "")
-        raise PescadorError(f"{where}: {name} must be {expected}; got {value!r}")
-    return int(value)
-
-
 # ----------------------------------------------------------------------------
 # The two calling styles of the map functions
 # ----------------------------------------------------------------------------
@@ -521,7 +505,7 @@ class _Take(Stage):
         where = f"take(n={n})"
         check_fields(state, ("count", "up"), where)
         self.count = check_int(state, "count", where, 0, n)
-        self.up = start(upstream, state["up"])
+        self.up = start_from(upstream, state, "up", where)
 
     def __next__(self) -> Any:
         count = self.count
@@ -583,7 +567,7 @@ class _Cycle(Stage):
         check_fields(state, ("count", "in_pass", "up"), where)
         self.count = check_int(state, "count", where, 0, max_iter)
         self.in_pass = check_int(state, "in_pass", where, 0, self.count)
-        self.up = start(upstream, state["up"])
+        self.up = start_from(upstream, state, "up", where)
 
     def __next__(self) -> Any:
         if self.limit is not None and self.count >= self.limit:
@@ -697,7 +681,7 @@ class _Map(Stage):
         where = f"{self.name} stage"
         check_fields(state, ("pos", "up"), where)
         self.position = check_int(state, "pos", where, 0)
-        self.up = start(upstream, state["up"])
+        self.up = start_from(upstream, state, "up", where)
 
     def state(self) -> dict:
         return {"pos": self.position, "up": self.up.state()}

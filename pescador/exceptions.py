@@ -1,6 +1,6 @@
 """The exceptions pescador raises for misuse, for bad data and for failures in a stream."""
 
-__all__ = ["PescadorError", "DataError"]
+__all__ = ["PescadorError", "DataError", "WorkerError"]
 
 
 class PescadorError(Exception):
@@ -37,3 +37,43 @@ class DataError(PescadorError):
     ...     print(exc)
     tuples: item 0 has no key 'y'; its keys are ['x']
     """
+
+
+class WorkerError(PescadorError):
+    """A worker's exception, as the consumer received it: the worker's traceback text.
+
+    When a :func:`~pescador.zmq_offload` worker (or a :func:`~pescador.remote`
+    producer) raises, the consumer raises the same exception again, of the
+    original type where it can be rebuilt, with a ``WorkerError`` as its
+    ``__cause__``: so ``except ValueError`` catches a worker's ``ValueError``,
+    and the printed traceback shows the worker's frames (above "The above
+    exception was the direct cause of the following exception").  Where the
+    exception cannot be rebuilt (its class cannot be imported here, its
+    arguments cannot be pickled or do not fit its constructor, or it is not
+    an ``Exception``), the consumer raises the ``WorkerError`` itself: a
+    :class:`PescadorError` naming the original type, with the traceback.
+
+    Attributes
+    ----------
+    type_name : str
+        The original exception's type, ``module.qualname`` (empty if unknown).
+    traceback_text : str
+        The traceback, formatted in the worker.
+
+    Examples
+    --------
+    >>> import pickle
+    >>> error = WorkerError("worker 0 raised builtins.ValueError", "Traceback ...", "builtins.ValueError")
+    >>> error.type_name, error.traceback_text
+    ('builtins.ValueError', 'Traceback ...')
+    >>> pickle.loads(pickle.dumps(error)).traceback_text
+    'Traceback ...'
+    """
+
+    def __init__(self, message: str, traceback_text: str = "", type_name: str = "") -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
+        self.type_name = type_name
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.args[0] if self.args else "", self.traceback_text, self.type_name)

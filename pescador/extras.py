@@ -16,7 +16,9 @@ from typing import Any
 
 from . import core
 from .core import Stream, Transform, check_count, stream
-from .stage import NO_EPOCHS, Stage, _from_collection, stage_of, start
+from ._checks import _check_k
+from .mux import _Mux, _PoolOf, _passes
+from .stage import NO_EPOCHS, Stage, _from_collection, pool_length, stage_of, start
 from .exceptions import PescadorError
 
 __all__ = ["streamable", "cache", "epochs", "epoch_length"]
@@ -214,7 +216,7 @@ def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_sta
             f"{where}: prob (the probability of drawing a new item, as in pescador 3.x) must be a number in "
             f"(0, 1]; got {prob!r}"
         )
-    from ._random import _check_random_state
+    from ._checks import _check_random_state
 
     params = dict(n_cache=n_cache, prob=float(prob), random_state=_check_random_state(random_state, where))
     if curried:
@@ -227,10 +229,30 @@ def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_sta
 # ----------------------------------------------------------------------------
 
 
-def _epochs(pool: tuple, n_epochs: int | None, k: int | None, random_state: Any) -> Iterator:
-    from .mux import _run
+class _Epochs(_Mux):
+    """A run of :func:`epochs`: every stream of the pool once per epoch, ``k`` at a time."""
 
-    return _run("epochs", pool, dict(n_epochs=n_epochs, k=k, random_state=random_state))
+    name = "epochs"
+
+    def __init__(self, pool: tuple, n_epochs: int | None = None, k: int | None = None, random_state: Any = None,
+                 state: Any = None) -> None:
+        self._begin(pool, dict(n_epochs=n_epochs, k=k, random_state=random_state), None, state)
+
+    @classmethod
+    def settings(cls, pool: tuple, p: dict) -> dict:
+        return _passes(p["k"] or max(1, len(pool)), "random", "uniform", p["n_epochs"], p["random_state"])
+
+    @classmethod
+    def run_length(cls, upstream: Any, params: dict, length: Callable) -> float | None:
+        per_epoch = pool_length(upstream, None, length)
+        if not per_epoch:  # (unknown, or nothing: the run ends after an empty epoch)
+            return per_epoch
+        n_epochs = cls._params(params)["n_epochs"]
+        return math.inf if n_epochs is None else n_epochs * per_epoch
+
+    @classmethod
+    def epoch_length(cls, upstream: Any, params: dict, epoch: Callable) -> Any:
+        return pool_length(upstream, None, _run_length)
 
 
 def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: Any = None) -> Transform:
@@ -269,8 +291,7 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
     >>> pescador.epoch_length(pescador.epochs(2)(pool))
     3
     """
-    from ._random import _check_random_state
-    from .mux import _PoolOf, _check_k
+    from ._checks import _check_random_state
 
     where = "epochs"
     params = dict(
@@ -278,7 +299,7 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
         k=None if k is None else _check_k(k, where),
         random_state=_check_random_state(random_state, where),
     )
-    return Transform("epochs", _epochs, params, coerce=_PoolOf(where))
+    return Transform("epochs", _Epochs, params, coerce=_PoolOf(where))
 
 
 # ----------------------------------------------------------------------------

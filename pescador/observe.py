@@ -78,18 +78,18 @@ class MuxStats:
 
     def __init__(self) -> None:
         self._owner: Any = None  # a weak reference to the token of the run counting into this observer
-        self._reset(0, None, [], [], [])
+        self._reset(0, None, [])
 
-    def _reset(self, n: int, weights: Any, who: list, bound: list, left: list) -> None:
+    def _reset(self, n: int, weights: Any, slots: list) -> None:
         self._items = np.zeros(n, dtype=np.int64)
         self._activations = np.zeros(n, dtype=np.int64)
         w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
         w = w / w.max() if n else w  # (first: a sum of very large weights would overflow)
         self._expected = w / w.sum() if n else w
-        self._slots = (who, bound, left)
+        self._slots = slots  # (the run's live slots: each has .who and .given())
 
-    def _start(self, n: int, weights: Any, who: list, bound: list, left: list, where: str = "mux") -> Any:
-        """Called by the mux engine when a run starts; keeps views of its live slots.
+    def _start(self, n: int, weights: Any, slots: list, where: str = "mux") -> Any:
+        """Called by the mux engine when a run starts; keeps a view of its live slots.
 
         Returns the run's token, which the run holds until it ends (then
         :meth:`_stop`); a second run starting while the first still holds
@@ -104,7 +104,7 @@ class MuxStats:
             )
         token = _Run(where)
         self._owner = weakref.ref(token)
-        self._reset(n, weights, who, bound, left)
+        self._reset(n, weights, slots)
         return token
 
     def _stop(self, token: Any) -> None:
@@ -120,12 +120,8 @@ class MuxStats:
     @property
     def items(self) -> np.ndarray:
         out = self._items.copy()
-        who, bound, left = self._slots
-        for s, i in enumerate(list(who)):
-            try:
-                out[i] += bound[s] - left[s]
-            except IndexError:  # a slot released while we looked
-                pass
+        for slot in list(self._slots):  # (a copy: slots may be released while we look)
+            out[slot.who] += slot.given()
         return out
 
     @property

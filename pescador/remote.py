@@ -48,6 +48,13 @@ for ``grace`` seconds.  A producer that comes back is read again.  Each
 producer's queue is bounded (``hwm`` messages on each side), so a fast
 producer waits for a slow consumer.  A producer whose stream ends sends an
 end of stream; when every producer has ended, so does the remote stream.
+A producer whose recipe raises sends its traceback, and the exception's
+type and plain arguments (never a pickle); the consumer warns and carries
+on, and once every producer has ended it raises the first such exception:
+as its own type where that is a built-in exception (rebuilt from its
+arguments: nothing that comes over the network is unpickled), with the
+producer's traceback in a :class:`~pescador.WorkerError` as its cause, or
+as that :class:`~pescador.WorkerError` otherwise.
 """
 
 from __future__ import annotations
@@ -362,10 +369,10 @@ def serve(
                 sent += 1
                 if not sent % 256:
                     peers.update()
-        except Exception:  # tell the consumer why this producer stops, then raise here too
+        except Exception as exc:  # tell the consumer why this producer stops, then raise here too
             sock.setsockopt(zmq.SNDTIMEO, int(linger * 1000))
             try:
-                sock.send_multipart(wire.encode_error(traceback.format_exc()))
+                sock.send_multipart(wire.encode_error(traceback.format_exc(), exc))  # (never pickled)
                 _wait_for_leaving(peers, linger, ended=True)
             except zmq.Again:
                 pass
@@ -727,7 +734,7 @@ def _receive(producers: list, grace: float, copy: bool, status: RemoteStatus) ->
                 "because it is slow to make its first item or another consumer connected to it took its items)"
             )
     if failures:
-        raise PescadorError("remote: every producer has ended, and these failed:\n" + "\n".join(failures))
+        raise _failed(failures)
 
 
 _remote.pescador_resumes = False  # (read by pescador.resumable, which refuses such a source at once)
@@ -737,15 +744,31 @@ _remote.pescador_why_not = (
 )
 
 
+def _failed(failures: list) -> Exception:
+    """Every producer has ended and some failed (``(endpoint, wire.ErrorReport)`` each): the first one's error.
+
+    Raised as its own type where it is a built-in exception, rebuilt from its
+    plain arguments (nothing that came over the network is unpickled), with
+    the producer's traceback in a :class:`~pescador.WorkerError` as its
+    cause; otherwise as that :class:`~pescador.WorkerError`.
+    """
+    endpoint, report = failures[0]
+    others = ", ".join(other for other, _ in failures[1:])
+    when = f" (every producer has ended; {others} failed too, see the warnings)" if others else ""
+    return wire.error_from(report, f"remote: producer {endpoint}", trusted=False, when=when)
+
+
 def _retire(producer: _Producer, kind: int, payload: Any, active: list, poller: zmq.Poller, failures: list) -> None:
     """A producer's stream ended (END) or failed (its recipe raised): close it and count it out."""
     producer.events()
     if kind == wire.END:
         producer.close("ended", "ended")
     else:  # the producer's recipe raised: report it, and carry on with the others
-        warnings.warn(f"remote: {producer.endpoint} failed; its traceback:\n{payload}", ProducerWarning, stacklevel=4)
+        warnings.warn(
+            f"remote: {producer.endpoint} failed; its traceback:\n{payload.text}", ProducerWarning, stacklevel=4
+        )
         producer.close("failed", "its recipe raised")
-        failures.append(f"{producer.endpoint}:\n{payload}")
+        failures.append((producer.endpoint, payload))
     active.remove(producer)
     poller.unregister(producer.sock)
 

@@ -23,13 +23,14 @@ How each stage resumes
   every mux kind and ``epochs`` keep their random generator's state, their
   slots and the state of each live activation.
 
-Resumable runs draw their random numbers one at a time (so the generator's
-state can be saved between any two items), not in blocks as plain runs do:
-a resumable run of a recipe is reproducible (with int seeds) and resumes
-exactly, but it is not the same sequence as ``iter(recipe)``.  Every
-``random_state`` in the recipe must be an int (or None, which is refused
-when a state is asked for): the state of a run that draws from entropy
-could not be reproduced.
+A resumable run is the same chain of stages as ``iter(recipe)``: random
+numbers are drawn in blocks in both, and a state holds, for each block under
+way, the generator's state at the block's start and the offset into it, so
+a resumable run of a seeded recipe yields exactly the items of a plain run.
+Every ``random_state`` that draws must be an int: a mux kind or ``epochs``
+with None, a ``Generator`` or a ``RandomState`` is refused when the
+resumable run starts (the state of a run that draws from entropy could not
+be reproduced).
 
 Through ``zmq_offload`` each worker runs its part of the recipe resumably
 and sends its state with every item; the state of the run holds, for each

@@ -52,7 +52,7 @@ import numpy as np
 from .exceptions import PescadorError
 
 __all__ = ["Stage", "start", "stage_of", "check_fields", "check_int", "check_bool", "check_list", "check_choice",
-           "tracking", "NO_EPOCHS", "pool_length"]
+           "tracking", "NO_EPOCHS", "pool_length", "start_from"]
 
 
 # ----------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class Stage:
                 f"resumable: the state of {type(self).__qualname__} lacks the field {key!r} (the upstream's "
                 f"state); got {_short(state)}"
             )
-        return start(upstream, state[key])
+        return start_from(upstream, state, key, type(self).__qualname__)
 
     # -- facts, read from the class without running it ------------------------------------------
     @classmethod
@@ -268,6 +268,18 @@ def start(recipe: Any, state: Any = None) -> Any:
     if state is not None:
         raise not_resumable(recipe)
     return _Opaque(recipe)
+
+
+def start_from(upstream: Any, state: dict, key: str, where: str) -> Any:
+    """Resume the run of ``upstream`` from ``state[key]``, which must be a run's state (a dict: a
+    missing or null one would silently start the upstream again)."""
+    value = state[key]
+    if not isinstance(value, dict):
+        raise PescadorError(
+            f"resumable: the state of {where}: field {key!r} must be the upstream's state (a dict); "
+            f"got {_short(value)}"
+        )
+    return start(upstream, value)
 
 
 def not_resumable(recipe: Any) -> PescadorError:

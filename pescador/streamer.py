@@ -452,3 +452,15 @@ class ChainMux(Streamer):
 
         self._facade(chain_mux(mode, random_state)(streamers), streamers)
         self.streamers, self.mode, self.random_state = streamers, mode, random_state
+
+
+def _into_mux_module() -> None:
+    """``pescador.mux.Mux`` and ``from pescador.mux import StochasticMux`` (3.x names): the facades are
+    put into the mux module, which does not import this one."""
+    from . import mux
+
+    for facade in (Mux, StochasticMux, ShuffledMux, RoundRobinMux, ChainMux):
+        setattr(mux, facade.__name__, facade)
+
+
+_into_mux_module()

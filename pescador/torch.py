@@ -1,11 +1,20 @@
-"""PyTorch adapter: any stream as a ``torch.utils.data.IterableDataset``.
+"""PyTorch adapter: any stream as a ``DataLoader`` or an ``IterableDataset``.
 
 Needs PyTorch (``pip install pescador[torch]``); the rest of pescador does
-not.  ``as_dataset(stream)`` yields the stream's items with every numpy
-array turned into a tensor by ``torch.from_numpy``, which shares the array's
-memory (no copy).  Use it with ``DataLoader(dataset, batch_size=None)``:
+not, and ``import pescador`` does not import torch.  ``loader(stream)``
+returns a configured ``torch.utils.data.DataLoader`` in one call;
+``as_dataset(stream)`` the ``IterableDataset`` under it.  Both yield the
+stream's items with every numpy array turned into a tensor by
+``torch.from_numpy``, which shares the array's memory (no copy).
+
 pescador already makes the batches (``buffer``), so the loader must not
-collate them again.
+collate them again: ``loader`` passes ``batch_size=None``, and a dataset
+run by a ``DataLoader`` that batches (its default ``batch_size=1``
+included) raises a :class:`~pescador.PescadorError` at the start of the
+iteration instead of silently adding a dimension.  Where
+:func:`pescador.epoch_length` knows an epoch's length, the dataset and the
+loader have a ``len()`` (so ``tqdm`` shows a total); elsewhere ``len()``
+raises ``TypeError``, as for any unsized iterable.
 
 Under ``DataLoader(num_workers=N)``, each loader worker runs its own copy of
 the recipe and sets :func:`pescador.worker_info` (its id, N, and a seed
@@ -23,6 +32,7 @@ brings pinned memory and torch's own worker management.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,17 +40,23 @@ import numpy as np
 
 from .core import Stream, stream
 from .exceptions import PescadorError
+from .extras import epoch_length
 from .workers import WorkerInfo, set_worker_info
 
 try:
     import torch
-    from torch.utils.data import IterableDataset, get_worker_info
+    from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError(
         "pescador.torch needs PyTorch: pip install 'pescador[torch]' (or pip install torch)"
     ) from exc
 
-__all__ = ["as_dataset", "StreamDataset"]
+try:  # (where a DataLoader keeps whether it batches: see StreamDataset._refuse_collation)
+    from torch.utils.data._utils.fetch import _BaseDatasetFetcher
+except ImportError:  # pragma: no cover - a torch that moved it: the check is then skipped
+    _BaseDatasetFetcher = None
+
+__all__ = ["loader", "as_dataset", "StreamDataset"]
 
 
 def _tensors(item: Any) -> Any:
@@ -57,26 +73,87 @@ def _tensors(item: Any) -> Any:
     return out
 
 
+_DOUBLE_BATCHING = (
+    "{where}: this DataLoader batches the dataset's items ({batch_size}), but pescador items are "
+    "batches already (made by buffer): collating them again would add a dimension in front.  Use pescador.torch.loader(stream, ...) or "
+    "DataLoader(dataset, batch_size=None, ...).  If the items are single samples that the "
+    "DataLoader should batch, say so: StreamDataset(stream, collate=True)."
+)
+
+
 class StreamDataset(IterableDataset):
-    """An ``IterableDataset`` over a pescador stream (see :func:`as_dataset`).
+    """An ``IterableDataset`` over a pescador stream (see :func:`as_dataset` and :func:`loader`).
 
     Parameters
     ----------
     recipe : Stream
         What each iteration runs.
+    collate : bool
+        False (the default): the items are batches already, and a
+        ``DataLoader`` that batches them again (any ``batch_size`` but
+        None) is refused with a :class:`~pescador.PescadorError` when its
+        iteration starts.  True: the items are single samples, and the
+        ``DataLoader`` may batch them.
+
+    Notes
+    -----
+    ``len(dataset)`` is :func:`pescador.epoch_length` of the recipe where
+    that is known, and raises ``TypeError`` elsewhere.  Under a
+    ``DataLoader`` with workers this is the length of the whole loader when
+    the workers share out the epoch, as a mux that runs each stream once
+    and sources that read :func:`pescador.worker_info` do; a recipe that
+    every worker runs whole yields more than that, and torch warns
+    ("Length of IterableDataset ... was reported to be ...").
     """
 
-    def __init__(self, recipe: Stream) -> None:
+    def __init__(self, recipe: Stream, *, collate: bool = False) -> None:
         super().__init__()
         self.recipe = recipe
+        self.collate = bool(collate)
         self._epoch: list | None = None  # (in a DataLoader worker) [(base seed, worker id), epochs begun]
 
     def __iter__(self) -> Iterator:
+        if not self.collate:
+            self._refuse_collation(sys._getframe(1))
+        return self._run()
+
+    def __len__(self) -> int:
+        length = epoch_length(self.recipe)
+        if length is None:
+            raise TypeError(
+                f"{self!r} has no len(): pescador.epoch_length cannot tell how many items an epoch "
+                "of this recipe holds without running it (a generator function, or an endless run)"
+            )
+        return length
+
+    def _run(self) -> Iterator:
         info = get_worker_info()
         if info is not None:  # inside a DataLoader worker: tell the sources who they are
             set_worker_info(WorkerInfo(info.id, info.num_workers, self._epoch_seed(info)))
         for item in self.recipe:
             yield _tensors(item)
+
+    def _refuse_collation(self, frame: Any) -> None:
+        """Raise if the DataLoader that starts this iteration batches its items.
+
+        A DataLoader (in its main process or in a worker) starts each
+        iteration from a fetcher that knows whether it batches
+        (``auto_collation``: ``batch_size`` is not None); the fetcher is the
+        caller of ``iter(dataset)``.  A few frames up are searched, for a
+        fetcher that holds this very dataset.
+        """
+        for _ in range(4):
+            if frame is None or _BaseDatasetFetcher is None:
+                return
+            fetcher = frame.f_locals.get("self")
+            if isinstance(fetcher, _BaseDatasetFetcher) and fetcher.dataset is self:
+                if fetcher.auto_collation:
+                    info = get_worker_info()
+                    where = "as_dataset" if info is None else f"as_dataset (in DataLoader worker {info.id})"
+                    batch_size = _batch_size(frame)
+                    raise PescadorError(_DOUBLE_BATCHING.format(where=where, batch_size=batch_size))
+                return
+            frame = frame.f_back
 
     def _epoch_seed(self, info: Any) -> np.random.SeedSequence:
         """This worker's seed for this epoch: new for each iteration, reproducible from the loader's seed.
@@ -95,11 +172,33 @@ class StreamDataset(IterableDataset):
         return np.random.SeedSequence(base, spawn_key=(info.id, epoch))
 
     def __repr__(self) -> str:
-        return f"StreamDataset({self.recipe!r})"
+        return f"StreamDataset({self.recipe!r}{', collate=True' if self.collate else ''})"
+
+
+def _batch_size(frame: Any) -> Any:
+    """``batch_size=N`` of the DataLoader above ``frame`` where it can be seen, else a phrase."""
+    while frame is not None:
+        owner = frame.f_locals.get("loader", frame.f_locals.get("self"))
+        if isinstance(owner, DataLoader):
+            return f"batch_size={owner.batch_size}"
+        frame = frame.f_back
+    return "its batch_size is not None"
+
+
+def _recipe(source: Any, args: tuple, kwargs: dict, where: str) -> Stream:
+    try:
+        return stream(source, *args, **kwargs)
+    except PescadorError as exc:
+        raise PescadorError(f"{where}: {exc}") from None
 
 
 def as_dataset(source: Any, *args: Any, **kwargs: Any) -> StreamDataset:
     """Wrap a stream as a ``torch.utils.data.IterableDataset`` of dicts of tensors.
+
+    Most users want :func:`loader`, which also configures the
+    ``DataLoader``.  Give this dataset to a ``DataLoader`` with
+    ``batch_size=None``: pescador makes the batches, and a ``DataLoader``
+    that batches them again is refused (see :class:`StreamDataset`).
 
     Parameters
     ----------
@@ -112,7 +211,8 @@ def as_dataset(source: Any, *args: Any, **kwargs: Any) -> StreamDataset:
     StreamDataset
         Each iteration runs the recipe afresh; numpy arrays of numbers and
         bools become tensors sharing their memory (read-only arrays are
-        copied first); other values pass unchanged.
+        copied first); other values pass unchanged.  Its ``len()`` is
+        :func:`pescador.epoch_length` where known.
 
     Examples
     --------
@@ -124,9 +224,64 @@ def as_dataset(source: Any, *args: Any, **kwargs: Any) -> StreamDataset:
     >>> loader = torch.utils.data.DataLoader(as_dataset(rows, 2), batch_size=None)
     >>> [batch["X"].shape for batch in loader]
     [torch.Size([2, 3]), torch.Size([2, 3])]
+    >>> list(torch.utils.data.DataLoader(as_dataset(rows, 2)))     # batch_size=1: batches again
+    Traceback (most recent call last):
+      ...
+    pescador.exceptions.PescadorError: as_dataset: this DataLoader batches the dataset's items (batch_size=1), ...
     """
-    try:
-        recipe = stream(source, *args, **kwargs)
-    except PescadorError as exc:
-        raise PescadorError(f"as_dataset: {exc}") from None
-    return StreamDataset(recipe)
+    return StreamDataset(_recipe(source, args, kwargs, "as_dataset"))
+
+
+def loader(
+    recipe: Any,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    **dataloader_kwargs: Any,
+) -> DataLoader:
+    """A ``torch.utils.data.DataLoader`` over a stream, configured for pescador's batches.
+
+    Parameters
+    ----------
+    recipe : Stream
+        The stream (or anything :func:`pescador.stream` accepts alone: a
+        Streamer, a list, a generator function without arguments).  Its
+        items are usually batches made by :func:`pescador.buffer`.
+    num_workers : int
+        Loader worker processes; 0 runs the recipe in this process.  Each
+        worker runs the recipe with its own :func:`pescador.worker_info`
+        (id, count, a seed new for every epoch): see :func:`as_dataset`.
+    pin_memory : bool
+        Copy each batch into page-locked memory (for faster transfers to a GPU).
+    **dataloader_kwargs
+        Passed on to ``DataLoader``: ``persistent_workers``,
+        ``prefetch_factor``, ``generator``, ``worker_init_fn``,
+        ``multiprocessing_context``, ``timeout``, ``collate_fn`` (applied
+        to each batch), ...  ``batch_size`` may only be None: pescador makes
+        the batches.
+
+    Returns
+    -------
+    torch.utils.data.DataLoader
+        With ``batch_size=None`` over :func:`as_dataset` of the recipe.  Its
+        ``len()`` is the number of batches in an epoch where
+        :func:`pescador.epoch_length` knows it (with workers: when they share
+        out the epoch, see :class:`StreamDataset`); elsewhere ``len()``
+        raises ``TypeError``.
+
+    Examples
+    --------
+    >>> import numpy as np, pescador, pescador.torch
+    >>> batches = pescador.stream([{"X": np.full((4, 3), i, dtype=np.float32)} for i in range(3)])
+    >>> loader = pescador.torch.loader(batches)
+    >>> len(loader), [batch["X"].shape for batch in loader]
+    (3, [torch.Size([4, 3]), torch.Size([4, 3]), torch.Size([4, 3])])
+    """
+    if dataloader_kwargs.get("batch_size") is not None:
+        raise PescadorError(
+            f"pescador.torch.loader: got batch_size={dataloader_kwargs['batch_size']!r}, but pescador makes the "
+            "batches (pescador.buffer) and the DataLoader must not batch them again; leave batch_size out "
+            "(or None), and set the batch size with buffer(n)"
+        )
+    dataloader_kwargs.pop("batch_size", None)
+    dataset = StreamDataset(_recipe(recipe, (), {}, "pescador.torch.loader"))
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **dataloader_kwargs)

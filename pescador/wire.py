@@ -17,8 +17,18 @@ The header is a msgpack array whose first element is the kind of message:
 - ``[ITEM_STATE, fields, state]``: an item of a resumable run, with the
   worker's state after it (JSON text; see :mod:`pescador.resume`).
 - ``[END]``: the worker's stream ended.
-- ``[ERROR, text]``: the worker's stream raised; ``text`` holds the
-  traceback.
+- ``[ERROR, text, [module, qualname, args, pickled]]``: the worker's
+  stream raised.  ``text`` holds the traceback (at most ``TEXT_MAX``
+  characters: a longer one keeps its start and its end);  ``module`` and
+  ``qualname`` name the exception's type; ``args`` is nil or the
+  arguments that rebuild it (``type(exc).__reduce__``'s, when every one is
+  a str, bytes, int, float, bool or None; at most ``ARGS_MAX``);
+  ``pickled`` is nil or the exception pickled (at most ``PICKLE_MAX``
+  bytes), sent only by :func:`pescador.zmq_offload`'s workers.  ``[ERROR,
+  text]`` (no type) is accepted too.  :func:`decode` returns an
+  :class:`ErrorReport` and never unpickles: :func:`error_from` does, and
+  only when told that the sender is trusted (one of the consumer's own
+  worker processes).
 
 Arrays larger than ``INLINE_MAX`` bytes are sent without copying, one frame
 each, and received without copying: the consumer builds each array over its
@@ -39,19 +49,29 @@ any array is built, and any malformed message raises
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
+import pickle
 from typing import Any
 
 import msgpack
 import msgpack_numpy
 import numpy as np
 
-from .exceptions import PescadorError
+from .exceptions import PescadorError, WorkerError
 
-__all__ = ["ITEM", "ITEM_STATE", "END", "ERROR", "encode_item", "encode_end", "encode_error", "decode"]
+__all__ = [
+    "ITEM", "ITEM_STATE", "END", "ERROR", "ErrorReport", "encode_item", "encode_end", "encode_error", "decode",
+    "error_from",
+]
 
 ITEM, END, ERROR, ITEM_STATE = 0, 1, 2, 3
 INLINE_MAX = 1024  # arrays of at most this many bytes ride inside the header
 _MAX_DIM = 2**62
+TEXT_MAX = 100_000  # characters of a traceback's text
+NAME_MAX = 512  # characters of an exception type's module, and of its qualname
+ARGS_MAX = 32  # arguments of an exception rebuilt without pickle
+PICKLE_MAX = 1 << 20  # bytes of a pickled exception
 
 
 # ----------------------------------------------------------------------------
@@ -318,10 +338,93 @@ def encode_end() -> list:
     return [msgpack.packb([END])]
 
 
-def encode_error(text: str) -> list:
-    """The frames that carry a worker's exception (its traceback text)."""
-    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")  # lone surrogates, e.g. in file names
-    return [msgpack.packb([ERROR, text], use_bin_type=True)]
+def encode_error(text: str, error: BaseException | None = None, pickled: bool = False) -> list:
+    """The frames that carry a worker's exception: its traceback text, and its type and arguments.
+
+    Parameters
+    ----------
+    text : str
+        The traceback, as :func:`traceback.format_exc` gives it.
+    error : BaseException, optional
+        The exception itself: its type's name, and its arguments where they
+        are plain values, travel with the text.
+    pickled : bool
+        If True, the exception also travels pickled (where it pickles, and
+        unpickles again here, in at most ``PICKLE_MAX`` bytes), for a
+        consumer that trusts this process (:func:`pescador.zmq_offload`'s).
+
+    Examples
+    --------
+    >>> report = decode(encode_error("Traceback ...", KeyError("k")))[1]
+    >>> report.type_name, report.args
+    ('builtins.KeyError', ('k',))
+    >>> repr(error_from(report, "worker 0", trusted=False))
+    "KeyError('k')"
+    """
+    text = _bounded_text(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))  # lone surrogates
+    if error is None:
+        return [msgpack.packb([ERROR, text], use_bin_type=True)]
+    try:  # (the type's names and the arguments were checked, but the exception is the user's: never fail here)
+        info = [*_type_names(type(error)), _plain_args(error), _pickled(error) if pickled else None]
+        header = msgpack.packb([ERROR, text, info], use_bin_type=True, unicode_errors="surrogatepass")
+    except Exception:
+        header = msgpack.packb([ERROR, text], use_bin_type=True)
+    return [header]
+
+
+def _bounded_text(text: str) -> str:
+    """``text``, or its start and its end (where a traceback says most) when it is longer than TEXT_MAX."""
+    if len(text) <= TEXT_MAX:
+        return text
+    marker = f"\n[... {len(text) - TEXT_MAX + 100} characters left out ...]\n"
+    head = TEXT_MAX // 4
+    return text[:head] + marker + text[len(text) - (TEXT_MAX - head - len(marker)):]
+
+
+def _type_names(kind: type) -> list:
+    module, qualname = getattr(kind, "__module__", ""), getattr(kind, "__qualname__", "")
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return ["", getattr(kind, "__name__", "?")[:NAME_MAX]]
+    return [module[:NAME_MAX], qualname[:NAME_MAX]]
+
+
+_PLAIN = (str, bytes, int, float, bool, type(None))
+
+
+def _plain_value(value: Any) -> bool:
+    """Whether an exception's argument travels without pickle (and is rebuilt without it)."""
+    if type(value) is int:
+        return -(2**63) <= value < 2**64
+    if type(value) in (str, bytes):
+        return len(value) <= TEXT_MAX
+    return type(value) in _PLAIN
+
+
+def _plain_args(error: BaseException) -> list | None:
+    """The arguments that rebuild ``error`` (as pickle would), if there are few and all are plain values."""
+    try:
+        reduced = error.__reduce__()
+    except Exception:
+        return None
+    if not isinstance(reduced, tuple) or len(reduced) < 2 or reduced[0] is not type(error):
+        return None
+    args = reduced[1]
+    if type(args) is not tuple or len(args) > ARGS_MAX or not all(map(_plain_value, args)):
+        return None
+    return list(args)
+
+
+def _pickled(error: BaseException) -> bytes | None:
+    """``error`` pickled, if it is an Exception that pickles, unpickles to its own type and is not too big."""
+    if not isinstance(error, Exception):
+        return None
+    try:
+        data = pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) > PICKLE_MAX or type(pickle.loads(data)) is not type(error):
+            return None
+    except Exception:  # arguments that do not pickle, or that do not fit the constructor
+        return None
+    return data
 
 
 # ----------------------------------------------------------------------------
@@ -413,7 +516,9 @@ def _frame_buffer(frame: Any) -> Any:
 
 
 def decode(frames: list, copy: bool = False) -> tuple:
-    """Decode one message: ``(ITEM, item)``, ``(ITEM_STATE, (item, state))``, ``(END, None)`` or ``(ERROR, text)``.
+    """Decode one message: ``(ITEM, item)``, ``(ITEM_STATE, (item, state))``, ``(END, None)`` or ``(ERROR, report)``.
+
+    An error's ``report`` is an :class:`ErrorReport`; nothing is unpickled.
 
     Parameters
     ----------
@@ -456,9 +561,123 @@ def decode(frames: list, copy: bool = False) -> tuple:
         raise _malformed(f"a control message of kind {kind} with {len(frames) - 1} extra frames")
     if kind == END and len(header) == 1:
         return END, None
-    if kind == ERROR and len(header) == 2 and isinstance(header[1], str):
-        return ERROR, header[1]
+    if kind == ERROR and len(header) in (2, 3) and isinstance(header[1], str):
+        return ERROR, _error_report(header)
     raise _malformed(f"unknown message kind {kind!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorReport:
+    """A worker's exception as it arrived: its traceback text, and its type and arguments where known.
+
+    ``args`` is None unless the exception can be rebuilt from plain values;
+    ``pickled`` is None unless the sender pickled it (and is never unpickled
+    by :func:`decode`).
+    """
+
+    text: str
+    module: str = ""
+    qualname: str = ""
+    args: tuple | None = None
+    pickled: bytes | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def type_name(self) -> str:
+        """``module.qualname``, or ``""`` when the sender did not say."""
+        return f"{self.module}.{self.qualname}" if self.module else self.qualname
+
+
+def _error_report(header: list) -> ErrorReport:
+    text = header[1]
+    if len(text) > TEXT_MAX:
+        raise _malformed(f"an error's text of {len(text)} characters (at most {TEXT_MAX})")
+    if len(header) == 2:
+        return ErrorReport(text)
+    info = header[2]
+    if not isinstance(info, list) or len(info) != 4:
+        raise _malformed("an error's type is not [module, qualname, args, pickled]")
+    module, qualname, args, pickled = info
+    for name in (module, qualname):
+        if not isinstance(name, str) or len(name) > NAME_MAX:
+            raise _malformed(f"an error's type names a module or class that is not a str of at most {NAME_MAX}")
+    if args is not None and (not isinstance(args, list) or len(args) > ARGS_MAX or not all(map(_plain_value, args))):
+        raise _malformed(f"an error's arguments are not a list of at most {ARGS_MAX} plain values")
+    if pickled is not None and (not isinstance(pickled, bytes) or len(pickled) > PICKLE_MAX):
+        raise _malformed(f"an error's pickled form is not bytes of at most {PICKLE_MAX}")
+    return ErrorReport(text, module, qualname, None if args is None else tuple(args), pickled)
+
+
+# ----------------------------------------------------------------------------
+# Rebuilding a worker's exception (in the consumer)
+# ----------------------------------------------------------------------------
+
+
+def error_from(report: ErrorReport, where: str, trusted: bool, when: str = "") -> Exception:
+    """The exception to raise for a worker's error: its own type where it can be rebuilt, else a WorkerError.
+
+    The rebuilt exception has the worker's arguments, a
+    :class:`~pescador.WorkerError` holding the worker's traceback as its
+    ``__cause__`` (so a printed traceback shows the worker's frames), and
+    a note (PEP 678) saying where it was raised.
+
+    Parameters
+    ----------
+    report : ErrorReport
+        The error, as :func:`decode` returned it.
+    where : str
+        Who raised it, for the messages (``"zmq_offload: worker 0"``).
+    when : str
+        When, for the messages (``" after sending 7 items"``).
+    trusted : bool
+        True only for a message from one of the consumer's own worker
+        processes (same user, same machine): its pickled exception is
+        unpickled.  Otherwise nothing is unpickled, and only built-in
+        exception types are rebuilt, from their plain arguments.
+    """
+    kind = report.type_name
+    shown = (report.qualname if report.module == "builtins" else kind) or "an exception"
+    message = f"{where} raised {shown}{when}; its traceback:\n{report.text.rstrip()}"
+    cause = WorkerError(message, report.text, kind)
+    error = _unpickled(report.pickled) if trusted and report.pickled is not None else None
+    if error is None:
+        error = _builtin(report)
+    if error is None:
+        return cause
+    error.__cause__ = cause
+    if hasattr(error, "add_note"):  # Python >= 3.11
+        error.add_note(f"({where} raised this{when}; its traceback is above)")
+    return error
+
+
+def _rebuildable(kind: Any) -> bool:
+    """Exceptions only (not SystemExit, KeyboardInterrupt...), and not those a generator may not raise."""
+    return isinstance(kind, type) and issubclass(kind, Exception) and not issubclass(kind, _NOT_REBUILT)
+
+
+_NOT_REBUILT = (StopIteration, StopAsyncIteration)
+
+
+def _unpickled(data: bytes) -> Exception | None:
+    """A trusted worker's pickled exception.  (A spawned worker's ``__main__`` classes pickle as
+    ``__mp_main__``, which multiprocessing makes an alias of the consumer's ``__main__``.)"""
+    try:
+        error = pickle.loads(data)
+    except Exception:  # a class not importable here, or a constructor that refuses the arguments
+        return None
+    return error if _rebuildable(type(error)) else None
+
+
+def _builtin(report: ErrorReport) -> Exception | None:
+    """A built-in exception from its plain arguments (no pickle, no user code), or None."""
+    if report.module != "builtins" or report.args is None or not report.qualname.isidentifier():
+        return None
+    kind = getattr(builtins, report.qualname, None)
+    if not _rebuildable(kind):
+        return None
+    try:
+        return kind(*report.args)
+    except Exception:
+        return None
 
 
 def _item(fields: list, frames: list, copy: bool) -> dict:

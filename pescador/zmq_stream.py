@@ -12,9 +12,12 @@ Lifecycle
 ---------
 - End of stream is acknowledged: a worker sends END and exits only after
   the consumer's acknowledgement, so no item is lost at the end of a run.
-- A worker's exception travels back (with its traceback text) and is raised
-  in the consumer as :class:`~pescador.PescadorError`, after the items the
-  worker sent before it.
+- A worker's exception travels back (pickled, with its traceback text) and
+  is raised in the consumer as its own type where it can be rebuilt there,
+  with a :class:`~pescador.WorkerError` holding the worker's traceback as
+  its ``__cause__``, and as that :class:`~pescador.WorkerError` (a
+  :class:`~pescador.PescadorError`) otherwise; after the items the worker
+  sent before it.
 - A worker that dies (a signal, a segfault, ``os._exit``) is noticed within
   about a second and reported as :class:`~pescador.PescadorError`, which
   counts the items the consumer received from it; items the worker had
@@ -502,10 +505,8 @@ def _receive(sock: zmq.Socket, procs: list, identities: dict, live: set, copy: b
         else:
             live.discard(wid)
             _send(sock, identity, _ACK)
-            raise PescadorError(
-                f"zmq_offload: worker {wid} raised an exception after sending {sent[wid]} items; "
-                f"its traceback:\n{payload}"
-            )
+            when = f" after sending {sent[wid]} items"  # (our own worker process: its pickle is trusted)
+            raise wire.error_from(payload, f"zmq_offload: worker {wid}", trusted=True, when=when)
 
 
 def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
@@ -825,8 +826,8 @@ def _worker(job: _Job) -> None:
             last = wire.encode_end()
         except _Stopped:
             raise
-        except BaseException:
-            last = wire.encode_error(traceback.format_exc())
+        except BaseException as exc:
+            last = wire.encode_error(traceback.format_exc(), exc, pickled=True)
         iterator = None
         link.send(last)
         link.wait_for_ack()

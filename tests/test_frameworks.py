@@ -5,8 +5,12 @@ These tests need the optional extras (``pip install '.[torch,keras]'``, or
 """
 
 import collections
+import operator
 import os
+import subprocess
+import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +21,8 @@ from pescador import buffer, keras_tuples, stream
 os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on PyTorch: no TensorFlow needed
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (make test-frameworks installs it)")
+import pescador.torch  # noqa: E402
+from pescador.stage import Stage  # noqa: E402
 from pescador.torch import StreamDataset, as_dataset  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
@@ -110,6 +116,128 @@ def test_buffered_batches_train_a_torch_model():
     assert accuracy > 0.9
 
 
+# -- issue 17: the one-call loader, double batching refused, len() ------------------------------
+
+
+def batches(n, rows=4):
+    """A stream over a list: n batches of `rows` rows (the list pickles, so spawned workers run it)."""
+    return stream([{"X": np.full((rows, 3), i, dtype=np.float32), "i": np.full(rows, i)} for i in range(n)])
+
+
+class Shard(Stage):
+    """A user's stage that shares its upstream's items out between loader workers (item i to worker i % count)."""
+
+    def __init__(self, upstream, state=None):
+        self.up = self.start_upstream(upstream, state)
+        self.info = pescador.worker_info()
+        self.position = 0
+
+    def __next__(self):
+        while True:
+            item = next(self.up)
+            self.position += 1
+            if (self.position - 1) % self.info.count == self.info.id:
+                return item
+
+    def state(self):
+        return {"up": self.up.state()}
+
+    @classmethod
+    def run_length(cls, upstream, params, length):  # the total over all the workers: one epoch
+        return length(upstream)
+
+    @classmethod
+    def epoch_length(cls, upstream, params, epoch):
+        return epoch(upstream)
+
+
+shard = pescador.Transform("shard", Shard, {})
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("batch_size", [1, 4])  # 1: DataLoader's default
+def test_a_dataloader_that_batches_pescador_batches_again_is_refused(workers, batch_size):
+    kwargs = {} if batch_size == 1 else {"batch_size": batch_size}
+    loader = torch.utils.data.DataLoader(as_dataset(batches(8)), num_workers=workers, **kwargs)
+    with pytest.raises(pescador.PescadorError, match=r"batches already.*batch_size=None") as info:
+        next(iter(loader))
+    assert "in DataLoader worker" in str(info.value) if workers else f"batch_size={batch_size})" in str(info.value)
+
+
+def test_double_batching_is_refused_in_spawned_workers_too():
+    loader = torch.utils.data.DataLoader(as_dataset(batches(4)), num_workers=1, multiprocessing_context="spawn")
+    with pytest.raises(pescador.PescadorError, match="batches already"):
+        list(loader)
+
+
+def test_without_batching_or_when_told_the_items_are_samples_the_dataloader_runs():
+    assert [b["X"].shape for b in torch.utils.data.DataLoader(as_dataset(batches(2)), batch_size=None)] == [(4, 3)] * 2
+    samples = stream([{"x": np.array([i, i], dtype=np.float32)} for i in range(6)])
+    dataset = StreamDataset(samples, collate=True)
+    assert [b["x"].shape for b in torch.utils.data.DataLoader(dataset, batch_size=4)] == [(4, 2), (2, 2)]
+    assert [d["i"][0].item() for d in as_dataset(batches(3))] == [0, 1, 2]  # iterated alone: no DataLoader, no check
+    assert repr(dataset).endswith("collate=True)")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_is_a_configured_dataloader_in_one_call(workers):
+    loader = pescador.torch.loader(shard(batches(6)), num_workers=workers, persistent_workers=workers > 0)
+    assert isinstance(loader, torch.utils.data.DataLoader) and loader.batch_size is None
+    assert loader.num_workers == workers and loader.persistent_workers == (workers > 0)
+    for _ in range(2):  # two epochs (persistent workers: the same processes)
+        out = list(loader)
+        assert all(b["X"].shape == (4, 3) and b["X"].dtype == torch.float32 for b in out)
+        assert sorted(b["i"][0].item() for b in out) == list(range(6))
+    assert [b["i"][0].item() for b in pescador.torch.loader(batches(3), batch_size=None)] == [0, 1, 2]
+
+
+def test_loader_refuses_a_batch_size_and_bad_sources():
+    with pytest.raises(pescador.PescadorError, match=r"loader: got batch_size=32.*buffer\(n\)"):
+        pescador.torch.loader(batches(2), batch_size=32)
+    with pytest.raises(pescador.PescadorError, match="pescador.torch.loader"):
+        pescador.torch.loader(iter([]))
+
+
+def test_len_is_the_epoch_length_where_known_and_a_type_error_elsewhere():
+    loader = pescador.torch.loader(pescador.take(5, batches(7)))
+    assert len(loader) == len(loader.dataset) == 5 == len(list(loader))
+    assert len(pescador.torch.loader(pescador.keras_tuples("X", "i")(batches(3)))) == 3  # one-to-one stages
+
+    def endless():
+        while True:
+            yield {"X": np.zeros((2, 3), np.float32)}
+
+    unknown = pescador.torch.loader(endless)
+    with pytest.raises(TypeError, match="epoch_length"):
+        len(unknown)
+    assert operator.length_hint(unknown, -1) == -1  # what tqdm and list() fall back on
+    assert next(iter(unknown))["X"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_with_workers_that_share_out_the_epoch_len_is_the_whole_loaders(workers):
+    recipe = shard(batches(11))
+    loader = pescador.torch.loader(recipe, num_workers=workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = [b["i"][0].item() for b in loader]
+    assert not [w for w in caught if "was reported to be" in str(w.message)]  # (torch's check of len())
+    assert len(loader) == 11 and sorted(out) == list(range(11))
+
+
+def test_with_workers_that_each_run_the_whole_recipe_torch_says_len_was_exceeded():
+    loader = pescador.torch.loader(batches(3), num_workers=2)
+    assert len(loader) == 3
+    with pytest.warns(UserWarning, match="was reported to be 3"):
+        assert len(list(loader)) == 6
+
+
+def test_import_pescador_imports_neither_torch_nor_keras():
+    code = "import sys, pescador; print(sorted(m for m in ('torch', 'keras') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # -- Keras 3 ---------------------------------------------------------------------------------
 
 
@@ -143,3 +271,99 @@ def test_keras_tuples_feed_model_fit_directly():
     batches = keras_tuples("X", "y")(buffer(16)(pescador.mux(2, None)([stream(data_generator, X, Y)] * 2)))
     history = model.fit(iter(batches), steps_per_epoch=5, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+# -- issue 17: Keras 3 takes pescador.keras.dataset(stream) ---------------------------------
+
+
+def _keras():
+    keras = pytest.importorskip("keras", reason="Keras is not installed (make test-frameworks installs it)")
+    assert keras.backend.backend() == "torch"
+    import pescador.keras
+
+    return keras, pescador.keras
+
+
+def tiny_model(keras):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+class StepCounter:
+    """A Keras callback (built from keras.callbacks.Callback at run time) counting the batches of each epoch."""
+
+    @staticmethod
+    def make(keras):
+        class Count(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.steps = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.steps.append(0)
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.steps[-1] += 1
+
+        return Count()
+
+
+def xy_batches(n):
+    return keras_tuples("X", "y")(stream([{"X": np.full((4, 3), i, "float32"), "y": np.ones((4, 1), "float32")} for i in range(n)]))
+
+
+def shuffle_warnings(caught):
+    return [str(w.message) for w in caught if "shuffle" in str(w.message)]
+
+
+def test_model_fit_takes_a_stream_through_pescador_keras_dataset_without_steps_or_warnings():
+    keras, pk = _keras()
+    model, count = tiny_model(keras), StepCounter.make(keras)
+    data = pk.dataset(xy_batches(5))
+    assert len(data) == 5 and isinstance(data, keras.utils.PyDataset)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(data, epochs=3, verbose=0, callbacks=[count], validation_data=pk.dataset(xy_batches(2)))
+    assert count.steps == [5, 5, 5] and len(history.history["val_loss"]) == 3
+    assert shuffle_warnings(caught) == []
+
+    # what it replaces: a generator needs steps_per_epoch, and Keras warns that shuffle is ignored
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(iter(xy_batches(5)), steps_per_epoch=5, epochs=1, verbose=0)
+    assert shuffle_warnings(caught)
+    with pytest.raises(ValueError, match="Unrecognized data type"):  # (Keras chooses by type: see pescador.keras)
+        model.fit(xy_batches(5), epochs=1, verbose=0)
+
+
+def test_keras_dataset_takes_steps_for_an_endless_stream_and_says_when_it_needs_them():
+    keras, pk = _keras()
+
+    def endless():
+        rng = np.random.default_rng(0)
+        while True:
+            yield {"X": rng.normal(size=(8, 3)).astype("float32"), "y": np.zeros((8, 1), "float32")}
+
+    with pytest.raises(pescador.PescadorError, match=r"steps=N"):
+        pk.dataset(keras_tuples("X", "y")(stream(endless)))
+    data = pk.dataset(keras_tuples("X", "y")(stream(endless)), steps=4)
+    model, count = tiny_model(keras), StepCounter.make(keras)
+    model.fit(data, epochs=2, verbose=0, callbacks=[count])
+    assert count.steps == [4, 4]
+    for bad in (0, -1, 2.5, "3"):
+        with pytest.raises(pescador.PescadorError, match="steps"):
+            pk.dataset(xy_batches(2), steps=bad)
+    with pytest.raises(pescador.PescadorError, match="no batch"):
+        pk.dataset(stream([]))
+
+
+def test_keras_dataset_runs_the_stream_in_order_and_starts_a_new_run_when_one_ends():
+    _, pk = _keras()
+    data = pk.dataset(xy_batches(3))
+    got = [int(data[i][0][0, 0]) for i in (2, 0, 1, 1, 0, 2, 0)]  # the index Keras asks for is not used
+    assert got == [0, 1, 2, 0, 1, 2, 0]
+    assert len(pk.dataset(pescador.take(2, xy_batches(3)))) == 2  # epoch_length, through take
+    with pytest.raises(pescador.PescadorError, match="yielded no batch"):
+        pk.dataset(stream([]), steps=1)[0]

@@ -175,7 +175,8 @@ def _mutations(value):
     if isinstance(value, bool):
         out += [("set", 1), ("set", "true")]
     elif isinstance(value, int):
-        out += [("set", -1 - abs(value)), ("set", value + 10**12), ("set", float(value) + 0.5), ("set", True)]
+        huge = value + 10**12 if abs(value) < 2**62 else 10**40  # (a generator's 128-bit words: beyond them)
+        out += [("set", -1 - abs(value)), ("set", huge), ("set", float(value) + 0.5), ("set", True)]
     elif isinstance(value, list):
         out += [("set", value + value[-1:] if value else [0]), ("set", value[:-1] if value else [[]])]
     elif isinstance(value, dict):
@@ -277,7 +278,7 @@ def test_a_users_generator_stage_named_like_a_built_in_is_not_taken_for_it():
 
 
 def test_a_users_stage_tells_epoch_length_it_is_one_to_one():
-    recipe = shift(1)(pescador.mux(2, None, with_replacement=False, random_state=0)(pool(3, 5)))
+    recipe = shift(1)(pescador.mux(2, None, with_replacement=False, random_state=0)([listed(t, 5) for t in range(3)]))
     assert pescador.epoch_length(recipe) == 15 == len(list(recipe))
 
 

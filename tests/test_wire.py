@@ -17,8 +17,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+import pescador
 from pescador import PescadorError
-from pescador.wire import END, ERROR, INLINE_MAX, ITEM, decode, encode_end, encode_error, encode_item
+from pescador.wire import (
+    ARGS_MAX,
+    END,
+    ERROR,
+    INLINE_MAX,
+    ITEM,
+    NAME_MAX,
+    PICKLE_MAX,
+    TEXT_MAX,
+    ErrorReport,
+    decode,
+    encode_end,
+    encode_error,
+    encode_item,
+    error_from,
+)
 
 DTYPES = ["<f4", ">f8", "<i2", "|u1", "|b1", "<c8", "<M8[s]", "<U3", "|S2"]
 
@@ -78,7 +94,7 @@ def test_nested_values_round_trip():
 
 def test_control_messages():
     assert decode(encode_end()) == (END, None)
-    assert decode(encode_error("Traceback ...")) == (ERROR, "Traceback ...")
+    assert decode(encode_error("Traceback ...")) == (ERROR, ErrorReport("Traceback ..."))
 
 
 def header(*parts):
@@ -111,6 +127,20 @@ MALFORMED = {
     "a zero among enormous dimensions": [header(ITEM, [["x", "<f8", [0, 2**62 - 1, 2**62 - 1], b""]])],
     "enormous dimensions with a frame": [header(ITEM, [["x", "|u1", [2**62 - 1, 2**62 - 1], None]]), b"\x00" * 4],
     "error without text": [header(ERROR)],
+    "error: text not a str": [header(ERROR, b"Traceback")],
+    "error: text too long": [header(ERROR, "x" * (TEXT_MAX + 1))],
+    "error: type not a list": [header(ERROR, "tb", "builtins.ValueError")],
+    "error: type of three elements": [header(ERROR, "tb", ["builtins", "ValueError", ["x"]])],
+    "error: module not a str": [header(ERROR, "tb", [1, "ValueError", ["x"], None])],
+    "error: qualname too long": [header(ERROR, "tb", ["builtins", "V" * (NAME_MAX + 1), ["x"], None])],
+    "error: args not a list": [header(ERROR, "tb", ["builtins", "ValueError", "x", None])],
+    "error: an argument that is a list": [header(ERROR, "tb", ["builtins", "ValueError", [[1]], None])],
+    "error: an argument that is a map": [header(ERROR, "tb", ["builtins", "ValueError", [{"a": 1}], None])],
+    "error: too many arguments": [header(ERROR, "tb", ["builtins", "ValueError", [1] * (ARGS_MAX + 1), None])],
+    "error: pickled not bytes": [header(ERROR, "tb", ["builtins", "ValueError", None, "pickle"])],
+    "error: pickled too big": [header(ERROR, "tb", ["builtins", "ValueError", None, b"x" * (PICKLE_MAX + 1)])],
+    "error: extra element": [header(ERROR, "tb", ["builtins", "ValueError", None, None], 5)],
+    "error with frames": [header(ERROR, "tb", ["builtins", "ValueError", None, None]), b"\x00"],
     "masked: not a list": [header(ITEM, [["x", "<f8", [1], b"\x00" * 8, 5]])],
     "masked: two elements": [header(ITEM, [["x", "<f8", [1], b"\x00" * 8, [False, None]]])],
     "masked: hard mask not a bool": [header(ITEM, [["x", "<f8", [1], b"\x00" * 8, [False, None, 1]]])],
@@ -422,3 +452,125 @@ def test_every_row_of_the_table_crosses_zmq_offload(tmp_path):
             os.killpg(child.pid, signal.SIGKILL)  # the consumer and its workers
             child.wait()
     assert out.strip() == "wrong: [] memmap: True", err
+
+
+# -- a worker's exception: its type, its arguments, and its traceback text -------------------------
+
+plain_args = st.one_of(
+    st.text(max_size=8), st.binary(max_size=8), st.integers(-(2**63), 2**64 - 1), st.floats(), st.booleans(), st.none()
+)
+any_args = st.one_of(plain_args, st.lists(plain_args, max_size=2), st.dictionaries(st.text(max_size=2), plain_args, max_size=2))
+type_names = st.one_of(
+    st.sampled_from(["builtins", "pescador.exceptions", "os", "__main__", ""]), st.text(max_size=12), st.integers(-(2**63), 2**64 - 1), st.none()
+)
+qualnames = st.one_of(
+    st.sampled_from(["ValueError", "KeyError", "OSError", "SystemExit", "StopIteration", "open", "print", "object",
+                     "PescadorError", "ExceptionGroup", "BaseException", "system"]),
+    st.text(max_size=12),
+    st.integers(-(2**63), 2**64 - 1),
+)
+error_infos = st.one_of(
+    st.tuples(type_names, qualnames, st.one_of(st.none(), st.lists(any_args, max_size=6), st.text(max_size=3)),
+              st.one_of(st.none(), st.binary(max_size=64), st.text(max_size=3))).map(list),
+    st.lists(plain_args, max_size=5),
+    plain_args,
+)
+
+
+class _NoPickle:
+    """Stands for the pickle module in pescador.wire: records any attempt to unpickle."""
+
+    def __init__(self):
+        self.attempts = 0
+
+    def loads(self, *args, **kwargs):
+        self.attempts += 1
+        raise pickle.UnpicklingError("an untrusted error may not be unpickled")
+
+    Unpickler = loads
+
+
+@settings(max_examples=400)
+@given(st.one_of(st.text(max_size=20), st.binary(max_size=8), st.integers(-(2**63), 2**64 - 1)), error_infos)
+def test_malformed_errors_raise_and_untrusted_ones_are_never_unpickled(text, info):
+    raw = [header(ERROR, text, info)]
+    decoded = decode_bounded(raw)
+    if decoded is None:
+        return
+    kind, report = decoded
+    assert kind == ERROR and report.text == text
+    import pescador.wire as wire
+
+    stand_in = _NoPickle()
+    wire.pickle = stand_in  # (restored below: hypothesis runs many examples in one test)
+    try:
+        error = error_from(report, "worker 0", trusted=False)
+    finally:
+        wire.pickle = pickle
+    assert stand_in.attempts == 0
+    assert isinstance(error, Exception)
+    if not isinstance(error, pescador.WorkerError):  # rebuilt: a built-in Exception, from the plain arguments
+        assert type(error).__module__ == "builtins" and type(error).__name__ == report.qualname
+        assert isinstance(error.__cause__, pescador.WorkerError) and error.__cause__.traceback_text == text
+
+
+@pytest.mark.parametrize(
+    "error",
+    [ValueError("bad"), KeyError("k"), FileNotFoundError(2, "No such file", "/nope"), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"),
+     ValueError("caf" + "\udce9"), OSError(), ZeroDivisionError("division by zero", 2, None, 1.5, True, b"x")],
+    ids=repr,
+)
+def test_built_in_errors_are_rebuilt_from_their_arguments_without_pickle(error):
+    kind, report = decode(encode_error("Traceback ...", error))  # (no pickle sent)
+    assert report.pickled is None
+    rebuilt = error_from(report, "worker 0", trusted=False)
+    assert type(rebuilt) is type(error) and rebuilt.args == error.args and repr(rebuilt) == repr(error)
+    if isinstance(error, OSError):
+        assert (rebuilt.errno, rebuilt.strerror, rebuilt.filename) == (error.errno, error.strerror, error.filename)
+    assert rebuilt.__cause__.traceback_text == "Traceback ..."
+
+
+def test_a_long_traceback_keeps_its_start_and_end_within_the_bound():
+    text = "Traceback (most recent call last):\n" + "x" * (3 * TEXT_MAX) + "\nValueError: the end"
+    kind, report = decode(encode_error(text, ValueError("the end")))
+    assert len(report.text) <= TEXT_MAX
+    assert report.text.startswith("Traceback (most recent call last):") and report.text.endswith("ValueError: the end")
+    assert "characters left out" in report.text
+
+
+def test_big_or_unusual_arguments_travel_as_text_only():
+    long = ValueError("y" * (TEXT_MAX + 1))  # too long to travel as an argument, small enough to pickle
+    report = decode(encode_error("tb", long, pickled=True))[1]
+    assert report.args is None and error_from(report, "w", trusted=True).args == long.args
+    assert isinstance(error_from(report, "w", trusted=False), pescador.WorkerError)
+    huge = ValueError(np.zeros(PICKLE_MAX // 8 + 1))  # too big to pickle onto the wire
+    report = decode(encode_error("tb", huge, pickled=True))[1]
+    assert report.pickled is None and report.args is None
+    error = error_from(report, "worker 3", trusted=True, when=" after sending 2 items")
+    assert type(error) is pescador.WorkerError and isinstance(error, PescadorError)
+    assert error.type_name == "builtins.ValueError"
+    assert str(error) == "worker 3 raised ValueError after sending 2 items; its traceback:\ntb"
+
+
+class _HostileType(type):
+    def __getattribute__(cls, name):
+        if name in ("__module__", "__qualname__") and type.__getattribute__(cls, "__dict__").get("armed"):
+            raise RuntimeError(f"no {name}")
+        return super().__getattribute__(name)
+
+
+class Hostile(Exception, metaclass=_HostileType):
+    """An exception whose type and hooks fail: it still cannot stop the report from being sent."""
+
+    def __reduce__(self):
+        raise RuntimeError("no")
+
+
+def test_an_exception_that_refuses_every_question_still_sends_its_text():
+    Hostile.armed = True  # (until the end of the test, asking the class its names raises)
+    try:
+        kind, report = decode(encode_error("Traceback ...", Hostile("x"), pickled=True))
+    finally:
+        del Hostile.armed
+    assert report.text == "Traceback ..." and report.pickled is None and report.args is None
+    assert isinstance(error_from(report, "worker 0", trusted=True), pescador.WorkerError)
