@@ -52,14 +52,6 @@ def _check_choice(value: Any, valid: Sequence[str], where: str, name: str = "mod
     return value
 
 
-def _check_stats(stats: Any, where: str) -> Any:
-    from .observe import MuxStats
-
-    if not isinstance(stats, MuxStats):
-        raise PescadorError(f"{where}: stats must be a pescador.MuxStats; got a {type(stats).__name__}")
-    return stats
-
-
 def _check_bool(value: Any, where: str, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise PescadorError(f"{where}: {name} must be True or False; got {value!r}")

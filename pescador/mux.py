@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from .core import Stream, Transform, _defaults, stream
-from ._checks import (_check_bool, _check_choice, _check_k, _check_lam, _check_random_state, _check_stats,
-                      _check_weights)
+from ._checks import _check_bool, _check_choice, _check_k, _check_lam, _check_random_state, _check_weights
 from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, _longest
 from ._random import _rng
 from .exceptions import PescadorError
+from .observe import MuxStats
 from .stage import Stage, check_bool, check_fields, check_int, check_list, pool_length, starter, tracking
 from .workers import worker_info
 
@@ -88,6 +88,12 @@ def _pool(pool: Any, where: str, allow_empty: bool = False) -> tuple:
     if not members and not allow_empty:
         raise PescadorError(f"{where}: the pool of streams is empty; give at least one stream")
     return tuple(members)
+
+
+def _check_stats(stats: Any, where: str) -> Any:
+    if not isinstance(stats, MuxStats):
+        raise PescadorError(f"{where}: stats must be a pescador.MuxStats; got a {type(stats).__name__}")
+    return stats
 
 
 class _Slot:
