@@ -53,9 +53,10 @@ every item it delivered.  A share that fails ``max_restarts + 1`` times ends
 the run with :class:`~pescador.PescadorError`.
 
 A worker's exception ends the run: it is raised in the consumer, after the
-items the worker yielded before it, as the original exception (when it can
-be pickled) whose cause carries the worker's traceback, else as
-:class:`~pescador.PescadorError` with the traceback text.
+items the worker yielded before it, as ``zmq_offload`` raises it: of the
+original type where it can be rebuilt, with a :class:`~pescador.WorkerError`
+holding the worker's traceback as its ``__cause__``, else as that
+``WorkerError``.
 
 Early stop (``break``, garbage collection, ``KeyboardInterrupt``, an
 exception) kills every actor of the run at once (``ray.kill``): a source's
@@ -79,7 +80,6 @@ import json
 import logging
 import numbers
 import os
-import pickle
 import threading
 import time
 import traceback
@@ -89,6 +89,7 @@ from typing import Any
 
 import numpy as np
 
+from . import wire
 from .core import Transform
 from .exceptions import PescadorError
 from .stage import Stage, check_fields, check_list, start, tracked, tracking
@@ -435,7 +436,7 @@ def _produce(recipe: Any, state: str | None, skip: int, per_item: bool, pending:
                 return
             sent += 1
     except Exception as exc:
-        pending.finish((_ERROR, traceback.format_exc(), _pickled(exc), sent))
+        pending.finish((_ERROR, wire.encode_error(traceback.format_exc(), exc, pickled=True), sent))
         return
     pending.finish((_END,))
 
@@ -453,16 +454,6 @@ def _skip(iterator: Any, skip: int) -> None:
             ) from None
 
 
-def _pickled(exc: BaseException) -> bytes | None:
-    """The exception's pickle, if it pickles and unpickles (else None: the traceback text alone travels)."""
-    try:
-        blob = pickle.dumps(exc)
-        pickle.loads(blob)
-        return blob
-    except Exception:
-        return None
-
-
 def _nbytes(item: Any) -> int:
     if isinstance(item, dict):
         return sum(getattr(v, "nbytes", 0) for v in item.values())
@@ -472,17 +463,6 @@ def _nbytes(item: Any) -> int:
 # ----------------------------------------------------------------------------
 # The consumer's side
 # ----------------------------------------------------------------------------
-
-
-class _RemoteTraceback(Exception):
-    """The traceback of an exception raised in a ``ray_offload`` actor (the cause of the one raised here)."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return "\n" + self.text
 
 
 class _RayOffload(Stage):
@@ -662,7 +642,7 @@ def _receive(run: _Run, slots: list, delivered: dict) -> Iterator:
         else:
             del live[slot.wid]
             run.release(slot)
-            _raise_remote(slot.wid, message[1], message[2], message[3])
+            _raise_remote(slot.wid, message[1], message[2])
 
 
 def _wait(ray: Any, gens: list) -> list:
@@ -738,19 +718,10 @@ def _check_placement(run: _Run, slots: Any) -> None:
             )
 
 
-def _raise_remote(wid: int, text: str, blob: bytes | None, sent: int) -> None:
-    """Raise a share's exception here: the original (its cause carries the worker's traceback), else a
-    PescadorError with the traceback text."""
-    exc = None
-    if blob is not None:
-        try:
-            exc = pickle.loads(blob)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        raise PescadorError(
-            f"ray_offload: share {wid} raised an exception after sending {sent} items; its traceback:\n{text}"
-        )
-    if hasattr(exc, "add_note"):
-        exc.add_note(f"(raised in ray_offload share {wid}, after it sent {sent} items)")
-    raise exc from _RemoteTraceback(text)
+def _raise_remote(wid: int, frames: list, sent: int) -> None:
+    """Raise a share's exception here, as zmq_offload does: the original type where it can be rebuilt (its
+    ``__cause__`` a :class:`~pescador.WorkerError` with the worker's traceback), else that WorkerError."""
+    kind, report = wire.decode(frames, False)
+    if kind != wire.ERROR:
+        raise PescadorError(f"ray_offload: share {wid} sent a malformed error message")
+    raise wire.error_from(report, f"ray_offload: share {wid}", trusted=True, when=f" after sending {sent} items")

@@ -110,6 +110,17 @@ def raises(n, at):
         yield {"x": np.array([[i, 0]])}
 
 
+class Unpicklable(Exception):
+    def __init__(self, lock):
+        super().__init__("cannot travel")
+        self.lock = lock
+
+
+def raises_unpicklable():
+    yield {"x": np.array([[0, 0]])}
+    raise Unpicklable(threading.Lock())
+
+
 def endless():
     i = 0
     while True:
@@ -223,8 +234,15 @@ def test_raising_worker(cluster):
         for item in pescador.ray_offload(workers=1, chunk=5)(pescador.stream(raises, 20, 7)):
             got.append(item)
     assert [int(x["x"][0, 0]) for x in got] == list(range(7))  # (every item before the exception)
-    assert "raise KeyError" in str(info.value.__cause__)  # (the worker's traceback)
+    assert isinstance(info.value.__cause__, pescador.WorkerError)
+    assert "raise KeyError" in info.value.__cause__.traceback_text  # (the worker's traceback)
     assert _no_actor_left() == []
+
+
+def test_an_exception_that_cannot_travel_comes_as_worker_error(cluster):
+    with pytest.raises(pescador.WorkerError, match=r"share 0 raised .*Unpicklable after sending 1 items") as info:
+        list(pescador.ray_offload()(pescador.stream(raises_unpicklable)))
+    assert "raise Unpicklable" in info.value.traceback_text
 
 
 def test_early_stop_leaves_no_actor(cluster):
