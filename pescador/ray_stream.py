@@ -428,10 +428,10 @@ def _produce(recipe: Any, state: str | None, skip: int, per_item: bool, pending:
                 pending.ask = False
                 try:
                     after = json.dumps(iterator.state())
-                except PescadorError:
+                except Exception:  # (a stage without a state, or one that is not JSON)
                     if per_item:
                         raise
-                    stateful = False  # (failover then replays the share from its start)
+                    stateful = False  # (a plain run goes on; failover then replays the share from its start)
             if not pending.put(item, after):
                 return
             sent += 1
