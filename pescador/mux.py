@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from .core import Stream, Transform, _defaults, stream
+from .core import PoolTransform, Stream, _defaults, stream
 from ._checks import _check_bool, _check_choice, _check_k, _check_lam, _check_random_state, _check_weights
 from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, _longest
 from ._random import _rng
-from .exceptions import PescadorError
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .observe import MuxStats
 from .stage import Stage, check_bool, check_fields, check_int, check_list, pool_length, starter, tracking
 from .workers import worker_info
@@ -69,13 +69,13 @@ def _pool(pool: Any, where: str, allow_empty: bool = False) -> tuple:
     a generator function, a list, a string, any re-iterable object).
     """
     if _is_lazy(pool):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"{where}: the pool is a {type(pool).__name__}, whose streams are produced at run time; only "
             "chain_mux and ChainMux take such a pool (see docs/multiplexing.rst). Give a list of streams, "
             "for example list(streamer.iterate())"
         )
     if isinstance(pool, (str, bytes, dict)) or not isinstance(pool, Iterable):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"{where}: expected a list of streams (Streams, Streamers, generator functions or collections); "
             f"got a {type(pool).__name__}"
         )
@@ -84,15 +84,15 @@ def _pool(pool: Any, where: str, allow_empty: bool = False) -> tuple:
         try:
             members.append(stream(member))
         except PescadorError as exc:
-            raise PescadorError(f"{where}: pool member {position} (a {type(member).__name__}): {exc}") from None
+            raise (ParameterTypeError if isinstance(exc, TypeError) else PescadorError)(f"{where}: pool member {position} (a {type(member).__name__}): {exc}") from None
     if not members and not allow_empty:
-        raise PescadorError(f"{where}: the pool of streams is empty; give at least one stream")
+        raise ParameterError(f"{where}: the pool of streams is empty; give at least one stream")
     return tuple(members)
 
 
 def _check_stats(stats: Any, where: str) -> Any:
     if not isinstance(stats, MuxStats):
-        raise PescadorError(f"{where}: stats must be a pescador.MuxStats; got a {type(stats).__name__}")
+        raise ParameterTypeError(f"{where}: stats must be a pescador.MuxStats; got a {type(stats).__name__}")
     return stats
 
 
@@ -426,7 +426,7 @@ class _PoolOf:
 
 def _weights_fit(pool: tuple, weights: tuple | None, where: str) -> None:
     if weights is not None and len(weights) != len(pool):
-        raise PescadorError(f"{where}: weights has {len(weights)} entries for a pool of {len(pool)} streams")
+        raise ParameterError(f"{where}: weights has {len(weights)} entries for a pool of {len(pool)} streams")
 
 
 
@@ -705,7 +705,7 @@ def mux(
     random_state: Any = None,
     dist: str = "poisson",
     stats: Any = None,
-) -> Transform:
+) -> PoolTransform:
     """Stochastically multiplex a pool of streams, ``k`` of them active at once.
 
     Curried and data-last: ``mux(k=3, lam=64)`` is a
@@ -774,7 +774,7 @@ def mux(
         params["dist"] = _check_choice(dist, _DISTRIBUTIONS, where, "dist")
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("mux", _PlainMux, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("mux", _PlainMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
 _STOCHASTIC_MODES = ("with_replacement", "single_active", "exhaustive")
@@ -789,7 +789,7 @@ def stochastic_mux(
     dist: str = "binomial",
     random_state: Any = None,
     stats: Any = None,
-) -> Transform:
+) -> PoolTransform:
     """The 3.x ``StochasticMux`` as a curried combinator (its parameters, in its order).
 
     ``mode`` is ``"with_replacement"`` (like ``mux``), ``"single_active"``
@@ -829,10 +829,10 @@ def stochastic_mux(
     )
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("stochastic_mux", _StochasticMux, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("stochastic_mux", _StochasticMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
-def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = None) -> Transform:
+def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = None) -> PoolTransform:
     """All streams active at once; each item from a stream drawn by weight (3.x ``ShuffledMux``).
 
     A stream that ends is restarted; a stream whose run gives nothing is
@@ -850,13 +850,13 @@ def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = Non
     params = dict(weights=_check_weights(weights, None, where), random_state=_check_random_state(random_state, where))
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("shuffled_mux", _ShuffledMux, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("shuffled_mux", _ShuffledMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
 _ROUND_ROBIN_MODES = ("exhaustive", "cycle", "permuted_cycle")
 
 
-def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
+def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> PoolTransform:
     """One item from each stream in turn (3.x ``RoundRobinMux``).
 
     ``mode``: ``"exhaustive"`` runs each stream once, dropping those that
@@ -876,13 +876,13 @@ def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: A
     params = dict(mode=_check_choice(mode, _ROUND_ROBIN_MODES, where), random_state=_check_random_state(random_state, where))
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("round_robin_mux", _RoundRobinMux, params, coerce=_PoolOf(where))
+    return PoolTransform("round_robin_mux", _RoundRobinMux, params, coerce=_PoolOf(where))
 
 
 _CHAIN_MODES = ("exhaustive", "cycle", "with_replacement")
 
 
-def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
+def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> PoolTransform:
     """One stream at a time, to its end (3.x ``ChainMux``, as ``itertools.chain``).
 
     ``mode``: ``"exhaustive"`` runs the streams once each, in pool order;
@@ -913,7 +913,7 @@ def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = N
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
     lazy = params["mode"] != "with_replacement" and stats is None
-    return Transform("chain_mux", _ChainMux, params, coerce=_PoolOf(where, lazy=lazy, allow_empty=True))
+    return PoolTransform("chain_mux", _ChainMux, params, coerce=_PoolOf(where, lazy=lazy, allow_empty=True))
 
 
 # ----------------------------------------------------------------------------
@@ -936,7 +936,7 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self, k: int, lam: float | None = 256.0, *, weights: Any = None, with_replacement: bool = True,
                  prune_empty: bool = True, revive: bool = False, random_state: Any = None, dist: str = "poisson",
-                 stats: Any = None) -> Transform:
+                 stats: Any = None) -> PoolTransform:
         return mux(k, lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty, revive=revive,
                    random_state=random_state, dist=dist, stats=stats)
 

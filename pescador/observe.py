@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .core import Stream, Transform
+from .core import ItemTransform, Stream, Transform
 from .exceptions import PescadorError
 from .stage import Stage, start
 
@@ -273,7 +273,7 @@ class _Measure(Stage):
             self.meter._stop()
 
 
-def measure(meter: Meter) -> Transform:
+def measure(meter: Meter) -> ItemTransform:
     """Count the items (and their bytes) passing this point of a pipeline into ``meter``.
 
     Curried and data-last; items pass unchanged.  See :class:`Meter`.

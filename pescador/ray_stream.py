@@ -90,8 +90,8 @@ from typing import Any
 import numpy as np
 
 from . import wire
-from .core import Transform
-from .exceptions import PescadorError
+from .core import ItemTransform, Transform
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, check_fields, check_list, start, tracked, tracking
 from .workers import WorkerInfo, compose, rank_info, set_worker_info
 
@@ -118,20 +118,22 @@ class FailoverWarning(RuntimeWarning):
 
 
 def _check_int(value: Any, name: str, low: int, high: int | None = None) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low or (
-        high is not None and value > high
-    ):
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if not integral or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise PescadorError(f"ray_offload: {name} must be an integer {bound}; got {value!r}")
+        kind = ParameterError if integral else ParameterTypeError
+        raise kind(f"ray_offload: {name} must be an integer {bound}; got {value!r}")
     return int(value)
 
 
 def _check_seconds(value: Any, name: str, none: bool) -> float | None:
     if value is None and none:
         return None
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0 <= value < float("inf"):
+    real = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if not real or not 0 <= value < float("inf"):
         also = "None or " if none else ""
-        raise PescadorError(f"ray_offload: {name} must be {also}a number of seconds >= 0; got {value!r}")
+        kind = ParameterError if real else ParameterTypeError
+        raise kind(f"ray_offload: {name} must be {also}a (finite) number of seconds >= 0; got {value!r}")
     return float(value)
 
 
@@ -139,13 +141,13 @@ def _check_resources(resources: Any) -> dict | None:
     if resources is None:
         return None
     if not isinstance(resources, dict) or not all(isinstance(k, str) for k in resources):
-        raise PescadorError(
+        raise ParameterTypeError(
             "ray_offload: resources must be None or a dict of Ray actor options, such as "
             f"{{'num_cpus': 1, 'resources': {{'decoder': 1}}}}; got {resources!r}"
         )
     reserved = sorted(set(resources) & set(_RESERVED))
     if reserved:
-        raise PescadorError(
+        raise ParameterError(
             f"ray_offload: resources may not set {reserved}: the run sets them itself (failover is "
             "max_restarts=..., and actors live as long as the run)"
         )
@@ -164,7 +166,7 @@ def ray_offload(
     copy: bool = False,
     random_state: int | None = None,
     placement_timeout: float | None = 300.0,
-) -> Transform:
+) -> ItemTransform:
     """Produce a stream's items on Ray actors, with exactly-once failover.
 
     Curried and data-last, like :func:`pescador.zmq_offload`:
@@ -232,7 +234,7 @@ def ray_offload(
 
 def _check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise PescadorError(f"ray_offload: {name} must be True or False; got {value!r}")
+        raise ParameterTypeError(f"ray_offload: {name} must be True or False; got {value!r}")
     return bool(value)
 
 

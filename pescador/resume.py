@@ -48,12 +48,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar, overload
 
 
 from . import core
 from .core import Stream, stream
-from .exceptions import PescadorError
+from .exceptions import ParameterTypeError, PescadorError
 from ._fingerprint import fingerprint as _fingerprint
 from .stage import _from_collection, not_resumable, stage_of, start, tracked
 
@@ -102,7 +103,10 @@ def _check_resumes(s: Any) -> None:
         _check_resumes(s.args[0])
 
 
-class Resumable:
+_T = TypeVar("_T")
+
+
+class Resumable(Generic[_T]):
     """A run of a recipe that can report its state and be resumed (see :func:`resumable`).
 
     It is the same chain of stages as ``iter(recipe)``; iterating it
@@ -120,10 +124,10 @@ class Resumable:
         with tracked(True):
             self.node = start(self.recipe, inner)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[_T]:
         return self.node
 
-    def __next__(self) -> Any:
+    def __next__(self) -> _T:
         return next(self.node)
 
     def state_dict(self) -> dict:
@@ -148,7 +152,7 @@ def _sign(state: dict) -> str:
 
 def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
     if not isinstance(state, dict) or "pescador_state" not in state:
-        raise PescadorError(f"resumable: expected a state made by state_dict(); got a {type(state).__name__}")
+        raise ParameterTypeError(f"resumable: expected a state made by state_dict(); got a {type(state).__name__}")
     if state["pescador_state"] != STATE_VERSION:
         raise PescadorError(
             f"resumable: the state is of version {state['pescador_state']!r}; this pescador reads version "
@@ -180,6 +184,10 @@ def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
     return state["stages"]
 
 
+@overload
+def resumable(recipe: Stream[_T], state: dict | None = None) -> Resumable[_T]: ...
+@overload
+def resumable(recipe: Any, state: dict | None = None) -> Resumable[Any]: ...
 def resumable(recipe: Any, state: dict | None = None) -> Resumable:
     """Run ``recipe`` so that it can be checkpointed (``state_dict()``) and resumed.
 

@@ -82,8 +82,8 @@ import numpy as np
 import zmq
 
 from . import wire
-from .core import Transform
-from .exceptions import PescadorError
+from .core import ItemTransform, Transform
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, check_fields, check_list, start, tracked, tracking
 from .workers import WorkerInfo, set_worker_info
 
@@ -105,7 +105,7 @@ _NOBLOCK, _RCVMORE, _EVENTS = int(zmq.NOBLOCK), int(zmq.RCVMORE), int(zmq.EVENTS
 def _check_int(value: Any, where: str, name: str, low: int, high: int | None = None) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise PescadorError(f"{where}: {name} must be an integer {bound}; got {value!r}")
+        raise (ParameterError if isinstance(value, numbers.Integral) and not isinstance(value, bool) else ParameterTypeError)(f"{where}: {name} must be an integer {bound}; got {value!r}")
     return int(value)
 
 
@@ -121,7 +121,7 @@ def zmq_offload(
     max_tries: int = 100,
     start_method: str | None = None,
     random_state: int | None = None,
-) -> Transform:
+) -> ItemTransform:
     """Produce a stream's items in other processes and receive them over ZeroMQ.
 
     Curried and data-last: ``zmq_offload(workers=2)`` is a

@@ -546,3 +546,76 @@ def test_a_batch_anyone_still_holds_is_never_written_again():
     gc.collect()
     check()
     assert len(seen) < 100  # (the batches nobody held were filled again: the checks above mean something)
+
+
+# -- one-row items (the fast path writes target[i]) and sources that keep their arrays -------------
+
+
+def views_of_one_array(counts, trail=(2,)):
+    """Yields views of one array it keeps, and overwrites that array as soon as it runs again."""
+    big = np.empty((max(counts, default=1), *trail))
+    start = 0
+    for r in counts:
+        big[:] = -1
+        big[:r] = np.arange(start, start + r).reshape((r,) + (1,) * len(trail))
+        start += r
+        yield {"x": big[:r], "backwards": big[:r][::-1]}  # (a second key: a view with negative strides)
+
+
+@pytest.mark.parametrize("trail", [(2,), (), (2, 3)])
+@pytest.mark.parametrize("counts", [[1] * 10, [1, 1, 3, 1, 0, 1, 2, 1, 1], [2, 1, 1, 5, 1]])
+def test_views_of_an_array_the_source_keeps_and_overwrites_are_copied_as_they_come(counts, trail):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (1-d keys: no "array to scalar" deprecation from numpy)
+        batches = list(buffer(3, stream(views_of_one_array, counts, trail)))
+    total = sum(counts)
+    flat = np.concatenate([b["x"] for b in batches]).reshape(total - total % 3, -1)
+    assert flat[:, 0].tolist() == list(range(total - total % 3)) and (flat == flat[:, :1]).all()
+    backwards, start = [], 0
+    for r in counts:
+        backwards += list(range(start + r - 1, start - 1, -1))
+        start += r
+    assert np.concatenate([b["backwards"] for b in batches]).reshape(len(flat), -1)[:, 0].tolist() == backwards[: len(flat)]
+
+
+def test_a_one_row_item_of_a_row_shape_numpy_would_broadcast_is_refused():
+    # target[i] = array broadcasts a (1, 1) row into a row of 3: the shape check must come first
+    items = [{"x": np.zeros((1, 3))}, {"x": np.zeros((1, 3))}, {"x": np.ones((1, 1))}]
+    with pytest.raises(PescadorError, match=r"item 2, key 'x': shape \(1, 1\) does not match \(rows, 3\)"):
+        list(buffer(4, items))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # (numpy's, before the error)
+@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"x": np.zeros((1, 4))}, ["shape (1, 4)"]),
+        ({"x": np.zeros((1, 3), np.int64)}, ["int64", "cannot be stored"]),
+        ({"x": np.full((1, 3), 1e300)}, ["overflow float32"]),
+        ({"y": np.zeros((1, 3))}, ["keys"]),
+        (None, ["NoneType"]),
+    ],
+)
+def test_the_batches_before_a_bad_item_come_first_and_the_error_names_it(rows, bad, words):
+    # 7 good items, then the bad one at position 7: every batch completed before it is yielded
+    good = [{"x": np.full((rows, 3), i, np.float32)} for i in range(7)]
+    run = iter(buffer(2, good + [bad] + good))
+    got = []
+    with pytest.raises(PescadorError) as info:
+        for batch in run:
+            got.append(batch["x"][:, 0].tolist())
+    assert len(got) == 7 * rows // 2
+    assert "item 7" in str(info.value)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_one_row_and_wider_items_resume_exactly_at_every_batch():
+    recipe = buffer(3)(stream(views_of_one_array, [1, 1, 3, 1, 1, 2, 1, 1, 1, 4, 1]))
+    full = as_lists(recipe)
+    for stop in range(len(full) + 1):
+        run = resumable(recipe)
+        head = as_lists(next(run) for _ in range(stop))
+        state = json.loads(json.dumps(run.state_dict()))
+        assert head + run_to_end(resumable(recipe, state)) == full

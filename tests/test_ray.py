@@ -50,28 +50,29 @@ def test_repr_shows_the_options_chosen():
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "options, kind, message",
     [
-        ({"workers": 0}, "workers must be an integer between 1 and 1024; got 0"),
-        ({"workers": True}, "workers must be an integer"),
-        ({"max_restarts": -1}, "max_restarts must be an integer >= 0"),
-        ({"hwm": 0}, "hwm must be an integer >= 1"),
-        ({"chunk": 0}, "chunk must be an integer >= 1"),
-        ({"chunk_bytes": 1.5}, "chunk_bytes must be an integer >= 1"),
-        ({"linger": -0.1}, "linger must be a number of seconds >= 0"),
-        ({"linger": None}, "linger must be a number of seconds >= 0"),
-        ({"placement_timeout": float("inf")}, "placement_timeout must be None or a number of seconds"),
-        ({"copy": "yes"}, "copy must be True or False"),
-        ({"random_state": -1}, "random_state must be an integer >= 0"),
-        ({"resources": ["num_cpus", 1]}, "resources must be None or a dict of Ray actor options"),
-        ({"resources": {1: 2}}, "resources must be None or a dict of Ray actor options"),
-        ({"resources": {"num_cpus": 1, "max_restarts": 5}}, r"resources may not set \['max_restarts'\]"),
-        ({"resources": {"lifetime": "detached"}}, r"resources may not set \['lifetime'\]"),
+        ({"workers": 0}, ValueError, "workers must be an integer between 1 and 1024; got 0"),
+        ({"workers": True}, TypeError, "workers must be an integer"),
+        ({"max_restarts": -1}, ValueError, "max_restarts must be an integer >= 0"),
+        ({"hwm": 0}, ValueError, "hwm must be an integer >= 1"),
+        ({"chunk": 0}, ValueError, "chunk must be an integer >= 1"),
+        ({"chunk_bytes": 1.5}, TypeError, "chunk_bytes must be an integer >= 1"),
+        ({"linger": -0.1}, ValueError, "linger must be a .*number of seconds >= 0"),
+        ({"linger": None}, TypeError, "linger must be a .*number of seconds >= 0"),
+        ({"placement_timeout": float("inf")}, ValueError, "placement_timeout must be None or a .*number of seconds"),
+        ({"copy": "yes"}, TypeError, "copy must be True or False"),
+        ({"random_state": -1}, ValueError, "random_state must be an integer >= 0"),
+        ({"resources": ["num_cpus", 1]}, TypeError, "resources must be None or a dict of Ray actor options"),
+        ({"resources": {1: 2}}, TypeError, "resources must be None or a dict of Ray actor options"),
+        ({"resources": {"num_cpus": 1, "max_restarts": 5}}, ValueError, r"resources may not set \['max_restarts'\]"),
+        ({"resources": {"lifetime": "detached"}}, ValueError, r"resources may not set \['lifetime'\]"),
     ],
 )
-def test_bad_options_are_refused_at_once(options, message):
-    with pytest.raises(PescadorError, match=message):
+def test_bad_options_are_refused_at_once(options, kind, message):
+    with pytest.raises(PescadorError, match=message) as info:
         pescador.ray_offload(**options)
+    assert isinstance(info.value, kind)  # (ParameterError is a ValueError, ParameterTypeError a TypeError)
 
 
 @pytest.mark.parametrize(

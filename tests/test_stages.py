@@ -170,15 +170,17 @@ def _paths(value, path=()):
 
 
 def _mutations(value):
-    """Changes that make a field wrong: out of range, of another type, or gone."""
-    out = ["drop", ("set", "seven"), ("set", None), ("set", [value]), ("set", {"x": value})]
+    """Changes that make a field wrong: out of range, of another type, or gone.  (Not null: it is a valid
+    value of some fields, a block of draws not under way; changes to valid values are the envelope's
+    check's to refuse: test_a_changed_state_that_was_not_re_signed_is_refused.)"""
+    out = ["drop", ("set", "seven"), ("set", [value]), ("set", {"x": value})]
     if isinstance(value, bool):
         out += [("set", 1), ("set", "true")]
     elif isinstance(value, int):
         huge = value + 10**12 if abs(value) < 2**62 else 10**40  # (a generator's 128-bit words: beyond them)
         out += [("set", -1 - abs(value)), ("set", huge), ("set", float(value) + 0.5), ("set", True)]
     elif isinstance(value, list):
-        out += [("set", value + value[-1:] if value else [0]), ("set", value[:-1] if value else [[]])]
+        out += [("set", [["not", "an", "entry"]] * max(1, len(value)))]
     elif isinstance(value, dict):
         out += [("extra", "surprise")]
     return out
