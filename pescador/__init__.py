@@ -32,6 +32,7 @@ else:
     from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 del TYPE_CHECKING
 from .zmq_stream import zmq_offload
+from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a run starts)
 from .observe import Meter, MuxStats, measure
 from .extras import cache, epoch_length, epochs, streamable
 from .resume import resumable
@@ -68,6 +69,8 @@ __all__ = [
     "RoundRobinMux",
     "ChainMux",
     "zmq_offload",
+    "ray_offload",
+    "FailoverWarning",
     "MuxStats",
     "Meter",
     "measure",
