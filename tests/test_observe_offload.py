@@ -1,0 +1,182 @@
+"""Observers inside zmq_offload workers report to the consumer's observers (pescador._report)."""
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import pescador
+from pescador import Meter, MuxStats, PescadorError, measure, stream, take, zmq_offload
+from pescador import _report
+
+pytestmark = pytest.mark.timeout(90)
+
+
+# -- sources (module level, so that spawn can pickle them) ---------------------------------------
+
+
+def finite(tag, n):
+    for i in range(n):
+        yield {"tag": np.array([tag]), "X": np.zeros((3, 2), np.float32)}
+
+
+def endless(tag):
+    while True:
+        yield {"tag": np.array([tag]), "X": np.zeros((3, 2), np.float32)}
+
+
+def counts(items, size):
+    return np.bincount([int(x["tag"][0]) for x in items], minlength=size)
+
+
+def wait_for(condition, seconds=30.0):
+    """Wait for ``condition()`` to hold (polling; bounded); return whether it did."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+# -- exact totals after the run -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_mux_stats_before_offload_hold_the_exact_items_of_the_run(method):
+    stats = MuxStats()
+    pool = [stream(finite, t, 40 * (t + 1)) for t in range(5)]
+    recipe = zmq_offload(workers=2, start_method=method)(
+        pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)(pool)
+    )
+    out = list(recipe)
+    assert len(out) == sum(40 * (t + 1) for t in range(5))  # every item of every (sharded) stream
+    np.testing.assert_array_equal(stats.items, counts(out, 5))
+    assert stats.activations.tolist() == [1] * 5  # each stream activated once, in one of the workers
+    np.testing.assert_allclose(stats.expected, [0.2] * 5)
+    assert sorted(a.stream for a in stats.history) == list(range(5))
+    assert {a.worker for a in stats.history} == {0, 1}
+    assert stats.live.tolist() == []
+
+
+def test_mux_with_replacement_and_take_inside_the_workers_counts_exactly_and_meters_sum():
+    stats, meter = MuxStats(), Meter()
+    pool = [stream(endless, t) for t in range(4)]
+    recipe = zmq_offload(workers=2)(
+        measure(meter)(take(700)(pescador.mux(3, 16.0, weights=[4, 3, 2, 1], random_state=1, stats=stats)(pool)))
+    )
+    out = list(recipe)
+    assert len(out) == 1400
+    np.testing.assert_array_equal(stats.items, counts(out, 4))
+    assert stats.activations.sum() >= len(stats.history) > 0
+    np.testing.assert_allclose(stats.expected, [0.4, 0.3, 0.2, 0.1])
+    assert (meter.items, meter.rows, meter.bytes) == (1400, 1400, 1400 * (8 + 24))
+    assert meter.seconds > 0 and meter.items_per_second > 0
+
+
+def test_two_observers_in_the_workers_are_matched_by_position_and_one_observer_twice_is_one():
+    a, b, c = MuxStats(), MuxStats(), MuxStats()
+    meter = Meter()
+    left = measure(meter)(pescador.mux(1, None, with_replacement=False, random_state=0, stats=a)(
+        [stream(finite, 0, 10), stream(finite, 1, 20)]))
+    right = measure(meter)(pescador.mux(1, None, with_replacement=False, random_state=0, stats=b)(
+        [stream(finite, 2, 30), stream(finite, 3, 40)]))
+    both = pescador.mux.chain_mux(stats=c)([left, right])
+    found = _report.observers(both)
+    assert len(found) == 4 and {id(o) for o in found} == {id(a), id(b), id(c), id(meter)}  # (meter twice: once)
+    out = list(zmq_offload(workers=1)(both))
+    assert len(out) == 100
+    np.testing.assert_array_equal(a.items, [10, 20])
+    np.testing.assert_array_equal(b.items, [30, 40])
+    np.testing.assert_array_equal(c.items, [30, 70])
+    assert meter.items == 200  # (both measure stages count into it, as they would in one process)
+
+
+def test_runs_in_turn_each_start_the_observers_afresh():
+    stats, meter = MuxStats(), Meter()
+    recipe = zmq_offload(workers=2)(
+        measure(meter)(pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)(
+            [stream(finite, t, 10 + t) for t in range(3)]))
+    )
+    for _ in range(3):
+        out = list(recipe)
+        assert len(out) == 33
+        np.testing.assert_array_equal(stats.items, [10, 11, 12])
+        assert meter.items == 33
+
+
+def test_tcp_transport_reports_too():
+    stats = MuxStats()
+    recipe = zmq_offload(workers=2, transport="tcp")(
+        pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)([stream(finite, t, 7) for t in range(4)])
+    )
+    out = list(recipe)
+    np.testing.assert_array_equal(stats.items, counts(out, 4))
+
+
+def test_a_mux_stats_counted_by_workers_and_by_the_consumer_at_once_is_refused():
+    stats = MuxStats()
+    inner = zmq_offload(workers=1)(pescador.mux(1, 4.0, random_state=0, stats=stats)([stream(endless, 0)]))
+    outer = pescador.mux(2, 4.0, random_state=0, stats=stats)([inner, stream(endless, 1)])
+    with pytest.raises(PescadorError, match="already counting"):
+        list(take(50, outer))
+    assert len(list(take(20, inner))) == 20  # the observer is free again
+
+
+def test_a_recipe_without_observers_reports_nothing():
+    recipe = zmq_offload(workers=2)(stream(finite, 0, 5))
+    assert _report.observers(recipe) == []
+    assert len(list(recipe)) == 10
+
+
+# -- live during the run --------------------------------------------------------------------------
+
+
+def test_reports_arrive_while_the_consumer_is_paused():
+    stats, meter = MuxStats(), Meter()
+    recipe = zmq_offload(workers=2, hwm=1000)(
+        measure(meter)(pescador.mux(2, 8.0, random_state=0, stats=stats)([stream(endless, t) for t in range(3)]))
+    )
+    it = iter(recipe)
+    next(it)  # the run has started; now the consumer pauses, and the workers fill their queues
+    assert wait_for(lambda: stats.items.sum() > 100 and meter.items > 100), (stats.items, meter.items)
+    assert len(stats.items) == 3 and stats.activations.sum() > 0 and len(stats.live) > 0
+    seen = stats.items.sum()
+    it.close()
+    assert stats.items.sum() >= seen  # a run stopped early keeps the last reports
+
+
+def test_a_consumer_that_never_reads_the_reports_does_not_stall_the_workers(monkeypatch):
+    """Reports pile up unread (the relay never listens) at a high rate: the workers finish anyway."""
+    monkeypatch.setattr(_report, "_EVERY", 0.0005)  # (inherited by forked workers)
+    monkeypatch.setattr(_report.Relay, "listen", lambda self: None)
+    stats = MuxStats()
+    recipe = zmq_offload(workers=2, start_method="fork")(
+        pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)(
+            [stream(finite, t, 5000) for t in range(4)])
+    )
+    assert len(list(recipe)) == 20_000
+
+
+def test_a_slow_consumer_gets_reports_and_the_exact_totals_at_the_end():
+    stats = MuxStats()
+    recipe = zmq_offload(workers=2, hwm=2)(
+        pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)([stream(finite, t, 30) for t in range(4)])
+    )
+    out = []
+    for item in recipe:
+        out.append(item)
+        time.sleep(0.005)
+    np.testing.assert_array_equal(stats.items, counts(out, 4))
+
+
+def test_a_missing_final_report_is_a_warning_not_a_hang(monkeypatch):
+    monkeypatch.setattr(_report, "_FINAL_WAIT", 0.2)
+    monkeypatch.setattr(_report.Reporter, "final", _report.Reporter.stop)  # (the worker sends no final report)
+    stats = MuxStats()
+    recipe = zmq_offload(workers=1, start_method="fork")(
+        pescador.mux(1, None, with_replacement=False, random_state=0, stats=stats)([stream(finite, 0, 5)])
+    )
+    with pytest.warns(RuntimeWarning, match="final observer reports of worker"):
+        assert len(list(recipe)) == 5
