@@ -27,6 +27,7 @@ from .buffered import buffer
 from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 from .zmq_stream import zmq_offload
 from .observe import Meter, MuxStats, measure
+from ._progress import progress
 from .extras import cache, epoch_length, epochs, streamable
 from .resume import resumable
 from .remote import InsecureWarning, ProducerWarning
@@ -63,6 +64,7 @@ __all__ = [
     "MuxStats",
     "Meter",
     "measure",
+    "progress",
     "streamable",
     "cache",
     "epochs",
