@@ -114,7 +114,8 @@ class MuxStats:
         The streams of the activations live now (a stream may appear more
         than once: a mux with replacement may run it in several slots).
     history : list of Activation
-        The last ``history`` activations that ended, oldest first.
+        The last ``history`` activations, oldest first; those still live
+        come last, with the items they have given so far.
 
     Examples
     --------
@@ -174,9 +175,22 @@ class MuxStats:
         return token
 
     def _stop(self, token: Any) -> None:
-        """Called by the mux engine when its run ends: the observer may count another run."""
+        """Called by the mux engine when its run ends: the observer may count another run.
+
+        The activations still live end with the run: they join the history
+        and their items the counts.
+        """
         if self._owner is not None and self._owner() is token:
             self._owner = None
+            slots, stop = list(self._slots), self._given()
+            self._slots = []
+            for slot in slots:
+                given = slot.given()
+                if self._keep:
+                    start = self._born.pop(id(slot), stop - given)
+                    self._history.append((slot.who, start, stop, given, self._worker))
+                self._items[slot.who] += given
+            self._total = stop
 
     # -- called by the mux engine once per activation ---------------------------------------------
     def _given(self) -> int:
@@ -230,9 +244,10 @@ class MuxStats:
             history += s[3]
             live += s[4]
         expected = next((s[2] for s in snapshots if len(s[2]) == n), None)
+        # (items last: a reader in another thread that sees the new items sees the other arrays' new sizes)
         self._expected = np.asarray(expected if expected is not None else np.full(n, 1 / n if n else 0.0))
-        self._items, self._activations = items, activations
-        self._history, self._live = history, live
+        self._activations, self._history, self._live = activations, history, live
+        self._items = items
 
     # -- reading ----------------------------------------------------------------------------------
     @property
@@ -262,7 +277,13 @@ class MuxStats:
 
     @property
     def history(self) -> list:
-        return [Activation(*entry) for entry in list(self._history)]
+        out = [Activation(*entry) for entry in list(self._history)]
+        slots = list(self._slots)
+        if slots and self._keep:  # (the live activations, so far)
+            now = self._given()
+            born = self._born
+            out += [Activation(s.who, born.get(id(s), now - s.given()), now, s.given(), self._worker) for s in slots]
+        return out[-self._keep :] if self._keep else []
 
     def __str__(self) -> str:
         items, shares = self.items, self.shares
@@ -323,11 +344,13 @@ class MuxStats:
         workers = sorted({a.worker for a in history})
         height = 0.8 / max(1, len(workers))
         for rank, worker in enumerate(workers):
-            mine = [a for a in history if a.worker == worker]
             offset = (rank - (len(workers) - 1) / 2) * height
-            ax.hlines([a.stream + offset for a in mine], [a.start for a in mine], [a.stop for a in mine],
-                      linewidth=max(1.0, 40 * height / max(n, 1)), color=f"C{rank % 10}",
-                      label=f"worker {worker}" if len(workers) > 1 else None)
+            for stream in range(n):
+                spans = [(a.start, a.stop - a.start) for a in history if a.worker == worker and a.stream == stream]
+                if spans:
+                    ax.broken_barh(spans, (stream + offset - 0.35 * height, 0.7 * height), color=f"C{rank % 10}",
+                                   edgecolor="white", linewidth=0.5,
+                                   label=f"worker {worker}" if len(workers) > 1 and stream == 0 else None)
         ax.set_yticks(range(n))
         ax.set_ylim(-0.6, n - 0.4)
         ax.set_ylabel("stream")
