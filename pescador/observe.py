@@ -286,12 +286,13 @@ class MuxStats:
         return out[-self._keep :] if self._keep else []
 
     def __str__(self) -> str:
-        items, shares = self.items, self.shares
+        # (each array read once: a report, or the next run, may replace them while we look)
+        activations, expected, items = self._activations, self._expected, self.items
+        total = items.sum()
         lines = ["stream      items  activations  share  expected"]
-        for i in range(len(items)):
-            lines.append(
-                f"{i:6d}  {items[i]:9,d}  {self._activations[i]:11,d}  {shares[i]:5.3f}  {self._expected[i]:8.3f}"
-            )
+        for i in range(min(len(items), len(activations), len(expected))):
+            share = items[i] / total if total else 0.0
+            lines.append(f"{i:6d}  {items[i]:9,d}  {activations[i]:11,d}  {share:5.3f}  {expected[i]:8.3f}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -361,7 +362,9 @@ class MuxStats:
 
     def _plot_shares(self, ax: Any) -> None:
         shares, expected = self.shares, self._expected
-        x = np.arange(len(shares))
+        n = min(len(shares), len(expected))
+        shares, expected = shares[:n], expected[:n]
+        x = np.arange(n)
         ax.bar(x - 0.2, expected, width=0.4, label="weight", color="tab:gray")
         ax.bar(x + 0.2, shares, width=0.4, label="observed share", color="tab:blue")
         ax.set_xticks(x)

@@ -191,3 +191,88 @@ def test_a_missing_final_report_is_a_warning_not_a_hang(monkeypatch):
     )
     with pytest.warns(RuntimeWarning, match="final observer reports of worker"):
         assert len(list(recipe)) == 5
+
+
+# -- faults, threads, leaks, resume ---------------------------------------------------------------
+
+
+def raising(tag, n):
+    for _ in range(n):
+        yield {"tag": np.array([tag])}
+    raise KeyError("broken source")
+
+
+def test_a_worker_error_arrives_as_before_and_frees_the_observer():
+    stats = MuxStats()
+    recipe = zmq_offload(workers=2)(
+        pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)([stream(raising, t, 5) for t in range(2)])
+    )
+    with pytest.raises(KeyError, match="broken source"):
+        list(recipe)
+    check = pescador.mux(1, 4.0, random_state=0, stats=stats)([stream(endless, 0)])
+    assert len(list(take(8, check))) == 8 and stats.items.tolist() == [8]  # (free: the run has ended)
+
+
+def test_reading_the_observers_from_another_thread_during_runs_is_safe():
+    import threading
+
+    stats, meter = MuxStats(), Meter()
+    stop, errors, reads = threading.Event(), [], [0]
+
+    def reader():
+        while not stop.is_set():
+            try:
+                str(stats), stats.shares, stats.live, stats.history, str(meter), meter.series
+                reads[0] += 1
+            except Exception as exc:  # pragma: no cover - what the test looks for
+                errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        recipe = zmq_offload(workers=2)(measure(meter)(
+            pescador.mux(3, 4.0, with_replacement=False, random_state=0, stats=stats)([stream(sleepy, t, 300) for t in range(6)])))
+        for _ in range(3):
+            out = list(recipe)
+            np.testing.assert_array_equal(stats.items, counts(out, 6))
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors and reads[0] > 0
+
+
+def test_runs_with_observers_leak_no_thread_descriptor_or_directory(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stats, meter = MuxStats(), Meter()
+    recipe = zmq_offload(workers=2, start_method="fork")(measure(meter)(
+        pescador.mux(2, 4.0, random_state=0, stats=stats)([stream(endless, t) for t in range(3)])))
+    list(take(5, recipe))  # warm up whatever is created once
+    fds, threads = sorted(os.listdir("/proc/self/fd")), threading.active_count()
+    for run in range(20):
+        if run % 2:
+            bounded = zmq_offload(workers=2, start_method="fork")(take(50)(
+                pescador.mux(2, 4.0, random_state=0, stats=stats)([stream(endless, t) for t in range(3)])))
+            assert len(list(bounded)) == 100 and stats.items.sum() == 100
+        else:
+            assert len(list(take(7, recipe))) == 7  # stopped early
+    assert threading.active_count() == threads, threading.enumerate()
+    assert sorted(os.listdir("/proc/self/fd")) == fds
+    assert not [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]
+
+
+def test_a_resumable_offloaded_run_reports_too():
+    stats = MuxStats()
+    recipe = zmq_offload(workers=2)(
+        pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)([stream(finite, t, 20) for t in range(4)])
+    )
+    run = pescador.resumable(recipe)
+    out = list(run)
+    assert len(out) == 80
+    np.testing.assert_array_equal(stats.items, counts(out, 4))
+
