@@ -194,7 +194,10 @@ class MuxStats:
 
     # -- called by the mux engine once per activation ---------------------------------------------
     def _given(self) -> int:
-        return self._total + sum(slot.given() for slot in self._slots)
+        given = self._total
+        for slot in self._slots:
+            given += slot.bound - slot.left
+        return given
 
     def _activated(self, slot: Any, slots: list) -> None:
         """``slot`` (the last of ``slots``) starts an activation."""
