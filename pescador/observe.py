@@ -33,6 +33,9 @@ from .workers import worker_info
 __all__ = ["MuxStats", "Meter", "measure", "Activation"]
 
 
+_REPORTED_HISTORY = 10_000  # the most activations a worker's report carries (MuxStats.history)
+
+
 class _Run:
     """The token of a run counting into a :class:`MuxStats` (held by the run while it lives)."""
 
@@ -97,8 +100,8 @@ class MuxStats:
     ----------
     history : int >= 0
         How many of the most recent activations :attr:`history` keeps (per
-        worker, for a mux inside ``zmq_offload``).  Recorded once per
-        activation, not per item.
+        worker, for a mux inside ``zmq_offload``, whose reports carry at most
+        the last 10,000).  Recorded once per activation, not per item.
 
     Attributes
     ----------
@@ -227,7 +230,8 @@ class MuxStats:
         for _ in range(3):  # (read by a reporting thread while the mux runs: retry a torn read)
             try:
                 return [self.items.tolist(), self._activations.tolist(), self._expected.tolist(),
-                        [list(entry) for entry in list(self._history)], [int(s.who) for s in list(self._slots)]]
+                        [list(entry) for entry in list(self._history)[-_REPORTED_HISTORY:]],
+                        [int(s.who) for s in list(self._slots)]]
             except (RuntimeError, IndexError, ValueError):
                 continue
         return []
