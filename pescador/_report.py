@@ -110,9 +110,9 @@ class Relay:
     the run has ended normally; :meth:`close` always.
     """
 
-    def __init__(self, recipe: Any, context: zmq.Context, endpoint: str, workers: int, config: Any) -> None:
+    def __init__(self, recipe: Any, context: zmq.Context, endpoint: str, config: Any) -> None:
         self.observers = observers(recipe)
-        self.workers = workers
+        self.workers = config.workers
         self.endpoint: str | None = None
         self.secret = secrets.token_bytes(16)
         self.sock: Any = None

@@ -412,7 +412,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
         sock.setsockopt(zmq.RCVHWM, config.hwm)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         endpoint, directory = _bind(sock, config.transport, config.min_port, config.max_port, config.max_tries)
-        relay = _report.Relay(upstream, context, endpoint, config.workers, config)  # observers in the workers
+        relay = _report.Relay(upstream, context, endpoint, config)  # the workers' observers report to it
         shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None,
                       report=relay.address)
         for wid in range(config.workers):
