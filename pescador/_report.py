@@ -22,9 +22,9 @@ consumer show what the copies counted, summed over the workers:
   dropped.  The item wire (:mod:`pescador.wire`) is not involved.
 - *Rate.*  A thread in each worker takes a snapshot of its observers every
   ``_EVERY`` seconds and sends it when it changed: the worker's item loop
-  does no extra work.  A thread in the consumer receives the reports and
-  updates the observers as they arrive, whether or not the consumer is
-  iterating.
+  does no extra work.  A thread in the consumer sleeps until reports
+  arrive and updates the observers at once, whether or not the consumer is
+  iterating; the run wakes it through a pipe to stop it.
 - *The end.*  A worker sends its final snapshot before its END on the item
   wire, with a linger so that it is delivered; a run that ends normally
   waits (up to ``_FINAL_WAIT`` seconds) for every worker's final snapshot,
@@ -117,7 +117,7 @@ class Relay:
         self.secret = secrets.token_bytes(16)
         self.sock: Any = None
         self.thread: threading.Thread | None = None
-        self.stopping = threading.Event()
+        self.wake: tuple | None = None  # a pipe: a byte written to it stops the thread at once
         self.complete = threading.Event()  # every worker's final snapshot has arrived
         self.latest: dict = {}  # worker id -> its latest snapshots (one per observer)
         self.finals: set = set()
@@ -148,15 +148,20 @@ class Relay:
 
     def listen(self) -> None:
         if self.sock is not None:
+            self.wake = os.pipe()
             self.thread = threading.Thread(target=self._loop, name="pescador-reports", daemon=True)
             self.thread.start()
 
     def _loop(self) -> None:
         _quiet_signals()
         sock = self.sock
-        while not self.stopping.is_set():
-            if not sock.poll(int(_EVERY * 1000)):
-                continue
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self.wake[0], zmq.POLLIN)
+        while True:
+            ready = dict(poller.poll())  # (sleeps until a report arrives, or the run stops it)
+            if self.wake[0] in ready:
+                return
             changed = False
             while True:  # (all that waits, then one update: reports coalesce)
                 try:
@@ -212,9 +217,13 @@ class Relay:
 
     def _stop_thread(self) -> None:
         if self.thread is not None:
-            self.stopping.set()
+            os.write(self.wake[1], b"x")
             self.thread.join()
             self.thread = None
+        if self.wake is not None:
+            for fd in self.wake:
+                os.close(fd)
+            self.wake = None
 
     def _release(self) -> None:
         for observer in self.observers:
