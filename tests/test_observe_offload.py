@@ -1,7 +1,11 @@
 """Observers inside zmq_offload workers report to the consumer's observers (pescador._report)."""
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -156,18 +160,38 @@ def test_reports_arrive_while_the_consumer_is_paused():
     assert stats.items.sum() >= seen  # a run stopped early keeps the last reports
 
 
-def test_a_consumer_that_never_reads_the_reports_does_not_stall_the_workers(monkeypatch):
-    """Reports pile up unread (nobody listens where they go) at a high rate: the workers finish anyway."""
-    monkeypatch.setattr(_report, "_EVERY", 0)  # (a report at every change: inherited by forked workers)
-    monkeypatch.setattr(_report.Relay, "listen", lambda self: None)
-    nowhere = property(lambda self: None if self.endpoint is None else (self.endpoint + "-nobody", self.secret))
-    monkeypatch.setattr(_report.Relay, "address", nowhere)
-    stats = MuxStats(history=0)  # (small reports: many of them)
-    recipe = zmq_offload(workers=2, start_method="fork")(
+NEVER_READ = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import pescador, test_observe_offload as t
+    from pescador import _report
+    _report._EVERY = 0  # (a report at every change: inherited by the forked workers)
+    _report.Relay.listen = lambda self: None
+    _report.Relay.address = property(lambda self: None if self.endpoint is None else (self.endpoint + "-nobody", self.secret))
+    stats = pescador.MuxStats(history=0)  # (small reports: many of them)
+    recipe = pescador.zmq_offload(workers=2, start_method="fork")(
         pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)(
-            [stream(sleepy, t, 3000) for t in range(4)])
-    )
-    assert len(list(recipe)) == 12_000
+            [pescador.stream(t.sleepy, tag, 3000) for tag in range(4)]))
+    print(len(list(recipe)))
+    """
+)
+
+
+def test_a_consumer_that_never_reads_the_reports_does_not_stall_the_workers():
+    """Reports pile up unread (nobody listens where they go) at a high rate: the workers finish anyway.
+
+    Run in its own session, killed with its workers on timeout: a regression (a blocking send) hangs.
+    """
+    code = NEVER_READ.format(tests=os.path.dirname(__file__))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, _ = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        pytest.fail("the run stalled: the workers waited on their reports")
+    assert child.returncode == 0 and out.split() == ["12000"], out
 
 
 def test_a_slow_consumer_gets_reports_and_the_exact_totals_at_the_end():
