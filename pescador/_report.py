@@ -51,6 +51,7 @@ import msgpack
 import zmq
 
 from .core import Stream
+from .exceptions import PescadorError
 from .observe import Meter, MuxStats
 
 _EVERY = 0.1  # seconds between a worker's snapshots of its observers
@@ -100,6 +101,22 @@ def _quiet_signals() -> None:
 # ----------------------------------------------------------------------------
 
 
+def _bind(sock: zmq.Socket, items: str, config: Any) -> str:
+    """Bind the report socket beside the run's item endpoint ``items``; return its endpoint."""
+    if items.startswith("ipc://"):  # (the run's private directory)
+        endpoint = "ipc://" + os.path.join(os.path.dirname(items[len("ipc://") :]), "r")
+        sock.bind(endpoint)
+        return endpoint
+    try:
+        port = sock.bind_to_random_port("tcp://127.0.0.1", config.min_port, config.max_port + 1, config.max_tries)
+    except zmq.ZMQBaseError as exc:  # (ZMQBindError when every try failed)
+        raise PescadorError(
+            f"zmq_offload: no free TCP port on 127.0.0.1 between {config.min_port} and {config.max_port} for the "
+            f"observers' reports ({exc}); widen the range or raise max_tries"
+        ) from None
+    return f"tcp://127.0.0.1:{port}"
+
+
 class Relay:
     """The consumer's side of a run's reports: a PULL socket and a thread that applies what arrives.
 
@@ -130,16 +147,16 @@ class Relay:
                 self.tokens.append((observer, observer._start(0, None, [], "zmq_offload (a mux in its workers)")))
             else:
                 observer._start(now)
-        self.sock = context.socket(zmq.PULL)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE)
-        if endpoint.startswith("ipc://"):
-            self.endpoint = "ipc://" + os.path.join(os.path.dirname(endpoint[len("ipc://") :]), "r")
-            self.sock.bind(self.endpoint)
-        else:
-            port = self.sock.bind_to_random_port("tcp://127.0.0.1", config.min_port, config.max_port + 1,
-                                                 config.max_tries)
-            self.endpoint = f"tcp://127.0.0.1:{port}"
+        sock = context.socket(zmq.PULL)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE)
+            self.endpoint = _bind(sock, endpoint, config)
+        except BaseException:
+            sock.close(linger=0)  # (an open socket would keep the run's context.term() waiting)
+            self._release()
+            raise
+        self.sock = sock
 
     @property
     def address(self) -> tuple | None:

@@ -300,3 +300,18 @@ def test_a_resumable_offloaded_run_reports_too():
     assert len(out) == 80
     np.testing.assert_array_equal(stats.items, counts(out, 4))
 
+
+
+def test_no_port_left_for_the_reports_is_a_clear_error_and_leaks_nothing(monkeypatch):
+    """tcp between one port and itself: the items take it, so the reports find none (the socket is closed)."""
+    import socket as sockets
+
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stats = MuxStats()
+    recipe = zmq_offload(transport="tcp", min_port=port, max_port=port, max_tries=1)(
+        pescador.mux(1, 4.0, random_state=0, stats=stats)([stream(endless, 0)]))
+    with pytest.raises(PescadorError, match="no free TCP port .* for the observers' reports"):
+        list(take(3, recipe))
+    assert len(list(take(3, pescador.mux(1, 4.0, random_state=0, stats=stats)([stream(endless, 0)])))) == 3
