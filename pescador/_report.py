@@ -28,9 +28,11 @@ consumer show what the copies counted, summed over the workers:
 - *The end.*  A worker sends its final snapshot before its END on the item
   wire, with a linger so that it is delivered; a run that ends normally
   waits (up to ``_FINAL_WAIT`` seconds) for every worker's final snapshot,
-  so that after the last item the observers hold the exact totals.  A run
-  stopped early keeps the last reports that arrived: they count what the
-  workers had produced, which may be more than the consumer took.
+  so that after the last item the observers hold the exact totals.  A
+  worker stopped early (the consumer stopped: SIGTERM) sends its last
+  counts as it ends, and the consumer takes the reports that arrived while
+  its workers stopped: they count what the workers had produced, which may
+  be more than the consumer took.
 - *Runs.*  The consumer's observers start afresh when the run starts; a
   :class:`~pescador.MuxStats` is held by the run (its one-live-run rule: a
   second live run counting into it is refused) until the run ends.
@@ -57,6 +59,7 @@ from .observe import Meter, MuxStats
 _EVERY = 0.1  # seconds between a worker's snapshots of its observers
 _FINAL_WAIT = 5.0  # seconds a run that ended waits for the workers' final snapshots
 _LINGER_MS = 2000  # how long a finished worker's context may take to deliver its final snapshot
+_STOP_LINGER_MS = 200  # ... and that of a worker stopped early (its consumer takes its last report)
 _MAX_MESSAGE = 1 << 24  # bytes: a larger report is dropped
 
 
@@ -232,6 +235,15 @@ class Relay:
         self._apply()
         self._release()
 
+    def _drain(self) -> bool:
+        """Take every report waiting now (the thread has stopped); True if one was this run's."""
+        changed = False
+        while True:
+            try:
+                changed = self._take(self.sock.recv(zmq.NOBLOCK)) or changed
+            except zmq.ZMQError:
+                return changed
+
     def _stop_thread(self) -> None:
         if self.thread is not None:
             os.write(self.wake[1], b"x")
@@ -251,9 +263,11 @@ class Relay:
         self.tokens = []
 
     def close(self) -> None:
-        """Stop listening and release the socket and the observers (never raises)."""
+        """Take the reports that wait, stop listening, release the socket and the observers."""
         try:
             self._stop_thread()
+            if self.sock is not None and self._drain():
+                self._apply()
             self._release()
         finally:
             if self.sock is not None:
@@ -286,6 +300,7 @@ class Reporter:
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
         self.last: Any = None
+        self.finished = False
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._loop, name="pescador-reporter", daemon=True)
         self.thread.start()
@@ -315,10 +330,15 @@ class Reporter:
         """The run has ended: send the exact totals (after the last item), to be delivered before exit."""
         self.stop()
         self._send(True)
+        self.finished = True
         self.sock.setsockopt(zmq.LINGER, _LINGER_MS)
 
     def close(self) -> None:
+        """The worker ends; one stopped early (SIGTERM) sends its last counts, which its consumer takes."""
         self.stop()
+        if not self.finished:
+            self._send(False)
+            self.sock.setsockopt(zmq.LINGER, _STOP_LINGER_MS)
         self.sock.close()
 
 

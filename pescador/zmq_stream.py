@@ -431,9 +431,9 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
     finally:
         try:
             try:
-                _report.close(relay)
-            finally:
                 _shutdown(sock, procs, live, config.timeout)
+            finally:  # (after the workers: a run stopped early takes their last reports)
+                _report.close(relay)
         finally:  # (each step happens even if a second Ctrl-C interrupts the one before)
             try:
                 context.term()

@@ -315,3 +315,13 @@ def test_no_port_left_for_the_reports_is_a_clear_error_and_leaks_nothing(monkeyp
     with pytest.raises(PescadorError, match="no free TCP port .* for the observers' reports"):
         list(take(3, recipe))
     assert len(list(take(3, pescador.mux(1, 4.0, random_state=0, stats=stats)([stream(endless, 0)])))) == 3
+
+
+def test_a_run_stopped_early_keeps_the_workers_last_counts():
+    """Even a run shorter than a report interval: the stopping workers send their last counts."""
+    for _ in range(3):
+        stats = MuxStats()
+        recipe = zmq_offload(workers=2)(pescador.mux(2, 4.0, random_state=0, stats=stats)([stream(endless, t) for t in range(3)]))
+        out = list(take(20, recipe))
+        assert np.all(stats.items >= counts(out, 3)), (stats.items, counts(out, 3))  # (what the workers produced)
+        assert len(stats.history) > 0
