@@ -34,6 +34,7 @@ del TYPE_CHECKING
 from .zmq_stream import zmq_offload
 from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a run starts)
 from .observe import Meter, MuxStats, measure
+from ._progress import progress
 from .extras import cache, epoch_length, epochs, streamable
 from .resume import resumable
 from .remote import InsecureWarning, ProducerWarning
@@ -74,6 +75,7 @@ __all__ = [
     "MuxStats",
     "Meter",
     "measure",
+    "progress",
     "streamable",
     "cache",
     "epochs",

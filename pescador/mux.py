@@ -264,7 +264,7 @@ class _Mux(Stage):
             if self.weighted is not None:
                 self.weighted.filled(slots, len(slots) - 1)
             if self.stats is not None:
-                self.stats._activations[i] += 1
+                self.stats._activated(slots[-1], slots)
 
     def _release(self, s: int, slot: _Slot, gave_nothing: bool) -> None:
         """Slot ``s`` is done (its run ended, or it reached its bound): free it and refill."""
@@ -273,7 +273,7 @@ class _Mux(Stage):
         if self.share is not None:
             self.share.live -= self.share.W[i]
         if self.stats is not None:
-            self.stats._items[i] += slot.given()
+            self.stats._released(slot)
         slots = self.slots
         if self.choose is _Mux._rotating:
             del slots[s]

@@ -81,7 +81,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from . import wire
+from . import _report, wire
 from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, check_fields, check_list, start, tracked, tracking
@@ -258,6 +258,7 @@ class _Job:
     identity: bytes = b""
     seed: Any = None  # its np.random.SeedSequence
     state: Any = None  # where its share resumes (a tracked run), or None: from the start
+    report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
 
 
 # ----------------------------------------------------------------------------
@@ -401,7 +402,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
     pickled, payload = _payload(upstream, mp.get_start_method())
     seeds = np.random.SeedSequence(config.random_state).spawn(config.workers)
     context = zmq.Context()
-    sock = directory = guardian = None
+    sock = directory = guardian = relay = None
     procs: list = []
     identities: dict = {}
     live: set = set()  # the workers that have not ended (END or ERROR) yet
@@ -411,7 +412,9 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
         sock.setsockopt(zmq.RCVHWM, config.hwm)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         endpoint, directory = _bind(sock, config.transport, config.min_port, config.max_port, config.max_tries)
-        shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None)
+        relay = _report.Relay(upstream, context, endpoint, config)  # the workers' observers report to it
+        shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None,
+                      report=relay.address)
         for wid in range(config.workers):
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities[identity] = wid
@@ -422,10 +425,15 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
             procs.append(process)
             live.add(wid)
         guardian = _start_guardian(procs, directory)
+        relay.listen()
         yield from _receive(sock, procs, identities, live, config.copy, None if starts is None else delivered)
+        relay.finish()  # the observers hold the workers' final totals
     finally:
         try:
-            _shutdown(sock, procs, live, config.timeout)
+            try:
+                _shutdown(sock, procs, live, config.timeout)
+            finally:  # (after the workers: a run stopped early takes their last reports)
+                _report.close(relay)
         finally:  # (each step happens even if a second Ctrl-C interrupts the one before)
             try:
                 context.term()
@@ -802,7 +810,7 @@ def _worker(job: _Job) -> None:
     worker touch state a fork may have left locked (the global random
     generators, ZeroMQ) or run the user's code.
     """
-    stop = context = sock = iterator = None
+    stop = context = sock = iterator = reporter = None
     done = threading.Event()
     try:
         stop = _StopSignal()
@@ -818,6 +826,7 @@ def _worker(job: _Job) -> None:
             recipe = pickle.loads(job.recipe) if job.pickled else job.recipe
             set_worker_info(WorkerInfo(job.wid, job.config.workers, job.seed))
             _seed_globals(job.seed)
+            reporter = _report.worker_start(recipe, job.report, job.wid, context)
             if job.tracked:  # a resumable run: the worker's stages start (or resume) as parts of one
                 iterator = _start_share(recipe, job)
             else:
@@ -829,6 +838,7 @@ def _worker(job: _Job) -> None:
         except BaseException as exc:
             last = wire.encode_error(traceback.format_exc(), exc, pickled=True)
         iterator = None
+        _report.worker_final(reporter)  # (before END: the consumer waits for it once END has come)
         link.send(last)
         link.wait_for_ack()
     except _Stopped:
@@ -837,6 +847,7 @@ def _worker(job: _Job) -> None:
         if stop is not None:
             stop.finishing()
         iterator = None  # (nested generators are closed as they are released)
+        _report.worker_close(reporter)
         if sock is not None:
             sock.close(linger=0)
         if context is not None:
