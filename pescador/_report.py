@@ -59,7 +59,8 @@ from .observe import Meter, MuxStats
 _EVERY = 0.1  # seconds between a worker's snapshots of its observers
 _FINAL_WAIT = 5.0  # seconds a run that ended waits for the workers' final snapshots
 _LINGER_MS = 2000  # how long a finished worker's context may take to deliver its final snapshot
-_STOP_LINGER_MS = 200  # ... and that of a worker stopped early (its consumer takes its last report)
+_STOP_LINGER_MS = 1000  # ... and that of a worker stopped early (its consumer takes its last report)
+_STOP_GAP_MS = 100  # a consumer stopped early takes reports until none came for this long (at most 1 s)
 _MAX_MESSAGE = 1 << 24  # bytes: a larger report is dropped
 
 
@@ -244,6 +245,15 @@ class Relay:
             except zmq.ZMQError:
                 return changed
 
+    def _drain_late(self) -> bool:
+        """Take the reports that wait, and those still arriving (the workers have exited: what they sent
+        is on its way), until none came for a short gap, within a second."""
+        changed = self._drain()
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and self.sock.poll(_STOP_GAP_MS):
+            changed = self._drain() or changed
+        return changed
+
     def _stop_thread(self) -> None:
         if self.thread is not None:
             os.write(self.wake[1], b"x")
@@ -266,7 +276,7 @@ class Relay:
         """Take the reports that wait, stop listening, release the socket and the observers."""
         try:
             self._stop_thread()
-            if self.sock is not None and self._drain():
+            if self.sock is not None and self._drain_late():
                 self._apply()
             self._release()
         finally:
@@ -310,13 +320,20 @@ class Reporter:
         while not self.stopping.wait(_EVERY):
             self._send(False)
 
-    def _send(self, final: bool) -> None:
+    def _send(self, final: bool, wait_ms: int = 0) -> None:
+        """Send a snapshot if it changed (always with ``wait_ms``: the last one, which may wait that long
+        for the connection to the consumer, not yet made in a run shorter than its making)."""
         snapshots = [observer._snapshot() for observer in self.observers]
-        if snapshots == self.last and not final:
+        if snapshots == self.last and not final and not wait_ms:
             return
         self.last = snapshots
+        message = msgpack.packb([self.secret, self.wid, final, snapshots])
         try:
-            self.sock.send(msgpack.packb([self.secret, self.wid, final, snapshots]), zmq.NOBLOCK)
+            if wait_ms:
+                self.sock.setsockopt(zmq.SNDTIMEO, wait_ms)
+                self.sock.send(message)
+            else:
+                self.sock.send(message, zmq.NOBLOCK)
         except zmq.ZMQError:  # (nobody to take it now: the next report says the same and more)
             pass
 
@@ -329,7 +346,7 @@ class Reporter:
     def final(self) -> None:
         """The run has ended: send the exact totals (after the last item), to be delivered before exit."""
         self.stop()
-        self._send(True)
+        self._send(True, _LINGER_MS)
         self.finished = True
         self.sock.setsockopt(zmq.LINGER, _LINGER_MS)
 
@@ -337,7 +354,7 @@ class Reporter:
         """The worker ends; one stopped early (SIGTERM) sends its last counts, which its consumer takes."""
         self.stop()
         if not self.finished:
-            self._send(False)
+            self._send(False, _STOP_LINGER_MS)
             self.sock.setsockopt(zmq.LINGER, _STOP_LINGER_MS)
         self.sock.close()
 
