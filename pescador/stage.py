@@ -65,23 +65,18 @@ class Stage:
 
     Subclass it, and use the subclass as the function of a
     :class:`~pescador.Transform`: each run calls
-    ``YourStage(upstream, **params, state=None)``.
+    ``YourStage(upstream, **params, state=None)``, where
 
-    Parameters (of a subclass's constructor)
-    ----------------------------------------
-    upstream
-        The upstream recipe (a :class:`~pescador.Stream`, or a tuple of them
-        for a stage over a pool).  Start its run with
-        :meth:`start_upstream` (or :func:`start`), passing on the part of
-        ``state`` that is the upstream's.
-    **params
-        The transform's parameters.
-    state : dict or None
-        None for a fresh run; else what :meth:`state` returned in an earlier
-        run of the same recipe (after a round trip through JSON): the run
-        starts there.  Check every field you read and raise
-        :class:`~pescador.PescadorError` naming it when it does not fit
-        (:func:`check_fields`, :func:`check_int` help).
+    - ``upstream`` is the upstream recipe (a :class:`~pescador.Stream`, or a
+      tuple of them for a stage over a pool): start its run with
+      :meth:`start_upstream` (or :func:`start`), passing on the part of
+      ``state`` that is the upstream's;
+    - ``**params`` are the transform's parameters;
+    - ``state`` is None for a fresh run, else what :meth:`state` returned in
+      an earlier run of the same recipe (after a round trip through JSON):
+      the run starts there.  Check every field you read and raise
+      :class:`~pescador.PescadorError` naming it when it does not fit
+      (:func:`check_fields`, :func:`check_int` help).
 
     Attributes
     ----------
