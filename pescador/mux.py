@@ -30,7 +30,8 @@ from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, 
 from ._random import _rng
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .observe import MuxStats
-from .stage import Stage, check_bool, check_fields, check_int, check_list, pool_length, starter, tracking
+from .stage import (Stage, check_bool, check_fields, check_int, check_list, pool_length, replay, starter,
+                    tracking)
 from .workers import worker_info
 
 __all__ = [
@@ -578,14 +579,7 @@ class _Replayed(Stage):
         self.it, self.pos = it, 0
         if state is None:
             return
-        target = check_int(check_fields(state, ("pos",), where), "pos", where, 0)
-        for _ in range(target):
-            try:
-                next(it)
-            except StopIteration:
-                raise PescadorError(f"resumable: {where} ended after {self.pos} items on replay, but the state "
-                                    f"says {target} had been drawn") from None
-            self.pos += 1
+        self.pos = replay(it, check_int(check_fields(state, ("pos",), where), "pos", where, 0), where)
 
     def __next__(self) -> Any:
         item = next(self.it)

@@ -344,6 +344,20 @@ class _Items(Stage):
         return {"pos": self.pos}
 
 
+def replay(it: Iterator, target: int, where: str) -> int:
+    """Draw and drop the first ``target`` items of ``it`` (the items a run had already delivered) and
+    return ``target``; a PescadorError when ``it`` ends before."""
+    for drawn in range(target):
+        try:
+            next(it)
+        except StopIteration:
+            raise PescadorError(
+                f"resumable: {where} ended after {drawn} items on replay, but the state says {target} "
+                "had been drawn: the state is of another run, or the source is not deterministic"
+            ) from None
+    return target
+
+
 class _Source(Stage):
     """A generator function's run, counting its items: resumed by ``pescador_seek`` or by replay."""
 
@@ -364,15 +378,7 @@ class _Source(Stage):
             self.it, self.pos = iter(seek(target, *recipe.args, **recipe.kwargs)), target
             return
         self.it = iter(recipe)
-        for _ in range(target):  # replay: draw and drop the items already delivered
-            try:
-                next(self.it)
-            except StopIteration:
-                raise PescadorError(
-                    f"resumable: {where} ended after {self.pos} items on replay, but the state says {target} "
-                    "had been drawn: the state is of another run, or the source is not deterministic"
-                ) from None
-            self.pos += 1
+        self.pos = replay(self.it, target, where)
 
     def __next__(self) -> Any:
         item = next(self.it)

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pescador
-from pescador.resume import _sign
 from pescador import PescadorError, buffer, stream, take
+from states import DELETE, edited, places
 
 
 def replay(items):
@@ -405,17 +405,6 @@ def mid_split_state(dtypes=(np.float32, np.float64)):
     return recipe, state, head
 
 
-def leaves(value, path=()):
-    """Every place in a JSON value: (path, value)."""
-    yield path, value
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from leaves(v, path + (k,))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from leaves(v, path + (i,))
-
-
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
@@ -441,37 +430,17 @@ def tweaks(value):
     return out
 
 
-def mutate(state, path, new):
-    state = json.loads(json.dumps(state))
-    if not path:
-        return new
-    node = state
-    for step in path[:-1]:
-        node = node[step]
-    if new is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = new
-    return state
-
-
-_DELETE = object()
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_a_changed_field_is_refused_by_name_or_changes_nothing(data):
     recipe, state, head = mid_split_state()
     expected = as_lists(resumable(recipe, state))
-    places = [(p, v) for p, v in leaves(state["stages"]) if p and p[0] != "up"]  # (the buffer's own fields)
-    path, value = data.draw(st.sampled_from(places))
-    new = data.draw(st.sampled_from(tweaks(value) + [_DELETE]) | json_values)
-    if path == () and new is _DELETE:
-        new = None
-    changed = dict(state, stages=mutate(state["stages"], path, new))
-    changed["check"] = _sign(changed)  # (as a deliberate edit: the buffer checks its fields)
+    own = [(p, v) for p, v in places(state["stages"]) if p and p[0] != "up"]  # (the buffer's own fields)
+    path, value = data.draw(st.sampled_from(own))
+    new = data.draw(st.sampled_from(tweaks(value) + [DELETE]) | json_values)
+    changed = edited(state, path, new)
     try:
-        got = as_lists(resumable(recipe, json.loads(json.dumps(changed)) if new is not _DELETE else changed))
+        got = as_lists(resumable(recipe, json.loads(json.dumps(changed))))
     except PescadorError as exc:
         assert "resumable" in str(exc) or "buffer" in str(exc)
         return
@@ -496,7 +465,7 @@ def test_a_changed_field_is_refused_by_name_or_changes_nothing(data):
         (("rest", "x", "dtype"), "<c16", ["rest['x'].dtype", "cannot store"]),
         (("rest", "x", "data"), "!!!!" * 10, ["rest['x'].data"]),
         (("rest", "x", "data"), 5, ["rest['x'].data"]),
-        (("rest", "y"), _DELETE, ["'rest'", "keys"]),
+        (("rest", "y"), DELETE, ["'rest'", "keys"]),
         (("rest", "y", "shape"), [1], ["rest['y'].shape", "rows = "]),
         (("digest",), "0" * 16, ["'digest'"]),
         (("extra",), 1, ["unexpected", "extra"]),
@@ -504,8 +473,7 @@ def test_a_changed_field_is_refused_by_name_or_changes_nothing(data):
 )
 def test_bad_fields_are_named(path, new, words):
     recipe, state, _ = mid_split_state()
-    changed = dict(state, stages=mutate(state["stages"], path, new))
-    changed["check"] = _sign(changed)  # (as a deliberate edit: the buffer checks its fields)
+    changed = edited(state, path, new)
     with pytest.raises(PescadorError) as info:
         list(resumable(recipe, changed))
     for word in words:

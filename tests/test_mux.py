@@ -15,8 +15,8 @@ import pescador
 from pescador import PescadorError, stream, take
 from pescador.extras import epochs
 from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
-from pescador.resume import _sign
 from pescador.workers import WorkerInfo, set_worker_info
+from states import edited, places
 
 
 def constant(value):
@@ -752,17 +752,6 @@ def test_a_resumable_run_refuses_a_random_state_that_cannot_be_reproduced_at_onc
 # -- every field of a mux state is checked ---------------------------------------------------------
 
 
-def paths(node, at=()):
-    """Every position in a JSON tree: (path, value)."""
-    yield at, node
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from paths(v, at + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from paths(v, at + (i,))
-
-
 def mutations(value, path):
     """Negative, huge, of a wrong type, a field dropped or added, an entry added.
 
@@ -790,18 +779,6 @@ def mutations(value, path):
     out = ["x", 5, [1], dict(value, extra=1)]
     out += [{k: v for k, v in value.items() if k != key} for key in value]
     return out
-
-
-def replaced(tree, path, value):
-    """``tree`` with the value at ``path`` replaced, signed again (a deliberate edit, so that the mux's own
-    field checks are reached, not only the envelope's check)."""
-    tree = json.loads(json.dumps(tree))
-    node = tree
-    for step in path[:-1]:
-        node = node[step]
-    node[path[-1]] = value
-    tree["check"] = _sign(tree)
-    return tree
 
 
 def continuation(recipe, state, limit):
@@ -832,12 +809,11 @@ def test_every_field_of_a_mux_state_is_checked(kind):
     for cut in (len(whole) // 3, 2 * len(whole) // 3):
         head, state = resumed_at(recipe, cut)
         tail = whole[len(head):]
-        mux_state = ("stages", "up")  # (take's state holds the mux's)
-        for path, value in list(paths(state["stages"]["up"])):
+        for path, value in list(places(state["stages"]["up"])):  # (take's state holds the mux's)
             if not path:
                 continue
             for bad in mutations(value, path):
-                mutated = replaced(state, mux_state + path, bad)
+                mutated = edited(state, ("up",) + path, bad)
                 try:
                     got = continuation(recipe, mutated, len(tail) + 5)
                 except PescadorError as exc:

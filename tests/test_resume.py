@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import pescador
 from pescador import PescadorError, buffer, cycle, measure, resumable, stream, take, tuples
 from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
+from states import edited
 
 
 def counted(tag, n, rows=1):
@@ -178,9 +179,7 @@ def test_a_replayed_source_that_changed_is_detected():
     run = resumable(recipe)
     for _ in range(5):
         next(run)
-    state = run.state_dict()
-    state["stages"]["pos"] = 9
-    state["check"] = pescador.resume._sign(state)  # (as a deliberate edit: past the source's end)
+    state = edited(run.state_dict(), ("pos",), 9)  # (past the source's end)
     with pytest.raises(PescadorError, match="not deterministic"):
         resumable(recipe, state)
 

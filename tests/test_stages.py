@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 import pescador
 from pescador import PescadorError, resumable, stream
 from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
-from pescador.resume import _sign
 from pescador.stage import Stage, check_fields, check_int
+from states import DELETE, edited, places
 
 CALLS = []
 
@@ -158,17 +158,6 @@ def test_a_resumed_run_checkpoints_and_resumes_in_turn(name, first, second):
 # -- states that do not fit ------------------------------------------------------------------------
 
 
-def _paths(value, path=()):
-    """Every field of a nested state: (path, value)."""
-    yield path, value
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from _paths(v, path + (k,))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _paths(v, path + (i,))
-
-
 def _mutations(value):
     """Changes that make a field wrong: out of range, of another type, or gone.  (Not null: it is a valid
     value of some fields, a block of draws not under way; changes to valid values are the envelope's
@@ -186,24 +175,14 @@ def _mutations(value):
     return out
 
 
-def _apply(state, path, mutation):
-    state = copy.deepcopy(state)
-    if not path:
-        return mutation[1] if mutation != "drop" and mutation[0] == "set" else None
-    parent = state
-    for p in path[:-1]:
-        parent = parent[p]
-    last = path[-1]
+def _apply(saved, path, mutation):
+    """``saved`` with the field at ``path`` changed by ``mutation``, signed again."""
     if mutation == "drop":
-        if isinstance(parent, dict):
-            del parent[last]
-        else:
-            del parent[last]
-    elif mutation[0] == "extra":
-        parent[last] = dict(parent[last], surprise=1)
-    else:
-        parent[last] = mutation[1]
-    return state
+        return edited(saved, path, DELETE)
+    kind, value = mutation
+    if kind == "extra":
+        value = dict(dict(places(saved["stages"]))[path], surprise=1)
+    return edited(saved, path, value)
 
 
 MUTATED = ["take", "cycle", "buffer", "buffer-loose", "mux", "mux-weighted", "mux-once", "mux-lam-none",
@@ -224,14 +203,13 @@ def test_a_changed_field_is_refused_or_changes_nothing(name, where, data):
     for _ in range(cut):
         next(run)
     saved = json.loads(json.dumps(run.state_dict()))
-    fields = list(_paths(saved["stages"]))
+    fields = list(places(saved["stages"]))
     path, value = data.draw(st.sampled_from(fields))
     mutations = _mutations(value)
     if path and isinstance(path[-1], int):  # (an entry of a list of varying length may go: a field may not)
         mutations.remove("drop")
     mutation = data.draw(st.sampled_from(mutations))
-    state = dict(saved, stages=_apply(saved["stages"], path, mutation))
-    state["check"] = _sign(state)
+    state = _apply(saved, path, mutation)
     try:
         resumed = resumable(recipe, state)
         rest = []
@@ -258,9 +236,7 @@ def test_field_errors_name_the_field():
     recipe = STAGES["take"]()
     run = resumable(recipe)
     next(run)
-    state = run.state_dict()
-    state["stages"]["count"] = -3
-    state["check"] = _sign(state)
+    state = edited(run.state_dict(), ("count",), -3)
     with pytest.raises(PescadorError, match=r"take\(n=7\): field 'count' must be an integer from 0 to 7; got -3"):
         resumable(recipe, state)
 
