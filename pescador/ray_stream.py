@@ -92,7 +92,7 @@ import numpy as np
 from . import wire
 from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
-from .stage import Stage, check_fields, check_list, start, tracked, tracking
+from .stage import Offloaded, start, tracked
 from .workers import WorkerInfo, compose, rank_info, set_worker_info
 
 __all__ = ["ray_offload", "FailoverWarning"]
@@ -467,64 +467,14 @@ def _nbytes(item: Any) -> int:
 # ----------------------------------------------------------------------------
 
 
-class _RayOffload(Stage):
-    """ray_offload, the consumer's side of a run: its shares' items, as they arrive.
+class _RayOffload(Offloaded):
+    """ray_offload, the consumer's side of a run: its actors' items, as they arrive
+    (:class:`pescador.stage.Offloaded`); a share whose actor dies goes on on a new actor."""
 
-    Started inside a resumable run (:func:`pescador.stage.tracking`) or from
-    a state, ``state()`` is, for each share, its state after the last of its
-    items that was delivered (or the state it started from).
+    name, unit, Config = "ray_offload", "actor", _Config
 
-    Nothing starts until the first item is asked for; the actors are killed
-    and everything is released when the run ends, is closed, or is collected.
-    """
-
-    def __init__(self, upstream: Any, state: dict | None = None, **options: Any) -> None:
-        self.config = config = _Config(**options)
-        self.tracked = tracking() or state is not None
-        self.starts = [None] * config.workers if state is None else _check_state(state, config.workers)
-        self.delivered: dict = {}  # share -> its state (JSON text) after its last delivered item
-        self.run = _run(upstream, config, self.starts, self.tracked, self.delivered)
-
-    def __next__(self) -> Any:
-        return next(self.run)
-
-    def close(self) -> None:
-        """End the run now: kill the actors and release everything."""
-        self.run.close()
-
-    def state(self) -> dict:
-        if not self.tracked:
-            raise PescadorError(
-                "ray_offload: this run's actors send no state per item, because it was not started as a "
-                "resumable run; run the recipe with pescador.resumable(recipe) to checkpoint it"
-            )
-        return {
-            "workers": [
-                json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
-                for w in range(self.config.workers)
-            ]
-        }
-
-    @classmethod
-    def is_one_to_one(cls, params: dict) -> bool:
-        return _Config(**params).workers == 1
-
-
-def _copy_of(value: Any) -> Any:
-    return None if value is None else json.loads(json.dumps(value))
-
-
-def _check_state(state: Any, workers: int) -> list:
-    """The shares' states from a state of this stage: ``workers`` entries, each null or a dict."""
-    where = f"ray_offload(workers={workers})"
-    entries = check_list(check_fields(state, ("workers",), where), "workers", where, length=workers)
-    for wid, entry in enumerate(entries):
-        if entry is not None and not isinstance(entry, dict):
-            raise PescadorError(
-                f"resumable: the state of {where}: field 'workers' entry {wid} (share {wid}'s state) must be "
-                f"null or a dict; got {repr(entry)[:80]}"
-            )
-    return list(entries)
+    def launch(self, upstream: Any) -> Iterator:
+        return _run(upstream, self.config, self.starts, self.tracked, self.delivered)
 
 
 @dataclasses.dataclass

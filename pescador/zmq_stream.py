@@ -84,7 +84,7 @@ import zmq
 from . import _report, wire
 from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
-from .stage import Stage, check_fields, check_list, start, tracked, tracking
+from .stage import Offloaded, start, tracked
 from .workers import WorkerInfo, set_worker_info
 
 __all__ = ["zmq_offload"]
@@ -323,72 +323,15 @@ def _death(process: Any, wid: int, received: int) -> PescadorError:
     )
 
 
-class _Offload(Stage):
-    """zmq_offload, the consumer's side of a run: its workers' items, as they arrive.
+class _Offload(Offloaded):
+    """zmq_offload, the consumer's side of a run: its worker processes' items, as they arrive
+    (:class:`pescador.stage.Offloaded`).  Each worker runs its share with
+    :func:`pescador.stage.start`."""
 
-    Started inside a resumable run (:func:`pescador.stage.tracking`), its
-    workers run their share with :func:`pescador.stage.start` and send
-    their state with each item; ``state()`` is then, for each worker, its
-    state after the last of its items that was delivered (so items in
-    flight are produced again after a resume, not lost), or the state it
-    started from.  A plain run's workers send no state.
+    name, unit, Config = "zmq_offload", "worker", _Config
 
-    Nothing starts until the first item is asked for; the workers stop and
-    everything is released when the run ends, is closed, or is collected.
-    """
-
-    def __init__(self, upstream: Any, state: dict | None = None, **options: Any) -> None:
-        self.config = config = _Config(**options)
-        self.tracked = tracking() or state is not None
-        self.starts = [None] * config.workers if state is None else _check_state(state, config.workers)
-        self.delivered: dict = {}  # worker id -> its state (JSON text) after its last delivered item
-        self.run = _run(upstream, config, self.starts if self.tracked else None, self.delivered)
-
-    def __next__(self) -> Any:
-        return next(self.run)
-
-    def close(self) -> None:
-        """End the run now: stop the workers and release everything."""
-        self.run.close()
-
-    def state(self) -> dict:
-        if not self.tracked:
-            raise PescadorError(
-                "zmq_offload: this run's workers send no state, because it was not started as a resumable run; "
-                "run the recipe with pescador.resumable(recipe) to checkpoint it"
-            )
-        return {
-            "workers": [
-                json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
-                for w in range(self.config.workers)
-            ]
-        }
-
-    @classmethod
-    def is_one_to_one(cls, params: dict) -> bool:
-        return _Config(**params).workers == 1  # (several workers each run the recipe, and interleave)
-
-
-def _copy_of(value: Any) -> Any:
-    """A copy of a JSON-able value (so that a state handed out is not the run's own)."""
-    return None if value is None else json.loads(json.dumps(value))
-
-
-def _check_state(state: Any, workers: int) -> list:
-    """The workers' states from a state of this stage: a list of ``workers`` entries, each null or a dict.
-
-    What is inside each entry is checked by the worker's own stages (an
-    error there comes back from the worker as a PescadorError).
-    """
-    where = f"zmq_offload(workers={workers})"
-    entries = check_list(check_fields(state, ("workers",), where), "workers", where, length=workers)
-    for wid, entry in enumerate(entries):
-        if entry is not None and not isinstance(entry, dict):
-            raise PescadorError(
-                f"resumable: the state of {where}: field 'workers' entry {wid} (worker {wid}'s state) must be "
-                f"null or a dict; got {repr(entry)[:80]}"
-            )
-    return list(entries)
+    def launch(self, upstream: Any) -> Iterator:
+        return _run(upstream, self.config, self.starts if self.tracked else None, self.delivered)
 
 
 def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -> Iterator:
