@@ -7,7 +7,8 @@
 #   the module's class at run time), described here as a Protocol: callable like
 #   ``pescador.mux.mux``, with the kinds and the class facades as attributes.
 #
-# Keep these in step with pescador/buffered.py and pescador/mux.py (tests/test_typing.py
+# Keep these in step with pescador/buffered.py and pescador/mux.py (tests/test_typing.py checks that
+# each restated parameter has the run-time name, kind and default, and
 # checks a typed pipeline through them with mypy).
 
 from collections.abc import Callable

@@ -98,3 +98,51 @@ def test_py_typed_ships():
     """The marker is in the package (hatchling's wheel takes every file under pescador/)."""
     assert (ROOT / "pescador" / "py.typed").is_file()
     assert (ROOT / "pescador" / "_typing.pyi").is_file()
+
+
+def _stub_parameters(function):
+    """(name, kind, default source text) of each parameter of a function in the stub, without ``self``."""
+    import ast
+
+    args = function.args
+    out = []
+    positional = args.posonlyargs + args.args
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    for arg, default in zip(positional, defaults):
+        if arg.arg != "self":
+            out.append((arg.arg, "positional", None if default is None else ast.unparse(default)))
+    for arg, default in zip(args.kwonlyargs, args.kw_defaults):
+        out.append((arg.arg, "keyword", None if default is None else ast.unparse(default)))
+    return out
+
+
+def _runtime_parameters(function):
+    import inspect
+
+    out = []
+    for p in inspect.signature(function).parameters.values():
+        kind = "keyword" if p.kind is p.KEYWORD_ONLY else "positional"
+        out.append((p.name, kind, None if p.default is p.empty else repr(p.default)))
+    return out
+
+
+def test_the_stubs_hand_written_signatures_are_the_run_time_ones():
+    """_typing.pyi restates two signatures that type checkers cannot see through (the callable module mux, the
+    overloaded buffer): each parameter there has the run-time name, kind and default, and the module's
+    attributes are its public names."""
+    import ast
+
+    import pescador
+    from pescador import streamer
+
+    tree = ast.parse((ROOT / "pescador" / "_typing.pyi").read_text())
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    methods = {node.name: node for node in classes["MuxModule"].body if isinstance(node, ast.FunctionDef)}
+    assert _stub_parameters(methods.pop("__call__")) == _runtime_parameters(pescador.mux.mux)
+    facades = {name for name in dir(streamer) if name.endswith("Mux")}
+    assert set(methods) == set(pescador.mux.__all__) | facades
+    overloads = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "buffer"]
+    runtime = _runtime_parameters(pescador.buffer)
+    data_last = [p for p in runtime if p[0] != "source"]
+    assert [_stub_parameters(node) for node in overloads] == [data_last, [p[:2] + (None,) if p[0] == "source"
+                                                                          else p for p in runtime]]
