@@ -6,7 +6,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")  # (Keras defaults to TensorFlow, which is not a test extra)
 
 collect_ignore = ["docs/conf.py", "docs/plots.py", "docs/_build", "docs/conftest.py", "tests/conftest.py",
-                  "docs/check_rendering.py"]
+                  "docs/check_rendering.py",
+                  "tests/typed_example.py"]  # (checked by mypy in tests/test_typing.py, not run)
 if importlib.util.find_spec("torch") is None:
     collect_ignore.append("pescador/torch.py")  # its doctest needs PyTorch (make test-frameworks)
 if importlib.util.find_spec("keras") is None or importlib.util.find_spec("torch") is None:

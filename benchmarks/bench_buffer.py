@@ -18,6 +18,13 @@ Two workloads, the items made beforehand and replayed by a generator:
   turn" is the floor for batches that are never overwritten while held
   (one reused batch of 19 MB also stays in a 32 MB L3 cache; two do not).
 
+Two more rows put ``buffer`` in context: "draw only" runs the same
+recipe's items through pescador's stream without batching them (the floor
+for any re-batching stage: what the items cost to draw), and, with
+``--against PATH``, "buffer (PATH)" runs another ``buffered.py`` (say the
+code before a change: ``git show stage14:pescador/buffered.py >
+/tmp/buffered_old.py``) in the same run, for an A/B.
+
 Figures are medians of the time per batch (each batch timed on its own, so
 that another process preempting a few batches does not move them).  The
 ratio column is the baseline's time over ``buffer``'s (above 1: buffer is
@@ -27,12 +34,16 @@ faster).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import time
 
 import numpy as np
 
 import pescador
+
+from pescador.core import Transform
+from pescador.stage import start
 
 from ._util import table
 
@@ -89,6 +100,28 @@ def into_new_batches(items, n, shape, passes):
             yield batch
 
 
+def drawn(recipe, n):
+    """The recipe's items drawn through pescador (as buffer draws them), n at a time, not batched."""
+    pull, count = start(recipe).__next__, 0
+    while True:
+        try:
+            pull()
+        except StopIteration:
+            return
+        count += 1
+        if count == n:
+            count = 0
+            yield None
+
+
+def load_buffer(path: str) -> type:
+    """The buffer stage class of another ``buffered.py`` (imported inside the pescador package)."""
+    spec = importlib.util.spec_from_file_location("pescador._buffered_against", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._Buffer
+
+
 def batch_seconds(make, repeat: int) -> float:
     """The median time per batch over ``repeat`` runs of ``make()`` (each batch timed on its own: a
     batch that another process preempted does not move the median)."""
@@ -106,7 +139,9 @@ def batch_seconds(make, repeat: int) -> float:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks buffer")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--against", metavar="PATH", help="another buffered.py to time in the same run")
     args = parser.parse_args(argv)
+    against = load_buffer(args.against) if args.against else None
     rows, goals = [], []
     # (the large items are replayed 5 times: 100 batches a run, as a training run is long)
     workloads = [
@@ -118,7 +153,8 @@ def main(argv: list[str]) -> None:
         items = [{"X": rng.random(shape, dtype=np.float32)} for _ in range(n * made)]
         batches = made * passes
         megabytes = passes * len(items) * items[0]["X"].nbytes / 1e6
-        recipe = pescador.buffer(n, pescador.stream(replay, items, passes))
+        source = pescador.stream(replay, items, passes)
+        recipe = pescador.buffer(n, source)
         reused = np.empty((n, *shape[1:]), np.float32)
         pair = [reused, np.empty_like(reused)]
         methods = {
@@ -127,8 +163,12 @@ def main(argv: list[str]) -> None:
             "memcpy into a reused batch": lambda: into_one_batch(items, n, reused, passes),
             "memcpy into two batches in turn": lambda: into_two_batches(items, n, pair, passes),
             "memcpy into new batches": lambda: into_new_batches(items, n, shape, passes),
+            "draw only": lambda: drawn(source, n),
             "buffer": lambda: iter(recipe),
         }
+        if against is not None:
+            other = Transform("buffer", against, {"n": n, "strict": True})(source)
+            methods[f"buffer ({args.against})"] = lambda: iter(other)
         times: dict = {}
         for _ in range(3):  # interleaved rounds: a load that comes and goes hits every method alike
             for name, make in methods.items():

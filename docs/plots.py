@@ -30,15 +30,22 @@ def constant(index):
         yield item
 
 
-def sources(n_streams, k, lam, n_items, weights=None, random_state=0):
-    """The stream index of each of the first ``n_items`` items of a mux run."""
+def observed_run(n_streams, k, lam, n_items, weights=None, random_state=0):
+    """Run ``mux`` for ``n_items`` items with a ``MuxStats``; return the observer.
+
+    The figures are the observer's own pictures (``MuxStats.plot``), as a
+    reader would draw them from a run of theirs.
+    """
+    stats = pescador.MuxStats(history=n_items)
     pool = [pescador.stream(constant, i) for i in range(n_streams)]
     mixed = pipe(
         pool,
-        pescador.mux(k=k, lam=lam, weights=weights, random_state=random_state),
+        pescador.mux(k=k, lam=lam, weights=weights, random_state=random_state, stats=stats),
         pescador.take(n_items),
     )
-    return np.fromiter((int(item["stream"][0]) for item in mixed), dtype=int, count=n_items)
+    for _ in mixed:
+        pass
+    return stats
 
 
 def _pyplot():
@@ -51,38 +58,25 @@ def _pyplot():
 
 
 def plot_raster(path, n_streams=5, k=2, lam=32, n_items=2000):
-    """Which stream each item came from, item by item."""
+    """Which stream gave items when: one bar per activation (``stats.plot("sources")``)."""
     plt = _pyplot()
-    ids = sources(n_streams, k, lam, n_items)
+    stats = observed_run(n_streams, k, lam, n_items)
     fig, ax = plt.subplots(figsize=(8, 2.6), dpi=CSS_DPI)
-    ax.scatter(np.arange(n_items), ids, s=30, marker="|", linewidths=0.5, color="tab:blue")
-    ax.set_yticks(range(n_streams))
-    ax.set_ylim(-0.6, n_streams - 0.4)
+    stats.plot("sources", ax=ax)
     ax.set_xlim(0, n_items)
-    ax.set_xlabel("item index")
-    ax.set_ylabel("stream")
-    ax.set_title(f"mux(k={k}, lam={lam}) over {n_streams} endless streams: the source of each item")
+    ax.set_title(f"mux(k={k}, lam={lam}) over {n_streams} endless streams: the activations")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
 
 def plot_shares(path, weights=(0.5, 0.2, 0.15, 0.1, 0.05), k=2, lam=16, n_items=100_000):
-    """Observed share of items per stream, beside the weights."""
+    """Observed share of items per stream, beside the weights (``stats.plot("shares")``)."""
     plt = _pyplot()
-    n_streams = len(weights)
-    ids = sources(n_streams, k, lam, n_items, weights=list(weights))
-    shares = np.bincount(ids, minlength=n_streams) / n_items
-    expected = np.asarray(weights) / np.sum(weights)
-    x = np.arange(n_streams)
+    stats = observed_run(len(weights), k, lam, n_items, weights=list(weights))
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=CSS_DPI)
-    ax.bar(x - 0.2, expected, width=0.4, label="weight", color="tab:gray")
-    ax.bar(x + 0.2, shares, width=0.4, label="observed share", color="tab:blue")
-    ax.set_xticks(x)
-    ax.set_xlabel("stream")
-    ax.set_ylabel("proportion of items")
+    stats.plot("shares", ax=ax)
     ax.set_title(f"mux(k={k}, lam={lam}, weights=...): {n_items:,} items")
-    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

@@ -15,7 +15,7 @@ Two ways to write the same pipeline:
 __version__ = "4.0.0"
 
 from .core import Stream, Transform, cycle, keras_tuples, stream, take, tuples
-from .exceptions import DataError, PescadorError, WorkerError
+from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError, WorkerError
 from . import stage
 from .stage import Stage
 from .streamer import BufferedStreamer, ChainMux, Mux, RoundRobinMux, ShuffledMux, StochasticMux, Streamer, ZMQStreamer
@@ -23,16 +23,26 @@ from .workers import WorkerInfo, worker_info
 
 from . import maps
 from .maps import buffer_stream
-from .buffered import buffer
-from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # their typed forms: an overloaded buffer, and mux as a callable module (see _typing.pyi)
+    from ._typing import buffer as buffer, mux as mux
+else:
+    from .buffered import buffer
+    from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
+del TYPE_CHECKING
 from .zmq_stream import zmq_offload
+from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a run starts)
 from .observe import Meter, MuxStats, measure
+from ._progress import progress
 from .extras import cache, epoch_length, epochs, streamable
 from .resume import resumable
 from .remote import InsecureWarning, ProducerWarning
 
 __all__ = [
     "PescadorError",
+    "ParameterError",
+    "ParameterTypeError",
     "DataError",
     "WorkerError",
     "ProducerWarning",
@@ -60,9 +70,12 @@ __all__ = [
     "RoundRobinMux",
     "ChainMux",
     "zmq_offload",
+    "ray_offload",
+    "FailoverWarning",
     "MuxStats",
     "Meter",
     "measure",
+    "progress",
     "streamable",
     "cache",
     "epochs",

@@ -30,25 +30,12 @@ and for each ``DataLoader`` epoch):
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
-from .exceptions import PescadorError
 
 _OBJECTS = (np.random.Generator, np.random.RandomState)
-
-
-def _check_random_state(random_state: Any, where: str) -> Any:
-    ok = random_state is None or isinstance(random_state, _OBJECTS)
-    ok = ok or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) and random_state >= 0)
-    if not ok:
-        raise PescadorError(
-            f"{where}: random_state must be None, a non-negative int, a numpy Generator or a "
-            f"RandomState; got {random_state!r}"
-        )
-    return int(random_state) if isinstance(random_state, numbers.Integral) else random_state
 
 
 def _entropy(random_state: Any) -> list:

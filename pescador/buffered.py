@@ -20,8 +20,8 @@ from weakref import getweakrefcount as _getweakrefcount
 import numpy as np
 
 from .core import _MISSING, Stream, Transform, check_count, is_item, not_a_dict, short_repr
-from .exceptions import PescadorError
-from .stage import Stage, check_bool, check_fields, check_int, start
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
+from .stage import Stage, check_bool, check_fields, check_int, start, start_from
 
 __all__ = ["buffer"]
 
@@ -443,9 +443,16 @@ class _Buffer(Stage):
 
     Each item's rows are copied into the batch as soon as the item is drawn
     (a source may overwrite its arrays once it runs again), with one numpy
-    call per key; only the item that straddles a batch's end is kept, and
-    its unused rows go into the next batch.  A batch is filled again later
-    only when nothing holds any of its arrays (see :func:`_held`).
+    call per key (``target[i] = row`` for one-row items, cheaper than a
+    slice); only the item that straddles a batch's end is kept, and its
+    unused rows go into the next batch.  A batch is filled again later only
+    when nothing holds any of its arrays (see :func:`_held`).
+
+    Holding items nobody else refers to (by reference count) and writing
+    them with one ``np.concatenate(..., out=...)`` per batch was measured
+    (issue 15) and does not pay: numpy's concatenate costs about as much per
+    input array as ``target[i] = row`` does per row, and the checks that
+    an item is held by nobody else come on top.
 
     State: the upstream's state, the items drawn (``pos``, for the
     messages), the ``layout`` (keys, dtypes and trailing shapes, once
@@ -463,6 +470,7 @@ class _Buffer(Stage):
         self.keys: tuple = ()
         self.shapes: list = []  # per key, the whole shape of the last item that took the fast path
         self.rows = -1  # ... and its rows
+        self.indexed = False  # whether a row of every key is target[i] (see _set_layout)
         self.spec: list | None = None  # per key (key, dtype, shape, target) while a batch fills
         self.targets: list | None = None
         self.rest: list | None = None  # [sources, start, rows, narrow, position] of the item being split
@@ -504,7 +512,7 @@ class _Buffer(Stage):
             sources, rows = rest
             narrow = [k for k, s in zip(self.keys, sources) if _cast(s.dtype, layout[k][1]) == _NARROWING]
             self.rest = [sources, 0, rows, narrow, position - 1]
-        self.up = start(upstream, state["up"])
+        self.up = start_from(upstream, state, "up", where)
 
     def state(self) -> dict:
         layout = None
@@ -521,6 +529,9 @@ class _Buffer(Stage):
     def _set_layout(self, layout: dict) -> None:
         self.layout, self.keys = layout, tuple(layout)
         self.shapes, self.rows = [None] * len(layout), -1
+        # a one-row item's row goes to target[filled] when every key has trailing dimensions (for
+        # 1-d keys that would be a scalar slot, which numpy fills from a (1,) array only with a warning)
+        self.indexed = all(trail for trail, _ in layout.values())
 
     def _new_batch(self) -> None:
         """Take a batch given out earlier that nobody holds any more, or allocate one."""
@@ -559,6 +570,7 @@ class _Buffer(Stage):
                     return self._give()
         pull, position, spec, rows = self.pull, self.position, self.spec, self.rows
         keys = len(self.keys) if spec else -1
+        one = rows == 1 and self.indexed
         try:
             while True:
                 try:
@@ -566,20 +578,36 @@ class _Buffer(Stage):
                 except StopIteration:
                     return self._end(filled)
                 position += 1
-                end = filled + rows
-                if end <= n and type(item) is dict and len(item) == keys:
-                    for key, dtype, shape, target in spec:  # the fast path: plain arrays shaped as the last item
-                        array = item.get(key)
-                        if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
-                            break
-                        target[filled:end] = array
-                    else:
-                        filled = end
-                        if filled == n:
-                            return self._give()
-                        continue
+                # The fast paths: a dict of plain arrays of the batch's dtypes, shaped as the last item.
+                # (The shape check also keeps numpy from broadcasting a row of the wrong shape.)
+                if one:  # one row per item, written as target[filled] (cheaper than a slice)
+                    if type(item) is dict and len(item) == keys:
+                        for key, dtype, shape, target in spec:
+                            array = item.get(key)
+                            if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
+                                break
+                            target[filled] = array
+                        else:
+                            filled += 1
+                            if filled == n:
+                                return self._give()
+                            continue
+                else:
+                    end = filled + rows
+                    if end <= n and type(item) is dict and len(item) == keys:
+                        for key, dtype, shape, target in spec:
+                            array = item.get(key)
+                            if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
+                                break
+                            target[filled:end] = array
+                        else:
+                            filled = end
+                            if filled == n:
+                                return self._give()
+                            continue
                 filled = self._take(item, position - 1, filled)
                 spec, rows, keys = self.spec, self.rows, len(self.keys)
+                one = rows == 1 and self.indexed
                 if filled == n:
                     return self._give()
         finally:
@@ -688,10 +716,10 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
     given = n
     n = check_count(n, "buffer", "n", minimum=1)
     if n > _MAX_ROWS:
-        raise PescadorError(
+        raise ParameterError(
             f"buffer: n must be an integer between 1 and {_MAX_ROWS} (an array's length); got {given!r}"
         )
     if not isinstance(strict, (bool, np.bool_)):
-        raise PescadorError(f"buffer: strict must be True or False; got {strict!r}")
+        raise ParameterTypeError(f"buffer: strict must be True or False; got {strict!r}")
     step = Transform("buffer", _Buffer, {"n": n, "strict": bool(strict)})
     return step if source is _MISSING else step(source)

@@ -15,25 +15,39 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Union, overload
 
 import numpy as np
 
-from .exceptions import DataError, PescadorError
-from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, starter
+from ._checks import check_count
+from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError
+from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, start_from, starter
 
 __all__ = [
     "Stream",
     "Transform",
+    "ItemTransform",
+    "PoolTransform",
     "stream",
     "take",
     "cycle",
     "tuples",
     "keras_tuples",
 ]
+
+# Type variables of the public signatures (for type checkers: at run time a Stream is one class)
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)  # a Stream's item type (a recipe is immutable: covariant)
+_In = TypeVar("_In", contravariant=True)  # a Transform's upstream item type
+_Out = TypeVar("_Out", covariant=True)  # a Transform's output item type
+_P = ParamSpec("_P")
+
+#: What a combinator accepts as its upstream, for type checkers: a Stream of T, a collection
+#: of T, or a generator function taking no arguments and yielding T (stream() takes more).
+Source = Union["Stream[_T]", Iterable[_T], Callable[[], Iterable[_T]]]
+
 
 class _Missing:
     """The default of a combinator's ``source``: given none, the combinator
@@ -135,7 +149,7 @@ class _Frozen:
 # ----------------------------------------------------------------------------
 
 
-class Stream(_Frozen):
+class Stream(_Frozen, Generic[_T_co]):
     """An immutable, picklable recipe for an iterator.
 
     A stream holds a function and the arguments to call it with.  Every
@@ -169,6 +183,10 @@ class Stream(_Frozen):
     [0, 1, 2]
     >>> s
     stream(count, 3)
+
+    For type checkers a stream is generic in its item type: ``stream(count,
+    3)`` is a ``Stream[dict[str, int]]`` when ``count`` is annotated ``->
+    Iterator[dict[str, int]]``, and the combinators carry the type along.
     """
 
     __slots__ = ("fn", "args", "kwargs", "step")
@@ -187,7 +205,7 @@ class Stream(_Frozen):
     ) -> None:
         self._init(fn=fn, args=tuple(args), kwargs=dict(kwargs or {}), step=step)
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[_T_co]:
         result = self.fn(*self.args, **self.kwargs)
         if isinstance(result, Stage):  # (a generator over the stage's run, as 3.x gave: Keras wants one)
             return _drain(result)
@@ -201,16 +219,16 @@ class Stream(_Frozen):
             ) from None
 
     # -- the Streamer methods 3.x code calls on a recipe (what @streamable returned there)
-    def iterate(self, max_iter: int | None = None) -> Iterator:
+    def iterate(self, max_iter: int | None = None) -> Iterator[_T_co]:
         """Start a fresh run of at most ``max_iter`` items (all of them with None)."""
         limit = check_count(max_iter, "iterate", "max_iter", allow_none=True)
         return iter(self) if limit is None else _Take(self, limit)
 
-    def cycle(self, max_iter: int | None = None) -> Iterator:
+    def cycle(self, max_iter: int | None = None) -> Iterator[_T_co]:
         """Run again each time a run ends, for ever or for ``max_iter`` items in all."""
         return _Cycle(self, check_count(max_iter, "cycle", "max_iter", allow_none=True))
 
-    def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Iterator:
+    def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Iterator[_T_co]:
         """``s(max_iter, cycle)``: ``s.cycle(max_iter)`` if ``cycle``, else ``s.iterate(max_iter)``."""
         return self.cycle(max_iter) if cycle else self.iterate(max_iter)
 
@@ -251,7 +269,7 @@ class Stream(_Frozen):
         return f"pipe({head}, {', '.join(reversed(stages))})"
 
 
-class Transform(_Frozen):
+class Transform(_Frozen, Generic[_In, _Out]):
     """A configured combinator: call it on an upstream to get a new stream.
 
     Combinators such as ``take(5)`` or ``buffer(16)`` validate their
@@ -280,6 +298,14 @@ class Transform(_Frozen):
     take(n=2)
     >>> list(first_two([{"x": 1}, {"x": 2}, {"x": 3}]))
     [{'x': 1}, {'x': 2}]
+
+    For type checkers a ``Transform[In, Out]`` turns a source of ``In`` into
+    a ``Stream[Out]`` (``tuples("X", "Y")`` is a ``Transform[dict[str, Any],
+    tuple[Any, Any]]``).  The combinators that keep the item type (``take``,
+    ``cycle``, ``zmq_offload``, ``measure``) are typed as
+    :data:`ItemTransform`, and those that merge a pool of streams (``mux`` and
+    its kinds, ``epochs``) as :data:`PoolTransform`: at run time both are
+    this class.
     """
 
     __slots__ = ("name", "fn", "params", "coerce")
@@ -298,7 +324,7 @@ class Transform(_Frozen):
     ) -> None:
         self._init(name=name, fn=fn, params=dict(params), coerce=coerce)
 
-    def __call__(self, upstream: Any) -> Stream:
+    def __call__(self, upstream: Source[_In]) -> Stream[_Out]:
         upstream = stream(upstream) if self.coerce is None else self.coerce(upstream)
         return Stream(self.fn, (upstream,), self.params, self)
 
@@ -319,6 +345,22 @@ class Transform(_Frozen):
             f"{k}={short_repr(v)}" for k, v in self.params.items() if not (k in defaults and _same(defaults[k], v))
         )
         return f"{self.name}({params})"
+
+
+if TYPE_CHECKING:
+
+    class ItemTransform(Transform[Any, Any]):
+        """A Transform that keeps the item type: a source of T in, a ``Stream[T]`` out."""
+
+        def __call__(self, upstream: Source[_T]) -> Stream[_T]: ...  # type: ignore[override]
+
+    class PoolTransform(Transform[Any, Any]):
+        """A Transform that merges a pool of ``Stream[T]`` (a list, or a stream of streams) into a ``Stream[T]``."""
+
+        def __call__(self, pool: Iterable[Stream[_T]] | Callable[[], Iterable[Stream[_T]]]) -> Stream[_T]: ...  # type: ignore[override]
+
+else:  # at run time both are the one Transform class
+    ItemTransform = PoolTransform = Transform
 
 
 def _defaults(fn: Callable) -> dict:
@@ -343,12 +385,18 @@ def _check_call(fn: Callable, args: tuple, kwargs: dict) -> None:
     try:
         signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise PescadorError(
+        raise ParameterTypeError(
             f"stream({_name(fn)}, ...): the arguments do not fit {_name(fn)}{signature}: {exc}. "
             "Pass the function's arguments after it: stream(fn, *args, **kwargs)"
         ) from None
 
 
+@overload
+def stream(source: Stream[_T]) -> Stream[_T]: ...
+@overload
+def stream(source: Callable[_P, Iterable[_T]], *args: _P.args, **kwargs: _P.kwargs) -> Stream[_T]: ...
+@overload
+def stream(source: Iterable[_T]) -> Stream[_T]: ...
 def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
     """Make a stream recipe from a data source.
 
@@ -374,8 +422,8 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
 
     Raises
     ------
-    PescadorError
-        If ``source`` is anything else (a generator object or another
+    ParameterTypeError
+        (a PescadorError and a TypeError) If ``source`` is anything else (a generator object or another
         iterator, which can run only once, is refused with a hint), or if
         ``args`` and ``kwargs`` do not fit the signature of ``source``.
 
@@ -394,7 +442,7 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
     """
     if isinstance(source, Stream):
         if args or kwargs:
-            raise PescadorError(
+            raise ParameterTypeError(
                 "stream(s, ...) got arguments for a stream that is already a recipe; "
                 "arguments go with a generator function: stream(fn, *args, **kwargs)"
             )
@@ -402,13 +450,13 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
     recipe = getattr(source, "__pescador_stream__", None)
     if recipe is not None and not isinstance(source, type):
         if args or kwargs:
-            raise PescadorError(
+            raise ParameterTypeError(
                 f"stream() got arguments for a {type(source).__name__}, which already "
                 "holds its own; arguments go with a generator function"
             )
         return recipe()
     if isinstance(source, Iterator):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"stream() got a {type(source).__name__} object, which can be iterated only "
             "once and so cannot be restarted; pass the generator function and its "
             "arguments instead: stream(fn, *args, **kwargs)"
@@ -417,20 +465,20 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
         _check_call(source, args, kwargs)
         return Stream(source, args, kwargs)
     if isinstance(source, dict):
-        raise PescadorError(
+        raise ParameterTypeError(
             "stream() got a dict, which is one item, not a source of items; wrap it in a "
             "list (stream([item])) or pass a generator function that yields it"
         )
     if isinstance(source, Iterable):
         if args or kwargs:
-            raise PescadorError(
+            raise ParameterTypeError(
                 f"stream() got arguments for a {type(source).__name__}; arguments go with "
                 "a generator function: stream(fn, *args, **kwargs)"
             )
         # sequences (str too, as 3.x iterated it) can be resumed by position; other iterables are replayed
         sequence = isinstance(source, (Sequence, np.ndarray))
         return Stream(_from_collection if sequence else _from_iterable, (source,))
-    raise PescadorError(
+    raise ParameterTypeError(
         f"stream() cannot make a stream from a {type(source).__name__}; expected a "
         "generator function (or any callable returning an iterable), a Stream, a "
         "Streamer, or a list or tuple of items"
@@ -440,22 +488,6 @@ def stream(source: Any, *args: Any, **kwargs: Any) -> Stream:
 # ----------------------------------------------------------------------------
 # Argument checks shared by the combinators
 # ----------------------------------------------------------------------------
-
-
-def check_count(value: Any, where: str, name: str, *, minimum: int = 0, allow_none: bool = False) -> int | None:
-    """Return ``value`` as an int >= ``minimum``, or raise a clear PescadorError.
-
-    Integral floats (``1e3``) are accepted, as pescador 1.0 accepted them.
-    """
-    if value is None and allow_none:
-        return None
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not ok and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        ok = float(value).is_integer()
-    if not ok or int(value) < minimum:
-        expected = f"an integer >= {minimum}" + (" or None" if allow_none else "")
-        raise PescadorError(f"{where}: {name} must be {expected}; got {value!r}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------
@@ -521,7 +553,7 @@ class _Take(Stage):
         where = f"take(n={n})"
         check_fields(state, ("count", "up"), where)
         self.count = check_int(state, "count", where, 0, n)
-        self.up = start(upstream, state["up"])
+        self.up = start_from(upstream, state, "up", where)
 
     def __next__(self) -> Any:
         count = self.count
@@ -540,6 +572,10 @@ class _Take(Stage):
         return None if inner is None else min(inner, params["n"])
 
 
+@overload
+def take(n: int) -> ItemTransform: ...
+@overload
+def take(n: int, source: Source[_T]) -> Stream[_T]: ...
 def take(n: int, source: Any = _MISSING) -> Transform | Stream:
     """Keep the first ``n`` items of a stream.
 
@@ -561,7 +597,7 @@ def take(n: int, source: Any = _MISSING) -> Transform | Stream:
     >>> [x["i"] for x in pescador.take(3, naturals)]
     [0, 1, 2]
     """
-    step = Transform("take", _Take, {"n": check_count(n, "take", "n")})
+    step = ItemTransform("take", _Take, {"n": check_count(n, "take", "n")})
     return step if source is _MISSING else step(source)
 
 
@@ -583,7 +619,7 @@ class _Cycle(Stage):
         check_fields(state, ("count", "in_pass", "up"), where)
         self.count = check_int(state, "count", where, 0, max_iter)
         self.in_pass = check_int(state, "in_pass", where, 0, self.count)
-        self.up = start(upstream, state["up"])
+        self.up = start_from(upstream, state, "up", where)
 
     def __next__(self) -> Any:
         if self.limit is not None and self.count >= self.limit:
@@ -615,6 +651,10 @@ class _Cycle(Stage):
         return None if inner is None else math.inf
 
 
+@overload
+def cycle(max_iter: int | None = None) -> ItemTransform: ...
+@overload
+def cycle(max_iter: int | None, source: Source[_T]) -> Stream[_T]: ...
 def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | Stream:
     """Restart a finite stream each time it ends, for ever or for ``max_iter`` items.
 
@@ -636,7 +676,7 @@ def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | St
     >>> [x["i"] for x in pescador.cycle(5, [{"i": 0}, {"i": 1}])]
     [0, 1, 0, 1, 0]
     """
-    step = Transform(
+    step = ItemTransform(
         "cycle", _Cycle, {"max_iter": check_count(max_iter, "cycle", "max_iter", allow_none=True)}
     )
     return step if source is _MISSING else step(source)
@@ -697,7 +737,7 @@ class _Map(Stage):
         where = f"{self.name} stage"
         check_fields(state, ("pos", "up"), where)
         self.position = check_int(state, "pos", where, 0)
-        self.up = start(upstream, state["up"])
+        self.up = start_from(upstream, state, "up", where)
 
     def state(self) -> dict:
         return {"pos": self.position, "up": self.up.state()}
@@ -729,9 +769,21 @@ def _check_keys(keys: Any, where: str, name: str) -> None:
             hint = ""
             if callable(key):
                 hint = f"; to run {where} on a source, give a stream first: {where}(pescador.stream(fn), ...)"
-            raise PescadorError(f"{where}: {name} must be strings (the keys of the items); got {key!r}{hint}")
+            raise ParameterTypeError(f"{where}: {name} must be strings (the keys of the items); got {key!r}{hint}")
 
 
+_Item = dict[str, Any]  # what tuples, keras_tuples and buffer take: a dict with string keys
+_Keys = Union[str, Sequence[str], None]
+
+
+@overload
+def tuples(key: str, /) -> Transform[_Item, tuple[Any]]: ...
+@overload
+def tuples(key1: str, key2: str, /) -> Transform[_Item, tuple[Any, Any]]: ...
+@overload
+def tuples(key1: str, key2: str, key3: str, /, *keys: str) -> Transform[_Item, tuple[Any, ...]]: ...
+@overload
+def tuples(source: Stream[Any] | Iterator[Any] | Iterable[_Item], /, *keys: str) -> Iterator[tuple[Any, ...]]: ...
 def tuples(*keys: Any) -> Transform | Iterator[tuple]:
     """Turn each dict item into a tuple of its values at ``keys``, in order.
 
@@ -746,8 +798,8 @@ def tuples(*keys: Any) -> Transform | Iterator[tuple]:
 
     Raises
     ------
-    PescadorError
-        With no keys.
+    ParameterTypeError
+        (a PescadorError and a TypeError) With no keys, or a key that is not a string.
     DataError
         (at iteration) When an item is not a dict or lacks a key; the
         message names the key and the keys present.
@@ -768,7 +820,7 @@ def tuples(*keys: Any) -> Transform | Iterator[tuple]:
 
 def _tuple_keys(keys: tuple) -> tuple:
     if not keys:
-        raise PescadorError("tuples: name at least one key, e.g. tuples('X', 'Y')")
+        raise ParameterTypeError("tuples: name at least one key, e.g. tuples('X', 'Y')")
     _check_keys(keys, "tuples", "keys")
     return tuple(keys)
 
@@ -806,13 +858,23 @@ def _keras_keys(keys: Any, name: str) -> Any:
         return None
     if isinstance(keys, (list, tuple)):
         if not keys:
-            raise PescadorError(f"keras_tuples: {name} must name at least one key")
+            raise ParameterError(f"keras_tuples: {name} must name at least one key")
         _check_keys(keys, "keras_tuples", name)
         return tuple(keys)
     _check_keys((keys,), "keras_tuples", name)
     return keys
 
 
+@overload
+def keras_tuples(inputs: _Keys, outputs: _Keys = None, /) -> Transform[_Item, tuple[Any, Any]]: ...
+@overload
+def keras_tuples(inputs: _Keys, /, *, outputs: _Keys) -> Transform[_Item, tuple[Any, Any]]: ...
+@overload
+def keras_tuples(*, inputs: _Keys = None, outputs: _Keys = None) -> Transform[_Item, tuple[Any, Any]]: ...
+@overload
+def keras_tuples(
+    stream: Stream[Any] | Iterator[Any] | Iterable[_Item], inputs: _Keys = None, outputs: _Keys = None
+) -> Iterator[tuple[Any, Any]]: ...
 def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) -> Transform | Iterator[tuple]:
     """Shape dict items as ``(x, y)`` tuples for Keras 3 ``model.fit``.
 
@@ -844,7 +906,7 @@ def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) ->
     """
     if stream is not None and not is_data(stream):  # the curried call: keras_tuples(inputs, outputs)
         if inputs is not None and outputs is not None:
-            raise PescadorError(
+            raise ParameterTypeError(
                 "keras_tuples: got three sets of keys; call keras_tuples(inputs, outputs) "
                 "in a pipe, or keras_tuples(stream, inputs, outputs) on a stream"
             )
@@ -854,7 +916,7 @@ def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) ->
             stream, inputs, outputs = None, stream, inputs
     inputs, outputs = _keras_keys(inputs, "inputs"), _keras_keys(outputs, "outputs")
     if inputs is None and outputs is None:
-        raise PescadorError("keras_tuples: name the keys of inputs, outputs or both, e.g. keras_tuples('X', 'Y')")
+        raise ParameterTypeError("keras_tuples: name the keys of inputs, outputs or both, e.g. keras_tuples('X', 'Y')")
     if stream is not None:
         return run_data_first(_KerasTuples, stream, inputs=inputs, outputs=outputs)
     return Transform("keras_tuples", _KerasTuples, {"inputs": inputs, "outputs": outputs})

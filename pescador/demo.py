@@ -5,7 +5,10 @@ labelled data set, a pool of noisy streams over it (one per noise level),
 multiplexed with a bounded active set, re-batched into minibatches, produced
 in worker processes, and a softmax classifier trained with numpy on the
 minibatches.  It prints a progress line (items/s) while it trains and the
-held-out accuracy at the end.
+held-out accuracy at the end.  The words follow :class:`pescador.Meter`:
+*items* are what the pipeline yields (here minibatches), *rows* their rows.
+A :class:`pescador.MuxStats` on the mux, which runs in the workers, shows at
+the end how many items each noise level gave.
 """
 
 from __future__ import annotations
@@ -67,15 +70,16 @@ class SoftmaxRegression:
         return np.argmax(X @ self.W + self.b, axis=1)
 
 
-def build_pipeline(X, Y, batches: int, minibatch: int, workers: int):
-    """The training pipeline, in the pipe style."""
+def build_pipeline(X, Y, batches: int, minibatch: int, workers: int, stats=None, meter=None):
+    """The training pipeline, in the pipe style (observed by ``stats`` and ``meter`` when given)."""
     sigmas = [0.0, 0.5, 1.0, 2.0, 4.0]
     return pipe(
         [stream(noisy_samples, X, Y, sigma=s) for s in sigmas],
-        mux(k=3, lam=64),  # 3 noise levels active at once, ~64 items each
+        mux(k=3, lam=64, stats=stats),  # 3 noise levels active at once, ~64 items each
         buffer(minibatch),  # re-batch 16-row items into minibatches
-        zmq_offload(workers=workers),  # produce in other processes
+        zmq_offload(workers=workers),  # produce in other processes (the workers report to stats)
         take(batches),
+        pescador.measure(meter if meter is not None else pescador.Meter()),
     )
 
 
@@ -101,28 +105,28 @@ def run(args: argparse.Namespace) -> int:
     train, test = order[: int(0.9 * len(X))], order[int(0.9 * len(X)) :]
     classes = int(Y.max()) + 1
 
-    pipeline = build_pipeline(X[train], Y[train], args.batches, args.minibatch, args.workers)
+    stats, meter = pescador.MuxStats(), pescador.Meter()
+    pipeline = build_pipeline(X[train], Y[train], args.batches, args.minibatch, args.workers, stats, meter)
     print(f"pescador {pescador.__version__} demo: {len(train)} training points, {len(test)} held out")
     print(f"pipeline: {pipeline!r}")
 
     model = SoftmaxRegression(X.shape[1], classes)
-    rows = 0
-    t0 = last = time.perf_counter()
+    last = time.perf_counter()
     for i, batch in enumerate(pipeline, 1):
         model.partial_fit(batch["X"], batch["Y"])
-        rows += len(batch["Y"])
         now = time.perf_counter()
         if now - last >= 0.5 or i == args.batches:
             last = now
             accuracy = float(np.mean(model.predict(X[test]) == Y[test]))
-            line = f"batch {i:5d}/{args.batches}  {rows / (now - t0):10,.0f} items/s  held-out accuracy {accuracy:.3f}"
+            line = (f"batch {i:5d}/{args.batches}  {meter.items_per_second:8,.0f} items/s "
+                    f"({meter.rows_per_second:10,.0f} rows/s)  held-out accuracy {accuracy:.3f}")
             sys.stdout.write(f"\r{line}" if sys.stdout.isatty() else f"{line}\n")
             sys.stdout.flush()
-    elapsed = time.perf_counter() - t0
     accuracy = float(np.mean(model.predict(X[test]) == Y[test]))
     if sys.stdout.isatty():
         print()
-    print(f"trained on {rows:,} items in {elapsed:.1f} s ({rows / elapsed:,.0f} items/s)")
+    print(f"trained on {meter}")
+    print(f"items of the mux (in the workers, some still in flight when the run stopped) per noise level:\n{stats}")
     print(f"held-out accuracy: {accuracy:.3f}")
     return 0
 

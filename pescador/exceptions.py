@@ -1,6 +1,6 @@
 """The exceptions pescador raises for misuse, for bad data and for failures in a stream."""
 
-__all__ = ["PescadorError", "DataError", "WorkerError"]
+__all__ = ["PescadorError", "ParameterError", "ParameterTypeError", "DataError", "WorkerError"]
 
 
 class PescadorError(Exception):
@@ -17,7 +17,46 @@ class PescadorError(Exception):
     ...     pescador.stream(42)
     ... except pescador.PescadorError as exc:
     ...     print("refused:", type(exc).__name__)
-    refused: PescadorError
+    refused: ParameterTypeError
+    """
+
+
+class ParameterError(PescadorError, ValueError):
+    """Raised when a parameter has a bad value: both a :class:`PescadorError` and a ``ValueError``.
+
+    For instance ``take(-1)``, ``buffer(0)``, ``mux(k=0)``, negative or
+    all-zero weights, or a mode that does not exist: the type is right, the
+    value is not.  ``except ValueError`` and ``except PescadorError`` both
+    catch it.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> try:
+    ...     pescador.take(-1)
+    ... except ValueError as exc:
+    ...     print(type(exc).__name__, isinstance(exc, pescador.PescadorError))
+    ParameterError True
+    """
+
+
+class ParameterTypeError(PescadorError, TypeError):
+    """Raised when a parameter has the wrong type: both a :class:`PescadorError` and a ``TypeError``.
+
+    For instance ``take("3")``, ``buffer(16, strict="yes")``, a key that is not
+    a string, ``stream(42)``, a generator object where a generator function
+    was expected, or arguments that do not fit the generator function's
+    signature.  ``except TypeError`` and ``except PescadorError`` both catch
+    it.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> try:
+    ...     pescador.mux(k=2.5)
+    ... except TypeError as exc:
+    ...     print(type(exc).__name__, isinstance(exc, pescador.PescadorError))
+    ParameterTypeError True
     """
 
 

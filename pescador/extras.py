@@ -11,13 +11,15 @@ import math
 import numbers
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar, overload
 
 
 from . import core
-from .core import Stream, Transform, check_count, stream
-from .stage import NO_EPOCHS, Stage, _from_collection, stage_of, start
-from .exceptions import PescadorError
+from .core import ItemTransform, PoolTransform, Source, Stream, Transform, check_count, stream
+from ._checks import _check_k
+from .mux import _Mux, _PoolOf, _passes
+from .stage import NO_EPOCHS, Stage, _from_collection, pool_length, stage_of, start
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
 
 __all__ = ["streamable", "cache", "epochs", "epoch_length"]
 
@@ -101,7 +103,7 @@ def streamable(fn: Callable) -> Callable[..., Stream]:
     ([0, 1], [0, 1, 2, 0])
     """
     if not callable(fn) or isinstance(fn, (Stream, type)):
-        raise PescadorError(f"streamable: expected a generator function; got a {type(fn).__name__}")
+        raise ParameterTypeError(f"streamable: expected a generator function; got a {type(fn).__name__}")
     return _Streamable(fn)
 
 
@@ -165,6 +167,13 @@ def _cache(upstream: Any, n_cache: int, prob: float, random_state: Any) -> Itera
         yield kept[slot]
 
 
+_T = TypeVar("_T")
+
+
+@overload
+def cache(n_cache: int, /, *, prob: float = 0.5, random_state: Any = None) -> ItemTransform: ...
+@overload
+def cache(stream: Source[_T], n_cache: int, prob: float = 0.5, random_state: Any = None) -> Iterator[_T]: ...
 def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_state: Any = None) -> Any:
     """Stochastically re-use recent items (pescador 3.x ``cache``): a cheap way to stretch a slow stream.
 
@@ -206,15 +215,15 @@ def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_sta
     curried = stream is None or not core.is_data(stream)
     if curried and stream is not None:  # cache(8, prob=...)
         if n_cache is not None:
-            raise PescadorError(f"{where}: in a pipe, give prob and random_state by name: cache(8, prob=0.5)")
+            raise ParameterTypeError(f"{where}: in a pipe, give prob and random_state by name: cache(8, prob=0.5)")
         stream, n_cache = None, stream
     n_cache = check_count(n_cache, where, "n_cache", minimum=1)
     if not isinstance(prob, numbers.Real) or isinstance(prob, bool) or not 0 < prob <= 1:
-        raise PescadorError(
+        raise (ParameterError if isinstance(prob, numbers.Real) and not isinstance(prob, bool) else ParameterTypeError)(
             f"{where}: prob (the probability of drawing a new item, as in pescador 3.x) must be a number in "
             f"(0, 1]; got {prob!r}"
         )
-    from ._random import _check_random_state
+    from ._checks import _check_random_state
 
     params = dict(n_cache=n_cache, prob=float(prob), random_state=_check_random_state(random_state, where))
     if curried:
@@ -227,13 +236,33 @@ def cache(stream: Any = None, n_cache: Any = None, prob: float = 0.5, random_sta
 # ----------------------------------------------------------------------------
 
 
-def _epochs(pool: tuple, n_epochs: int | None, k: int | None, random_state: Any) -> Iterator:
-    from .mux import _run
+class _Epochs(_Mux):
+    """A run of :func:`epochs`: every stream of the pool once per epoch, ``k`` at a time."""
 
-    return _run("epochs", pool, dict(n_epochs=n_epochs, k=k, random_state=random_state))
+    name = "epochs"
+
+    def __init__(self, pool: tuple, n_epochs: int | None = None, k: int | None = None, random_state: Any = None,
+                 state: Any = None) -> None:
+        self._begin(pool, dict(n_epochs=n_epochs, k=k, random_state=random_state), None, state)
+
+    @classmethod
+    def settings(cls, pool: tuple, p: dict) -> dict:
+        return _passes(p["k"] or max(1, len(pool)), "random", "uniform", p["n_epochs"], p["random_state"])
+
+    @classmethod
+    def run_length(cls, upstream: Any, params: dict, length: Callable) -> float | None:
+        per_epoch = pool_length(upstream, None, length)
+        if not per_epoch:  # (unknown, or nothing: the run ends after an empty epoch)
+            return per_epoch
+        n_epochs = cls._params(params)["n_epochs"]
+        return math.inf if n_epochs is None else n_epochs * per_epoch
+
+    @classmethod
+    def epoch_length(cls, upstream: Any, params: dict, epoch: Callable) -> Any:
+        return pool_length(upstream, None, _run_length)
 
 
-def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: Any = None) -> Transform:
+def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: Any = None) -> PoolTransform:
     """Run a pool of finite streams exhaustively, once per epoch.
 
     Applied to a pool (a list of streams), gives a stream that, in each
@@ -269,8 +298,7 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
     >>> pescador.epoch_length(pescador.epochs(2)(pool))
     3
     """
-    from ._random import _check_random_state
-    from .mux import _PoolOf, _check_k
+    from ._checks import _check_random_state
 
     where = "epochs"
     params = dict(
@@ -278,7 +306,7 @@ def epochs(n_epochs: int | None = None, *, k: int | None = None, random_state: A
         k=None if k is None else _check_k(k, where),
         random_state=_check_random_state(random_state, where),
     )
-    return Transform("epochs", _epochs, params, coerce=_PoolOf(where))
+    return PoolTransform("epochs", _Epochs, params, coerce=_PoolOf(where))
 
 
 # ----------------------------------------------------------------------------

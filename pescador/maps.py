@@ -19,7 +19,7 @@ from . import core
 from .buffered import buffer
 from .core import keras_tuples, tuples
 from .extras import cache
-from .exceptions import DataError, PescadorError
+from .exceptions import DataError, ParameterTypeError
 
 __all__ = ["buffer_stream", "tuples", "keras_tuples", "cache"]
 
@@ -115,18 +115,18 @@ def buffer_stream(
     curried = stream is None or not core.is_data(stream)
     if curried and stream is not None:  # buffer_stream(16, partial=...)
         if callable(stream):
-            raise PescadorError(
+            raise ParameterTypeError(
                 f"buffer_stream: got the function {getattr(stream, '__name__', stream)!r} where a stream or "
                 "buffer_size belongs; give a stream first: buffer_stream(pescador.stream(fn), 16)"
             )
         if buffer_size is not None:
-            raise PescadorError(
+            raise ParameterTypeError(
                 "buffer_stream: in a pipe, give partial and axis by name: buffer_stream(16, partial=True)"
             )
         stream, buffer_size = None, stream
     size = core.check_count(buffer_size, "buffer_stream", "buffer_size", minimum=1)
     if axis is not None and (not isinstance(axis, (int, np.integer)) or isinstance(axis, bool)):
-        raise PescadorError(f"buffer_stream: axis must be None or an int; got {axis!r}")
+        raise ParameterTypeError(f"buffer_stream: axis must be None or an int; got {axis!r}")
     params = dict(buffer_size=size, partial=bool(partial), axis=None if axis is None else int(axis))
     if curried:
         return core.Transform("buffer_stream", _buffer_stream, params)

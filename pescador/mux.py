@@ -4,22 +4,34 @@
 ``pescador.mux`` is this module and, called, the function :func:`mux`.  How a
 mux works, what the weights mean, why it never spins, and muxes in worker
 processes: the Multiplexing page of the documentation (docs/multiplexing.rst).
+
+Every kind is a small subclass of one engine, ``_Mux``, a
+:class:`~pescador.stage.Stage`: ``iter(recipe)`` and
+:func:`pescador.resumable` run the same object, so a resumable run of a
+seeded recipe yields exactly the items of a plain run.  Its state holds each
+slot (its stream, the items it may still give, its bound, its run's state),
+the activation bookkeeping, and the random draws: the generator's current
+state and, for each block of draws under way, the generator's state at its
+start and the offset into it (:class:`~pescador.stage.Block`).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import sys
 import types
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .core import Stream, Transform, stream
-from ._random import _check_random_state, _rng
-from .exceptions import PescadorError
+from .core import PoolTransform, Stream, _defaults, stream
+from ._checks import _check_bool, _check_choice, _check_k, _check_lam, _check_random_state, _check_weights
+from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, _longest
+from ._random import _rng
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
+from .observe import MuxStats
+from .stage import (Stage, check_bool, check_fields, check_int, check_list, pool_length, replay, starter,
+                    tracking)
 from .workers import worker_info
 
 __all__ = [
@@ -28,12 +40,7 @@ __all__ = [
     "shuffled_mux",
     "round_robin_mux",
     "chain_mux",
-    "Mux",
-    "StochasticMux",
-    "ShuffledMux",
-    "RoundRobinMux",
-    "ChainMux",
-]
+]  # (and the 3.x facades Mux, StochasticMux, ... which pescador.streamer puts here)
 
 _BLOCK = 1024  # random numbers are drawn in blocks of this size
 _DISTRIBUTIONS = ("poisson", "binomial", "constant")
@@ -63,13 +70,13 @@ def _pool(pool: Any, where: str, allow_empty: bool = False) -> tuple:
     a generator function, a list, a string, any re-iterable object).
     """
     if _is_lazy(pool):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"{where}: the pool is a {type(pool).__name__}, whose streams are produced at run time; only "
             "chain_mux and ChainMux take such a pool (see docs/multiplexing.rst). Give a list of streams, "
             "for example list(streamer.iterate())"
         )
     if isinstance(pool, (str, bytes, dict)) or not isinstance(pool, Iterable):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"{where}: expected a list of streams (Streams, Streamers, generator functions or collections); "
             f"got a {type(pool).__name__}"
         )
@@ -78,665 +85,317 @@ def _pool(pool: Any, where: str, allow_empty: bool = False) -> tuple:
         try:
             members.append(stream(member))
         except PescadorError as exc:
-            raise PescadorError(f"{where}: pool member {position} (a {type(member).__name__}): {exc}") from None
+            raise (ParameterTypeError if isinstance(exc, TypeError) else PescadorError)(f"{where}: pool member {position} (a {type(member).__name__}): {exc}") from None
     if not members and not allow_empty:
-        raise PescadorError(f"{where}: the pool of streams is empty; give at least one stream")
+        raise ParameterError(f"{where}: the pool of streams is empty; give at least one stream")
     return tuple(members)
 
 
-def _check_weights(weights: Any, size: int | None, where: str, name: str = "weights") -> tuple | None:
-    if weights is None:
-        return None
-    try:
-        values = np.asarray(weights, dtype=float)
-    except (TypeError, ValueError):
-        raise PescadorError(f"{where}: {name} must be a sequence of numbers; got {weights!r}") from None
-    if values.ndim != 1:
-        raise PescadorError(f"{where}: {name} must be one number per stream; got shape {values.shape}")
-    if size is not None and len(values) != size:
-        raise PescadorError(f"{where}: {name} has {len(values)} entries for a pool of {size} streams")
-    if not np.all(np.isfinite(values)):
-        raise PescadorError(f"{where}: {name} must be finite numbers; got {values.tolist()}")
-    if np.any(values < 0):
-        raise PescadorError(f"{where}: {name} must not be negative; got {values.tolist()}")
-    if not np.any(values > 0):
-        raise PescadorError(f"{where}: {name} are all zero; at least one stream needs a positive weight")
-    return tuple(float(v) for v in values)
-
-
-def _check_k(k: Any, where: str, name: str = "k") -> int:
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
-        raise PescadorError(f"{where}: {name} (streams active at once) must be an integer >= 1; got {k!r}")
-    return int(k)
-
-
-def _check_lam(lam: Any, where: str, name: str = "lam") -> float | None:
-    if lam is None:
-        return None
-    if not isinstance(lam, numbers.Real) or isinstance(lam, bool) or not (0 < float(lam) < math.inf):
-        raise PescadorError(f"{where}: {name} must be a positive number or None; got {lam!r}")
-    return float(lam)
-
-
-def _check_choice(value: Any, valid: Sequence[str], where: str, name: str = "mode") -> str:
-    if value not in valid:
-        raise PescadorError(f"{where}: {name} {value!r} does not exist; valid: {', '.join(map(repr, valid))}")
-    return value
-
-
 def _check_stats(stats: Any, where: str) -> Any:
-    from .observe import MuxStats
-
     if not isinstance(stats, MuxStats):
-        raise PescadorError(f"{where}: stats must be a pescador.MuxStats; got a {type(stats).__name__}")
+        raise ParameterTypeError(f"{where}: stats must be a pescador.MuxStats; got a {type(stats).__name__}")
     return stats
 
 
-def _check_bool(value: Any, where: str, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise PescadorError(f"{where}: {name} must be True or False; got {value!r}")
-    return bool(value)
+class _Slot:
+    """A live activation: the run of stream ``who``, which may give ``left`` more items of ``bound``
+    (``bound == -1``: unbounded, ``left`` counts down below zero for ever)."""
+
+    __slots__ = ("run", "left", "bound", "who")
+
+    def __init__(self, run: Any, left: int, bound: int, who: int) -> None:
+        self.run, self.left, self.bound, self.who = run, left, bound, who
+
+    def given(self) -> int:
+        """Items this activation has given."""
+        return self.bound - self.left
 
 
-# ----------------------------------------------------------------------------
-# The engine
-# ----------------------------------------------------------------------------
+class _Mux(Stage):
+    """The engine of every mux kind: a run over a pool of streams, ``k`` of them live at once.
 
+    Each kind is a small subclass: its constructor takes the kind's own
+    parameters (as its Transform holds them) and :meth:`settings` maps them
+    to the engine's:
 
-_HUGE_LAM = 2.0**53  # numpy's Poisson and binomial cannot draw beyond about this
-
-
-def _lengths(rng: Any, lam: float, dist: str, size: int) -> list:
-    """Up to ``size`` activation lengths, each at least 1.
-
-    ``"poisson"``, ``"binomial"``, ``"constant"`` (``mux``): ``dist`` of mean
-    ``lam`` conditioned on being at least one (a draw of zero is drawn
-    again).  ``"3x-poisson"``, ``"3x-constant"`` (``StochasticMux``, as
-    pescador 3.x drew them): ``1 + Poisson(lam - 1)`` and ``ceil(lam)``, of
-    mean ``lam`` for ``lam >= 1`` and 1 below.  (``"3x-binomial"`` depends on
-    the live slots: see :meth:`_Random.length`.)  The number of generator
-    calls does not depend on ``lam``.
-    """
-    if dist == "3x-constant":
-        return [max(1, math.ceil(lam))] * size
-    if dist == "3x-poisson":
-        if lam <= 1.0:
-            return [1] * size
-        if lam >= _HUGE_LAM:
-            return [max(1, int(lam + math.sqrt(lam) * z)) for z in rng.standard_normal(size).tolist()]
-        return (1 + rng.poisson(lam - 1.0, size)).tolist()
-    if dist == "constant":
-        return [max(1, int(round(lam)))] * size
-    if lam >= _HUGE_LAM:  # the spread is below 1e-8 of the mean: a normal approximation, as Python ints
-        sd = math.sqrt(lam if dist == "poisson" else lam / 2)
-        return [max(1, int(lam + sd * z)) for z in rng.standard_normal(size).tolist()]
-    if dist == "poisson" and lam < 1.0:
-        # a Poisson process on [0, 1) given at least one event: its first event at a time t drawn from
-        # the exponential truncated to [0, 1), then a Poisson count over the rest of the interval
-        t = -np.log1p(rng.random(size) * np.expm1(-lam)) / lam
-        return (1 + rng.poisson(lam * np.clip(1.0 - t, 0.0, 1.0))).tolist()
-    if dist == "poisson":
-        draws = rng.poisson(lam, size)  # (lam >= 1: at least 63% are positive)
-    else:
-        trials = max(1, int(round(2 * lam)))
-        if trials == 1:  # one trial: given at least one success, exactly one
-            return [1] * size
-        draws = rng.binomial(trials, min(1.0, lam / trials), size)  # (at least 61% are positive)
-    return draws[draws > 0].tolist()
-
-
-class _Random:
-    """Uniform numbers and activation lengths, drawn in blocks.
-
-    With ``block=1`` nothing is drawn ahead, so the generator's state alone
-    says where the draws are (what a resumable run saves).
-    """
-
-    def __init__(self, rng: Any, lam: float | None, dist: str, block: int = _BLOCK) -> None:
-        self.rng, self.lam, self.dist, self.block = rng, lam, dist, block
-        self.uniforms: list = []
-        self.lengths: list = []
-        self.shifted: list = []  # ("3x-binomial": its Poisson limit)
-        self.binomials: dict = {}  # ("3x-binomial": blocks by (trials, q))
-
-    def uniform(self) -> float:
-        if self.block == 1:  # (a scalar draw: no array to make and unpack)
-            return self.rng.random()
-        if not self.uniforms:
-            self.uniforms = self.rng.random(self.block).tolist()
-        return self.uniforms.pop()
-
-    def length(self, p: float = 0.0) -> int:
-        """The bound of a new activation, at least 1; -1 for none (it counts down for ever).
-
-        ``p`` (``"3x-binomial"`` only) is the new stream's share of the live
-        slots' weights, itself included.
-        """
-        if self.lam is None:
-            return -1
-        if self.dist == "3x-binomial":
-            return self._binomial_3x(p)
-        while not self.lengths:
-            self.lengths = _lengths(self.rng, self.lam, self.dist, self.block)
-        return self.lengths.pop()
-
-    def _binomial_3x(self, p: float) -> int:
-        """``1 + Binomial(floor((lam - 1) / q), q)`` with ``q = 1 - p``, as pescador 3.x drew it (mean
-        about ``lam``, variance about ``(lam - 1) p``); its Poisson limit where ``p > 0.9999``."""
-        lam, q = self.lam, 1.0 - p
-        if not q >= 1e-4:  # (one stream, in effect; also p undefined)
-            while not self.shifted:
-                self.shifted = _lengths(self.rng, lam, "3x-poisson", self.block)
-            return self.shifted.pop()
-        trials = int((lam - 1.0) / q) if lam > 1.0 else 0
-        if trials == 0:
-            return 1
-        if trials >= _HUGE_LAM:  # beyond numpy's binomial: a normal approximation
-            return max(1, int(1 + trials * q + math.sqrt(trials * q * p) * self.rng.standard_normal()))
-        if self.block == 1:
-            return 1 + int(self.rng.binomial(trials, q))
-        # blocks per (trials, q) seen before: a constant share (even weights) draws in blocks, while
-        # shares that keep changing (uneven weights) draw one number each, not a block each
-        key = (trials, q)
-        block = self.binomials.get(key)
-        if block:
-            return block.pop()
-        if block is None:
-            if len(self.binomials) >= 256:
-                self.binomials.clear()
-            self.binomials[key] = []
-            return 1 + int(self.rng.binomial(trials, q))
-        block += (1 + self.rng.binomial(trials, q, 64)).tolist()
-        return block.pop()
-
-
-def _integers(weights: Any) -> list:
-    """Non-negative float weights as exact integers of the same ratios (no overflow, no underflow)."""
-    parts = [math.frexp(float(w)) for w in weights]
-    low = min((e for m, e in parts if m > 0), default=0)
-    return [int(m * 2.0**53) << (e - low) if m > 0 else 0 for m, e in parts]
-
-
-class _SumTree:
-    """Draws an index in proportion to integer weights: O(log n) to draw and to change a weight,
-    whatever the ratio of the weights (exact integers: no rounding, no overflow)."""
-
-    __slots__ = ("cap", "tree")
-
-    def __init__(self, weights: Sequence = ()) -> None:
-        self.cap = 1
-        while self.cap < len(weights):
-            self.cap *= 2
-        self.tree = [0] * self.cap + list(weights) + [0] * (self.cap - len(weights))
-        for p in range(self.cap - 1, 0, -1):
-            self.tree[p] = self.tree[2 * p] + self.tree[2 * p + 1]
-
-    def total(self) -> int:
-        return self.tree[1]
-
-    def __getitem__(self, i: int) -> int:
-        return self.tree[self.cap + i] if i < self.cap else 0
-
-    def __setitem__(self, i: int, value: int) -> None:
-        while i >= self.cap:  # grow: twice the leaves
-            leaves = self.tree[self.cap :]
-            self.__init__(leaves + [0] * len(leaves))
-        tree = self.tree
-        p = self.cap + i
-        tree[p] = value
-        p >>= 1
-        while p:
-            tree[p] = tree[2 * p] + tree[2 * p + 1]
-            p >>= 1
-
-    def draw(self, u: float) -> int:
-        """The index below ``u`` (uniform in [0, 1)) of the cumulated weights; only a positive weight."""
-        tree, cap = self.tree, self.cap
-        x = (int(u * 9007199254740992.0) * self.total()) >> 53  # (u has 53 random bits)
-        p = 1
-        while p < cap:
-            p += p
-            left = tree[p]
-            if x >= left:
-                x -= left
-                p += 1
-        return p - cap
-
-
-class _Activations:
-    """Which stream fills the next slot, and the bookkeeping of live streams.
-
-    A stream is drawn in proportion to its weight among those that may be
-    drawn now (``_free``): first by a few picks from blocks of draws over the
-    pool, kept if they hit such a stream; after that many misses, from a sum
-    tree of exactly those streams (O(log n), whatever the weights).  Either
-    way the draw has the right distribution: given a miss, the tree draws
-    from what is left.  The tree is brought up to date only when it is used.
-    """
-
-    def __init__(self, weights: np.ndarray, activation: str, exclusive: bool, prune_empty: bool, rand: _Random) -> None:
-        self.w = weights  # shared across epochs: pruned streams stay pruned
-        self.activation = activation
-        self.exclusive = exclusive  # prefer (or, for "single", require) streams not live
-        self.prune_empty = prune_empty and activation != "once"  # ("once": every stream in every pass)
-        self.rand = rand
-        self.live = [0] * len(weights)
-        self.n_live = 0  # distinct live streams with a positive weight
-        self.eligible = int(np.count_nonzero(weights))
-        self.dry: set = set()  # streams whose latest run gave nothing (prune_empty=False)
-        self.queue: list = []
-        self.block: list = []
-        self.cum: np.ndarray | None = None
-        self.W = _integers(weights)
-        self.tries = 8  # block picks before the tree (1 after a miss: the tree is then likely needed again)
-        self.adaptive = rand.block > 1  # (a resumable run keeps 8: its state need not say)
-        self._trees()
-
-    def _trees(self) -> None:
-        """The sum trees of the streams that may be drawn: ``free`` (see ``_free``) and, with copies
-        allowed, ``any`` (not dry)."""
-        self.stale: set = set()  # streams whose leaf in ``free`` may be out of date
-        if self.activation == "once":
-            self.free = self.any = None
-            return
-        self.free = _SumTree([W if self._free(i) else 0 for i, W in enumerate(self.W)])
-        self.any = None
-        if self.activation == "with" and self.exclusive:
-            self.any = _SumTree([0 if i in self.dry or self.w[i] <= 0 else W for i, W in enumerate(self.W)])
-
-    def _free(self, i: int) -> bool:
-        """Whether stream ``i`` may be drawn now: weighted, not dry, and (if exclusive) not live."""
-        return self.w[i] > 0 and i not in self.dry and not (self.exclusive and self.live[i])
-
-    def restore(self, w: Any, live: list, queue: list, dry: Any, n_live: int, eligible: int) -> None:
-        """Take up a saved state (a resumable run)."""
-        self.w = np.array(w, dtype=float)
-        self.live, self.queue, self.dry = list(live), list(queue), set(dry)
-        self.n_live, self.eligible = n_live, eligible
-        self.block, self.cum = [], None
-        self._trees()
-
-    def start_epoch(self, order: str, first: bool = False) -> None:
-        """For activation "once": queue every weighted stream, in pool or random order
-        (``"pool-then-random"``: the ``first`` pass in pool order, the others in random order)."""
-        if self.activation != "once":
-            return
-        if order == "pool-then-random":
-            order = "pool" if first else "random"
-        members = np.flatnonzero(self.w > 0)
-        if order == "random" and len(members) > 1:
-            w = self.w[members]
-            if np.all(w == w[0]):
-                members = self.rand.rng.choice(members, size=len(members), replace=False, p=w / w.sum())
-            else:  # exponential clocks of rates w: a draw without replacement by weight, for any ratio
-                clocks = np.log(self.rand.rng.standard_exponential(len(members))) - np.log(w)
-                members = members[np.argsort(clocks, kind="stable")]
-        self.queue = [int(i) for i in members[::-1]]  # pop() takes them in order
-
-    def _pick(self) -> int:
-        """A stream drawn in proportion to the weights of the whole pool (from a block)."""
-        if not self.block:
-            if self.cum is None:
-                self.cum = np.cumsum(self.w / self.w.max())
-            u = self.rand.rng.random(self.rand.block) * self.cum[-1]
-            picks = np.searchsorted(self.cum, u, side="right")
-            self.block = np.minimum(picks, len(self.w) - 1).tolist()
-        i = self.block.pop()
-        if self.w[i] <= 0:  # pruned since the block was drawn
-            self.block = []
-            self.cum = None
-            return self._pick()
-        return i
-
-    def next(self) -> int | None:
-        """The stream to activate, or None when none can be."""
-        if self.activation == "once":
-            return self.queue.pop() if self.queue else None
-        if not self.eligible:
-            return None
-        if not (self.exclusive or self.dry):  # (then every pick is free)
-            return self._pick()
-        for _ in range(self.tries):
-            i = self._pick()
-            if self._free(i):
-                self.tries = 8
-                return i
-        self.tries = 1 if self.adaptive else 8
-        free = self.free
-        for i in self.stale:  # (bring the tree up to date)
-            value = self.W[i] if self._free(i) else 0
-            if free[i] != value:
-                free[i] = value
-        self.stale.clear()
-        if free.total():
-            return free.draw(self.rand.uniform())
-        if self.any is not None and self.any.total():  # every stream is live: a copy
-            return self.any.draw(self.rand.uniform())
-        return None
-
-    def started(self, i: int) -> None:
-        if not self.live[i] and self.w[i] > 0:
-            self.n_live += 1
-        self.live[i] += 1
-        if self.exclusive:
-            self.stale.add(i)
-
-    def stopped(self, i: int, gave_nothing: bool) -> None:
-        self.live[i] -= 1
-        if not self.live[i] and self.w[i] > 0:
-            self.n_live -= 1
-        if self.free is None:  # ("once")
-            return
-        if self.exclusive:
-            self.stale.add(i)
-        if gave_nothing:
-            if self.prune_empty:
-                if self.w[i] > 0:
-                    if self.live[i]:
-                        self.n_live -= 1
-                    self.w[i] = 0.0
-                    self.eligible -= 1
-                    self.cum = None
-                    self.block = []
-            else:
-                self.dry.add(i)
-            self.stale.add(i)
-            if self.any is not None:
-                self.any[i] = 0
-
-    def wet(self) -> None:
-        """An item came: the streams whose latest run gave nothing may be drawn again."""
-        for i in self.dry:
-            self.stale.add(i)
-            if self.any is not None and self.w[i] > 0:
-                self.any[i] = self.W[i]
-        self.dry.clear()
-
-
-class _SlotChoice:
-    """The weighted choice of a slot for each item, each slot weighing its stream's weight
-    (divided among its live copies when ``per_copy``).
-
-    First a few tries of rejection against the largest weight of the pool;
-    after that many misses, a draw from a sum tree of the slots' weights as
-    exact integers (O(log k), whatever the weights).  Given the misses, the
-    tree draws from the same distribution, so the choice is exact; the tree
-    is brought up to date only when it is used.
-    """
-
-    def __init__(self, weights: list, per_copy: bool, live: list, rand: _Random) -> None:
-        top = max(weights)
-        # (in [0, 1]: rejection stays accurate for subnormal weights too; those that underflow to zero are
-        # left to the tree, which holds every weight exactly)
-        self.weights = [w / top for w in weights]
-        self.per_copy, self.live, self.rand = per_copy, live, rand
-        self.W = _integers(weights)
-        self.adaptive = rand.block > 1  # (a resumable run keeps 8 tries: its state need not say)
-        self.tree = _SumTree([0] * 4)
-        self.stale: set = set()  # slots whose leaf may be out of date
-        self.rebuild_all = False  # (copies changed: every slot of their stream)
-        self.tries = 8
-
-    def pick(self, who: list) -> int:
-        """The slot of the next item (the engine inlines this)."""
-        uniform, weights, live = self.rand.uniform, self.weights, self.live
-        n = len(who)
-        for _ in range(self.tries):
-            s = int(uniform() * n)
-            share = weights[who[s]] / live[who[s]] if self.per_copy else weights[who[s]]
-            if uniform() < share:
-                self.tries = 8
-                return s
-        return self.from_tree(who)
-
-    def from_tree(self, who: list) -> int:
-        """After ``tries`` misses: the slot drawn from the tree (brought up to date first)."""
-        uniform = self.rand.uniform
-        n = len(who)
-        self.tries = 1 if self.adaptive else 8
-        if self.rebuild_all or len(self.stale) > n // 4:
-            self.rebuild(who)
-        else:
-            W, live, per_copy = self.W, self.live, self.per_copy
-            for s in self.stale:
-                self.tree[s] = 0 if s >= n else W[who[s]] // live[who[s]] if per_copy else W[who[s]]
-            self.stale.clear()
-        return self.tree.draw(uniform())
-
-    def filled(self, who: list, s: int) -> None:
-        """Slot ``s`` (the last) now holds a run of ``who[s]``."""
-        self.stale.add(s)
-        if self.per_copy and self.live[who[s]] > 1:
-            self.rebuild_all = True
-
-    def released(self, who: list, s: int, i: int) -> None:
-        """Slot ``s``, a run of ``i``, was released and the last slot moved into it (``who`` updated)."""
-        self.stale.add(s)
-        self.stale.add(len(who))
-        if self.per_copy and self.live[i]:
-            self.rebuild_all = True
-
-    def rebuild(self, who: list) -> None:
-        """The whole tree again, from the slots' streams (O(k))."""
-        W, live = self.W, self.live
-        self.tree = _SumTree([W[i] // max(1, live[i]) for i in who] if self.per_copy else [W[i] for i in who])
-        self.stale.clear()
-        self.rebuild_all = False
-
-
-class _Share3x:
-    """For ``"3x-binomial"`` lengths: a new stream's share of the live slots' weights, as pescador 3.x
-    computed it (slots that this refill has yet to fill count as an average weight, as 3.x's
-    placeholders did).  Exact integer weights: no drift, no overflow."""
-
-    def __init__(self, W: list) -> None:
-        self.W = W
-        total = sum(W)
-        self.mean = sum(w * w for w in W) // total if total else 0  # (the mean weight of a draw by weight)
-        self.live = 0  # the sum of the live slots' weights
-
-    def p(self, i: int, ahead: int) -> float:
-        w = self.W[i]
-        return w / (w + self.live + ahead * self.mean) if w else 0.0
-
-
-def _activations(n: int, weights: Any, activation: str, lam: float | None, prune_empty: bool, rand: _Random,
-                 worker: Any) -> tuple:
-    """The activation bookkeeping of a run over a pool of ``n``, and each stream's per-item weight.
-
-    A pool activated once per stream is sharded across workers (members
-    ``id::count``).
-    """
-    base = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-    w = base.copy()
-    if activation == "once" and worker.count > 1:  # shard the pool across workers
-        mine = np.zeros(n, dtype=bool)
-        mine[worker.id :: worker.count] = True
-        w[~mine] = 0.0
-    return _Activations(w, activation, activation == "single" or lam is None, prune_empty, rand), base.tolist()
-
-
-def _slot_choice(item_weight: list, activation: str, acts: _Activations) -> _SlotChoice:
-    """The weighted choice of slots for a run (weights divided among copies when copies may be live)."""
-    return _SlotChoice(item_weight, activation == "with", acts.live, acts.rand)
-
-
-def _engine(
-    pool: tuple,
-    k: int,
-    lam: float | None,
-    weights: tuple | None,
-    activation: str,
-    order: str,
-    choice: str,
-    epochs: int | None,
-    prune_empty: bool,
-    random_state: Any,
-    dist: str = "poisson",
-    name: str = "mux",
-    stats: Any = None,
-) -> Iterator:
-    """Run a mux over ``pool``; the kinds below differ only in these parameters.
-
+    k : int  (slots)
+    lam : float or None, dist : str  (activation lengths: see ``_lengths``)
+    weights : tuple or None
     activation : "with" | "single" | "once"  (see the module docstring)
-    order : "random" | "pool"  (the order of "once" activations)
+    order : "random" | "pool" | "pool-then-random"  (the order of "once" activations)
     choice : "uniform" | "weighted" | "rotate"  (the slot of each item)
     epochs : None or int  (how many times a "once" pool is run through)
+    prune_empty : bool, random_state
+
+    The state of a run: the epoch, whether it has given an item, the
+    rotation, each slot (its stream, ``left``, ``bound`` and its run's
+    state), the activation bookkeeping (pruned and dry streams, the queue of
+    a pass, the tries of the weighted draws) and the random draws
+    (:class:`_Draws`).  Whatever is derived (live counts, sum trees) is
+    rebuilt on resume.
     """
-    worker = worker_info()
-    rng = _rng(random_state, worker)
-    rand = _Random(rng, lam, dist)
-    n = len(pool)
-    acts, item_weight = _activations(n, weights, activation, lam, prune_empty, rand, worker)
-    ordered = choice == "rotate"
-    uniform = choice == "uniform"
-    slots = None if uniform or ordered else _slot_choice(item_weight, activation, acts)
-    live, per_copy, tries = acts.live, activation == "with", 8
-    shares = None if slots is None else slots.weights  # (the weights over the largest: in [0, 1])
-    share = _Share3x(acts.W) if dist == "3x-binomial" and lam is not None else None
-    dry = acts.dry  # (streams whose latest run gave nothing; the same set throughout)
-    its: list = []  # live runs, one per slot
-    left: list = []  # items each slot may still give (below zero: unbounded)
-    bound: list = []  # each slot's bound when it started
-    who: list = []  # each slot's stream
-    slot_draws: list = []
-    epoch = 0
-    run = None if stats is None else stats._start(n, weights, who, bound, left, name)
-    try:
-        while epochs is None or epoch < epochs:
-            epoch += 1
-            acts.start_epoch(order, epoch == 1)
-            produced = False
-            rotation = -1
-            refill = True
-            while True:
-                if refill:
-                    refill = False
-                    ahead = k - len(its)
-                    while len(its) < k:
-                        i = acts.next()
-                        if i is None:
-                            break
-                        its.append(iter(pool[i]))
-                        ahead -= 1
-                        if share is None:
-                            length = rand.length()  # (at least 1)
-                        else:
-                            length = rand.length(share.p(i, ahead))
-                            share.live += share.W[i]
-                        left.append(length)
-                        bound.append(length)
-                        who.append(i)
-                        acts.started(i)
-                        if slots is not None:
-                            slots.filled(who, len(who) - 1)
-                        if stats is not None:
-                            stats._activations[i] += 1
-                    if not its:
-                        break
-                if uniform:
-                    if not slot_draws:
-                        slot_draws = rng.random(_BLOCK).tolist()
-                    s = int(slot_draws.pop() * len(its))
-                elif ordered:
-                    rotation = s = (rotation + 1) % len(its)
-                else:  # weighted: a few tries of rejection, then the tree (exact; bounded work whatever the weights)
-                    missed = 0
-                    while True:
-                        if len(slot_draws) < 2:
-                            slot_draws = rng.random(_BLOCK).tolist()
-                        s = int(slot_draws.pop() * len(its))
-                        i = who[s]
-                        if slot_draws.pop() < (shares[i] / live[i] if per_copy else shares[i]):
-                            tries = 8
-                            break
-                        missed += 1
-                        if missed >= tries:
-                            s = slots.from_tree(who)
-                            tries = 1  # (the tree is likely needed again: try it sooner)
-                            break
-                try:
-                    item = next(its[s])
-                except StopIteration:
-                    ended = True
-                else:
-                    produced = True
-                    if dry:
-                        acts.wet()
-                    left[s] -= 1  # (counted before the yield, so a reader sees it)
-                    yield item
-                    if left[s]:
-                        continue
-                    ended = False
-                # slot s is done: release it and refill
-                i = who[s]
-                acts.stopped(i, ended and bound[s] == left[s])
-                if share is not None:
-                    share.live -= share.W[i]
-                if stats is not None:
-                    stats._items[i] += bound[s] - left[s]
-                if ordered:
-                    del its[s], left[s], bound[s], who[s]
-                    rotation = s - 1
-                else:
-                    last = len(its) - 1
-                    its[s], left[s], bound[s], who[s] = its[last], left[last], bound[last], who[last]
-                    del its[last], left[last], bound[last], who[last]
-                    if slots is not None:
-                        slots.released(who, s, i)
-                refill = True
-            if not produced or activation != "once":
-                return  # nothing more can be activated (or a whole pass gave nothing)
-    finally:
-        if run is not None:
-            stats._stop(run)
 
+    name = "mux"
+    FIELDS = ("epoch", "produced", "rotation", "slots", "acts", "choice_tries", "draws")
 
-# ----------------------------------------------------------------------------
-# The kinds: a few lines each
-# ----------------------------------------------------------------------------
+    @classmethod
+    def settings(cls, pool: tuple, params: dict) -> dict:  # pragma: no cover - each kind defines it
+        raise NotImplementedError
 
+    @classmethod
+    def _params(cls, params: dict) -> dict:
+        """The kind's parameters, defaults filled in (a Transform holds only those given)."""
+        return {**_defaults(cls), **params}
 
-def _engine_args(name: str, pool: tuple, p: dict) -> dict:
-    """The engine's parameters for each kind of mux, from the kind's own (shared with resumable runs)."""
-    if name in ("mux", "stochastic_mux"):
-        if name == "mux":
-            activation = "with" if p.get("with_replacement", True) else ("single" if p.get("revive") else "once")
-            k, lam, prune = p["k"], p.get("lam", 256.0), p.get("prune_empty", True)
-            dist = p.get("dist", "poisson")
+    def _begin(self, pool: tuple, params: dict, stats: Any, state: Any) -> None:
+        where = self.name
+        _weights_fit(pool, params.get("weights"), where)
+        s = self.settings(pool, self._params(params))
+        self.pool, self.k, self.epochs, self.order = pool, s["k"], s["epochs"], s["order"]
+        self.activation, self.lam, self.dist = s["activation"], s["lam"], s["dist"]
+        random_state = s["random_state"]
+        draws_matter = not (self.activation == "once" and self.order == "pool")
+        self.seeded = isinstance(random_state, int) or not draws_matter
+        if tracking() and not self.seeded:
+            raise _unseeded(where, random_state)
+        self.start = starter()  # (members started later belong to the same kind of run)
+        # members that are sources run as they are: the slot counts their items (their state is that count)
+        self.counted = [getattr(member, "step", 0) is None for member in pool]
+        worker = worker_info()
+        # (round-robin and chain in pool order never draw: a fixed generator keeps their state small)
+        rng = _rng(random_state, worker) if draws_matter else np.random.default_rng(0)
+        self.draws = _Draws(rng, self.lam, self.dist)
+        n = len(pool)
+        base = np.ones(n) if s["weights"] is None else np.asarray(s["weights"], dtype=float)
+        w = base.copy()
+        if self.activation == "once" and worker.count > 1:  # shard the pool across workers
+            mine = np.zeros(n, dtype=bool)
+            mine[worker.id :: worker.count] = True
+            w[~mine] = 0.0
+        exclusive = self.activation == "single" or self.lam is None
+        self.acts = _Activations(w, self.activation, exclusive, s["prune_empty"], self.draws)
+        self.dry = self.acts.dry  # (the same set throughout)
+        self.slots: list = []
+        self.epoch, self.produced, self.rotation = 0, False, -1
+        self.share = _Share3x(self.acts.W) if self.dist == "3x-binomial" and self.lam is not None else None
+        self.weighted = None
+        if s["choice"] == "weighted":
+            self.weighted = _SlotChoice(base.tolist(), self.activation == "with", self.acts, self.draws)
+        # (the function, not a bound method: no reference cycle, so a dropped run frees its stats at once)
+        self.choose = {"uniform": _Mux._uniform, "rotate": _Mux._rotating, "weighted": _Mux._weighted}[s["choice"]]
+        self.uniforms = self.draws.uniforms if s["choice"] == "uniform" else None
+        self.stats, self.token = stats, None
+        if not n:
+            self.epochs = 0  # (an empty pool: an empty run)
+        if state is not None:
+            self._restore(state)
+        if stats is not None:
+            self.token = stats._start(n, s["weights"], self.slots, where)
+
+    # -- the three slot choices -------------------------------------------------------------------
+    def _uniform(self, n: int) -> int:
+        block = self.draws.uniforms
+        return int((block.items or block.refill()).pop() * n)
+
+    def _rotating(self, n: int) -> int:
+        self.rotation = s = (self.rotation + 1) % n
+        return s
+
+    def _weighted(self, n: int) -> int:
+        return self.weighted.pick(self.slots, n)
+
+    # -- the run ----------------------------------------------------------------------------------
+    def __next__(self) -> Any:
+        slots, uniforms = self.slots, self.uniforms
+        while True:
+            n = len(slots)
+            if not n:  # the end of a pass (or the start of the run)
+                self._next_epoch()
+                continue
+            if uniforms is not None:  # (the uniform choice, inlined: the most common)
+                s = int((uniforms.items or uniforms.refill()).pop() * n)
+            else:
+                s = self.choose(self, n)
+            slot = slots[s]
+            try:
+                item = next(slot.run)
+            except StopIteration:
+                self._release(s, slot, slot.bound == slot.left)
+                continue
+            self.produced = True
+            if self.dry:
+                self.acts.wet()
+            slot.left -= 1
+            if not slot.left:
+                self._release(s, slot, False)
+            return item
+
+    def _next_epoch(self) -> None:
+        """Start the next pass, or raise StopIteration: nothing more can be activated, or a pass gave
+        nothing, or the passes are done."""
+        if self.epoch and (not self.produced or self.activation != "once") or (
+            self.epochs is not None and self.epoch >= self.epochs
+        ):
+            self._finish()
+            raise StopIteration
+        # (an endless run counts to 2 only: all that matters then is whether this is the first pass)
+        self.epoch = self.epoch + 1 if self.epochs is not None else min(self.epoch + 1, 2)
+        self.produced, self.rotation = False, -1
+        self.acts.start_epoch(self.order, self.epoch == 1)
+        self._refill()
+
+    def _refill(self) -> None:
+        """Fill the free slots with new activations (as many as can be activated)."""
+        slots, acts, draws, share, pool, start = self.slots, self.acts, self.draws, self.share, self.pool, self.start
+        counted = self.counted
+        ahead = self.k - len(slots)
+        while ahead:
+            i = acts.next()
+            if i is None:
+                break
+            ahead -= 1
+            if share is None:
+                length = draws.length()  # (at least 1)
+            else:
+                length = draws.length(share.p(i, ahead))
+                share.live += share.W[i]
+            member = pool[i]
+            slots.append(_Slot(iter(member) if counted[i] else start(member), length, length, i))
+            acts.started(i)
+            if self.weighted is not None:
+                self.weighted.filled(slots, len(slots) - 1)
+            if self.stats is not None:
+                self.stats._activated(slots[-1], slots)
+
+    def _release(self, s: int, slot: _Slot, gave_nothing: bool) -> None:
+        """Slot ``s`` is done (its run ended, or it reached its bound): free it and refill."""
+        i = slot.who
+        self.acts.stopped(i, gave_nothing)
+        if self.share is not None:
+            self.share.live -= self.share.W[i]
+        if self.stats is not None:
+            self.stats._released(slot)
+        slots = self.slots
+        if self.choose is _Mux._rotating:
+            del slots[s]
+            self.rotation = s - 1
         else:
-            activation = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}[
-                p.get("mode", "with_replacement")]
-            k, lam, prune = p["n_active"], p.get("rate", 256.0), p.get("prune_empty_streams", True)
-            dist = "3x-" + p.get("dist", "binomial")  # (the lengths as pescador 3.x drew them)
-        uniform = activation == "with" and lam is not None or p.get("weights") is None
-        return dict(k=k, lam=lam, weights=p.get("weights"), activation=activation, order="random",
-                    choice="uniform" if uniform else "weighted", epochs=1, prune_empty=prune,
-                    random_state=p.get("random_state"), dist=dist)
-    common = dict(lam=None, weights=None, prune_empty=True, random_state=p.get("random_state"), dist="poisson")
-    if name == "shuffled_mux":
-        return dict(common, k=len(pool), weights=p.get("weights"), activation="single", order="random",
-                    choice="uniform" if p.get("weights") is None else "weighted", epochs=1)
-    if name == "round_robin_mux":
-        mode = p.get("mode", "exhaustive")
-        order = "pool-then-random" if mode == "permuted_cycle" else "pool"  # (3.x: the first pass in order)
-        return dict(common, k=max(1, len(pool)), activation="once", order=order, choice="rotate",
-                    epochs=1 if mode == "exhaustive" else None)
-    if name == "chain_mux":
-        mode = p.get("mode", "exhaustive")
-        if mode == "with_replacement":
-            return dict(common, k=1, activation="with", order="random", choice="uniform", epochs=1)
-        return dict(common, k=1, activation="once", order="pool", choice="uniform",
-                    epochs=1 if mode == "exhaustive" else None)
-    if name == "epochs":
-        return dict(common, k=p.get("k") or len(pool), activation="once", order="random", choice="uniform",
-                    epochs=p.get("n_epochs"))
-    raise ValueError(name)
+            last = slots.pop()
+            if s < len(slots):
+                slots[s] = last
+            if self.weighted is not None:
+                self.weighted.released(slots, s, i)
+        self._refill()
+
+    def _finish(self) -> None:
+        if self.token is not None:
+            self.stats._stop(self.token)
+            self.token = None
+
+    def close(self) -> None:
+        """End the run early: close the live runs (their ``finally`` runs) and free the stats."""
+        for slot in self.slots:
+            close = getattr(slot.run, "close", None)
+            if close is not None:
+                close()
+        self._finish()
+
+    # -- where the run is -------------------------------------------------------------------------
+    def state(self) -> dict:
+        if not self.seeded:
+            raise _unseeded(self.name, None)
+        return {
+            "epoch": self.epoch,
+            "produced": self.produced,
+            "rotation": self.rotation,
+            "slots": [[slot.who, slot.left, slot.bound, self._member_state(slot)] for slot in self.slots],
+            "acts": self.acts.state(),
+            "choice_tries": 8 if self.weighted is None else self.weighted.tries,
+            "draws": self.draws.state(),
+        }
+
+    def _member_state(self, slot: _Slot) -> Any:
+        """The state of a slot's run: a source's is the count of items it gave (the slot's count)."""
+        if not self.counted[slot.who]:
+            return slot.run.state()
+        fn = self.pool[slot.who].fn
+        if getattr(fn, "pescador_resumes", True) is False:
+            raise PescadorError(f"resumable: {self.pool[slot.who]!r} cannot be resumed: {getattr(fn, 'pescador_why_not', '')}")
+        return {"pos": slot.given()}
+
+    def _restore(self, state: Any) -> None:
+        """Take up a saved state, every field checked against the recipe."""
+        where = self.name
+        fields = check_fields(state, self.FIELDS, where)
+        self.epoch = check_int(fields, "epoch", where, 0, 2 if self.epochs is None else self.epochs)
+        self.produced = check_bool(fields, "produced", where)
+        entries = check_list(fields, "slots", where, most=self.k if self.epoch else 0)
+        specs = [self._slot_spec(entry, where) for entry in entries]
+        who = [spec[0] for spec in specs]
+        if self.activation != "with" and len(set(who)) != len(who):
+            raise PescadorError(f"resumable: the state of {where}: field 'slots' holds two live runs of one "
+                                f"stream ({who}); this mux keeps at most one")
+        high = max(-1, len(specs) - 1) if self.choose is _Mux._rotating else -1  # (-1: before the first slot)
+        self.rotation = check_int(fields, "rotation", where, -1, high)
+        self.acts.restore(check_fields(fields["acts"], ("pruned", "dry", "queue", "tries"), where + " (acts)"), who,
+                          self.epoch, self.order, where)
+        pruned = self.acts.w <= 0
+        if self.activation != "with" and any(pruned[i] for i in who):
+            raise PescadorError(f"resumable: the state of {where}: field 'slots' holds a pruned stream")
+        if self.epoch == 0 and self.produced:
+            raise PescadorError(f"resumable: the state of {where}: a run at epoch 0 has given nothing yet; "
+                                "expected produced false")
+        tries = _check_tries(fields, "choice_tries", where)
+        if self.weighted is not None:
+            self.weighted.tries = tries
+        elif tries != 8:
+            raise PescadorError(f"resumable: the state of {where}: field 'choice_tries' must be 8 (this mux "
+                                f"picks no slot by weight); got {tries}")
+        if any(bound - left > 0 for _, left, bound, _ in specs) and not self.produced:
+            raise PescadorError(f"resumable: the state of {where}: field 'produced' must be true: a live slot has "
+                                "given items in this pass")
+        if self.epoch and len(specs) < self.k and self.acts.could_fill():
+            raise PescadorError(f"resumable: the state of {where}: field 'slots' holds {len(specs)} of {self.k} "
+                                "slots while a stream could fill another (a refill would have taken it)")
+        self.draws.restore(fields["draws"], where + " (draws)")
+        for i, left, bound, member in specs:
+            run = self.start(self.pool[i], member)
+            self.slots.append(_Slot(run, left, bound, i))
+        if self.share is not None:
+            self.share.live = sum(self.share.W[i] for i in who)
+        if self.weighted is not None:
+            self.weighted.rebuild(self.slots)
+
+    def _slot_spec(self, entry: Any, where: str) -> tuple:
+        """A slot of a state, ``[who, left, bound, state of its run]``, checked."""
+        if not (isinstance(entry, list) and len(entry) == 4):
+            raise PescadorError(f"resumable: the state of {where}: each entry of field 'slots' must be "
+                                f"[stream, left, bound, state]; got {entry!r:.80}")
+        named = dict(zip(("who", "left", "bound", "run"), entry))
+        i = check_int(named, "who", where + " (slot)", 0, len(self.pool) - 1)
+        if self.acts.base[i] <= 0:
+            raise PescadorError(f"resumable: the state of {where}: a slot holds stream {i}, which this mux "
+                                "never activates (its weight is zero, or it is another worker's)")
+        if self.lam is None:
+            bound = check_int(named, "bound", where + " (slot)", -1, -1)
+            left = check_int(named, "left", where + " (slot)", None, -1)
+        else:
+            bound = check_int(named, "bound", where + " (slot)", 1, _longest(self.lam, self.dist))
+            left = check_int(named, "left", where + " (slot)", 1, bound)
+        member = self.pool[i]
+        given = bound - left
+        if getattr(member, "step", 0) is None and named["run"] != {"pos": given}:  # (a source counts its items)
+            raise PescadorError(f"resumable: the state of {where}: the run of stream {i} has given {given} "
+                                f"items (bound - left); its state must be {{'pos': {given}}}; got {named['run']!r:.80}")
+        return i, left, bound, named["run"]
 
 
-def _run(name: str, pool: tuple, params: dict) -> Iterator:
-    """A plain run of a mux kind: its engine parameters, then the engine."""
-    return _engine(pool, **_engine_args(name, pool, params), name=name, stats=params.get("stats"))
+def _unseeded(where: str, random_state: Any) -> PescadorError:
+    what = "random_state=None, which draws from entropy" if random_state is None else (
+        f"a random_state {type(random_state).__name__}, whose draws are not part of the state")
+    return PescadorError(
+        f"resumable: {where} has {what}: its run could not be reproduced on resume; give an int random_state"
+    )
 
 
 class _PoolOf:
@@ -768,14 +427,265 @@ class _PoolOf:
 
 def _weights_fit(pool: tuple, weights: tuple | None, where: str) -> None:
     if weights is not None and len(weights) != len(pool):
-        raise PescadorError(f"{where}: weights has {len(weights)} entries for a pool of {len(pool)} streams")
+        raise ParameterError(f"{where}: weights has {len(weights)} entries for a pool of {len(pool)} streams")
 
 
-def _run_mux(pool, k, lam=256.0, weights=None, with_replacement=True, prune_empty=True, revive=False,
-             random_state=None, dist="poisson", stats=None):
-    params = dict(locals())  # (first: the parameters, as given)
-    _weights_fit(pool, weights, "mux")
-    return _run("mux", pool, params)
+
+
+# ----------------------------------------------------------------------------
+# The kinds: each a small subclass of the engine, with its own facts
+# ----------------------------------------------------------------------------
+
+
+def _drawn(k: int, lam: float | None, weights: tuple | None, activation: str, prune_empty: bool, random_state: Any,
+           dist: str) -> dict:
+    """The settings of the kinds that draw each activation (mux, stochastic_mux)."""
+    uniform = activation == "with" and lam is not None or weights is None
+    return dict(k=k, lam=lam, weights=weights, activation=activation, order="random",
+                choice="uniform" if uniform else "weighted", epochs=1, prune_empty=prune_empty,
+                random_state=random_state, dist=dist)
+
+
+def _passes(k: int, order: str, choice: str, epochs: int | None, random_state: Any) -> dict:
+    """The settings of the kinds that run each stream once per pass (round-robin, chain, epochs)."""
+    return dict(k=k, lam=None, weights=None, activation="once", order=order, choice=choice, epochs=epochs,
+                prune_empty=True, random_state=random_state, dist="poisson")
+
+
+class _PlainMux(_Mux):
+    """A run of :func:`mux`."""
+
+    name = "mux"
+
+    def __init__(self, pool: tuple, k: int, lam: float | None = 256.0, weights: tuple | None = None,
+                 with_replacement: bool = True, prune_empty: bool = True, revive: bool = False,
+                 random_state: Any = None, dist: str = "poisson", stats: Any = None, state: Any = None) -> None:
+        params = dict(k=k, lam=lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty,
+                      revive=revive, random_state=random_state, dist=dist)
+        self._begin(pool, params, stats, state)
+
+    @classmethod
+    def settings(cls, pool: tuple, p: dict) -> dict:
+        activation = "with" if p["with_replacement"] else ("single" if p["revive"] else "once")
+        return _drawn(p["k"], p["lam"], p["weights"], activation, p["prune_empty"], p["random_state"], p["dist"])
+
+    @classmethod
+    def run_length(cls, upstream: Any, params: dict, length: Callable) -> float | None:
+        p = cls._params(params)
+        once = p["lam"] is None and not p["with_replacement"] and not p["revive"]
+        return pool_length(upstream, p["weights"], length) if once else None
+
+
+_STOCHASTIC_ACTIVATIONS = {"with_replacement": "with", "single_active": "single", "exhaustive": "once"}
+
+
+class _StochasticMux(_Mux):
+    """A run of :func:`stochastic_mux` (the lengths as pescador 3.x drew them)."""
+
+    name = "stochastic_mux"
+
+    def __init__(self, pool: tuple, n_active: int, rate: float | None = 256.0, weights: tuple | None = None,
+                 mode: str = "with_replacement", prune_empty_streams: bool = True, dist: str = "binomial",
+                 random_state: Any = None, stats: Any = None, state: Any = None) -> None:
+        params = dict(n_active=n_active, rate=rate, weights=weights, mode=mode,
+                      prune_empty_streams=prune_empty_streams, dist=dist, random_state=random_state)
+        self._begin(pool, params, stats, state)
+
+    @classmethod
+    def settings(cls, pool: tuple, p: dict) -> dict:
+        return _drawn(p["n_active"], p["rate"], p["weights"], _STOCHASTIC_ACTIVATIONS[p["mode"]],
+                      p["prune_empty_streams"], p["random_state"], "3x-" + p["dist"])
+
+    @classmethod
+    def run_length(cls, upstream: Any, params: dict, length: Callable) -> float | None:
+        p = cls._params(params)
+        once = p["rate"] is None and p["mode"] == "exhaustive"
+        return pool_length(upstream, p["weights"], length) if once else None
+
+
+class _ShuffledMux(_Mux):
+    """A run of :func:`shuffled_mux`: every stream live, each item from a stream drawn by weight."""
+
+    name = "shuffled_mux"
+
+    def __init__(self, pool: tuple, weights: tuple | None = None, random_state: Any = None, stats: Any = None,
+                 state: Any = None) -> None:
+        self._begin(pool, dict(weights=weights, random_state=random_state), stats, state)
+
+    @classmethod
+    def settings(cls, pool: tuple, p: dict) -> dict:
+        return dict(k=len(pool), lam=None, weights=p["weights"], activation="single", order="random",
+                    choice="uniform" if p["weights"] is None else "weighted", epochs=1, prune_empty=True,
+                    random_state=p["random_state"], dist="poisson")
+
+
+class _RoundRobinMux(_Mux):
+    """A run of :func:`round_robin_mux`: one item from each stream in turn."""
+
+    name = "round_robin_mux"
+
+    def __init__(self, pool: tuple, mode: str = "exhaustive", random_state: Any = None, stats: Any = None,
+                 state: Any = None) -> None:
+        self._begin(pool, dict(mode=mode, random_state=random_state), stats, state)
+
+    @classmethod
+    def settings(cls, pool: tuple, p: dict) -> dict:
+        order = "pool-then-random" if p["mode"] == "permuted_cycle" else "pool"  # (3.x: the first pass in order)
+        return _passes(max(1, len(pool)), order, "rotate", 1 if p["mode"] == "exhaustive" else None,
+                       p["random_state"])
+
+    @classmethod
+    def run_length(cls, upstream: Any, params: dict, length: Callable) -> float | None:
+        once = cls._params(params)["mode"] == "exhaustive"
+        return pool_length(upstream, None, length) if once else None
+
+
+class _ChainMux(_Mux):
+    """A run of :func:`chain_mux` over a list of streams (over a pool produced at run time: a
+    :class:`_LazyChain`)."""
+
+    name = "chain_mux"
+
+    def __new__(cls, pool: Any, mode: str = "exhaustive", random_state: Any = None, stats: Any = None,
+                state: Any = None) -> Any:
+        if isinstance(pool, Stream):  # (a pool produced at run time: its own stage)
+            return _LazyChain(pool, mode, random_state, stats, state)
+        return super().__new__(cls)
+
+    def __init__(self, pool: tuple, mode: str = "exhaustive", random_state: Any = None, stats: Any = None,
+                 state: Any = None) -> None:
+        self._begin(pool, dict(mode=mode, random_state=random_state), stats, state)
+
+    @classmethod
+    def settings(cls, pool: tuple, p: dict) -> dict:
+        if p["mode"] == "with_replacement":
+            return dict(k=1, lam=None, weights=None, activation="with", order="random", choice="uniform", epochs=1,
+                        prune_empty=True, random_state=p["random_state"], dist="poisson")
+        return _passes(1, "pool", "rotate", 1 if p["mode"] == "exhaustive" else None, p["random_state"])
+
+    @classmethod
+    def run_length(cls, upstream: Any, params: dict, length: Callable) -> float | None:
+        if isinstance(upstream, Stream):  # (a pool produced at run time)
+            return None
+        once = cls._params(params)["mode"] == "exhaustive"
+        return pool_length(upstream, None, length) if once else None
+
+
+class _Replayed(Stage):
+    """A live iterator that a run of a pool makes afresh: resumed by drawing and dropping the items
+    it had given."""
+
+    def __init__(self, it: Iterator, state: Any, where: str) -> None:
+        self.it, self.pos = it, 0
+        if state is None:
+            return
+        self.pos = replay(it, check_int(check_fields(state, ("pos",), where), "pos", where, 0), where)
+
+    def __next__(self) -> Any:
+        item = next(self.it)
+        self.pos += 1
+        return item
+
+    def state(self) -> dict:
+        return {"pos": self.pos}
+
+
+class _LazyChain(Stage):
+    """chain_mux over a pool produced at run time: each stream the pool yields, to its end, in turn.
+
+    ``"cycle"`` runs the pool again when it ends (for ever; a pass that gives
+    nothing ends the run).  In a worker, stream ``i`` of each pass is this
+    worker's when ``i % count == id``, as a listed pool is sharded.  The
+    state holds the pool's state *before* the current stream was drawn, so
+    a resume draws that stream again and continues it.
+    """
+
+    FIELDS = ("index", "pool", "member", "produced", "finished")
+    where = "chain_mux (over a pool produced at run time)"
+
+    def __init__(self, pool: Stream, mode: str = "exhaustive", random_state: Any = None, stats: Any = None,
+                 state: Any = None) -> None:
+        self.source, self.mode, self.worker = pool, mode, worker_info()
+        self.start = starter()
+        self.index, self.produced, self.finished = -1, False, False
+        self.member: Any = None
+        self.before: Any = None  # (the pool's state before its current stream was drawn)
+        if state is None:
+            self.up = self.start(pool)
+            return
+        where = self.where
+        fields = check_fields(state, self.FIELDS, where)
+        self.index = check_int(fields, "index", where, -1)
+        self.produced = check_bool(fields, "produced", where)
+        self.finished = check_bool(fields, "finished", where)
+        live = fields["member"] is not None
+        if getattr(pool, "step", 0) is None and fields["pool"] != {"pos": self.index + (not live)}:
+            raise PescadorError(f"resumable: the state of {where}: the pool's state must be "
+                                f"{{'pos': {self.index + (not live)}}} at stream {self.index}; got {fields['pool']!r:.80}")
+        self.up = self.start(pool, fields["pool"])
+        if not live:
+            return
+        if self.finished or self.index < 0 or self.index % self.worker.count != self.worker.id:
+            raise PescadorError(f"resumable: the state of {where}: a live stream at index {self.index} does not "
+                                "fit (the run is finished, or the stream is not this worker's)")
+        self.before = fields["pool"]
+        try:
+            member = next(self.up)
+        except StopIteration:
+            raise PescadorError(f"resumable: the state of {where}: the pool ended before stream {self.index}") from None
+        self.member = self._member(member, fields["member"])
+
+    def _member(self, member: Any, state: Any) -> Any:
+        if isinstance(member, Iterator):
+            return _Replayed(member, state, f"chain_mux: stream {self.index} of the pool (a live iterator)")
+        try:
+            source = stream(member)
+        except PescadorError as exc:
+            raise PescadorError(f"chain_mux: stream {self.index} of the pool (a {type(member).__name__}): {exc}") from None
+        return self.start(source, state)
+
+    def __next__(self) -> Any:
+        while not self.finished:
+            if self.member is not None:
+                try:
+                    item = next(self.member)
+                except StopIteration:
+                    self.member = None
+                    continue
+                self.produced = True
+                return item
+            try:
+                before = self.up.state()
+            except PescadorError as exc:  # (a pool that cannot say where it is: so cannot this chain)
+                before = exc
+            try:
+                member = next(self.up)
+            except StopIteration:
+                if self.mode == "exhaustive" or not self.produced:
+                    self.finished = True
+                    break
+                self.up, self.index, self.produced = self.start(self.source), -1, False
+                continue
+            self.index += 1
+            if self.index % self.worker.count == self.worker.id:
+                self.before = before
+                self.member = self._member(member, None)
+        raise StopIteration
+
+    def state(self) -> dict:
+        if self.member is None:  # (between streams: the pool as it is now)
+            pool = self.up.state()
+        elif isinstance(self.before, PescadorError):
+            raise self.before
+        else:
+            pool = self.before
+        return {"index": self.index, "pool": pool, "member": None if self.member is None else self.member.state(),
+                "produced": self.produced, "finished": self.finished}
+
+
+# ----------------------------------------------------------------------------
+# The public combinators
+# ----------------------------------------------------------------------------
 
 
 def mux(
@@ -789,7 +699,7 @@ def mux(
     random_state: Any = None,
     dist: str = "poisson",
     stats: Any = None,
-) -> Transform:
+) -> PoolTransform:
     """Stochastically multiplex a pool of streams, ``k`` of them active at once.
 
     Curried and data-last: ``mux(k=3, lam=64)`` is a
@@ -858,17 +768,10 @@ def mux(
         params["dist"] = _check_choice(dist, _DISTRIBUTIONS, where, "dist")
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("mux", _run_mux, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("mux", _PlainMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
 _STOCHASTIC_MODES = ("with_replacement", "single_active", "exhaustive")
-
-
-def _run_stochastic(pool, n_active, rate=256.0, weights=None, mode="with_replacement", prune_empty_streams=True,
-                    dist="binomial", random_state=None, stats=None):
-    params = dict(locals())
-    _weights_fit(pool, weights, "stochastic_mux")
-    return _run("stochastic_mux", pool, params)
 
 
 def stochastic_mux(
@@ -880,7 +783,7 @@ def stochastic_mux(
     dist: str = "binomial",
     random_state: Any = None,
     stats: Any = None,
-) -> Transform:
+) -> PoolTransform:
     """The 3.x ``StochasticMux`` as a curried combinator (its parameters, in its order).
 
     ``mode`` is ``"with_replacement"`` (like ``mux``), ``"single_active"``
@@ -920,16 +823,10 @@ def stochastic_mux(
     )
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("stochastic_mux", _run_stochastic, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("stochastic_mux", _StochasticMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
-def _run_shuffled(pool, weights=None, random_state=None, stats=None):
-    params = dict(locals())
-    _weights_fit(pool, weights, "shuffled_mux")
-    return _run("shuffled_mux", pool, params)
-
-
-def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = None) -> Transform:
+def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = None) -> PoolTransform:
     """All streams active at once; each item from a stream drawn by weight (3.x ``ShuffledMux``).
 
     A stream that ends is restarted; a stream whose run gives nothing is
@@ -947,17 +844,13 @@ def shuffled_mux(weights: Any = None, random_state: Any = None, stats: Any = Non
     params = dict(weights=_check_weights(weights, None, where), random_state=_check_random_state(random_state, where))
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("shuffled_mux", _run_shuffled, params, coerce=_PoolOf(where, params["weights"]))
+    return PoolTransform("shuffled_mux", _ShuffledMux, params, coerce=_PoolOf(where, params["weights"]))
 
 
 _ROUND_ROBIN_MODES = ("exhaustive", "cycle", "permuted_cycle")
 
 
-def _run_round_robin(pool, mode="exhaustive", random_state=None, stats=None):
-    return _run("round_robin_mux", pool, dict(locals()))
-
-
-def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
+def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> PoolTransform:
     """One item from each stream in turn (3.x ``RoundRobinMux``).
 
     ``mode``: ``"exhaustive"`` runs each stream once, dropping those that
@@ -977,52 +870,13 @@ def round_robin_mux(mode: str = "exhaustive", random_state: Any = None, stats: A
     params = dict(mode=_check_choice(mode, _ROUND_ROBIN_MODES, where), random_state=_check_random_state(random_state, where))
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
-    return Transform("round_robin_mux", _run_round_robin, params, coerce=_PoolOf(where))
+    return PoolTransform("round_robin_mux", _RoundRobinMux, params, coerce=_PoolOf(where))
 
 
 _CHAIN_MODES = ("exhaustive", "cycle", "with_replacement")
 
 
-def _chain_member(member: Any, position: int) -> Iterator:
-    """A run of the ``position``-th stream of a pool produced at run time (each run of the pool makes
-    its members afresh, so a member may also be a live iterator)."""
-    if isinstance(member, Iterator):
-        return member
-    try:
-        return iter(stream(member))
-    except PescadorError as exc:
-        raise PescadorError(f"chain_mux: stream {position} of the pool (a {type(member).__name__}): {exc}") from None
-
-
-def _lazy_chain(pool: Stream, mode: str) -> Iterator:
-    """A chain over a pool produced at run time: each stream the pool yields, to its end, in turn.
-
-    ``"cycle"`` runs the pool again when it ends (for ever; a pass that gives
-    nothing ends the run).  In a worker, stream ``i`` of each pass is this
-    worker's when ``i % count == id``, as a listed pool is sharded.
-    """
-    worker = worker_info()
-    while True:
-        produced = False
-        for position, member in enumerate(pool):
-            if position % worker.count != worker.id:
-                continue
-            for item in _chain_member(member, position):
-                produced = True
-                yield item
-        if mode == "exhaustive" or not produced:
-            return
-
-
-def _run_chain(pool, mode="exhaustive", random_state=None, stats=None):
-    if isinstance(pool, Stream):
-        return _lazy_chain(pool, mode)
-    if not pool:
-        return iter(())
-    return _run("chain_mux", pool, dict(locals()))
-
-
-def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> Transform:
+def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = None) -> PoolTransform:
     """One stream at a time, to its end (3.x ``ChainMux``, as ``itertools.chain``).
 
     ``mode``: ``"exhaustive"`` runs the streams once each, in pool order;
@@ -1053,24 +907,15 @@ def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = N
     if stats is not None:
         params["stats"] = _check_stats(stats, where)
     lazy = params["mode"] != "with_replacement" and stats is None
-    return Transform("chain_mux", _run_chain, params, coerce=_PoolOf(where, lazy=lazy, allow_empty=True))
+    return PoolTransform("chain_mux", _ChainMux, params, coerce=_PoolOf(where, lazy=lazy, allow_empty=True))
 
 
 # ----------------------------------------------------------------------------
 # pescador.mux is both this module and the pipe-style function
 # ----------------------------------------------------------------------------
 
-_FACADES = ("Mux", "StochasticMux", "ShuffledMux", "RoundRobinMux", "ChainMux")
-
-
-def __getattr__(name: str) -> Any:
-    """``pescador.mux.StochasticMux`` and the other class facades, which live in
-    :mod:`pescador.streamer` (this module does not import the facade)."""
-    if name in _FACADES:
-        from . import streamer
-
-        return getattr(streamer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# (``pescador.mux.Mux`` and the other class facades live in :mod:`pescador.streamer`, which puts them
+# here when it is imported: this module does not import the facade, not even lazily)
 
 
 class _CallableModule(types.ModuleType):
@@ -1085,7 +930,7 @@ class _CallableModule(types.ModuleType):
 
     def __call__(self, k: int, lam: float | None = 256.0, *, weights: Any = None, with_replacement: bool = True,
                  prune_empty: bool = True, revive: bool = False, random_state: Any = None, dist: str = "poisson",
-                 stats: Any = None) -> Transform:
+                 stats: Any = None) -> PoolTransform:
         return mux(k, lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty, revive=revive,
                    random_state=random_state, dist=dist, stats=stats)
 

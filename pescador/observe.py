@@ -3,28 +3,37 @@
 An observer is an ordinary object you create and hand to a recipe; the runs
 of that recipe update it, and you read it whenever you like, during or after
 a run.  Each run starts its observer afresh.  Counts live in the process
-that runs the observed stage: a stage inside :func:`pescador.zmq_offload`
-runs in the workers, and its observer there is a copy, so put observers on
-the consumer's side of an offload.
+that runs the observed stage.  A stage inside :func:`pescador.zmq_offload`
+runs in the workers, where its observer is a copy; the workers report their
+copies' counts to the observer in your process (:mod:`pescador._report`),
+summed over the workers, about ten times a second and exactly at the end of
+the run.
 
 Neither costs more than a microsecond per item when it is not looked at:
 :class:`MuxStats` is updated once per activation, not per item, and
-:func:`measure` adds two counters and a sum of ``nbytes`` per item.
+:func:`measure` adds three counters and a sum of ``nbytes`` per item (the
+clock is read a few times per sampling interval, not per item).
 """
 
 from __future__ import annotations
 
+import collections
+import numbers
 import time
 import weakref
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .core import Stream, Transform
+from .core import ItemTransform, Stream, Transform
 from .exceptions import PescadorError
 from .stage import Stage, start
+from .workers import worker_info
 
-__all__ = ["MuxStats", "Meter", "measure"]
+__all__ = ["MuxStats", "Meter", "measure", "Activation"]
+
+
+_REPORTED_HISTORY = 10_000  # the most activations a worker's report carries (MuxStats.history)
 
 
 class _Run:
@@ -36,8 +45,43 @@ class _Run:
         self.where = where
 
 
+class Activation(NamedTuple):
+    """One activation of a mux run, as :attr:`MuxStats.history` keeps it.
+
+    ``start`` and ``stop`` count the items the mux had given (in the process
+    that ran it) when the activation began and when it ended; ``items`` is
+    how many of them came from this activation's ``stream``; ``worker`` is
+    the :func:`pescador.worker_info` id of the process that ran the mux (0
+    in your own process).
+    """
+
+    stream: int
+    start: int
+    stop: int
+    items: int
+    worker: int
+
+
+def _check_count(value: Any, where: str, name: str, low: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
+        raise PescadorError(f"{where}: {name} must be an integer >= {low}; got {value!r}")
+    return int(value)
+
+
+def _pyplot(where: str) -> Any:
+    """matplotlib's pyplot, imported on demand (an optional dependency)."""
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise PescadorError(
+            f"{where}: plotting needs matplotlib, which cannot be imported here ({exc}); "
+            "install it (pip install matplotlib, or the docs extra: pip install 'pescador[docs]')"
+        ) from None
+    return plt
+
+
 class MuxStats:
-    """Per-stream statistics of a mux run: items, activations, observed shares.
+    """Per-stream statistics of a mux run: items, activations, observed shares, recent activations.
 
     Pass one to any mux (``pescador.mux(..., stats=stats)``, and the
     ``stats`` argument of every sibling); each run resets it and keeps it
@@ -46,6 +90,18 @@ class MuxStats:
     while another run counting into the same observer has not ended (say, a
     validation mux given the training mux's observer) raises
     :class:`~pescador.PescadorError`.  Runs one after the other are fine.
+
+    A mux inside :func:`pescador.zmq_offload` runs in the workers: they
+    report to this observer in your process, summed over the workers, about
+    ten times a second during the run and exactly at its end (see
+    :doc:`observability`).
+
+    Parameters
+    ----------
+    history : int >= 0
+        How many of the most recent activations :attr:`history` keeps (per
+        worker, for a mux inside ``zmq_offload``, whose reports carry at most
+        the last 10,000).  Recorded once per activation, not per item.
 
     Attributes
     ----------
@@ -57,6 +113,12 @@ class MuxStats:
         Observed proportion of items from each stream (zeros before any).
     expected : np.ndarray of float
         The weights, normalised (uniform when the mux has none).
+    live : np.ndarray of int
+        The streams of the activations live now (a stream may appear more
+        than once: a mux with replacement may run it in several slots).
+    history : list of Activation
+        The last ``history`` activations, oldest first; those still live
+        come last, with the items they have given so far.
 
     Examples
     --------
@@ -74,22 +136,30 @@ class MuxStats:
     array([0.5 , 0.25, 0.25])
     >>> bool(abs(stats.shares - stats.expected).max() < 0.05)  # observed against expected
     True
+    >>> len(stats.live), stats.history[-1].stop <= 40_000
+    (2, True)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, history: int = 1000) -> None:
+        self._keep = _check_count(history, "MuxStats", "history", 0)
         self._owner: Any = None  # a weak reference to the token of the run counting into this observer
-        self._reset(0, None, [], [], [])
+        self._reset(0, None, [])
 
-    def _reset(self, n: int, weights: Any, who: list, bound: list, left: list) -> None:
+    def _reset(self, n: int, weights: Any, slots: list) -> None:
         self._items = np.zeros(n, dtype=np.int64)
         self._activations = np.zeros(n, dtype=np.int64)
         w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
         w = w / w.max() if n else w  # (first: a sum of very large weights would overflow)
         self._expected = w / w.sum() if n else w
-        self._slots = (who, bound, left)
+        self._slots = slots  # (the run's live slots: each has .who and .given())
+        self._total = 0  # items of the activations that ended
+        self._born: dict = {}  # id(slot) -> items the mux had given when the slot's activation began
+        self._history: Any = collections.deque(maxlen=self._keep)
+        self._live: list = []  # (the workers' live streams, for a mux inside zmq_offload)
+        self._worker = worker_info().id
 
-    def _start(self, n: int, weights: Any, who: list, bound: list, left: list, where: str = "mux") -> Any:
-        """Called by the mux engine when a run starts; keeps views of its live slots.
+    def _start(self, n: int, weights: Any, slots: list, where: str = "mux") -> Any:
+        """Called by the mux engine when a run starts; keeps a view of its live slots.
 
         Returns the run's token, which the run holds until it ends (then
         :meth:`_stop`); a second run starting while the first still holds
@@ -104,28 +174,94 @@ class MuxStats:
             )
         token = _Run(where)
         self._owner = weakref.ref(token)
-        self._reset(n, weights, who, bound, left)
+        self._reset(n, weights, slots)
         return token
 
     def _stop(self, token: Any) -> None:
-        """Called by the mux engine when its run ends: the observer may count another run."""
+        """Called by the mux engine when its run ends: the observer may count another run.
+
+        The activations still live end with the run: they join the history
+        and their items the counts.
+        """
         if self._owner is not None and self._owner() is token:
             self._owner = None
+            slots, stop = list(self._slots), self._given()
+            self._slots = []
+            for slot in slots:
+                given = slot.given()
+                if self._keep:
+                    start = self._born.pop(id(slot), stop - given)
+                    self._history.append((slot.who, start, stop, given, self._worker))
+                self._items[slot.who] += given
+            self._total = stop
+
+    # -- called by the mux engine once per activation ---------------------------------------------
+    def _given(self) -> int:
+        given = self._total
+        for slot in self._slots:
+            given += slot.bound - slot.left
+        return given
+
+    def _activated(self, slot: Any, slots: list) -> None:
+        """``slot`` (the last of ``slots``) starts an activation."""
+        self._activations[slot.who] += 1
+        if self._keep:
+            self._born[id(slot)] = self._given()
+
+    def _released(self, slot: Any) -> None:
+        """``slot``'s activation ends (it is still among the live slots)."""
+        given = slot.given()
+        if self._keep:
+            stop = self._given()
+            start = self._born.pop(id(slot), stop - given)  # (a slot restored by a resume: no record)
+            self._history.append((slot.who, start, stop, given, self._worker))
+        self._items[slot.who] += given
+        self._total += given
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_owner"] = None  # (a copy, say in a worker process, counts its own runs)
+        state["_slots"], state["_born"] = [], {}
         return state
 
+    # -- across processes (pescador._report) ------------------------------------------------------
+    def _snapshot(self) -> list:
+        """What a worker reports: plain ints and floats (its counts include the live activations)."""
+        for _ in range(3):  # (read by a reporting thread while the mux runs: retry a torn read)
+            try:
+                return [self.items.tolist(), self._activations.tolist(), self._expected.tolist(),
+                        [list(entry) for entry in list(self._history)[-_REPORTED_HISTORY:]],
+                        [int(s.who) for s in list(self._slots)]]
+            except (RuntimeError, IndexError, ValueError):
+                continue
+        return []
+
+    def _apply(self, snapshots: list) -> None:
+        """Show the sum of the workers' latest snapshots (in the consumer)."""
+        snapshots = [s for s in snapshots if s]
+        if not snapshots:
+            return
+        n = max(len(s[0]) for s in snapshots)
+        items, activations = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        history: list = []
+        live: list = []
+        for s in snapshots:
+            items[: len(s[0])] += np.asarray(s[0], dtype=np.int64)
+            activations[: len(s[1])] += np.asarray(s[1], dtype=np.int64)
+            history += s[3]
+            live += s[4]
+        expected = next((s[2] for s in snapshots if len(s[2]) == n), None)
+        # (items last: a reader in another thread that sees the new items sees the other arrays' new sizes)
+        self._expected = np.asarray(expected if expected is not None else np.full(n, 1 / n if n else 0.0))
+        self._activations, self._history, self._live = activations, history, live
+        self._items = items
+
+    # -- reading ----------------------------------------------------------------------------------
     @property
     def items(self) -> np.ndarray:
         out = self._items.copy()
-        who, bound, left = self._slots
-        for s, i in enumerate(list(who)):
-            try:
-                out[i] += bound[s] - left[s]
-            except IndexError:  # a slot released while we looked
-                pass
+        for slot in list(self._slots):  # (a copy: slots may be released while we look)
+            out[slot.who] += slot.given()
         return out
 
     @property
@@ -142,34 +278,145 @@ class MuxStats:
     def expected(self) -> np.ndarray:
         return self._expected.copy()
 
+    @property
+    def live(self) -> np.ndarray:
+        return np.array([slot.who for slot in list(self._slots)] + list(self._live), dtype=np.int64)
+
+    @property
+    def history(self) -> list:
+        out = [Activation(*entry) for entry in list(self._history)]
+        slots = list(self._slots)
+        if slots and self._keep:  # (the live activations, so far)
+            now = self._given()
+            born = self._born
+            out += [Activation(s.who, born.get(id(s), now - s.given()), now, s.given(), self._worker) for s in slots]
+        return out[-self._keep :] if self._keep else []
+
     def __str__(self) -> str:
-        items, shares = self.items, self.shares
+        # (each array read once: a report, or the next run, may replace them while we look)
+        activations, expected, items = self._activations, self._expected, self.items
+        total = items.sum()
         lines = ["stream      items  activations  share  expected"]
-        for i in range(len(items)):
-            lines.append(
-                f"{i:6d}  {items[i]:9,d}  {self._activations[i]:11,d}  {shares[i]:5.3f}  {self._expected[i]:8.3f}"
-            )
+        for i in range(min(len(items), len(activations), len(expected))):
+            share = items[i] / total if total else 0.0
+            lines.append(f"{i:6d}  {items[i]:9,d}  {activations[i]:11,d}  {share:5.3f}  {expected[i]:8.3f}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return f"<MuxStats of {len(self._items)} streams, {int(self.items.sum()):,} items>"
 
+    # -- pictures ---------------------------------------------------------------------------------
+    def plot(self, kind: str = "both", ax: Any = None) -> Any:
+        """Draw the run: which stream gave items when, and observed shares against the weights.
+
+        Needs matplotlib (imported here, not by ``import pescador``).
+
+        Parameters
+        ----------
+        kind : "both", "sources" or "shares"
+            ``"sources"``: one bar per activation in :attr:`history`, at its
+            stream, from the mux's item count when it began to the count
+            when it ended (several workers: one colour each, each counting
+            its own items); ``"shares"``: :attr:`shares` beside
+            :attr:`expected`; ``"both"``: the two, side by side.
+        ax : matplotlib Axes, optional
+            Where to draw (``"sources"`` or ``"shares"`` only); a new
+            figure when None.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        where = "MuxStats.plot"
+        if kind not in ("both", "sources", "shares"):
+            raise PescadorError(f"{where}: kind must be 'both', 'sources' or 'shares'; got {kind!r}")
+        if kind == "both" and ax is not None:
+            raise PescadorError(f"{where}: kind='both' draws two panels in a new figure; give ax only with "
+                                "kind='sources' or kind='shares'")
+        plt = _pyplot(where)
+        if ax is None:
+            fig, axes = plt.subplots(1, 2, figsize=(11, 3.2)) if kind == "both" else plt.subplots(figsize=(7, 3.2))
+            axes = list(axes) if kind == "both" else [axes]
+        else:
+            fig, axes = ax.figure, [ax]
+        if kind in ("both", "sources"):
+            self._plot_sources(axes[0])
+        if kind in ("both", "shares"):
+            self._plot_shares(axes[-1])
+        fig.tight_layout()
+        return fig
+
+    def _plot_sources(self, ax: Any) -> None:
+        history = self.history
+        n = max(len(self._items), 1 + max((a.stream for a in history), default=-1))
+        workers = sorted({a.worker for a in history})
+        height = 0.8 / max(1, len(workers))
+        for rank, worker in enumerate(workers):
+            offset = (rank - (len(workers) - 1) / 2) * height
+            for stream in range(n):
+                spans = [(a.start, a.stop - a.start) for a in history if a.worker == worker and a.stream == stream]
+                if spans:
+                    ax.broken_barh(spans, (stream + offset - 0.35 * height, 0.7 * height), color=f"C{rank % 10}",
+                                   edgecolor="white", linewidth=0.5,
+                                   label=f"worker {worker}" if len(workers) > 1 and stream == 0 else None)
+        ax.set_yticks(range(n))
+        ax.set_ylim(-0.6, n - 0.4)
+        ax.set_ylabel("stream")
+        ax.set_xlabel("items given by the mux" + (" (in each worker)" if len(workers) > 1 else ""))
+        ax.set_title(f"the last {len(history):,} activations: which stream gave items when")
+        if len(workers) > 1:
+            ax.legend(loc="upper right", fontsize="small")
+
+    def _plot_shares(self, ax: Any) -> None:
+        shares, expected = self.shares, self._expected
+        n = min(len(shares), len(expected))
+        shares, expected = shares[:n], expected[:n]
+        x = np.arange(n)
+        ax.bar(x - 0.2, expected, width=0.4, label="weight", color="tab:gray")
+        ax.bar(x + 0.2, shares, width=0.4, label="observed share", color="tab:blue")
+        ax.set_xticks(x)
+        ax.set_xlabel("stream")
+        ax.set_ylabel("proportion of items")
+        ax.set_title(f"{int(self.items.sum()):,} items: observed shares and weights")
+        ax.legend()
+
 
 class Meter:
     """Throughput of the items passing a :func:`measure` stage.
+
+    Items are what the pipeline yields at that point (after ``buffer``,
+    batches); rows are the first dimension of an item's arrays (the rows
+    of a batch: the length of the first array that has a dimension; an
+    item without one counts as one row).
+
+    Parameters
+    ----------
+    interval : float > 0
+        Seconds between the samples of :attr:`series` (a bound on how often
+        the clock is read: about four times per interval, not per item).
+    samples : int >= 2
+        At most this many samples are kept: when full, every other one is
+        dropped and the interval doubles, so the series covers the whole run.
 
     Attributes
     ----------
     items : int
         Items seen in the current (or last) run.
+    rows : int
+        Their rows.
     bytes : int
         Their arrays' total ``nbytes``.
     seconds : float
         Time since the run asked for its first item (until it ended).
-    items_per_second, megabytes_per_second : float
-        ``items / seconds`` and ``bytes / seconds / 1e6``.
+    items_per_second, rows_per_second, megabytes_per_second : float
+        ``items / seconds``, ``rows / seconds`` and ``bytes / seconds / 1e6``.
+    series : np.ndarray
+        Samples of ``(seconds, items, rows, bytes)`` during the run, one row each.
 
-    ``str(meter)`` is a one-line progress text for a training loop.
+    ``str(meter)`` is a one-line progress text for a training loop.  A
+    ``measure`` stage inside :func:`pescador.zmq_offload` runs in the
+    workers: they report to this meter in your process (items, rows and
+    bytes summed over the workers; the time is your run's).
 
     Examples
     --------
@@ -177,25 +424,69 @@ class Meter:
     >>> meter = pescador.Meter()
     >>> batches = pescador.measure(meter)([{"X": np.zeros((8, 4))}] * 10)
     >>> _ = list(batches)
-    >>> meter.items, meter.bytes
-    (10, 2560)
-    >>> "items/s" in str(meter)
+    >>> meter.items, meter.rows, meter.bytes
+    (10, 80, 2560)
+    >>> "items/s" in str(meter) and "rows/s" in str(meter)
     True
     """
 
-    def __init__(self) -> None:
-        self.items = 0
-        self.bytes = 0
+    def __init__(self, interval: float = 0.5, samples: int = 1000) -> None:
+        if not isinstance(interval, numbers.Real) or isinstance(interval, bool) or not 0 < interval < float("inf"):
+            raise PescadorError(f"Meter: interval must be a number of seconds > 0; got {interval!r}")
+        self._every = float(interval)
+        self._samples = _check_count(samples, "Meter", "samples", 2)
+        self.items = self.rows = self.bytes = 0
         self._t0: float | None = None
         self._t1: float | None = None
+        self._series: list = []
+        self._countdown = 1
+        self._interval = self._every
+        self._at = self._at_items = 0.0
 
-    def _start(self) -> None:
-        self.items = self.bytes = 0
-        self._t0, self._t1 = time.perf_counter(), None
+    def _start(self, now: float | None = None) -> None:
+        self.items = self.rows = self.bytes = 0
+        self._t0, self._t1 = (time.perf_counter() if now is None else now), None
+        self._series = [(0.0, 0, 0, 0)]
+        self._countdown, self._interval = 1, self._every
+        self._at, self._at_items = self._t0, 0
 
     def _stop(self) -> None:
         self._t1 = time.perf_counter()
+        if self._t0 is not None:
+            self._sample(self._t1)
 
+    def _tick(self) -> None:
+        """Called every ``_countdown`` items: sample if an interval has passed; set the next countdown."""
+        now = time.perf_counter()
+        since = now - self._at
+        rate = (self.items - self._at_items) / since if since > 0 else 0.0
+        if since >= self._interval:
+            self._sample(now)
+        self._countdown = max(1, min(int(rate * self._interval * 0.25), 1 << 16))
+
+    def _sample(self, now: float) -> None:
+        self._series.append((now - self._t0, self.items, self.rows, self.bytes))
+        self._at, self._at_items = now, self.items
+        if len(self._series) > self._samples:
+            self._series = self._series[:1] + self._series[2::2]  # (keeps the first and, here, the latest)
+            self._interval *= 2
+
+    # -- across processes (pescador._report) ------------------------------------------------------
+    def _snapshot(self) -> list:
+        return [self.items, self.rows, self.bytes]
+
+    def _apply(self, snapshots: list) -> None:
+        """Show the sum of the workers' latest snapshots (in the consumer); sample the series."""
+        snapshots = [s for s in snapshots if s]
+        self.items = sum(s[0] for s in snapshots)
+        self.rows = sum(s[1] for s in snapshots)
+        self.bytes = sum(s[2] for s in snapshots)
+        if self._t0 is not None and self._t1 is None:
+            now = time.perf_counter()
+            if now - self._at >= self._interval:
+                self._sample(now)
+
+    # -- reading ----------------------------------------------------------------------------------
     @property
     def seconds(self) -> float:
         if self._t0 is None:
@@ -208,18 +499,64 @@ class Meter:
         return self.items / seconds if seconds > 0 else 0.0
 
     @property
+    def rows_per_second(self) -> float:
+        seconds = self.seconds
+        return self.rows / seconds if seconds > 0 else 0.0
+
+    @property
     def megabytes_per_second(self) -> float:
         seconds = self.seconds
         return self.bytes / seconds / 1e6 if seconds > 0 else 0.0
 
+    @property
+    def series(self) -> np.ndarray:
+        return np.array(self._series, dtype=float).reshape(-1, 4)
+
     def __str__(self) -> str:
         return (
-            f"{self.items:,} items, {self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s: "
-            f"{self.items_per_second:,.0f} items/s, {self.megabytes_per_second:,.1f} MB/s"
+            f"{self.items:,} items ({self.rows:,} rows), {self.bytes / 1e6:,.1f} MB in {self.seconds:.1f} s: "
+            f"{self.items_per_second:,.0f} items/s, {self.rows_per_second:,.0f} rows/s, "
+            f"{self.megabytes_per_second:,.1f} MB/s"
         )
 
     def __repr__(self) -> str:
         return f"<Meter {self}>"
+
+    def plot(self, what: str = "items", ax: Any = None) -> Any:
+        """Draw the throughput over the run, from :attr:`series`.
+
+        Needs matplotlib (imported here, not by ``import pescador``).
+
+        Parameters
+        ----------
+        what : "items", "rows" or "megabytes"
+            What is counted per second.
+        ax : matplotlib Axes, optional
+            Where to draw; a new figure when None.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        where = "Meter.plot"
+        column = {"items": 1, "rows": 2, "megabytes": 3}.get(what)
+        if column is None:
+            raise PescadorError(f"{where}: what must be 'items', 'rows' or 'megabytes'; got {what!r}")
+        plt = _pyplot(where)
+        fig, ax = plt.subplots(figsize=(7, 3)) if ax is None else (ax.figure, ax)
+        series = self.series
+        t, counts = series[:, 0], series[:, column] / (1e6 if what == "megabytes" else 1)
+        dt = np.diff(t)
+        keep = dt > 0
+        rates = np.diff(counts)[keep] / dt[keep]
+        ax.step(t[1:][keep], rates, where="pre", color="tab:blue")
+        ax.set_xlim(0, max(float(t[-1]) if len(t) else 0.0, 1e-9))
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("seconds since the run started")
+        ax.set_ylabel(f"{what}/s")
+        ax.set_title(f"{self.items:,} items, {self.rows:,} rows in {self.seconds:.1f} s")
+        fig.tight_layout()
+        return fig
 
 
 class _Measure(Stage):
@@ -247,14 +584,20 @@ class _Measure(Stage):
         except BaseException:
             self._end()
             raise
-        size = 0
+        size, rows = 0, None
         if type(item) is dict:
             for value in item.values():
                 if type(value) is np.ndarray:
                     size += value.nbytes
+                    if rows is None and value.ndim:
+                        rows = value.shape[0]
         meter = self.meter
         meter.items += 1
+        meter.rows += 1 if rows is None else rows
         meter.bytes += size
+        meter._countdown -= 1
+        if not meter._countdown:
+            meter._tick()
         return item
 
     def state(self) -> Any:
@@ -277,7 +620,7 @@ class _Measure(Stage):
             self.meter._stop()
 
 
-def measure(meter: Meter) -> Transform:
+def measure(meter: Meter) -> ItemTransform:
     """Count the items (and their bytes) passing this point of a pipeline into ``meter``.
 
     Curried and data-last; items pass unchanged.  See :class:`Meter`.
@@ -287,7 +630,7 @@ def measure(meter: Meter) -> Transform:
     >>> import pescador
     >>> meter = pescador.Meter()
     >>> pescador.measure(meter)
-    measure(meter=<Meter 0 items, 0.0 MB in 0.0 s: 0 items/s, 0.0 MB/s>)
+    measure(meter=<Meter 0 items (0 rows), 0.0 MB in 0.0 s: 0 items/s, 0 rows/s, 0.0 MB/s>)
     """
     if not isinstance(meter, Meter):
         raise PescadorError(f"measure: expected a pescador.Meter; got a {type(meter).__name__}")

@@ -75,7 +75,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import wire
 from .core import check_count, stream
-from .exceptions import PescadorError
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .workers import worker_info
 
 __all__ = ["serve", "remote", "RemoteStatus", "ProducerWarning", "make_keys"]
@@ -119,16 +119,16 @@ def _endpoint(endpoint: str, where: str) -> tuple:
     if isinstance(endpoint, str) and endpoint.startswith("ipc://"):
         path = endpoint[len("ipc://") :]
         if not path.startswith("/") or path.endswith("/"):
-            raise PescadorError(f"{where}: endpoint {endpoint!r} must be ipc:///ABSOLUTE/DIR/NAME")
+            raise ParameterError(f"{where}: endpoint {endpoint!r} must be ipc:///ABSOLUTE/DIR/NAME")
         if len(os.fsencode(path)) > _IPC_MAX:
-            raise PescadorError(
+            raise ParameterError(
                 f"{where}: the ipc path of {endpoint!r} is {len(os.fsencode(path))} bytes; Unix sockets allow "
                 f"at most {_IPC_MAX}: use a shorter directory (tempfile.mkdtemp() gives one)"
             )
         return "ipc", path
     match = _ENDPOINT.fullmatch(endpoint) if isinstance(endpoint, str) else None
     if match is None or not 0 < int(match.group(2)) < 65536:
-        raise PescadorError(
+        raise (ParameterError if isinstance(endpoint, str) else ParameterTypeError)(
             f"{where}: endpoint {endpoint!r} must be tcp://HOST:PORT (a host name, an IPv4 address, an "
             "IPv6 address in brackets, or * to bind every interface) or ipc:///DIR/NAME (on this machine)"
         )
@@ -156,13 +156,13 @@ def _needs_curve(endpoints: Sequence[str], insecure: bool, has_keys: bool, where
     if tcp and not insecure:
         host = _endpoint(tcp[0], where)[1]
         if _is_loopback(host):
-            raise PescadorError(
+            raise ParameterError(
                 f"{where}: plain TCP on {tcp[0]} is open to every user of this machine (anyone could connect "
                 "first and take the items): on one machine use an ipc:///DIR/NAME endpoint in a directory only "
                 "you can enter (`mkdir -m 700 DIR`, or tempfile.mkdtemp()), or keys (`python -m pescador keys "
                 "DIR NAME`), or pass insecure=True"
             )
-        raise PescadorError(
+        raise ParameterError(
             f"{where}: {tcp[0]} is not loopback, so it needs keys (CURVE authentication and "
             "encryption): make them with `python -m pescador keys DIR NAME` and pass them, or pass "
             "insecure=True to send items in the clear"
@@ -343,7 +343,7 @@ def serve(
     if not curve and bind.startswith("ipc://"):
         _check_private(bind, insecure, where)
     if curve and (key is None or authorized is None):
-        raise PescadorError(
+        raise ParameterTypeError(
             f"{where}: with keys, give both key= (this producer's NAME.key_secret) and authorized= "
             "(the consumers' public keys)"
         )
@@ -660,7 +660,7 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
     curve = _needs_curve(endpoints, insecure, key is not None or producer_keys is not None, where)
     if curve:
         if key is None or producer_keys is None:
-            raise PescadorError(
+            raise ParameterTypeError(
                 f"{where}: with keys, give both key= (this consumer's NAME.key_secret) and "
                 "producer_keys= (the producers' public keys)"
             )
@@ -668,7 +668,7 @@ def _remote(endpoints, key, producer_keys, insecure, grace, hwm, copy, status):
         if isinstance(producer_keys, (str, os.PathLike)):
             producer_keys = [producer_keys] * len(endpoints)
         if len(producer_keys) != len(endpoints):
-            raise PescadorError(
+            raise ParameterError(
                 f"{where}: producer_keys has {len(producer_keys)} entries for {len(endpoints)} endpoints"
             )
         servers = [_load(k, where, secret=False)[0] for k in producer_keys]
@@ -855,13 +855,13 @@ def remote(
     """
     where = "remote"
     if not endpoints:
-        raise PescadorError(f"{where}: give at least one endpoint, e.g. remote('tcp://host:5555')")
+        raise ParameterTypeError(f"{where}: give at least one endpoint, e.g. remote('tcp://host:5555')")
     for endpoint in endpoints:
         _endpoint(endpoint, where)
     if not (isinstance(grace, (int, float)) and not isinstance(grace, bool) and grace > 0):
-        raise PescadorError(f"{where}: grace must be a positive number of seconds; got {grace!r}")
+        raise (ParameterError if isinstance(grace, (int, float)) and not isinstance(grace, bool) else ParameterTypeError)(f"{where}: grace must be a positive number of seconds; got {grace!r}")
     if status is not None and not isinstance(status, RemoteStatus):
-        raise PescadorError(f"{where}: status must be a pescador.remote.RemoteStatus; got {type(status).__name__}")
+        raise ParameterTypeError(f"{where}: status must be a pescador.remote.RemoteStatus; got {type(status).__name__}")
     hwm = check_count(hwm, where, "hwm", minimum=1)
     if key is None and producer_keys is None and not insecure:
         _needs_curve(endpoints, False, False, where)  # refuses plain TCP now, not at the run

@@ -23,13 +23,14 @@ How each stage resumes
   every mux kind and ``epochs`` keep their random generator's state, their
   slots and the state of each live activation.
 
-Resumable runs draw their random numbers one at a time (so the generator's
-state can be saved between any two items), not in blocks as plain runs do:
-a resumable run of a recipe is reproducible (with int seeds) and resumes
-exactly, but it is not the same sequence as ``iter(recipe)``.  Every
-``random_state`` in the recipe must be an int (or None, which is refused
-when a state is asked for): the state of a run that draws from entropy
-could not be reproduced.
+A resumable run is the same chain of stages as ``iter(recipe)``: random
+numbers are drawn in blocks in both, and a state holds, for each block under
+way, the generator's state at the block's start and the offset into it, so
+a resumable run of a seeded recipe yields exactly the items of a plain run.
+Every ``random_state`` that draws must be an int: a mux kind or ``epochs``
+with None, a ``Generator`` or a ``RandomState`` is refused when the
+resumable run starts (the state of a run that draws from entropy could not
+be reproduced).
 
 Through ``zmq_offload`` each worker runs its part of the recipe resumably
 and sends its state with every item; the state of the run holds, for each
@@ -47,12 +48,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar, overload
 
 
 from . import core
 from .core import Stream, stream
-from .exceptions import PescadorError
+from .exceptions import ParameterTypeError, PescadorError
 from ._fingerprint import fingerprint as _fingerprint
 from .stage import _from_collection, not_resumable, stage_of, start, tracked
 
@@ -101,7 +103,10 @@ def _check_resumes(s: Any) -> None:
         _check_resumes(s.args[0])
 
 
-class Resumable:
+_T = TypeVar("_T")
+
+
+class Resumable(Generic[_T]):
     """A run of a recipe that can report its state and be resumed (see :func:`resumable`).
 
     It is the same chain of stages as ``iter(recipe)``; iterating it
@@ -119,10 +124,10 @@ class Resumable:
         with tracked(True):
             self.node = start(self.recipe, inner)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[_T]:
         return self.node
 
-    def __next__(self) -> Any:
+    def __next__(self) -> _T:
         return next(self.node)
 
     def state_dict(self) -> dict:
@@ -147,7 +152,7 @@ def _sign(state: dict) -> str:
 
 def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
     if not isinstance(state, dict) or "pescador_state" not in state:
-        raise PescadorError(f"resumable: expected a state made by state_dict(); got a {type(state).__name__}")
+        raise ParameterTypeError(f"resumable: expected a state made by state_dict(); got a {type(state).__name__}")
     if state["pescador_state"] != STATE_VERSION:
         raise PescadorError(
             f"resumable: the state is of version {state['pescador_state']!r}; this pescador reads version "
@@ -179,6 +184,10 @@ def _check_state(state: Any, outline: list, fingerprint: str) -> dict:
     return state["stages"]
 
 
+@overload
+def resumable(recipe: Stream[_T], state: dict | None = None) -> Resumable[_T]: ...
+@overload
+def resumable(recipe: Any, state: dict | None = None) -> Resumable[Any]: ...
 def resumable(recipe: Any, state: dict | None = None) -> Resumable:
     """Run ``recipe`` so that it can be checkpointed (``state_dict()``) and resumed.
 

@@ -42,6 +42,7 @@ counting its items, and resumes it by ``fn.pescador_seek(position, *args,
 
 from __future__ import annotations
 
+import json
 import numbers
 import threading
 from collections.abc import Iterator, Sequence
@@ -52,7 +53,7 @@ import numpy as np
 from .exceptions import PescadorError
 
 __all__ = ["Stage", "start", "stage_of", "check_fields", "check_int", "check_bool", "check_list", "check_choice",
-           "tracking", "NO_EPOCHS", "pool_length"]
+           "tracking", "NO_EPOCHS", "pool_length", "start_from"]
 
 
 # ----------------------------------------------------------------------------
@@ -65,23 +66,18 @@ class Stage:
 
     Subclass it, and use the subclass as the function of a
     :class:`~pescador.Transform`: each run calls
-    ``YourStage(upstream, **params, state=None)``.
+    ``YourStage(upstream, **params, state=None)``, where
 
-    Parameters (of a subclass's constructor)
-    ----------------------------------------
-    upstream
-        The upstream recipe (a :class:`~pescador.Stream`, or a tuple of them
-        for a stage over a pool).  Start its run with
-        :meth:`start_upstream` (or :func:`start`), passing on the part of
-        ``state`` that is the upstream's.
-    **params
-        The transform's parameters.
-    state : dict or None
-        None for a fresh run; else what :meth:`state` returned in an earlier
-        run of the same recipe (after a round trip through JSON): the run
-        starts there.  Check every field you read and raise
-        :class:`~pescador.PescadorError` naming it when it does not fit
-        (:func:`check_fields`, :func:`check_int` help).
+    - ``upstream`` is the upstream recipe (a :class:`~pescador.Stream`, or a
+      tuple of them for a stage over a pool): start its run with
+      :meth:`start_upstream` (or :func:`start`), passing on the part of
+      ``state`` that is the upstream's;
+    - ``**params`` are the transform's parameters;
+    - ``state`` is None for a fresh run, else what :meth:`state` returned in
+      an earlier run of the same recipe (after a round trip through JSON):
+      the run starts there.  Check every field you read and raise
+      :class:`~pescador.PescadorError` naming it when it does not fit
+      (:func:`check_fields`, :func:`check_int` help).
 
     Attributes
     ----------
@@ -137,7 +133,7 @@ class Stage:
                 f"resumable: the state of {type(self).__qualname__} lacks the field {key!r} (the upstream's "
                 f"state); got {_short(state)}"
             )
-        return start(upstream, state[key])
+        return start_from(upstream, state, key, type(self).__qualname__)
 
     # -- facts, read from the class without running it ------------------------------------------
     @classmethod
@@ -270,6 +266,18 @@ def start(recipe: Any, state: Any = None) -> Any:
     return _Opaque(recipe)
 
 
+def start_from(upstream: Any, state: dict, key: str, where: str) -> Any:
+    """Resume the run of ``upstream`` from ``state[key]``, which must be a run's state (a dict: a
+    missing or null one would silently start the upstream again)."""
+    value = state[key]
+    if not isinstance(value, dict):
+        raise PescadorError(
+            f"resumable: the state of {where}: field {key!r} must be the upstream's state (a dict); "
+            f"got {_short(value)}"
+        )
+    return start(upstream, value)
+
+
 def not_resumable(recipe: Any) -> PescadorError:
     """The refusal of a stage that cannot be resumed, by name."""
     step = recipe.step
@@ -337,6 +345,20 @@ class _Items(Stage):
         return {"pos": self.pos}
 
 
+def replay(it: Iterator, target: int, where: str) -> int:
+    """Draw and drop the first ``target`` items of ``it`` (the items a run had already delivered) and
+    return ``target``; a PescadorError when ``it`` ends before."""
+    for drawn in range(target):
+        try:
+            next(it)
+        except StopIteration:
+            raise PescadorError(
+                f"resumable: {where} ended after {drawn} items on replay, but the state says {target} "
+                "had been drawn: the state is of another run, or the source is not deterministic"
+            ) from None
+    return target
+
+
 class _Source(Stage):
     """A generator function's run, counting its items: resumed by ``pescador_seek`` or by replay."""
 
@@ -357,15 +379,7 @@ class _Source(Stage):
             self.it, self.pos = iter(seek(target, *recipe.args, **recipe.kwargs)), target
             return
         self.it = iter(recipe)
-        for _ in range(target):  # replay: draw and drop the items already delivered
-            try:
-                next(self.it)
-            except StopIteration:
-                raise PescadorError(
-                    f"resumable: {where} ended after {self.pos} items on replay, but the state says {target} "
-                    "had been drawn: the state is of another run, or the source is not deterministic"
-                ) from None
-            self.pos += 1
+        self.pos = replay(self.it, target, where)
 
     def __next__(self) -> Any:
         item = next(self.it)
@@ -514,6 +528,81 @@ class Block:
                 "were used; expected a number from 0 to " + str(self.size - 1)
             )
         del self.items[self.size - used :]
+
+
+class Offloaded(Stage):
+    """The consumer's side of a stage that runs its upstream elsewhere, in shares (zmq_offload's worker
+    processes, ray_offload's actors): their items, as they arrive.
+
+    Started inside a resumable run (:func:`tracking`) or from a state, the
+    shares send their state with their items, and ``state()`` is, for each
+    share, its state after the last of its items that was delivered (so
+    items in flight are produced again after a resume, not lost), or the
+    state it started from.  A plain run's shares send no state.
+
+    A subclass sets ``name`` (the stage's name in messages), ``unit`` (what
+    runs a share: "worker", "actor"), ``Config`` (its frozen options, with
+    ``workers``), and ``launch``, which starts the run.  Nothing starts
+    until the first item is asked for; everything is released when the run
+    ends, is closed, or is collected.
+    """
+
+    name = unit = ""
+    Config: Any = None
+
+    def __init__(self, upstream: Any, state: dict | None = None, **options: Any) -> None:
+        self.config = self.Config(**options)
+        self.tracked = tracking() or state is not None
+        self.starts = [None] * self.config.workers if state is None else self._check_state(state)
+        self.delivered: dict = {}  # share -> its state (JSON text) after its last delivered item
+        self.run = self.launch(upstream)
+
+    def launch(self, upstream: Any) -> Iterator:
+        """The run's items, from ``self.starts`` (states to start each share from, or None), recording in
+        ``self.delivered`` each share's state after its delivered items when ``self.tracked``."""
+        raise NotImplementedError
+
+    def __next__(self) -> Any:
+        return next(self.run)
+
+    def close(self) -> None:
+        """End the run now: stop what runs the shares and release everything."""
+        self.run.close()
+
+    def state(self) -> dict:
+        if not self.tracked:
+            raise PescadorError(
+                f"{self.name}: this run's {self.unit}s send no state with their items, because it was not "
+                "started as a resumable run; run the recipe with pescador.resumable(recipe) to checkpoint it"
+            )
+        return {
+            "workers": [
+                json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
+                for w in range(self.config.workers)
+            ]
+        }
+
+    def _check_state(self, state: Any) -> list:
+        """The shares' states from a state of this stage: a list of ``workers`` entries, each null or a dict
+        (what is inside each is checked by the share's own stages, where it runs)."""
+        where = f"{self.name}(workers={self.config.workers})"
+        entries = check_list(check_fields(state, ("workers",), where), "workers", where, length=self.config.workers)
+        for wid, entry in enumerate(entries):
+            if entry is not None and not isinstance(entry, dict):
+                raise PescadorError(
+                    f"resumable: the state of {where}: field 'workers' entry {wid} ({self.unit} {wid}'s state) "
+                    f"must be null or a dict; got {repr(entry)[:80]}"
+                )
+        return list(entries)
+
+    @classmethod
+    def is_one_to_one(cls, params: dict) -> bool:
+        return cls.Config(**params).workers == 1  # (several shares each run the recipe, and interleave)
+
+
+def _copy_of(value: Any) -> Any:
+    """A copy of a JSON-able value (so that a state handed out is not the run's own)."""
+    return None if value is None else json.loads(json.dumps(value))
 
 
 def set_rng_state(rng: Any, value: Any, where: str, name: str) -> None:

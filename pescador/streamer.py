@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import core
-from .exceptions import PescadorError
+from .exceptions import ParameterTypeError
 
 __all__ = [
     "Streamer",
@@ -32,7 +32,7 @@ def _limit(where: str, **limits: Any) -> int | None:
     """The one limit given among aliases (max_batches, max_items, max_iter), checked."""
     given = {name: value for name, value in limits.items() if value is not None}
     if len(given) > 1:
-        raise PescadorError(f"{where}: give one of {', '.join(given)}, not several")
+        raise ParameterTypeError(f"{where}: give one of {', '.join(given)}, not several")
     for name, value in given.items():
         return core.check_count(value, where, name)
     return None
@@ -200,7 +200,7 @@ class Streamer:
             Maximum number of tuples to yield.
         """
         if not items:
-            raise PescadorError("Streamer.tuples: name at least one key, e.g. tuples('X', 'Y')")
+            raise ParameterTypeError("Streamer.tuples: name at least one key, e.g. tuples('X', 'Y')")
         limit = _limit("Streamer.tuples", max_batches=max_batches)
         if cycle:
             base = core.cycle(limit, self.stream)
@@ -452,3 +452,15 @@ class ChainMux(Streamer):
 
         self._facade(chain_mux(mode, random_state)(streamers), streamers)
         self.streamers, self.mode, self.random_state = streamers, mode, random_state
+
+
+def _into_mux_module() -> None:
+    """``pescador.mux.Mux`` and ``from pescador.mux import StochasticMux`` (3.x names): the facades are
+    put into the mux module, which does not import this one."""
+    from . import mux
+
+    for facade in (Mux, StochasticMux, ShuffledMux, RoundRobinMux, ChainMux):
+        setattr(mux, facade.__name__, facade)
+
+
+_into_mux_module()

@@ -2,10 +2,10 @@
 
 A run of an offloaded stream starts ``workers`` processes.  Each iterates
 the upstream recipe and sends its items, one multipart message per item,
-or several small items to a message while the wire is busy (see
+or several small items to a message when they come fast (see
 ``batch_wait`` and :mod:`pescador.wire`), to the consumer, which yields
-them one at a time, in order, as they arrive.  The consumer binds one ROUTER socket on a private endpoint (an
-``ipc://`` path in a new directory of mode 0700, or loopback TCP); each
+them one at a time, in order, as they arrive.  The consumer binds one
+ROUTER socket on a private endpoint (an ``ipc://`` path in a new directory of mode 0700, or loopback TCP); each
 worker connects a DEALER socket with a secret identity, and messages from any
 other peer are dropped.
 
@@ -86,10 +86,10 @@ from typing import Any
 import numpy as np
 import zmq
 
-from . import wire
-from .core import Transform
-from .exceptions import PescadorError
-from .stage import Stage, check_fields, check_list, start, tracked, tracking
+from . import _report, wire
+from .core import ItemTransform, Transform
+from .exceptions import ParameterError, ParameterTypeError, PescadorError
+from .stage import Offloaded, start, tracked
 from .workers import WorkerInfo, set_worker_info
 
 __all__ = ["zmq_offload"]
@@ -110,7 +110,7 @@ _NOBLOCK, _RCVMORE, _EVENTS, _POLLOUT = int(zmq.NOBLOCK), int(zmq.RCVMORE), int(
 def _check_int(value: Any, where: str, name: str, low: int, high: int | None = None) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
-        raise PescadorError(f"{where}: {name} must be an integer {bound}; got {value!r}")
+        raise (ParameterError if isinstance(value, numbers.Integral) and not isinstance(value, bool) else ParameterTypeError)(f"{where}: {name} must be an integer {bound}; got {value!r}")
     return int(value)
 
 
@@ -127,7 +127,7 @@ def zmq_offload(
     start_method: str | None = None,
     random_state: int | None = None,
     batch_wait: float = 0.001,
-) -> Transform:
+) -> ItemTransform:
     """Produce a stream's items in other processes and receive them over ZeroMQ.
 
     Curried and data-last: ``zmq_offload(workers=2)`` is a
@@ -180,15 +180,16 @@ def zmq_offload(
         The entropy from which the workers' seeds are spawned; an int makes
         every run start its workers with the same seeds.
     batch_wait : float >= 0
-        Small items (at most 16 KiB of arrays each) share messages while
-        the wire is busy: an item goes at once when the worker's queue has
-        room; when it has none, the items made meanwhile wait, and leave
-        together as soon as there is room, each waiting at most about
-        ``batch_wait`` seconds longer than flow control makes it (the
-        default, 1 ms, keeps a slow source's items prompt).  Order, flow
-        control, the end of stream and errors (after every item before
-        them) hold as with one item per message.  0: every item travels
-        in a message of its own.
+        Small items (at most 16 KiB of arrays each, of one layout: the same
+        keys, dtypes and shapes) share messages when the source is fast or
+        the consumer slow: an item that comes ``batch_wait`` seconds or
+        more after the one before goes at once, alone, when the worker's
+        queue has room; faster ones are held, and leave together once the
+        oldest has waited ``batch_wait`` seconds (the default, 1 ms) or a
+        message is full, then wait for room as any message does.  Order,
+        flow control, the end of stream and errors (after every item before
+        them) hold as with one item per message.  0: every item travels in
+        a message of its own.
 
     Examples
     --------
@@ -281,6 +282,7 @@ class _Job:
     identity: bytes = b""
     seed: Any = None  # its np.random.SeedSequence
     state: Any = None  # where its share resumes (a tracked run), or None: from the start
+    report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
 
 
 # ----------------------------------------------------------------------------
@@ -345,72 +347,15 @@ def _death(process: Any, wid: int, received: int) -> PescadorError:
     )
 
 
-class _Offload(Stage):
-    """zmq_offload, the consumer's side of a run: its workers' items, as they arrive.
+class _Offload(Offloaded):
+    """zmq_offload, the consumer's side of a run: its worker processes' items, as they arrive
+    (:class:`pescador.stage.Offloaded`).  Each worker runs its share with
+    :func:`pescador.stage.start`."""
 
-    Started inside a resumable run (:func:`pescador.stage.tracking`), its
-    workers run their share with :func:`pescador.stage.start` and send
-    their state with each item; ``state()`` is then, for each worker, its
-    state after the last of its items that was delivered (so items in
-    flight are produced again after a resume, not lost), or the state it
-    started from.  A plain run's workers send no state.
+    name, unit, Config = "zmq_offload", "worker", _Config
 
-    Nothing starts until the first item is asked for; the workers stop and
-    everything is released when the run ends, is closed, or is collected.
-    """
-
-    def __init__(self, upstream: Any, state: dict | None = None, **options: Any) -> None:
-        self.config = config = _Config(**options)
-        self.tracked = tracking() or state is not None
-        self.starts = [None] * config.workers if state is None else _check_state(state, config.workers)
-        self.delivered: dict = {}  # worker id -> its state (JSON text) after its last delivered item
-        self.run = _run(upstream, config, self.starts if self.tracked else None, self.delivered)
-
-    def __next__(self) -> Any:
-        return next(self.run)
-
-    def close(self) -> None:
-        """End the run now: stop the workers and release everything."""
-        self.run.close()
-
-    def state(self) -> dict:
-        if not self.tracked:
-            raise PescadorError(
-                "zmq_offload: this run's workers send no state, because it was not started as a resumable run; "
-                "run the recipe with pescador.resumable(recipe) to checkpoint it"
-            )
-        return {
-            "workers": [
-                json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
-                for w in range(self.config.workers)
-            ]
-        }
-
-    @classmethod
-    def is_one_to_one(cls, params: dict) -> bool:
-        return _Config(**params).workers == 1  # (several workers each run the recipe, and interleave)
-
-
-def _copy_of(value: Any) -> Any:
-    """A copy of a JSON-able value (so that a state handed out is not the run's own)."""
-    return None if value is None else json.loads(json.dumps(value))
-
-
-def _check_state(state: Any, workers: int) -> list:
-    """The workers' states from a state of this stage: a list of ``workers`` entries, each null or a dict.
-
-    What is inside each entry is checked by the worker's own stages (an
-    error there comes back from the worker as a PescadorError).
-    """
-    where = f"zmq_offload(workers={workers})"
-    entries = check_list(check_fields(state, ("workers",), where), "workers", where, length=workers)
-    for wid, entry in enumerate(entries):
-        if entry is not None and not isinstance(entry, dict):
-            raise PescadorError(
-                f"resumable: the state of {where}: field 'workers' entry {wid} (worker {wid}'s state) must be "
-                f"null or a dict; got {repr(entry)[:80]}"
-            )
-    return list(entries)
+    def launch(self, upstream: Any) -> Iterator:
+        return _run(upstream, self.config, self.starts if self.tracked else None, self.delivered)
 
 
 def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -> Iterator:
@@ -424,7 +369,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
     pickled, payload = _payload(upstream, mp.get_start_method())
     seeds = np.random.SeedSequence(config.random_state).spawn(config.workers)
     context = zmq.Context()
-    sock = directory = guardian = None
+    sock = directory = guardian = relay = None
     procs: list = []
     identities: dict = {}
     live: set = set()  # the workers that have not ended (END or ERROR) yet
@@ -434,7 +379,9 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
         sock.setsockopt(zmq.RCVHWM, config.hwm)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         endpoint, directory = _bind(sock, config.transport, config.min_port, config.max_port, config.max_tries)
-        shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None)
+        relay = _report.Relay(upstream, context, endpoint, config)  # the workers' observers report to it
+        shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None,
+                      report=relay.address)
         for wid in range(config.workers):
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities[identity] = wid
@@ -445,10 +392,15 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
             procs.append(process)
             live.add(wid)
         guardian = _start_guardian(procs, directory)
+        relay.listen()
         yield from _receive(sock, procs, identities, live, config.copy, None if starts is None else delivered)
+        relay.finish()  # the observers hold the workers' final totals
     finally:
         try:
-            _shutdown(sock, procs, live, config.timeout)
+            try:
+                _shutdown(sock, procs, live, config.timeout)
+            finally:  # (after the workers: a run stopped early takes their last reports)
+                _report.close(relay)
         finally:  # (each step happens even if a second Ctrl-C interrupts the one before)
             try:
                 context.term()
@@ -836,7 +788,7 @@ def _worker(job: _Job) -> None:
     worker touch state a fork may have left locked (the global random
     generators, ZeroMQ) or run the user's code.
     """
-    stop = context = sock = iterator = outbox = None
+    stop = context = sock = iterator = reporter = outbox = None
     done = threading.Event()
     try:
         stop = _StopSignal()
@@ -853,6 +805,7 @@ def _worker(job: _Job) -> None:
             recipe = pickle.loads(job.recipe) if job.pickled else job.recipe
             set_worker_info(WorkerInfo(job.wid, job.config.workers, job.seed))
             _seed_globals(job.seed)
+            reporter = _report.worker_start(recipe, job.report, job.wid, context)
             if job.tracked:  # a resumable run: the worker's stages start (or resume) as parts of one
                 iterator = _start_share(recipe, job)
             else:
@@ -865,6 +818,7 @@ def _worker(job: _Job) -> None:
         except BaseException as exc:
             last = _error_after(outbox, exc)
         iterator = None
+        _report.worker_final(reporter)  # (before END: the consumer waits for it once END has come)
         link.send(last)
         link.wait_for_ack()
     except _Stopped:
@@ -875,6 +829,7 @@ def _worker(job: _Job) -> None:
         if outbox is not None:
             outbox.close()  # (its thread stops before the socket closes)
         iterator = None  # (nested generators are closed as they are released)
+        _report.worker_close(reporter)
         if sock is not None:
             sock.close(linger=0)
         if context is not None:

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pescador
-from pescador.resume import _sign
 from pescador import PescadorError, buffer, stream, take
+from states import DELETE, edited, places
 
 
 def replay(items):
@@ -405,17 +405,6 @@ def mid_split_state(dtypes=(np.float32, np.float64)):
     return recipe, state, head
 
 
-def leaves(value, path=()):
-    """Every place in a JSON value: (path, value)."""
-    yield path, value
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield from leaves(v, path + (k,))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from leaves(v, path + (i,))
-
-
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
@@ -441,37 +430,17 @@ def tweaks(value):
     return out
 
 
-def mutate(state, path, new):
-    state = json.loads(json.dumps(state))
-    if not path:
-        return new
-    node = state
-    for step in path[:-1]:
-        node = node[step]
-    if new is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = new
-    return state
-
-
-_DELETE = object()
-
-
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_a_changed_field_is_refused_by_name_or_changes_nothing(data):
     recipe, state, head = mid_split_state()
     expected = as_lists(resumable(recipe, state))
-    places = [(p, v) for p, v in leaves(state["stages"]) if p and p[0] != "up"]  # (the buffer's own fields)
-    path, value = data.draw(st.sampled_from(places))
-    new = data.draw(st.sampled_from(tweaks(value) + [_DELETE]) | json_values)
-    if path == () and new is _DELETE:
-        new = None
-    changed = dict(state, stages=mutate(state["stages"], path, new))
-    changed["check"] = _sign(changed)  # (as a deliberate edit: the buffer checks its fields)
+    own = [(p, v) for p, v in places(state["stages"]) if p and p[0] != "up"]  # (the buffer's own fields)
+    path, value = data.draw(st.sampled_from(own))
+    new = data.draw(st.sampled_from(tweaks(value) + [DELETE]) | json_values)
+    changed = edited(state, path, new)
     try:
-        got = as_lists(resumable(recipe, json.loads(json.dumps(changed)) if new is not _DELETE else changed))
+        got = as_lists(resumable(recipe, json.loads(json.dumps(changed))))
     except PescadorError as exc:
         assert "resumable" in str(exc) or "buffer" in str(exc)
         return
@@ -496,7 +465,7 @@ def test_a_changed_field_is_refused_by_name_or_changes_nothing(data):
         (("rest", "x", "dtype"), "<c16", ["rest['x'].dtype", "cannot store"]),
         (("rest", "x", "data"), "!!!!" * 10, ["rest['x'].data"]),
         (("rest", "x", "data"), 5, ["rest['x'].data"]),
-        (("rest", "y"), _DELETE, ["'rest'", "keys"]),
+        (("rest", "y"), DELETE, ["'rest'", "keys"]),
         (("rest", "y", "shape"), [1], ["rest['y'].shape", "rows = "]),
         (("digest",), "0" * 16, ["'digest'"]),
         (("extra",), 1, ["unexpected", "extra"]),
@@ -504,8 +473,7 @@ def test_a_changed_field_is_refused_by_name_or_changes_nothing(data):
 )
 def test_bad_fields_are_named(path, new, words):
     recipe, state, _ = mid_split_state()
-    changed = dict(state, stages=mutate(state["stages"], path, new))
-    changed["check"] = _sign(changed)  # (as a deliberate edit: the buffer checks its fields)
+    changed = edited(state, path, new)
     with pytest.raises(PescadorError) as info:
         list(resumable(recipe, changed))
     for word in words:
@@ -546,3 +514,76 @@ def test_a_batch_anyone_still_holds_is_never_written_again():
     gc.collect()
     check()
     assert len(seen) < 100  # (the batches nobody held were filled again: the checks above mean something)
+
+
+# -- one-row items (the fast path writes target[i]) and sources that keep their arrays -------------
+
+
+def views_of_one_array(counts, trail=(2,)):
+    """Yields views of one array it keeps, and overwrites that array as soon as it runs again."""
+    big = np.empty((max(counts, default=1), *trail))
+    start = 0
+    for r in counts:
+        big[:] = -1
+        big[:r] = np.arange(start, start + r).reshape((r,) + (1,) * len(trail))
+        start += r
+        yield {"x": big[:r], "backwards": big[:r][::-1]}  # (a second key: a view with negative strides)
+
+
+@pytest.mark.parametrize("trail", [(2,), (), (2, 3)])
+@pytest.mark.parametrize("counts", [[1] * 10, [1, 1, 3, 1, 0, 1, 2, 1, 1], [2, 1, 1, 5, 1]])
+def test_views_of_an_array_the_source_keeps_and_overwrites_are_copied_as_they_come(counts, trail):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (1-d keys: no "array to scalar" deprecation from numpy)
+        batches = list(buffer(3, stream(views_of_one_array, counts, trail)))
+    total = sum(counts)
+    flat = np.concatenate([b["x"] for b in batches]).reshape(total - total % 3, -1)
+    assert flat[:, 0].tolist() == list(range(total - total % 3)) and (flat == flat[:, :1]).all()
+    backwards, start = [], 0
+    for r in counts:
+        backwards += list(range(start + r - 1, start - 1, -1))
+        start += r
+    assert np.concatenate([b["backwards"] for b in batches]).reshape(len(flat), -1)[:, 0].tolist() == backwards[: len(flat)]
+
+
+def test_a_one_row_item_of_a_row_shape_numpy_would_broadcast_is_refused():
+    # target[i] = array broadcasts a (1, 1) row into a row of 3: the shape check must come first
+    items = [{"x": np.zeros((1, 3))}, {"x": np.zeros((1, 3))}, {"x": np.ones((1, 1))}]
+    with pytest.raises(PescadorError, match=r"item 2, key 'x': shape \(1, 1\) does not match \(rows, 3\)"):
+        list(buffer(4, items))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # (numpy's, before the error)
+@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"x": np.zeros((1, 4))}, ["shape (1, 4)"]),
+        ({"x": np.zeros((1, 3), np.int64)}, ["int64", "cannot be stored"]),
+        ({"x": np.full((1, 3), 1e300)}, ["overflow float32"]),
+        ({"y": np.zeros((1, 3))}, ["keys"]),
+        (None, ["NoneType"]),
+    ],
+)
+def test_the_batches_before_a_bad_item_come_first_and_the_error_names_it(rows, bad, words):
+    # 7 good items, then the bad one at position 7: every batch completed before it is yielded
+    good = [{"x": np.full((rows, 3), i, np.float32)} for i in range(7)]
+    run = iter(buffer(2, good + [bad] + good))
+    got = []
+    with pytest.raises(PescadorError) as info:
+        for batch in run:
+            got.append(batch["x"][:, 0].tolist())
+    assert len(got) == 7 * rows // 2
+    assert "item 7" in str(info.value)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_one_row_and_wider_items_resume_exactly_at_every_batch():
+    recipe = buffer(3)(stream(views_of_one_array, [1, 1, 3, 1, 1, 2, 1, 1, 1, 4, 1]))
+    full = as_lists(recipe)
+    for stop in range(len(full) + 1):
+        run = resumable(recipe)
+        head = as_lists(next(run) for _ in range(stop))
+        state = json.loads(json.dumps(run.state_dict()))
+        assert head + run_to_end(resumable(recipe, state)) == full

@@ -1,18 +1,22 @@
 """mux and its siblings: nothing invented, nothing lost, weights that mean shares."""
 
 import collections
+import itertools
+import json
 import pickle
 
 import numpy as np
 import pytest
 import toolz
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pescador
 from pescador import PescadorError, stream, take
+from pescador.extras import epochs
 from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
 from pescador.workers import WorkerInfo, set_worker_info
+from states import edited, places
 
 
 def constant(value):
@@ -638,3 +642,212 @@ def test_resumable_weighted_runs_resume_exactly(kind):
         head = pairs(next(run) for _ in range(min(cut, len(whole))))
         state = json.loads(json.dumps(run.state_dict()))
         assert head + pairs(pescador.resumable(recipe, state)) == whole
+
+
+# -- one engine for plain and resumable runs (issue 14) ---------------------------------------
+
+
+def listed(tag, n):
+    return stream([{"v": tag, "i": i} for i in range(n)])
+
+
+def mixed_pool(sizes):
+    """Generator-function and list sources, alternately (both are resumed, by replay or by position)."""
+    return [stream(finite, t, n) if t % 2 else listed(t, n) for t, n in enumerate(sizes)]
+
+
+WEIGHTS = [1e300, 3.0, 1e-300, 2.0, 1.0]
+KINDS = {  # every kind, with int seeds, across its modes and its slot choices
+    "with": lambda s: pescador.mux(2, 3.0, random_state=s),
+    "with-weights": lambda s: pescador.mux(3, 4.0, weights=WEIGHTS, random_state=s),
+    "with-lam-none-weights": lambda s: pescador.mux(6, None, weights=WEIGHTS, random_state=s),
+    "with-no-prune": lambda s: pescador.mux(2, 2.0, prune_empty=False, random_state=s),
+    "with-binomial": lambda s: pescador.mux(2, 0.7, dist="binomial", random_state=s),
+    "with-constant": lambda s: pescador.mux(3, 2.0, dist="constant", random_state=s),
+    "tiny-lam": lambda s: pescador.mux(2, 0.3, random_state=s),
+    "once": lambda s: pescador.mux(2, 5.0, weights=WEIGHTS, with_replacement=False, random_state=s),
+    "once-lam-none": lambda s: pescador.mux(2, None, with_replacement=False, random_state=s),
+    "revive": lambda s: pescador.mux(2, 3.0, weights=WEIGHTS, with_replacement=False, revive=True, random_state=s),
+    "stochastic-binomial": lambda s: stochastic_mux(3, 4.0, weights=WEIGHTS, random_state=s),
+    "stochastic-binomial-even": lambda s: stochastic_mux(3, 6.0, random_state=s),
+    "stochastic-poisson-single": lambda s: stochastic_mux(2, 3.0, mode="single_active", dist="poisson", random_state=s),
+    "stochastic-single-dry": lambda s: stochastic_mux(2, 2.0, WEIGHTS, "single_active", False, random_state=s),
+    "stochastic-exhaustive": lambda s: stochastic_mux(7, 2.5, mode="exhaustive", dist="constant", random_state=s),
+    "stochastic-rate-none": lambda s: stochastic_mux(2, None, mode="single_active", random_state=s),
+    "shuffled": lambda s: shuffled_mux(random_state=s),
+    "shuffled-weights": lambda s: shuffled_mux(weights=WEIGHTS, random_state=s),
+    "round-robin": lambda s: round_robin_mux(random_state=s),
+    "round-robin-cycle": lambda s: round_robin_mux("cycle"),
+    "round-robin-permuted": lambda s: round_robin_mux("permuted_cycle", random_state=s),
+    "chain": lambda s: chain_mux(),
+    "chain-cycle": lambda s: chain_mux("cycle", random_state=s),
+    "chain-random": lambda s: chain_mux("with_replacement", random_state=s),
+    "epochs": lambda s: epochs(3, k=2, random_state=s),
+    "epochs-all": lambda s: epochs(2, random_state=s),
+}
+SIZES = [6, 3, 0, 9, 4]
+
+
+def kind_recipe(kind, seed, sizes=SIZES, n=150):
+    return take(n, KINDS[kind](seed)(mixed_pool(sizes)))
+
+
+def pairs_of(items):
+    return [(x["v"], x["i"]) for x in items]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_resumable_run_is_the_plain_run_item_for_item(kind):
+    for seed in range(5):
+        recipe = kind_recipe(kind, seed)
+        plain = pairs_of(recipe)
+        assert pairs_of(pescador.resumable(recipe)) == plain
+        assert len(plain) > 0
+
+
+def resumed_at(recipe, cut):
+    """The first ``cut`` items of a resumable run, and the state then, through JSON."""
+    run = pescador.resumable(recipe)
+    head = []
+    for _ in range(cut):
+        try:
+            head.append(next(run))
+        except StopIteration:
+            break
+    return pairs_of(head), json.loads(json.dumps(run.state_dict()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(KINDS)), st.integers(0, 2**32 - 1), st.lists(st.integers(0, 12), min_size=1, max_size=6),
+       st.floats(0, 1), st.floats(0, 1))
+def test_head_and_resumed_tail_are_the_uninterrupted_run_for_every_kind(kind, seed, sizes, where, again):
+    if kind.endswith("weights") or kind in ("once", "revive", "stochastic-binomial", "stochastic-single-dry"):
+        sizes = (sizes * 5)[:5]  # (the weights are for a pool of 5)
+    recipe = kind_recipe(kind, seed, sizes, n=80)
+    whole = pairs_of(recipe)
+    head, state = resumed_at(recipe, int(where * len(whole)))
+    assert head + pairs_of(pescador.resumable(recipe, state)) == whole
+    # a resumed run checkpoints and resumes in turn
+    run = pescador.resumable(recipe, state)
+    middle = pairs_of(next(run) for _ in range(int(again * (len(whole) - len(head)))))
+    state = json.loads(json.dumps(run.state_dict()))
+    assert head + middle + pairs_of(pescador.resumable(recipe, state)) == whole
+
+
+def test_a_resumable_run_refuses_a_random_state_that_cannot_be_reproduced_at_once():
+    pool = mixed_pool([3, 4])
+    for rs, words in ((None, "random_state=None"), (np.random.default_rng(0), "Generator"),
+                      (np.random.RandomState(0), "RandomState")):
+        for step in (pescador.mux(2, 4.0, random_state=rs), shuffled_mux(random_state=rs),
+                     round_robin_mux("permuted_cycle", random_state=rs), chain_mux("with_replacement", random_state=rs),
+                     epochs(2, random_state=rs), stochastic_mux(2, 3.0, random_state=rs)):
+            with pytest.raises(PescadorError, match=f"{words}.*give an int random_state"):
+                pescador.resumable(take(5, step(pool)))
+            assert len(list(take(5, step(pool)))) == 5  # a plain run draws as it likes
+    for step in (round_robin_mux(), round_robin_mux("cycle"), chain_mux(), chain_mux("cycle")):  # draw nothing
+        assert pairs_of(pescador.resumable(take(9, step(pool)))) == pairs_of(take(9, step(pool)))
+
+
+# -- every field of a mux state is checked ---------------------------------------------------------
+
+
+def mutations(value, path):
+    """Negative, huge, of a wrong type, a field dropped or added, an entry added.
+
+    Not here: values of the right type and in range (another count that fits, another valid generator
+    state, a used-up block as null): a state cannot tell those from the real one, they are other
+    positions of the same run.
+    """
+    wrong_types = ["x", 1.5, True, {"a": 1}]
+    if isinstance(value, bool):
+        return wrong_types[:2] + [0, None, []]
+    if isinstance(value, int):
+        out = wrong_types + [None, []]
+        in_generator = any(isinstance(step, str) and step in ("rng", "state") for step in path) or (
+            len(path) >= 2 and path[-2] == 0 and path[-3:-2] != ("slots",))
+        out += [-(2**200), 2**200] if in_generator else [-5, -(10**18), 10**18, 2**200, -value - 2, value + 10**9]
+        return out
+    if isinstance(value, float):
+        return ["x", None, True, -1.0, 1e300, float("nan")]
+    if isinstance(value, str):
+        return [1, None, "", value + "x"]
+    if value is None:
+        return [5, "x", [1], {"a": 1}]
+    if isinstance(value, list):
+        return ["x", 5, {"a": 1}, value + [value[-1] if value else 10**6]]  # (a duplicate, or out of range)
+    out = ["x", 5, [1], dict(value, extra=1)]
+    out += [{k: v for k, v in value.items() if k != key} for key in value]
+    return out
+
+
+def continuation(recipe, state, limit):
+    return pairs_of(itertools.islice(pescador.resumable(recipe, state), limit))
+
+
+def pool_of_streams(sizes):
+    """A pool produced at run time: a generator function whose items are streams (or live iterators)."""
+    for t, n in enumerate(sizes):
+        yield finite(t, n) if t % 3 == 2 else mixed_pool([0] * t + [n])[t]
+
+
+LAZY = {
+    "lazy-chain": lambda: take(60, chain_mux()(stream(pool_of_streams, SIZES))),
+    "lazy-chain-cycle": lambda: take(60, chain_mux("cycle")(stream(pool_of_streams, SIZES))),
+}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("kind", sorted(KINDS) + sorted(LAZY))
+def test_every_field_of_a_mux_state_is_checked(kind):
+    """Each mutation of each field of a real state gives a PescadorError naming a field, or the same
+    continuation as the state it was made from: never other data, another exception or a long run."""
+    recipe = LAZY[kind]() if kind in LAZY else kind_recipe(kind, 7, n=60)
+    whole = pairs_of(recipe)
+    assert pairs_of(pescador.resumable(recipe)) == whole
+    checked = 0
+    for cut in (len(whole) // 3, 2 * len(whole) // 3):
+        head, state = resumed_at(recipe, cut)
+        tail = whole[len(head):]
+        for path, value in list(places(state["stages"]["up"])):  # (take's state holds the mux's)
+            if not path:
+                continue
+            for bad in mutations(value, path):
+                mutated = edited(state, ("up",) + path, bad)
+                try:
+                    got = continuation(recipe, mutated, len(tail) + 5)
+                except PescadorError as exc:
+                    assert "resumable" in str(exc) or "state" in str(exc), (path, bad, exc)
+                else:
+                    assert got == tail, (path, bad)
+                checked += 1
+    assert checked > 40
+
+
+def closing(tag, opened, closed):
+    opened.append(tag)
+    try:
+        while True:
+            yield {"v": tag, "i": 0}
+    finally:
+        closed.append(tag)
+
+
+@pytest.mark.parametrize("kind", ["with", "with-lam-none-weights", "round-robin-cycle", "epochs"])
+def test_a_run_dropped_or_closed_early_closes_its_live_streams_at_once(kind):
+    import gc
+
+    for how in ("drop", "close"):
+        opened, closed = [], []
+        it = iter(KINDS[kind](0)([stream(closing, t, opened, closed) for t in range(5)]))
+        [next(it) for _ in range(7)]
+        gc.disable()  # (at once: by reference counting, not by a later collection of cycles)
+        try:
+            assert len(closed) < len(opened)  # (some are live)
+            if how == "drop":
+                del it
+            else:
+                it.close()
+            assert sorted(closed) == sorted(opened)
+        finally:
+            gc.enable()

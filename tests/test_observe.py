@@ -198,3 +198,184 @@ def test_a_meter_starts_at_the_first_item_asked_and_a_failing_upstream_stops_it(
     assert meter.seconds == frozen and meter.items == 3
     with pytest.raises(StopIteration):  # (an ended run stays ended, as a generator does)
         next(it)
+
+
+# -- rows, history, series (issue 17) --------------------------------------------------------
+
+
+def test_meter_counts_rows_the_first_dimension_of_each_items_first_array():
+    meter = Meter()
+    items = [{"X": np.zeros((8, 4)), "y": np.zeros(8)}, {"s": np.float32(1), "X": np.zeros((3, 2))},
+             {"v": np.array(2.0)}, {"name": "no arrays"}, {"X": np.zeros((0, 5))}]
+    assert list(measure(meter)(items)) == items
+    assert meter.items == 5 and meter.rows == 8 + 3 + 1 + 1 + 0 == 13  # (no array with a dimension: one row)
+    assert meter.rows_per_second > 0
+    assert "5 items (13 rows)" in str(meter) and "rows/s" in str(meter)
+
+
+def test_meter_series_is_bounded_and_ends_with_the_totals():
+    meter = Meter(interval=1e-9, samples=4)  # (sample at every look at the clock: the bound must hold)
+    list(measure(meter)([{"X": np.zeros((2, 1))}] * 5000))
+    series = meter.series
+    assert series.shape[1] == 4 and 2 <= len(series) <= 5
+    assert series[-1, 1:].tolist() == [5000, 10000, 5000 * 16]
+    assert np.all(np.diff(series[:, 0]) >= 0) and np.all(np.diff(series[:, 1]) >= 0)
+    with pytest.raises(PescadorError, match="interval must be a number of seconds > 0"):
+        Meter(interval=0)
+    with pytest.raises(PescadorError, match="samples must be an integer >= 2"):
+        Meter(samples=1)
+
+
+def test_mux_stats_history_records_each_ended_activation_within_its_bound():
+    full, short = MuxStats(history=100_000), MuxStats(history=3)
+    pool = [stream(finite, t, 50) for t in range(6)]
+    for stats in (full, short):
+        out = list(pescador.mux(2, 8.0, with_replacement=False, random_state=3, stats=stats)(pool))
+        assert len(out) == 6 * 8 or len(out) <= 300
+    history = full.history
+    assert len(history) == full.activations.sum()
+    per_stream = np.zeros(6, dtype=int)
+    for a in history:
+        per_stream[a.stream] += a.items
+        assert 0 <= a.start <= a.stop and a.items <= a.stop - a.start and a.worker == 0
+    np.testing.assert_array_equal(per_stream, full.items)
+    assert short.history == history[-3:]
+    with pytest.raises(PescadorError, match="history must be an integer >= 0"):
+        MuxStats(history=-1)
+
+
+def test_mux_stats_live_lists_the_streams_of_the_live_activations():
+    stats = MuxStats()
+    it = iter(pescador.mux(3, 1000.0, random_state=0, stats=stats)([stream(constant, v) for v in range(5)]))
+    given = [next(it) for _ in range(20)]
+    assert len(stats.live) == 3 and set(stats.live.tolist()) <= set(range(5))
+    it.close()  # the live activations end with the run: they join the history, their items stay counted
+    assert len(stats.live) == 0 and len(stats.history) == 3
+    np.testing.assert_array_equal(stats.items, counts(given, 5))
+    assert sum(a.items for a in stats.history) == 20 and all(a.stop == 20 for a in stats.history)
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def test_progress_text_fallback_without_tqdm(monkeypatch):
+    import io
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # (import tqdm.auto fails as if it were not installed)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    stats, out = MuxStats(), io.StringIO()
+    recipe = take(300)(pescador.mux(2, 8.0, random_state=0, stats=stats)([stream(constant, v) for v in range(4)]))
+    got = list(pescador.progress(recipe, 300, stats, file=out, interval=1e-9))
+    assert len(got) == 300
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2  # (updates, then the final line)
+    last = lines[-1]
+    assert last.startswith("300/300 items (100%), ") and "items/s" in last
+    live = len(stats.live)  # (the run has ended: no live activation)
+    assert f"live {live}/4, top: " in last
+    with pytest.raises(PescadorError, match="use_tqdm=True, but tqdm cannot be imported"):
+        next(pescador.progress(recipe, use_tqdm=True))
+
+
+def test_progress_shows_rows_for_batches_and_finds_no_total_for_an_endless_recipe(monkeypatch):
+    import io
+
+    out = io.StringIO()
+    known = stream([{"v": np.array([i])} for i in range(7)])  # (a list: its length is known)
+    list(pescador.progress(take(5, known), file=out, use_tqdm=False))
+    assert out.getvalue().startswith("5/5 items (100%), ")
+    out = io.StringIO()
+    list(pescador.progress(take(7)(stream(constant, 1)), file=out, use_tqdm=False))  # (a generator: unknown)
+    assert out.getvalue().startswith("7 items, ")
+    out = io.StringIO()
+    rows = [{"X": np.zeros((4, 2))}] * 3
+    list(pescador.progress(rows, file=out, use_tqdm=False))
+    assert out.getvalue().startswith("3 items, ") and "rows/s" in out.getvalue()
+    with pytest.raises(PescadorError, match="total must be None or an integer"):
+        pescador.progress(rows, total=-1)
+
+
+class FakeTqdm:
+    """Stands in for tqdm.auto.tqdm: records what progress asks of it."""
+
+    made = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.n, self.postfix, self.closed = kwargs, 0, None, False
+        FakeTqdm.made.append(self)
+
+    def update(self, n):
+        self.n += n
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfix = text
+
+    def close(self):
+        self.closed = True
+
+
+def test_progress_uses_tqdm_auto_where_installed(monkeypatch):
+    import sys
+    import types
+
+    auto = types.ModuleType("tqdm.auto")
+    auto.tqdm = FakeTqdm
+    monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
+    monkeypatch.setitem(sys.modules, "tqdm.auto", auto)
+    stats = MuxStats()
+    recipe = pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)(
+        [stream([{"v": np.array([t])}] * 10) for t in range(3)])
+    got = list(pescador.progress(recipe, stats=stats, desc="train"))
+    bar = FakeTqdm.made[-1]
+    assert len(got) == 30 and bar.n == 30 and bar.closed
+    assert bar.kwargs["total"] == 30 and bar.kwargs["desc"] == "train"  # (the total from the recipe)
+    assert bar.postfix.startswith("live 0/3, top: ")
+
+
+def test_import_pescador_imports_neither_tqdm_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys, pescador; print(sorted(m for m in ('tqdm', 'matplotlib') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+
+def test_plots_draw_from_a_real_run_and_return_the_figure():
+    matplotlib = pytest.importorskip("matplotlib", reason="matplotlib (the docs extra) is not installed")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats, meter = MuxStats(), Meter(interval=1e-4)
+    recipe = measure(meter)(take(3000)(pescador.mux(2, 16.0, weights=[3, 2, 1], random_state=0, stats=stats)(
+        [stream(constant, v) for v in range(3)])))
+    list(recipe)
+    fig = stats.plot()
+    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 2
+    sources, shares = fig.axes
+    bars = sum(len(c.get_paths()) for c in sources.collections)
+    assert bars == len(stats.history) > 0  # (one bar per activation)
+    assert [round(p.get_height(), 6) for p in shares.patches[3:]] == [round(s, 6) for s in stats.shares]
+    fig2, ax = plt.subplots()
+    assert stats.plot("shares", ax=ax) is fig2
+    assert isinstance(meter.plot(), matplotlib.figure.Figure)
+    assert isinstance(meter.plot("rows"), matplotlib.figure.Figure)
+    with pytest.raises(PescadorError, match="kind must be 'both', 'sources' or 'shares'"):
+        stats.plot("pie")
+    with pytest.raises(PescadorError, match="what must be 'items', 'rows' or 'megabytes'"):
+        meter.plot("pies")
+    plt.close("all")
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(PescadorError, match="MuxStats.plot: plotting needs matplotlib.*pip install matplotlib"):
+        MuxStats().plot()
+    with pytest.raises(PescadorError, match="Meter.plot: plotting needs matplotlib"):
+        Meter().plot()

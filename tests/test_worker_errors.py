@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import threading
 import traceback
 import warnings
@@ -28,7 +27,7 @@ import zmq
 import pescador
 from pescador import PescadorError, WorkerError, stream, zmq_offload
 from pescador.remote import ProducerWarning, remote
-from pescador.wire import ERROR, decode, encode_error, error_from
+from pescador.wire import ERROR, decode, error_from
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -168,7 +167,7 @@ def test_what_cannot_be_rebuilt_arrives_as_a_worker_error_with_its_traceback(sou
     assert type(error) is WorkerError and isinstance(error, PescadorError)
     assert error.type_name.endswith(type_name)
     message = str(error)
-    assert message.startswith(f"zmq_offload: worker 0 raised ") and "after sending 4 items; its traceback:" in message
+    assert message.startswith("zmq_offload: worker 0 raised ") and "after sending 4 items; its traceback:" in message
     assert type_name in message and "Traceback (most recent call last)" in message
     assert error.__cause__ is None
 

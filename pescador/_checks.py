@@ -1,0 +1,95 @@
+"""Checks of the parameters the combinators share (mux and its kinds, epochs, cache, ...): each
+returns the value as the stage keeps it, or raises a PescadorError saying what was expected: a
+ParameterTypeError (also a TypeError) for a value of the wrong type, a ParameterError (also a
+ValueError) for a value of the right type that is out of range."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .exceptions import ParameterError, ParameterTypeError
+
+def _check_weights(weights: Any, size: int | None, where: str, name: str = "weights") -> tuple | None:
+    if weights is None:
+        return None
+    try:
+        values = np.asarray(weights, dtype=float)
+    except (TypeError, ValueError):
+        raise ParameterTypeError(f"{where}: {name} must be a sequence of numbers; got {weights!r}") from None
+    if values.ndim != 1:
+        raise (ParameterTypeError if values.ndim == 0 else ParameterError)(f"{where}: {name} must be one number per stream; got shape {values.shape}")
+    if size is not None and len(values) != size:
+        raise ParameterError(f"{where}: {name} has {len(values)} entries for a pool of {size} streams")
+    if not np.all(np.isfinite(values)):
+        raise ParameterError(f"{where}: {name} must be finite numbers; got {values.tolist()}")
+    if np.any(values < 0):
+        raise ParameterError(f"{where}: {name} must not be negative; got {values.tolist()}")
+    if not np.any(values > 0):
+        raise ParameterError(f"{where}: {name} are all zero; at least one stream needs a positive weight")
+    return tuple(float(v) for v in values)
+
+
+def _check_k(k: Any, where: str, name: str = "k") -> int:
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+        kind = ParameterError if isinstance(k, numbers.Integral) and not isinstance(k, bool) else ParameterTypeError
+        raise kind(f"{where}: {name} (streams active at once) must be an integer >= 1; got {k!r}")
+    return int(k)
+
+
+def _check_lam(lam: Any, where: str, name: str = "lam") -> float | None:
+    if lam is None:
+        return None
+    if not isinstance(lam, numbers.Real) or isinstance(lam, bool):
+        raise ParameterTypeError(f"{where}: {name} must be a positive number or None; got {lam!r}")
+    if not 0 < float(lam) < math.inf:
+        raise ParameterError(f"{where}: {name} must be a positive number or None; got {lam!r}")
+    return float(lam)
+
+
+def _check_choice(value: Any, valid: Sequence[str], where: str, name: str = "mode") -> str:
+    if value not in valid:
+        raise (ParameterError if isinstance(value, str) else ParameterTypeError)(f"{where}: {name} {value!r} does not exist; valid: {', '.join(map(repr, valid))}")
+    return value
+
+
+def _check_bool(value: Any, where: str, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterTypeError(f"{where}: {name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def check_count(value: Any, where: str, name: str, *, minimum: int = 0, allow_none: bool = False) -> int | None:
+    """Return ``value`` as an int >= ``minimum``, or raise a clear PescadorError.
+
+    Integral floats (``1e3``) are accepted, as pescador 1.0 accepted them.  A
+    value that is not a number (or is a bool) raises a ParameterTypeError; a
+    number that is not integral, or is below ``minimum``, a ParameterError.
+    """
+    if value is None and allow_none:
+        return None
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = number and (isinstance(value, numbers.Integral) or float(value).is_integer())
+    if not ok or int(value) < minimum:
+        expected = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+        raise (ParameterError if number else ParameterTypeError)(f"{where}: {name} must be {expected}; got {value!r}")
+    return int(value)
+
+
+_OBJECTS = (np.random.Generator, np.random.RandomState)
+
+
+def _check_random_state(random_state: Any, where: str) -> Any:
+    ok = random_state is None or isinstance(random_state, _OBJECTS)
+    ok = ok or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool) and random_state >= 0)
+    if not ok:
+        negative = isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)
+        raise (ParameterError if negative else ParameterTypeError)(
+            f"{where}: random_state must be None, a non-negative int, a numpy Generator or a "
+            f"RandomState; got {random_state!r}"
+        )
+    return int(random_state) if isinstance(random_state, numbers.Integral) else random_state

@@ -1,0 +1,319 @@
+"""ray_offload on a real Ray cluster: two nodes on this machine, started once for the module.
+
+Not collected by itself (the name has no ``test_`` prefix): ``tests/test_ray.py``
+runs it with pytest in a subprocess of its own session, bounded in time, and
+kills whatever Ray left behind afterwards.  Run it by hand with
+``python -m pytest tests/ray_cases.py``.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import pescador
+from pescador.exceptions import PescadorError
+from pescador.ray_stream import FailoverWarning
+
+ray = pytest.importorskip("ray")
+
+# Fast failure detection for the test cluster (Ray's defaults take ~15 s to call a node dead).
+_SYSTEM = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300, "health_check_failure_threshold": 3}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    # The actors import this module's recipes by name: the nodes (started now) inherit this path.
+    here = os.path.dirname(os.path.abspath(__file__))
+    docs = os.path.join(os.path.dirname(here), "docs")  # (docs/ray_example.py)
+    os.environ["PYTHONPATH"] = os.pathsep.join([here, docs] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    sys.path.insert(0, docs)
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "_system_config": _SYSTEM})
+    ray.init(address=c.address, log_to_driver=False)
+    try:
+        yield c
+    finally:
+        ray.shutdown()
+        c.shutdown()
+
+
+def _alive_actors() -> list:
+    from ray.util.state import list_actors
+
+    return [a for a in list_actors(filters=[("state", "!=", "DEAD")], raise_on_missing_output=False)
+            if a.class_name == "_Share"]
+
+
+def _no_actor_left(seconds: float = 60.0) -> list:
+    """Wait until no actor of ours is left (Ray's state API); return those still there after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = _alive_actors()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------------------
+# Recipes (module-level: actors import them)
+# ---------------------------------------------------------------------------
+
+
+def sharded(n):
+    """Items 0..n-1, each worker (and rank) taking its share: {"x": [[i, i*i]]}."""
+    info = pescador.worker_info()
+    for i in range(info.id, n, info.count):
+        yield {"x": np.array([[i, i * i]], dtype=np.int64)}
+
+
+def exits_once(n, marker, at):
+    """Like ``sharded``, but the process of worker 0 exits abruptly once (the first run to reach item ``at``)."""
+    info = pescador.worker_info()
+    for k, i in enumerate(range(info.id, n, info.count)):
+        if info.id == 0 and k == at and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(3)
+        yield {"x": np.array([[i, i * i]], dtype=np.int64)}
+
+
+def counted(start, n, marker=None, at=-1):
+    """Rows start..start+n-1, all of them (no sharding of its own); exits abruptly once at ``at`` with a marker."""
+    for i in range(n):
+        if i == at and marker is not None and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(3)
+        yield {"x": np.array([[start + i, (start + i) ** 2]], dtype=np.int64)}
+
+
+def always_exits(n, at):
+    for i in range(n):
+        if i == at:
+            os._exit(4)
+        yield {"x": np.array([[i, 0]])}
+
+
+def raises(n, at):
+    for i in range(n):
+        if i == at:
+            raise KeyError(f"bad row {i}")
+        yield {"x": np.array([[i, 0]])}
+
+
+class Unpicklable(Exception):
+    def __init__(self, lock):
+        super().__init__("cannot travel")
+        self.lock = lock
+
+
+def raises_unpicklable():
+    yield {"x": np.array([[0, 0]])}
+    raise Unpicklable(threading.Lock())
+
+
+def endless():
+    i = 0
+    while True:
+        yield {"x": np.array([[i, 0]])}
+        i += 1
+
+
+def one_then_waits():
+    yield {"x": np.array([[0, 0]])}
+    time.sleep(600)
+
+
+def in_process(recipe, workers):
+    """The items of every share of ``recipe`` run here, one after the other (what the actors should give)."""
+    from pescador.workers import WorkerInfo, set_worker_info
+
+    items = []
+    try:
+        for w in range(workers):
+            set_worker_info(WorkerInfo(w, workers, np.random.SeedSequence(w)))
+            items += list(recipe)
+    finally:
+        set_worker_info(None)
+    return items
+
+
+def rows(items):
+    """The multiset of rows of a run's items."""
+    return collections.Counter(tuple(r) for item in items for r in np.asarray(item["x"]).reshape(-1, 2).tolist())
+
+
+# ---------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------
+
+
+def test_items_and_sharding(cluster):
+    recipe = pescador.buffer(4)(pescador.stream(sharded, 300))
+    got = list(pescador.ray_offload(workers=3, chunk=8)(recipe))
+    assert rows(got) == rows(in_process(recipe, 3)) == rows(pescador.stream(sharded, 300))
+    assert all(not item["x"].flags.writeable for item in got)  # (views of the object store)
+    copied = list(pescador.ray_offload(workers=1, copy=True)(pescador.stream(sharded, 10)))
+    assert all(item["x"].flags.writeable for item in copied)
+
+
+def test_node_removed_mid_run(cluster):
+    """The node running the actors dies mid-run: their shares restart elsewhere, nothing lost or doubled."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    prefer = NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=True)  # there first, elsewhere after it died
+    recipe = pescador.buffer(3)(pescador.stream(sharded, 400))  # (the shares' last rows stay in their buffers)
+    offloaded = pescador.ray_offload(workers=2, chunk=4, hwm=2, resources={"scheduling_strategy": prefer})(recipe)
+    got = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for item in offloaded:
+            got.append(item)
+            if len(got) == 20:  # (backpressure: the actors are at most hwm chunks ahead, far from their end)
+                cluster.remove_node(node, allow_graceful=False)
+                _wait_until_dead(node.node_id)
+    assert rows(got) == rows(in_process(recipe, 2))
+    restarts = [w for w in caught if issubclass(w.category, FailoverWarning)]
+    assert restarts, "no share restarted"
+    assert all("restarts on a new actor" in str(w.message) for w in restarts)
+
+
+def _wait_until_dead(node_id, seconds=60.0):
+    deadline = time.monotonic() + seconds
+    while any(n["NodeID"] == node_id and n["Alive"] for n in ray.nodes()):
+        assert time.monotonic() < deadline, "Ray did not notice the node's death"
+        time.sleep(0.1)
+
+
+def test_worker_exits_once(cluster, tmp_path):
+    recipe = pescador.buffer(2)(pescador.stream(exits_once, 200, str(tmp_path / "exited"), 30))
+    with pytest.warns(FailoverWarning, match=r"share 0 of 2 restarts on a new actor .*ActorDiedError"):
+        got = list(pescador.ray_offload(workers=2, chunk=4)(recipe))
+    assert (tmp_path / "exited").exists()
+    assert rows(got) == rows(in_process(pescador.buffer(2)(pescador.stream(sharded, 200)), 2))
+
+
+def plain_stage(upstream):
+    """A stage written as a plain generator function: it cannot say where its run is."""
+    for item in upstream:
+        yield {"x": item["x"] * 1}
+
+
+def test_stage_without_state_fails_over_by_replay(cluster, tmp_path):
+    """Without a state, the new actor replays the share from its start and drops what was delivered."""
+    plain = pescador.Transform("plain", plain_stage, {})
+    recipe = plain(pescador.stream(exits_once, 120, str(tmp_path / "exited"), 25))
+    with pytest.warns(FailoverWarning, match=r"share 0 of 2 restarts .* from its start, dropping the \d+ items"):
+        got = list(pescador.ray_offload(workers=2, chunk=4)(recipe))
+    assert rows(got) == rows(in_process(plain(pescador.stream(sharded, 120)), 2))
+
+
+def test_max_restarts(cluster):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(PescadorError, match=r"share 0 of 1 failed 2 times, more than max_restarts=1"):
+            list(pescador.ray_offload(max_restarts=1, chunk=2)(pescador.stream(always_exits, 20, 5)))
+    assert sum(issubclass(w.category, FailoverWarning) for w in caught) == 1
+    assert _no_actor_left() == []
+
+
+def test_raising_worker(cluster):
+    got = []
+    with pytest.raises(KeyError, match="bad row 7") as info:
+        for item in pescador.ray_offload(workers=1, chunk=5)(pescador.stream(raises, 20, 7)):
+            got.append(item)
+    assert [int(x["x"][0, 0]) for x in got] == list(range(7))  # (every item before the exception)
+    assert isinstance(info.value.__cause__, pescador.WorkerError)
+    assert "raise KeyError" in info.value.__cause__.traceback_text  # (the worker's traceback)
+    assert _no_actor_left() == []
+
+
+def test_an_exception_that_cannot_travel_comes_as_worker_error(cluster):
+    with pytest.raises(pescador.WorkerError, match=r"share 0 raised .*Unpicklable after sending 1 items") as info:
+        list(pescador.ray_offload()(pescador.stream(raises_unpicklable)))
+    assert "raise Unpicklable" in info.value.traceback_text
+
+
+def test_early_stop_leaves_no_actor(cluster):
+    got = list(pescador.take(50, pescador.ray_offload(workers=2)(pescador.stream(endless))))
+    assert len(got) == 50
+    assert _no_actor_left() == []
+    run = iter(pescador.ray_offload(workers=2)(pescador.stream(endless)))  # (collected mid-run)
+    next(run)
+    del run
+    gc.collect()
+    assert _no_actor_left() == []
+
+
+def test_keyboard_interrupt_leaves_no_actor(cluster):
+    run = iter(pescador.ray_offload(workers=1)(pescador.stream(one_then_waits)))
+    next(run)  # the actor now sleeps; the consumer will wait in Ray for the next chunk
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job may ignore SIGINT)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(run)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, before)
+    del run
+    assert _no_actor_left() == []
+
+
+def test_placement_timeout(cluster):
+    unplaceable = pescador.ray_offload(resources={"resources": {"no-such-thing": 1}}, placement_timeout=1)
+    with pytest.raises(PescadorError, match="did not start within placement_timeout=1.0"):
+        list(unplaceable(pescador.stream(sharded, 3)))
+    assert _no_actor_left() == []
+
+
+def test_resumable_checkpoint(cluster):
+    recipe = pescador.ray_offload(workers=2, chunk=4, random_state=1)(pescador.buffer(2)(pescador.stream(sharded, 60)))
+    run = pescador.resumable(recipe)
+    first = [next(run) for _ in range(7)]
+    saved = run.state_dict()
+    del run
+    rest = list(pescador.resumable(recipe, saved))
+    assert rows(first + rest) == rows(pescador.stream(sharded, 60))
+
+
+def test_ranks_shard_ray_workers(cluster, monkeypatch):
+    seen, everything = [], rows(pescador.stream(sharded, 101))
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        seen.append(rows(pescador.ray_offload(workers=2)(pescador.stream(sharded, 101))))
+    assert not set(seen[0]) & set(seen[1])
+    assert seen[0] + seen[1] == everything
+
+
+def test_exhaustive_mux_fails_over(cluster, tmp_path):
+    """An exhaustive mux shards its pool across the actors and resumes after a death (needs the mux stages)."""
+    marker = str(tmp_path / "exited")
+    pool = [pescador.stream(counted, 100 * v, 40 + v, marker, 5) for v in range(4)]
+    recipe = pescador.mux(2, None, with_replacement=False, random_state=3)(pool)
+    with pytest.warns(FailoverWarning):
+        got = list(pescador.ray_offload(workers=2, chunk=2)(recipe))
+    expected = pescador.mux(2, None, with_replacement=False, random_state=3)(
+        [pescador.stream(counted, 100 * v, 40 + v) for v in range(4)]
+    )
+    assert rows(got) == rows(expected) == rows(item for v in range(4) for item in counted(100 * v, 40 + v))
+
+
+def test_the_docs_example_runs(cluster, capsys):
+    import ray_example  # (docs/ray_example.py, shown in docs/beyond.rst)
+
+    assert ray_example.main(workers=2) == set(range(10))
+    assert "read 10 files on 2 Ray actors" in capsys.readouterr().out
