@@ -5,9 +5,10 @@ the upstream recipe and sends its items, one multipart message per item,
 or several small items to a message when they come fast (see
 ``batch_wait`` and :mod:`pescador.wire`), to the consumer, which yields
 them one at a time, in order, as they arrive.  The consumer binds one
-ROUTER socket on a private endpoint (an ``ipc://`` path in a new directory of mode 0700, or loopback TCP); each
-worker connects a DEALER socket with a secret identity, and messages from any
-other peer are dropped.
+ROUTER socket on a private endpoint (an ``ipc://`` path in a new
+directory of mode 0700, or loopback TCP); each worker connects a DEALER
+socket with a secret identity, and messages from any other peer are
+dropped.
 
 Lifecycle
 ---------
