@@ -416,7 +416,10 @@ class _Sender:
         self.sock = sock
 
     def send(self, frames: list) -> None:
-        self.sock.send_multipart(frames, copy=False)
+        if len(frames) == 1:  # (a header alone: one call, copied, is cheapest for small messages)
+            self.sock.send(frames[0])
+        else:
+            self.sock.send_multipart(frames, copy=False)
 
     def writable(self) -> bool:
         return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT)

@@ -219,16 +219,25 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None, stat
             raise PescadorError(f"{where} is a {type(item).__name__}; expected a dict of arrays with string keys")
     fields = []
     frames: list = [None]
+    codes = _CODES
     for key, value in item.items():
         if type(key) is not str:
             where = "an item" if position is None else f"item {position}"
             raise PescadorError(f"{where} has the key {key!r} of type {type(key).__name__}; keys must be str")
+        if type(value) is np.ndarray:  # the common case: a plain array of a dtype already seen
+            code = codes.get(value.dtype)
+            if code is not None:
+                inline = value.tobytes() if value.nbytes <= INLINE_MAX else _frame(value, copy, frames)
+                fields.append([key, code, list(value.shape), inline])
+                continue
         if type(value) is np.ndarray or isinstance(value, np.ndarray):
             if not _travels(value.dtype):
                 raise _unsendable(key, value, position)
             if type(value) is np.memmap:
                 value = np.asarray(value)
             if type(value) is np.ndarray:
+                if len(codes) < 256:
+                    codes[value.dtype] = value.dtype.str
                 inline = value.tobytes() if value.nbytes <= INLINE_MAX else _frame(value, copy, frames)
                 fields.append([key, value.dtype.str, list(value.shape), inline])
             elif type(value) is np.ma.MaskedArray or type(value) is np.ma.core.MaskedConstant:
@@ -272,9 +281,21 @@ def _masked_field(key: str, value: np.ma.MaskedArray, copy: bool, frames: list) 
     return field
 
 
+_CODES: dict = {}  # dtype -> its code on the wire, for the dtypes of plain arrays that travel
+_PACKERS = threading.local()  # a msgpack Packer per thread (creating one per message costs more than packing)
+
+
+def _packer() -> msgpack.Packer:
+    try:
+        return _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(default=_pack_value, use_bin_type=True)
+        return packer
+
+
 def _pack_header(header: list, item: dict, position: int | None) -> bytes:
     try:
-        return msgpack.packb(header, default=_pack_value, use_bin_type=True)
+        return _packer().pack(header)
     except _Unsendable as exc:
         key = _key_holding(item, exc.value)
         raise _unsendable(key, exc.value, position, item.get(key) is not exc.value) from None
@@ -531,11 +552,15 @@ class Outbox:
 
     def put(self, item: Any, state: str | None = None) -> None:
         """Send ``item`` (with the sender's state after it, in a resumable run), or hold a copy a while."""
+        if self.wait <= 0:  # (no item is ever held, and no thread runs)
+            self._send(encode_item(item, self.copy, self.position, state))
+            self.position += 1
+            return
         with self.lock:
             if self.failed is not None:
                 raise self.failed
             now = time.monotonic()
-            shared = shared_layout(item) if self.wait > 0 else None
+            shared = shared_layout(item)
             if self.batch is not None and (shared is None or shared[0] != self.batch.layout):
                 self._flush()
             slow, self.last = now - self.last >= self.wait, now
@@ -962,7 +987,21 @@ def _builtin(report: ErrorReport) -> Exception | None:
 def _item(fields: list, frames: list, copy: bool) -> dict:
     item = {}
     frame = 1
+    small = _SMALL
     for field in fields:
+        if type(field) is list and len(field) == 4 and type(field[3]) is bytes and type(field[2]) is list:
+            known = None  # a small array, inline: of a layout seen before?
+            for dim in field[2]:
+                if type(dim) is not int:
+                    break
+            else:
+                try:
+                    known = small.get((field[1], *field[2]))
+                except TypeError:  # (a code that is not hashable: the checks below say what is wrong)
+                    pass
+            if known is not None and type(field[0]) is str and len(field[3]) == known[2]:
+                item[field[0]] = np.ndarray(known[1], known[0], bytearray(field[3]))  # (its own, aligned memory)
+                continue
         if not isinstance(field, list) or len(field) not in (2, 4, 5) or not isinstance(field[0], str):
             raise _malformed("a field is not [key, value], [key, dtype, shape, data] or a masked array's")
         if len(field) == 2:
@@ -983,10 +1022,19 @@ def _item(fields: list, frames: list, copy: bool) -> dict:
             mask = np.ma.nomask if mask_buffer is None else _array(mask_buffer, _BOOL, shape, copy)
             item[key] = _masked(key, data, mask, masked[1], masked[2])
         else:
-            item[key] = _array(buffer, dtype, shape, copy)
+            item[key] = array = _array(buffer, dtype, shape, copy)
+            if type(buffer) is bytes and dtype.alignment <= _BYTEARRAY_ALIGNMENT and len(small) < 1024:
+                small[(code, *shape)] = (dtype, shape, array.nbytes)
     if frame != len(frames):
         raise _malformed(f"{len(frames) - frame} frames more than the header describes")
     return item
+
+
+# The inline arrays' layouts already checked, by (dtype code, *shape): (dtype, shape, bytes).  The
+# next array of such a layout is built at once over a copy of its bytes; a bytearray's memory
+# comes from malloc, aligned for any dtype of at most this alignment.
+_SMALL: dict = {}
+_BYTEARRAY_ALIGNMENT = 8
 
 
 _BOOL = np.dtype(np.bool_)
