@@ -432,6 +432,24 @@ class _Batch:
         self.values: list = []
         self.states: list = []
         self.count = 0
+        # (key, dtype, shape, block) per key, for ``take``; None when some values are not arrays
+        self.arrays = None if self.value_keys else [(p[0], p[1], p[2], self.blocks[p[0]]) for p in layout]
+
+    def take(self, item: Any, state: str | None) -> bool:
+        """Add ``item`` when it is a dict of plain arrays of exactly this batch's layout (checked and copied
+        in one pass: the common case); else return False, having added nothing."""
+        arrays = self.arrays
+        if arrays is None or type(item) is not dict or len(item) != len(arrays):
+            return False
+        n = self.count
+        for (key, value), (want, dtype, shape, block) in zip(item.items(), arrays):
+            if (key != want or value.__class__ is not np.ndarray or value.shape != shape
+                    or (value.dtype is not dtype and value.dtype != dtype)):
+                return False  # (rows written for earlier keys are overwritten by the next item)
+            block[n] = value
+        self.states.append(state)
+        self.count = n + 1
+        return True
 
     def add(self, item: dict, state: str | None) -> None:
         n = self.count
@@ -560,6 +578,12 @@ class Outbox:
             if self.failed is not None:
                 raise self.failed
             now = time.monotonic()
+            batch = self.batch
+            if batch is not None and batch.take(item, state):  # (another item of the held items' layout)
+                self.last = now
+                if batch.count >= batch.capacity or now - self.since >= self.wait:
+                    self._flush()
+                return
             shared = shared_layout(item)
             if self.batch is not None and (shared is None or shared[0] != self.batch.layout):
                 self._flush()

@@ -165,6 +165,37 @@ def test_malformed_messages_raise(name):
         decode(MALFORMED[name])
 
 
+# Near misses of a small inline array's field, each malformed; decoded after a good message of the same
+# layout, whose layout the decoder then knows (and builds the next such array at once).
+NEAR_MISSES = {
+    "a float dimension": ["x", "<f4", [1.0, 2], b"\x00" * 8],
+    "a bool dimension": ["x", "<f4", [True, 2], b"\x00" * 8],
+    "a shape that is a map": ["x", "<f4", {1: 0, 2: 0}, b"\x00" * 8],
+    "a shape that is a string": ["x", "<f4", "\x01\x02", b"\x00" * 8],
+    "too few bytes": ["x", "<f4", [1, 2], b"\x00" * 7],
+    "too many bytes": ["x", "<f4", [1, 2], b"\x00" * 9],
+    "a key that is not str": [1, "<f4", [1, 2], b"\x00" * 8],
+    "a dtype code that is bytes": ["x", b"<f4", [1, 2], b"\x00" * 8],
+    "a dtype code that is a list": ["x", ["<f4"], [1, 2], b"\x00" * 8],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEAR_MISSES))
+def test_a_known_layout_does_not_let_a_near_miss_through(name):
+    good = encode_item({"x": np.ones((1, 2), np.float32)})
+    assert decode(good)[1]["x"].tolist() == [[1.0, 1.0]]  # (now a known layout)
+    with pytest.raises(PescadorError, match="malformed message"):
+        decode([header(ITEM, [NEAR_MISSES[name]])])
+
+
+def test_small_arrays_of_one_message_decoded_twice_are_independent_and_writeable():
+    frames = encode_item({"x": np.arange(4, dtype=np.int16).reshape(2, 2)})
+    first, second = decode(frames)[1]["x"], decode(frames)[1]["x"]
+    first[0, 0] = 99
+    assert second.tolist() == [[0, 1], [2, 3]] and first.flags.writeable and first.flags.aligned
+    assert decode(frames)[1]["x"].tolist() == [[0, 1], [2, 3]]
+
+
 fills = st.one_of(st.none(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=3), st.binary(max_size=9))
 masks = st.one_of(st.just(False), st.none(), st.binary(max_size=40), st.integers(-5, 5), st.text(max_size=2))
 masked_fields = st.tuples(
@@ -784,3 +815,40 @@ def test_a_source_may_change_what_it_yielded_once_the_outbox_has_it():
     got = fake.items()
     assert [x["i"] for x in got] == list(range(100))
     assert [float(x["X"].sum()) for x in got] == [4.0 * i for i in range(100)]
+
+
+def test_items_that_differ_from_the_held_layout_in_a_later_key_arrive_as_they_were():
+    """The outbox checks and copies an item of the held items' layout in one pass: an item that matches
+    in its first key and not in a later one (dtype, shape, key, a value that is not an array, a key more)
+    travels as itself, and the rows written for its first key are not taken for an item."""
+    variants = [
+        {"a": np.full((1, 2), 1, np.float32), "b": np.arange(3.0)},
+        {"a": np.full((1, 2), 2, np.float32), "b": np.arange(3)},  # another dtype
+        {"a": np.full((1, 2), 3, np.float32), "b": np.arange(4.0)},  # another shape
+        {"a": np.full((1, 2), 4, np.float32), "c": np.arange(3.0)},  # another key
+        {"a": np.full((1, 2), 5, np.float32), "b": 7},  # not an array
+        {"a": np.full((1, 2), 6, np.float32), "b": np.arange(3.0), "d": np.zeros(1)},  # a key more
+        {"a": np.full((1, 2), 7, np.float32), "b": np.arange(3.0).astype(">f8")},  # another byte order
+    ]
+    sent = [variants[0], *variants[1:], variants[0], *reversed(variants)]
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)
+    for item in sent:
+        outbox.put(item)
+    outbox.finish()
+    got = fake.items()
+    assert len(got) == len(sent)
+    for received, item in zip(got, sent):
+        assert list(received) == list(item)
+        for key, value in item.items():
+            if isinstance(value, np.ndarray):
+                assert received[key].dtype == value.dtype and received[key].tolist() == value.tolist()
+            else:
+                assert received[key] == value
+
+
+def test_arrays_of_each_byte_order_arrive_in_their_own():
+    for code in ("<f4", ">f4", "<f4", "=i2", ">i2"):
+        value = np.arange(3, dtype=code)
+        received = decode(encode_item({"x": value}))[1]["x"]
+        assert received.dtype == value.dtype and received.tolist() == [0, 1, 2]
