@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-frameworks bench docs docs-check clean
+.PHONY: demo test test-frameworks bench bench-peers docs docs-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,18 @@ endif
 
 bench: $(VENV)/.demo-installed
 	$(PY) -m benchmarks all
+
+# Our pipeline beside PyTorch's DataLoader and pescador 3.0 (benchmarks/bench_peers.py).
+# pescador 3.0 goes into a venv of its own under build/ (ignored by git): our
+# package and 3.0 never share a venv; its figures come back as JSON.
+PEERS_VENV := build/peers-venv
+$(PEERS_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet 'pescador==3.0.0' numpy pyzmq
+	touch $@
+
+bench-peers: $(VENV)/.test-installed $(PEERS_VENV)/.installed
+	$(PY) -m benchmarks peers
 
 clean:
 	rm -rf $(VENV) build docs/_build *.egg-info .pytest_cache .hypothesis

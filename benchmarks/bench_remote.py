@@ -4,8 +4,10 @@ A producer runs in its own network namespace and serves items over TCP on
 the veth link; the consumer runs here.  Workloads: 200 items of one 4 MiB
 float32 array, and 100,000 items of a (1, 10) float32 array.  Paths:
 raw pyzmq (a PUSH socket sending the same buffer zero-copy, a PULL socket
-building arrays over the frames: the baseline), ``serve``/``remote`` in
-plain TCP (``insecure=True``), and ``serve``/``remote`` with CURVE.  Each
+building arrays over the frames: the baseline of plain TCP), raw pyzmq with
+CURVE (the same pair with keys: the baseline of CURVE), ``serve``/``remote``
+in plain TCP (``insecure=True``), and ``serve``/``remote`` with CURVE; each
+path's ratio is against its own baseline.  Each
 producer is started and given a second to bind before the consumer's clock
 starts; figures are medians of several runs, ratios against raw pyzmq in
 the same run.  Needs root (``ip netns``); says why not otherwise.
@@ -48,6 +50,9 @@ def produce(mode: str, n: int, shape: tuple, bind: str, keydir: str) -> None:
     if mode == "raw":
         raw_sender(bind, n, shape, bind=True)
         return
+    if mode == "raw-curve":
+        raw_sender(bind, n, shape, bind=True, curve=_keys(keydir, "producer") + (True,))
+        return
     kwargs = dict(insecure=True) if mode == "plain" else dict(
         key=os.path.join(keydir, "producer.key_secret"), authorized=os.path.join(keydir, "consumer.key"))
     import warnings
@@ -57,11 +62,20 @@ def produce(mode: str, n: int, shape: tuple, bind: str, keydir: str) -> None:
         serve(pescador.stream(same_array, n, shape), bind, **kwargs)
 
 
+def _keys(keydir: str, name: str) -> tuple:
+    import zmq.auth
+
+    return zmq.auth.load_certificate(os.path.join(keydir, f"{name}.key_secret"))
+
+
 def consume(mode: str, n: int, shape: tuple, endpoint: str, keydir: str) -> float:
     t0 = time.perf_counter()
-    if mode == "raw":
+    if mode in ("raw", "raw-curve"):
         context = zmq.Context()
         sock = context.socket(zmq.PULL)
+        if mode == "raw-curve":
+            sock.curve_publickey, sock.curve_secretkey = _keys(keydir, "consumer")
+            sock.curve_serverkey = _keys(keydir, "producer")[0]
         sock.connect(endpoint)
         for _ in range(n):
             np.frombuffer(sock.recv(copy=False).buffer, dtype=np.float32).reshape(shape)
@@ -101,7 +115,7 @@ def main(argv: list[str]) -> None:
         endpoint = f"tcp://{hosts.addresses[0]}:{PORT}"
         for label, n, shape in [("4 MiB arrays", 200, (1024, 1024)), ("(1, 10) arrays", 100_000, (1, 10))]:
             times = {}
-            for mode in ("raw", "plain", "curve"):
+            for mode in ("raw", "raw-curve", "plain", "curve"):
                 runs = []
                 for _ in range(args.repeat):
                     shape_arg = "x".join(map(str, shape))
@@ -114,11 +128,15 @@ def main(argv: list[str]) -> None:
                     producer.wait(30)
                 times[mode] = statistics.median(runs)
             nbytes = n * 4 * int(np.prod(shape))
-            for mode, name in [("raw", "raw pyzmq (plain TCP)"), ("plain", "serve/remote, plain TCP"), ("curve", "serve/remote, CURVE")]:
+            for mode, name, base in [
+                ("raw", "raw pyzmq (plain TCP)", "raw"), ("plain", "serve/remote, plain TCP", "raw"),
+                ("raw-curve", "raw pyzmq, CURVE", "raw-curve"), ("curve", "serve/remote, CURVE", "raw-curve"),
+            ]:
                 t = times[mode]
-                rows.append([label, name, n / t, nbytes / t / 1e6, times["raw"] / t])
+                rows.append([label, name, n / t, nbytes / t / 1e6, times[base] / t])
     table(
-        f"producer in a network namespace over a veth link; median of {args.repeat} runs; ratio: against raw pyzmq",
+        f"producer in a network namespace over a veth link; median of {args.repeat} runs; ratio: against raw pyzmq "
+        "over the same transport (plain TCP, or CURVE)",
         ["workload", "path", "items/s", "MB/s", "ratio"],
         rows,
     )

@@ -7,7 +7,10 @@ several runs, process start included on both sides):
   PUSH/PULL pair sending the same buffer zero-copy from a forked process and
   receiving it with ``np.frombuffer``.  Goal: at least 0.7x raw pyzmq.
 - small: 100,000 items holding a (1, 10) float32 array, against the same raw
-  pair sending one 40-byte frame per item.  Goal: at least 50,000 items/s.
+  pair sending one 40-byte frame per item; zmq_offload with ``batch_wait=0``
+  (one message per item, as raw pyzmq) and with the default (items share
+  messages when the source is fast).  Goal: at least 0.5x raw pyzmq with one
+  message per item, and beyond 1.0x where items share messages.
 - cpu: a generator that spends about a millisecond of pure-Python work per
   item, with ``workers=2`` against ``workers=1``.  Goal: at least 1.6x on a
   2-core machine.
@@ -40,10 +43,15 @@ def busy(n, work):
         yield {"X": np.array([total], dtype=np.int64)}
 
 
-def raw_sender(endpoint, n, shape, bind=False):
-    """Send ``n`` arrays zero-copy on a raw PUSH socket, then an empty end frame (the baseline's sender)."""
+def raw_sender(endpoint, n, shape, bind=False, curve=None):
+    """Send ``n`` arrays zero-copy on a raw PUSH socket, then an empty end frame (the baseline's sender).
+
+    ``curve``: None, or ``(public, secret, True)``: the socket is a CURVE server with that key pair.
+    """
     context = zmq.Context()
     sock = context.socket(zmq.PUSH)
+    if curve is not None:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_server = curve
     if bind:
         sock.bind(endpoint)
     else:
@@ -74,6 +82,25 @@ def raw_pyzmq(n, shape):
     context.term()
 
 
+def decode_costs(n=100_000):
+    """Decoding alone, in this process: microseconds per (1, 10) float32 item, one message each or shared."""
+    from pescador import wire
+
+    x = np.ones((1, 10), dtype=np.float32)
+    alone = [wire.encode_item({"X": x}) for _ in range(1000)]
+    shared = wire.encode_batch([{"X": x}] * 1000)
+
+    def one_each():
+        for frames in alone:
+            wire.decode(frames)
+
+    def together():
+        for _ in wire.decode(shared)[1][0]:
+            pass
+
+    return [median_seconds(f, 5) / 1000 * 1e6 for f in (one_each, together)]
+
+
 def consume(recipe):
     for _ in recipe:
         pass
@@ -85,12 +112,17 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     offload = pescador.zmq_offload(start_method="fork", transport="tcp")
     offload_ipc = pescador.zmq_offload(start_method="fork", transport="ipc")
+    alone = pescador.zmq_offload(start_method="fork", transport="tcp", batch_wait=0)
+    alone_ipc = pescador.zmq_offload(start_method="fork", transport="ipc", batch_wait=0)
     rows = []
 
     for label, n, shape in [("4 MiB arrays", 500, (1024, 1024)), ("(1, 10) arrays", 100_000, (1, 10))]:
         t_raw = median_seconds(lambda: raw_pyzmq(n, shape), args.repeat)
         rows.append([label, "raw pyzmq (tcp)", n / t_raw, n * 4 * np.prod(shape) / t_raw / 1e6, 1.0])
-        for name, step in [("zmq_offload (tcp)", offload), ("zmq_offload (ipc)", offload_ipc)]:
+        paths = [("zmq_offload (tcp)", offload), ("zmq_offload (ipc)", offload_ipc)]
+        if shape == (1, 10):
+            paths += [("zmq_offload (tcp), batch_wait=0", alone), ("zmq_offload (ipc), batch_wait=0", alone_ipc)]
+        for name, step in paths:
             recipe = step(pescador.stream(same_array, n, shape))
             t = median_seconds(lambda: consume(recipe), args.repeat)
             rows.append([label, name, n / t, n * 4 * np.prod(shape) / t / 1e6, t_raw / t])
@@ -103,6 +135,9 @@ def main(argv: list[str]) -> None:
     t2 = median_seconds(lambda: consume(two), args.repeat)
     rows.append(["cpu-bound", "workers=1", n / t1, "-", 1.0])
     rows.append(["cpu-bound", "workers=2", n / t2, "-", t1 / t2])
+    alone, shared = decode_costs()
+    rows.append(["decode only", "one message per item (us/item)", alone, "-", 1.0])
+    rows.append(["decode only", "1,000 items per message (us/item)", shared, "-", alone / shared])
     table(
         f"median of {args.repeat} runs; ratio: against the first row of its workload",
         ["workload", "path", "items/s", "MB/s", "ratio"],

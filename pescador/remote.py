@@ -283,6 +283,7 @@ def serve(
     hwm: int = 32,
     copy: bool = False,
     linger: float = 10.0,
+    batch_wait: float = 0.001,
 ) -> int:
     """Run a recipe and serve its items on ``bind`` until it ends; return how many were sent.
 
@@ -313,6 +314,11 @@ def serve(
         last items and leave (which acknowledges the end of stream), however
         long that takes; with no consumer connected, it waits ``linger``
         seconds for one, then closes.
+    batch_wait : float >= 0
+        Small items share messages when the source is fast or the consumer
+        slow, each held at most about this many seconds longer than flow
+        control makes it wait; 0 sends one message per item (see
+        :func:`pescador.zmq_offload`).
 
     Examples
     --------
@@ -331,6 +337,8 @@ def serve(
     where = "serve"
     recipe = stream(source)
     hwm = check_count(hwm, where, "hwm", minimum=1)
+    if not isinstance(batch_wait, (int, float)) or isinstance(batch_wait, bool) or not 0 <= batch_wait <= 10:
+        raise PescadorError(f"{where}: batch_wait must be a number of seconds from 0 to 10; got {batch_wait!r}")
     curve = _needs_curve([bind], insecure, key is not None or authorized is not None, where)
     if not curve and bind.startswith("ipc://"):
         _check_private(bind, insecure, where)
@@ -362,16 +370,25 @@ def serve(
         except zmq.ZMQError as exc:
             raise PescadorError(f"{where}: cannot bind {bind}: {exc}") from None
         peers = _Peers(monitor)
+        outbox = wire.Outbox(_Sender(sock).send, _Sender(sock).writable, batch_wait, copy)
         sent = 0
         try:
-            for position, item in enumerate(recipe):
-                sock.send_multipart(wire.encode_item(item, copy, position), copy=False)
-                sent += 1
-                if not sent % 256:
-                    peers.update()
+            try:
+                for item in recipe:
+                    outbox.put(item)
+                    sent += 1
+                    if not sent % 256:
+                        peers.update()
+                outbox.finish()  # (the items held leave before the end of stream)
+            finally:
+                outbox.close()
         except Exception as exc:  # tell the consumer why this producer stops, then raise here too
             sock.setsockopt(zmq.SNDTIMEO, int(linger * 1000))
             try:
+                try:
+                    outbox.finish()  # the items made before the error leave first
+                except Exception:
+                    pass
                 sock.send_multipart(wire.encode_error(traceback.format_exc(), exc))  # (never pickled)
                 _wait_for_leaving(peers, linger, ended=True)
             except zmq.Again:
@@ -390,6 +407,22 @@ def serve(
         if authenticator is not None:
             authenticator.stop()
         context.term()
+
+
+class _Sender:
+    """A producer's PUSH socket, as the outbox sends through it."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+
+    def send(self, frames: list) -> None:
+        if len(frames) == 1:  # (a header alone: one call, copied, is cheapest for small messages)
+            self.sock.send(frames[0])
+        else:
+            self.sock.send_multipart(frames, copy=False)
+
+    def writable(self) -> bool:
+        return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT)
 
 
 def _end_the_others(sock: zmq.Socket, peers: "_Peers") -> None:
@@ -708,6 +741,11 @@ def _receive(producers: list, grace: float, copy: bool, status: RemoteStatus) ->
             if kind == wire.ITEM:
                 producer.received()
                 yield payload
+                continue
+            if kind == wire.BATCH:  # several items, handed out one at a time
+                for item in payload[0]:
+                    producer.received()
+                    yield item
                 continue
             _retire(producer, kind, payload, active, poller, failures)
             down_since = time.monotonic()

@@ -1,4 +1,4 @@
-"""The wire format of :func:`pescador.zmq_offload`: one multipart message per item.
+"""The wire format of :func:`pescador.zmq_offload`: one multipart message per item, or per batch of small items.
 
 A message is a msgpack *header* followed by one raw frame per large array::
 
@@ -16,6 +16,17 @@ The header is a msgpack array whose first element is the kind of message:
   they are small, or nil when the mask is the next frame after the data.
 - ``[ITEM_STATE, fields, state]``: an item of a resumable run, with the
   worker's state after it (JSON text; see :mod:`pescador.resume`).
+- ``[BATCH, count, fields, values, states]``: ``count`` items of one
+  layout (the same keys in the same order, each array of the same dtype and
+  shape), which share one message.  ``fields`` lists the keys in order: an
+  array's field is ``[key, dtype, shape, inline]`` as above, where
+  ``shape`` is one item's and the data is the ``count`` arrays stacked (a
+  C-contiguous block of shape ``(count, *shape)``, inline when it is small);
+  any other value's field is ``[key]``.  ``values`` is nil when every
+  field is an array, else one list per item of its other values, in field
+  order.  ``states`` is nil, or one state (JSON text) per item: the
+  sender's state after that item.  The consumer views each block once and
+  hands out its rows, one item at a time, in order.
 - ``[END]``: the worker's stream ended.
 - ``[ERROR, text, [module, qualname, args, pickled]]``: the worker's
   stream raised.  ``text`` holds the traceback (at most ``TEXT_MAX``
@@ -52,6 +63,9 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import pickle
+import signal
+import threading
+import time
 from typing import Any
 
 import msgpack
@@ -61,17 +75,19 @@ import numpy as np
 from .exceptions import PescadorError, WorkerError
 
 __all__ = [
-    "ITEM", "ITEM_STATE", "END", "ERROR", "ErrorReport", "encode_item", "encode_end", "encode_error", "decode",
-    "error_from",
+    "ITEM", "ITEM_STATE", "BATCH", "END", "ERROR", "ErrorReport", "encode_item", "encode_batch", "encode_end",
+    "encode_error", "decode", "error_from", "Outbox",
 ]
 
-ITEM, END, ERROR, ITEM_STATE = 0, 1, 2, 3
+ITEM, END, ERROR, ITEM_STATE, BATCH = 0, 1, 2, 3, 4
 INLINE_MAX = 1024  # arrays of at most this many bytes ride inside the header
 _MAX_DIM = 2**62
 TEXT_MAX = 100_000  # characters of a traceback's text
 NAME_MAX = 512  # characters of an exception type's module, and of its qualname
 ARGS_MAX = 32  # arguments of an exception rebuilt without pickle
 PICKLE_MAX = 1 << 20  # bytes of a pickled exception
+BATCH_MAX = 1024  # items in one message
+BATCH_BYTES = 1 << 16  # bytes of arrays in one message (an item with more travels alone)
 
 
 # ----------------------------------------------------------------------------
@@ -203,16 +219,25 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None, stat
             raise PescadorError(f"{where} is a {type(item).__name__}; expected a dict of arrays with string keys")
     fields = []
     frames: list = [None]
+    codes = _CODES
     for key, value in item.items():
         if type(key) is not str:
             where = "an item" if position is None else f"item {position}"
             raise PescadorError(f"{where} has the key {key!r} of type {type(key).__name__}; keys must be str")
+        if type(value) is np.ndarray:  # the common case: a plain array of a dtype already seen
+            code = codes.get(value.dtype)
+            if code is not None:
+                inline = value.tobytes() if value.nbytes <= INLINE_MAX else _frame(value, copy, frames)
+                fields.append([key, code, list(value.shape), inline])
+                continue
         if type(value) is np.ndarray or isinstance(value, np.ndarray):
             if not _travels(value.dtype):
                 raise _unsendable(key, value, position)
             if type(value) is np.memmap:
                 value = np.asarray(value)
             if type(value) is np.ndarray:
+                if len(codes) < 256:
+                    codes[value.dtype] = value.dtype.str
                 inline = value.tobytes() if value.nbytes <= INLINE_MAX else _frame(value, copy, frames)
                 fields.append([key, value.dtype.str, list(value.shape), inline])
             elif type(value) is np.ma.MaskedArray or type(value) is np.ma.core.MaskedConstant:
@@ -256,9 +281,21 @@ def _masked_field(key: str, value: np.ma.MaskedArray, copy: bool, frames: list) 
     return field
 
 
+_CODES: dict = {}  # dtype -> its code on the wire, for the dtypes of plain arrays that travel
+_PACKERS = threading.local()  # a msgpack Packer per thread (creating one per message costs more than packing)
+
+
+def _packer() -> msgpack.Packer:
+    try:
+        return _PACKERS.packer
+    except AttributeError:
+        packer = _PACKERS.packer = msgpack.Packer(default=_pack_value, use_bin_type=True)
+        return packer
+
+
 def _pack_header(header: list, item: dict, position: int | None) -> bytes:
     try:
-        return msgpack.packb(header, default=_pack_value, use_bin_type=True)
+        return _packer().pack(header)
     except _Unsendable as exc:
         key = _key_holding(item, exc.value)
         raise _unsendable(key, exc.value, position, item.get(key) is not exc.value) from None
@@ -331,6 +368,289 @@ def _contains(container: Any, value: Any) -> bool:
     if isinstance(container, (list, tuple, set, frozenset)):
         return any(v is value or _contains(v, value) for v in container)
     return False
+
+
+# ----------------------------------------------------------------------------
+# Several items in one message
+# ----------------------------------------------------------------------------
+
+SHARE_MAX = BATCH_BYTES // 4  # bytes of arrays in an item that may share a message
+
+
+def shared_layout(item: Any) -> tuple | None:
+    """``(layout, nbytes)`` of an item that may share a message with others of its layout, else None.
+
+    An item may share when it is a dict with str keys whose arrays are plain
+    ndarrays of at least one dimension, of a dtype that travels, holding at
+    most ``SHARE_MAX`` bytes in all, and whose other values are immutable
+    scalars (str, bytes, int of 64 bits, float, bool, None, numpy numbers).
+    Such an item is captured whole when it is put in a message (its arrays
+    copied, its other values immutable), so a source may change or reuse
+    what it yielded.  Any other item travels alone (where
+    :func:`encode_item` sends it at once, or names what cannot travel).
+    """
+    if type(item) is not dict:
+        return None
+    parts = []
+    nbytes = 0
+    for key, value in item.items():
+        if type(key) is not str:
+            return None
+        kind = type(value)
+        if kind is np.ndarray:
+            dtype, shape = value.dtype, value.shape
+            shares = _SHARES.get(dtype)
+            if shares is None:
+                shares = _travels(dtype)
+                if len(_SHARES) < 256:
+                    _SHARES[dtype] = shares
+            if not shares or not shape:
+                return None
+            nbytes += value.nbytes
+            parts.append((key, dtype, shape))
+        elif kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64) or isinstance(value, _SCALAR):
+            parts.append(key)
+        else:
+            return None
+    if nbytes > SHARE_MAX or not parts:
+        return None
+    return tuple(parts), nbytes
+
+
+_SHARES: dict = {}  # dtype -> whether its arrays travel
+_IMMUTABLE = (str, bytes, float, bool, type(None))
+
+
+class _Batch:
+    """Items of one layout captured for one message: each array key's arrays copied into one block."""
+
+    def __init__(self, layout: tuple, nbytes: int) -> None:
+        self.layout = layout
+        self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1)))
+        self.blocks = {part[0]: np.empty((self.capacity, *part[2]), part[1]) for part in layout if type(part) is tuple}
+        self.value_keys = [part for part in layout if type(part) is str]
+        self.values: list = []
+        self.states: list = []
+        self.count = 0
+        # (key, dtype, shape, block) per key, for ``take``; None when some values are not arrays
+        self.arrays = None if self.value_keys else [(p[0], p[1], p[2], self.blocks[p[0]]) for p in layout]
+
+    def take(self, item: Any, state: str | None) -> bool:
+        """Add ``item`` when it is a dict of plain arrays of exactly this batch's layout (checked and copied
+        in one pass: the common case); else return False, having added nothing."""
+        arrays = self.arrays
+        if arrays is None or type(item) is not dict or len(item) != len(arrays):
+            return False
+        n = self.count
+        for (key, value), (want, dtype, shape, block) in zip(item.items(), arrays):
+            if (key != want or value.__class__ is not np.ndarray or value.shape != shape
+                    or (value.dtype is not dtype and value.dtype != dtype)):
+                return False  # (rows written for earlier keys are overwritten by the next item)
+            block[n] = value
+        self.states.append(state)
+        self.count = n + 1
+        return True
+
+    def add(self, item: dict, state: str | None) -> None:
+        n = self.count
+        for key, block in self.blocks.items():
+            block[n] = item[key]
+        if self.value_keys:
+            self.values.append([item[key] for key in self.value_keys])
+        self.states.append(state)
+        self.count = n + 1
+
+    def full(self) -> bool:
+        return self.count >= self.capacity
+
+    def frames(self, position: int | None = None) -> list:
+        fields: list = []
+        frames: list = [None]
+        for part in self.layout:
+            if type(part) is tuple:
+                key, _, shape = part
+                block = self.blocks[key][: self.count]  # (this batch's own memory: sent without copying)
+                fields.append([key, block.dtype.str, list(shape), _data(block, False, frames)])
+            else:
+                fields.append([part])
+        states = self.states if self.states[0] is not None else None
+        header = [BATCH, self.count, fields, self.values or None, states]
+        try:
+            frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
+        except (_Unsendable, TypeError, ValueError, OverflowError) as exc:  # (not expected: values are checked)
+            raise PescadorError(
+                f"{_where(position)}a message of {self.count} items could not be packed ({exc!r})"
+            ) from None
+        return frames
+
+
+def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None) -> list:
+    """The frames of one message holding several items of one layout (see :func:`shared_layout`).
+
+    Each array key's arrays travel stacked, as one block; the other values
+    travel in the header, one list per item.
+
+    Parameters
+    ----------
+    items : list of dict
+        At most ``BATCH_MAX`` items of one layout, ``BATCH_BYTES`` of arrays in all.
+    copy : bool
+        Unused: the blocks are copies already (for symmetry with :func:`encode_item`).
+    position : int, optional
+        The first item's position in its stream, for error messages.
+    states : list of str, optional
+        The sender's state after each item.
+
+    Raises
+    ------
+    PescadorError
+        If the items cannot share a message.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> frames = encode_batch([{"x": np.array([i]), "name": str(i)} for i in range(3)])
+    >>> [(int(item["x"][0]), item["name"]) for item in decode(frames)[1][0]]
+    [(0, '0'), (1, '1'), (2, '2')]
+    """
+    shared = [shared_layout(item) for item in items]
+    if not items or shared[0] is None or any(s is None or s[0] != shared[0][0] for s in shared):
+        raise PescadorError(f"{_where(position)}these items cannot share a message (see shared_layout)")
+    batch = _Batch(shared[0][0], max(s[1] for s in shared))
+    if len(items) > batch.capacity:
+        raise PescadorError(f"{_where(position)}{len(items)} items do not fit in one message")
+    for n, item in enumerate(items):
+        batch.add(item, None if states is None else states[n])
+    return batch.frames(position)
+
+
+class Outbox:
+    """A sender's policy: a slow source's items go at once, a fast source's share messages.
+
+    An item that comes ``wait`` seconds or more after the one before goes at
+    once, alone, when the queue has room.  Otherwise (the source is faster
+    than that, or the queue is full because the receiver is slower) items of
+    one layout (:func:`shared_layout`) are held and leave together, as one
+    message, once the oldest has waited ``wait`` seconds (then the sender
+    blocks until the queue takes them: flow control, as with one item per
+    message), or sooner when they fill a message.  A thread sends items held
+    while the source is slow to give the next one (blocked: at once after
+    ``wait``; computing in Python without releasing the GIL: up to Python's
+    switch interval later, 5 ms by default).  Items leave in the order they
+    were put; at most ``BATCH_MAX`` items and ``BATCH_BYTES`` bytes of
+    arrays share a message.
+
+    Parameters
+    ----------
+    send : callable
+        ``send(frames)``: sends a message, blocking until the queue takes it.
+    writable : callable
+        ``writable()``: whether the queue can take a message now.
+    wait : float
+        How long an item may be held, in seconds; 0: every item travels
+        alone, in a message of its own.
+    copy : bool
+        As in :func:`encode_item` (for items that travel alone).
+
+    Not thread-safe: one thread puts; ``send`` and ``writable`` are called
+    with the outbox's lock held, from that thread or the outbox's own.
+    """
+
+    def __init__(self, send: Any, writable: Any, wait: float = 0.001, copy: bool = False) -> None:
+        self._send, self._writable, self.wait, self.copy = send, writable, wait, copy
+        self.position = 0  # the position of the next item to leave
+        self.batch: _Batch | None = None  # the items held
+        self.since = 0.0  # when the oldest held item was put
+        self.last = -float("inf")  # when the latest item was put
+        self.failed: BaseException | None = None  # an error of the outbox's thread, raised at the next put
+        self.closed = False
+        self.lock = threading.Lock()
+        self.due = threading.Event()  # set while items are held
+        self.thread: threading.Thread | None = None
+
+    def put(self, item: Any, state: str | None = None) -> None:
+        """Send ``item`` (with the sender's state after it, in a resumable run), or hold a copy a while."""
+        if self.wait <= 0:  # (no item is ever held, and no thread runs)
+            self._send(encode_item(item, self.copy, self.position, state))
+            self.position += 1
+            return
+        with self.lock:
+            if self.failed is not None:
+                raise self.failed
+            now = time.monotonic()
+            batch = self.batch
+            if batch is not None and batch.take(item, state):  # (another item of the held items' layout)
+                self.last = now
+                if batch.count >= batch.capacity or now - self.since >= self.wait:
+                    self._flush()
+                return
+            shared = shared_layout(item)
+            if self.batch is not None and (shared is None or shared[0] != self.batch.layout):
+                self._flush()
+            slow, self.last = now - self.last >= self.wait, now
+            if shared is None or (self.batch is None and slow and self._writable()):  # alone, at once
+                self._send(encode_item(item, self.copy, self.position, state))
+                self.position += 1
+                return
+            if self.batch is None:
+                self.batch, self.since = _Batch(*shared), now
+                self._start_thread()
+                self.due.set()
+            self.batch.add(item, state)
+            if self.batch.full() or now - self.since >= self.wait:
+                self._flush()  # (blocks until there is room: flow control)
+
+    def finish(self) -> None:
+        """Send every item held (blocking until the queue takes them), and stop the outbox's thread."""
+        try:
+            with self.lock:
+                if self.failed is not None:
+                    raise self.failed
+                if self.batch is not None:
+                    self._flush()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the outbox's thread (items still held stay held: ``finish`` sends them)."""
+        with self.lock:
+            self.closed = True
+            self.due.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join()
+
+    def _flush(self) -> None:
+        """Send the items held, as one message."""
+        batch, self.batch = self.batch, None
+        self.due.clear()
+        self._send(batch.frames(self.position))
+        self.position += batch.count
+
+    def _start_thread(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._watch, name="pescador-outbox", daemon=True)
+            self.thread.start()
+
+    def _watch(self) -> None:
+        """The outbox's thread: sends items held ``wait`` seconds, once there is room."""
+        if hasattr(signal, "pthread_sigmask"):  # (signals are the main thread's)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        while True:
+            self.due.wait()
+            with self.lock:
+                if self.closed:
+                    return
+                if self.batch is None:
+                    self.due.clear()
+                    continue
+                left = self.since + self.wait - time.monotonic()
+                if left <= 0 and self._writable():
+                    try:
+                        self._flush()
+                    except BaseException as exc:  # (raised in the sending thread at its next put)
+                        self.failed = exc
+                    continue
+            time.sleep(left if left > 0 else self.wait)
 
 
 def encode_end() -> list:
@@ -477,6 +797,10 @@ def _array(buffer: Any, dtype: np.dtype, shape: tuple, copy: bool) -> np.ndarray
             f"its frame holds {size}"
         )
     try:
+        if type(buffer) is bytes and not copy:  # inline: one copy, into a private bytearray (aligned by malloc)
+            array = np.ndarray(shape, dtype, bytearray(buffer))
+            if array.flags.aligned:
+                return array
         array = np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
     except (ValueError, OverflowError, TypeError) as exc:  # e.g. a 0 among enormous dimensions
         raise _malformed(f"an array of dtype {dtype.str} and shape {shape}: {exc}") from None
@@ -516,8 +840,10 @@ def _frame_buffer(frame: Any) -> Any:
 
 
 def decode(frames: list, copy: bool = False) -> tuple:
-    """Decode one message: ``(ITEM, item)``, ``(ITEM_STATE, (item, state))``, ``(END, None)`` or ``(ERROR, report)``.
+    """Decode one message: ``(ITEM, item)``, ``(ITEM_STATE, (item, state))``, ``(BATCH, (items, states))``,
+    ``(END, None)`` or ``(ERROR, report)``.
 
+    A batch's ``states`` is None or one state per item.
     An error's ``report`` is an :class:`ErrorReport`; nothing is unpickled.
 
     Parameters
@@ -557,6 +883,8 @@ def decode(frames: list, copy: bool = False) -> tuple:
         if len(header) != 3 or not isinstance(header[1], list) or not isinstance(header[2], str):
             raise _malformed("an item header without a list of fields and a state")
         return ITEM_STATE, (_item(header[1], frames, copy), header[2])
+    if kind == BATCH:
+        return BATCH, _batch(header, frames, copy)
     if len(frames) != 1:
         raise _malformed(f"a control message of kind {kind} with {len(frames) - 1} extra frames")
     if kind == END and len(header) == 1:
@@ -683,7 +1011,21 @@ def _builtin(report: ErrorReport) -> Exception | None:
 def _item(fields: list, frames: list, copy: bool) -> dict:
     item = {}
     frame = 1
+    small = _SMALL
     for field in fields:
+        if type(field) is list and len(field) == 4 and type(field[3]) is bytes and type(field[2]) is list:
+            known = None  # a small array, inline: of a layout seen before?
+            for dim in field[2]:
+                if type(dim) is not int:
+                    break
+            else:
+                try:
+                    known = small.get((field[1], *field[2]))
+                except TypeError:  # (a code that is not hashable: the checks below say what is wrong)
+                    pass
+            if known is not None and type(field[0]) is str and len(field[3]) == known[2]:
+                item[field[0]] = np.ndarray(known[1], known[0], bytearray(field[3]))  # (its own, aligned memory)
+                continue
         if not isinstance(field, list) or len(field) not in (2, 4, 5) or not isinstance(field[0], str):
             raise _malformed("a field is not [key, value], [key, dtype, shape, data] or a masked array's")
         if len(field) == 2:
@@ -704,10 +1046,19 @@ def _item(fields: list, frames: list, copy: bool) -> dict:
             mask = np.ma.nomask if mask_buffer is None else _array(mask_buffer, _BOOL, shape, copy)
             item[key] = _masked(key, data, mask, masked[1], masked[2])
         else:
-            item[key] = _array(buffer, dtype, shape, copy)
+            item[key] = array = _array(buffer, dtype, shape, copy)
+            if type(buffer) is bytes and dtype.alignment <= _BYTEARRAY_ALIGNMENT and len(small) < 1024:
+                small[(code, *shape)] = (dtype, shape, array.nbytes)
     if frame != len(frames):
         raise _malformed(f"{len(frames) - frame} frames more than the header describes")
     return item
+
+
+# The inline arrays' layouts already checked, by (dtype code, *shape): (dtype, shape, bytes).  The
+# next array of such a layout is built at once over a copy of its bytes; a bytearray's memory
+# comes from malloc, aligned for any dtype of at most this alignment.
+_SMALL: dict = {}
+_BYTEARRAY_ALIGNMENT = 8
 
 
 _BOOL = np.dtype(np.bool_)
@@ -735,3 +1086,45 @@ def _masked(key: str, data: np.ndarray, mask: Any, fill: Any, hard: bool) -> np.
         return np.ma.MaskedArray(data, mask=mask, fill_value=fill, hard_mask=hard, copy=False, shrink=False)
     except (TypeError, ValueError, OverflowError) as exc:  # a fill value that does not fit the dtype
         raise _malformed(f"the masked array of key {key!r}: {exc}") from None
+
+
+def _batch(header: list, frames: list, copy: bool) -> tuple:
+    """``(items, states)`` of a BATCH message: each array key's block viewed once, its rows handed out."""
+    if len(header) != 5:
+        raise _malformed("a batch header is not [kind, count, fields, values, states]")
+    count, fields, values, states = header[1:]
+    if type(count) is not int or not 1 <= count <= BATCH_MAX:
+        raise _malformed(f"a batch of {count!r} items (expected an int from 1 to {BATCH_MAX})")
+    if not isinstance(fields, list) or not fields:
+        raise _malformed("a batch header without a list of fields")
+    keys, columns, frame, others = [], [], 1, 0
+    for field in fields:
+        if not isinstance(field, list) or len(field) not in (1, 4) or not isinstance(field[0], str):
+            raise _malformed("a batch's field is not [key] or [key, dtype, shape, data]")
+        keys.append(field[0])
+        if len(field) == 1:
+            columns.append(others)
+            others += 1
+            continue
+        key, code, shape, inline = field
+        dtype, shape = _dtype(code), _shape(shape)
+        if not shape:
+            raise _malformed(f"the arrays of key {key!r} in a batch have no dimension")
+        buffer, frame = _field_buffer(key, inline, frames, frame)
+        block = _array(buffer, dtype, (count, *shape), False)
+        columns.append([row.copy() for row in block] if copy else list(block))
+    if frame != len(frames):
+        raise _malformed(f"{len(frames) - frame} frames more than the header describes")
+    if others:
+        if not isinstance(values, list) or len(values) != count or not all(
+            isinstance(row, list) and len(row) == others for row in values
+        ):
+            raise _malformed(f"a batch's values are not {count} lists of {others} values")
+        columns = [[row[c] for row in values] if type(c) is int else c for c in columns]
+    elif values is not None:
+        raise _malformed("a batch of arrays only, with values")
+    if states is not None and (
+        not isinstance(states, list) or len(states) != count or not all(type(state) is str for state in states)
+    ):
+        raise _malformed(f"a batch's states are not {count} strings")
+    return [dict(zip(keys, row)) for row in zip(*columns)], states

@@ -1,12 +1,14 @@
 """``zmq_offload``: run a stream in worker processes, receive its items over ZeroMQ.
 
 A run of an offloaded stream starts ``workers`` processes.  Each iterates
-the upstream recipe and sends its items, one multipart message per item
-(see :mod:`pescador.wire`), to the consumer, which yields them as they
-arrive.  The consumer binds one ROUTER socket on a private endpoint (an
-``ipc://`` path in a new directory of mode 0700, or loopback TCP); each
-worker connects a DEALER socket with a secret identity, and messages from any
-other peer are dropped.
+the upstream recipe and sends its items, one multipart message per item,
+or several small items to a message when they come fast (see
+``batch_wait`` and :mod:`pescador.wire`), to the consumer, which yields
+them one at a time, in order, as they arrive.  The consumer binds one
+ROUTER socket on a private endpoint (an ``ipc://`` path in a new
+directory of mode 0700, or loopback TCP); each worker connects a DEALER
+socket with a secret identity, and messages from any other peer are
+dropped.
 
 Lifecycle
 ---------
@@ -42,7 +44,11 @@ Lifecycle
   new generator with a new lock) rather than seeded under its lock.
 - Flow control: at most about ``hwm`` messages wait in the worker's queue
   and ``hwm`` in the consumer's, per worker, so a fast producer never fills
-  the consumer's memory.
+  the consumer's memory.  A message holds one item, or up to 1,024 small
+  items (64 KiB of arrays at most), so that is at most ``hwm`` large items
+  or ``hwm`` times 64 KiB of small ones per queue (plus what the operating
+  system buffers on the connection, and what the worker holds, at most
+  64 KiB, for at most about ``batch_wait`` seconds beyond flow control).
 
 Resumable runs
 --------------
@@ -94,7 +100,7 @@ _POLL_MS = 100  # how long the consumer waits for a message before it checks on 
 _CHECK_EVERY = 0.25  # seconds between checks on the workers while items flow
 _ACK = b"ack"
 _DEFAULT_TRANSPORT = "ipc" if zmq.has("ipc") else "tcp"
-_NOBLOCK, _RCVMORE, _EVENTS = int(zmq.NOBLOCK), int(zmq.RCVMORE), int(zmq.EVENTS)
+_NOBLOCK, _RCVMORE, _EVENTS, _POLLOUT = int(zmq.NOBLOCK), int(zmq.RCVMORE), int(zmq.EVENTS), int(zmq.POLLOUT)
 
 
 # ----------------------------------------------------------------------------
@@ -121,6 +127,7 @@ def zmq_offload(
     max_tries: int = 100,
     start_method: str | None = None,
     random_state: int | None = None,
+    batch_wait: float = 0.001,
 ) -> ItemTransform:
     """Produce a stream's items in other processes and receive them over ZeroMQ.
 
@@ -155,6 +162,9 @@ def zmq_offload(
     hwm : int >= 1
         High-water mark: how many messages may wait in each queue (the
         worker's and the consumer's, per worker) before the worker blocks.
+        A message holds one item, or up to 1,024 small items of one layout
+        (64 KiB of arrays at most; see ``batch_wait``), so a queue holds at
+        most ``hwm`` large items, or ``hwm`` times 64 KiB of small ones.
     transport : None, "ipc" or "tcp"
         ``"ipc"``: a socket file in a new private directory (mode 0700);
         ``"tcp"``: loopback TCP (127.0.0.1) on a port between ``min_port``
@@ -170,6 +180,17 @@ def zmq_offload(
     random_state : None or int
         The entropy from which the workers' seeds are spawned; an int makes
         every run start its workers with the same seeds.
+    batch_wait : float >= 0
+        Small items (at most 16 KiB of arrays each, of one layout: the same
+        keys, dtypes and shapes) share messages when the source is fast or
+        the consumer slow: an item that comes ``batch_wait`` seconds or
+        more after the one before goes at once, alone, when the worker's
+        queue has room; faster ones are held, and leave together once the
+        oldest has waited ``batch_wait`` seconds (the default, 1 ms) or a
+        message is full, then wait for room as any message does.  Order,
+        flow control, the end of stream and errors (after every item before
+        them) hold as with one item per message.  0: every item travels in
+        a message of its own.
 
     Examples
     --------
@@ -203,6 +224,8 @@ def zmq_offload(
         raise PescadorError(f"{where}: max_port ({max_port}) is below min_port ({min_port})")
     if random_state is not None:
         random_state = _check_int(random_state, where, "random_state", 0)
+    if not isinstance(batch_wait, numbers.Real) or isinstance(batch_wait, bool) or not 0 <= batch_wait <= 10:
+        raise PescadorError(f"{where}: batch_wait must be a number of seconds from 0 to 10; got {batch_wait!r}")
     config = _Config(
         workers=_check_int(workers, where, "workers", 1, 1024),
         copy=bool(copy),
@@ -214,6 +237,7 @@ def zmq_offload(
         max_tries=_check_int(max_tries, where, "max_tries", 1),
         start_method=start_method,
         random_state=random_state,
+        batch_wait=float(batch_wait),
     )
     return Transform("zmq_offload", _Offload, config.params())
 
@@ -236,6 +260,7 @@ class _Config:
     max_tries: int = 100
     start_method: str | None = None
     random_state: int | None = None
+    batch_wait: float = 0.001
 
     def params(self) -> dict:
         """The options that differ from the defaults."""
@@ -445,6 +470,13 @@ def _receive(sock: zmq.Socket, procs: list, identities: dict, live: set, copy: b
         if kind == wire.ITEM:
             sent[wid] += 1
             yield payload
+        elif kind == wire.BATCH:  # several items, handed out one at a time
+            items, item_states = payload
+            for n, item in enumerate(items):
+                sent[wid] += 1
+                if states is not None and item_states is not None:
+                    states[wid] = item_states[n]  # the worker's state once this item is delivered
+                yield item
         elif kind == wire.ITEM_STATE and states is not None:  # (a tracked run's workers send these)
             sent[wid] += 1
             states[wid] = payload[1]  # the worker's state once this item is delivered
@@ -701,10 +733,17 @@ class _Link:
             events = self.sock.poll(0, zmq.POLLIN)
         return acked
 
+    def writable(self) -> bool:
+        """Whether the queue can take a message now."""
+        return bool(self.sock.getsockopt(_EVENTS) & _POLLOUT)
+
     def send(self, frames: list) -> None:
         while True:
             try:
-                self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                if len(frames) == 1:  # (a header alone: one call, copied, is cheapest for small messages)
+                    self.sock.send(frames[0], _NOBLOCK)
+                else:
+                    self.sock.send_multipart(frames, _NOBLOCK, copy=False)
                 return
             except zmq.Again:  # the queue is full: wait for room (a stop comes as SIGTERM)
                 self.sock.poll(_POLL_MS, zmq.POLLOUT)
@@ -753,7 +792,7 @@ def _worker(job: _Job) -> None:
     worker touch state a fork may have left locked (the global random
     generators, ZeroMQ) or run the user's code.
     """
-    stop = context = sock = iterator = reporter = None
+    stop = context = sock = iterator = reporter = outbox = None
     done = threading.Event()
     try:
         stop = _StopSignal()
@@ -765,6 +804,7 @@ def _worker(job: _Job) -> None:
         sock.setsockopt(zmq.LINGER, 0)
         sock.connect(job.endpoint)
         link = _Link(sock)
+        outbox = wire.Outbox(link.send, link.writable, job.config.batch_wait, job.config.copy)
         try:
             recipe = pickle.loads(job.recipe) if job.pickled else job.recipe
             set_worker_info(WorkerInfo(job.wid, job.config.workers, job.seed))
@@ -774,12 +814,13 @@ def _worker(job: _Job) -> None:
                 iterator = _start_share(recipe, job)
             else:
                 iterator = iter(recipe)
-            _send_items(iterator, job, link)
+            _send_items(iterator, job, outbox)
+            outbox.finish()
             last = wire.encode_end()
         except _Stopped:
             raise
         except BaseException as exc:
-            last = wire.encode_error(traceback.format_exc(), exc, pickled=True)
+            last = _error_after(outbox, exc)
         iterator = None
         _report.worker_final(reporter)  # (before END: the consumer waits for it once END has come)
         link.send(last)
@@ -789,6 +830,8 @@ def _worker(job: _Job) -> None:
     finally:
         if stop is not None:
             stop.finishing()
+        if outbox is not None:
+            outbox.close()  # (its thread stops before the socket closes)
         iterator = None  # (nested generators are closed as they are released)
         _report.worker_close(reporter)
         if sock is not None:
@@ -812,15 +855,29 @@ def _start_share(recipe: Any, job: _Job) -> Any:
             ) from None
 
 
-def _send_items(iterator: Iterator, job: _Job, link: _Link) -> None:
-    """Send every item of the worker's run; in a tracked run, each with the worker's state after it."""
-    copy, position = job.config.copy, 0
+def _error_after(outbox: wire.Outbox, exc: BaseException) -> list:
+    """The ERROR message for ``exc``, once the items made before it have left.
+
+    If one of those items cannot travel, that comes first: the error names
+    it (after the items before it).
+    """
+    text = traceback.format_exc()
+    try:
+        outbox.finish()
+    except _Stopped:
+        raise
+    except BaseException as earlier:
+        return wire.encode_error(traceback.format_exc(), earlier, pickled=True)
+    return wire.encode_error(text, exc, pickled=True)
+
+
+def _send_items(iterator: Iterator, job: _Job, outbox: wire.Outbox) -> None:
+    """Put every item of the worker's run in the outbox; in a tracked run, each with the worker's state after it."""
+    put = outbox.put
     if not job.tracked:
         for item in iterator:
-            link.send(wire.encode_item(item, copy, position))
-            position += 1
+            put(item)
         return
     state = iterator.state
     for item in iterator:
-        link.send(wire.encode_item(item, copy, position, json.dumps(state())))
-        position += 1
+        put(item, json.dumps(state()))

@@ -218,6 +218,16 @@ def test_a_stranger_with_no_keys_gets_nothing_from_a_loopback_producer_with_keys
         context.term()
 
 
+def taken_until_the_end(sock):
+    """Everything a raw PULL socket receives up to the end of stream: the items, then the END."""
+    taken = []
+    while True:
+        kind, payload = pescador.wire.decode(sock.recv_multipart())
+        if kind == pescador.wire.END:
+            return taken + [None]
+        taken += payload[0] if kind == pescador.wire.BATCH else [payload]
+
+
 def test_a_consumer_that_receives_nothing_says_so_within_grace():
     """With insecure=True a stranger can connect first and take every item, the end included."""
     endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -228,7 +238,7 @@ def test_a_consumer_that_receives_nothing_says_so_within_grace():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InsecureWarning)
             thread = serving(pescador.stream(tagged, 1, 50), endpoint, insecure=True)
-            taken = [stranger.recv_multipart() for _ in range(51)]  # 50 items and the end
+            taken = taken_until_the_end(stranger)  # 50 items (sharing messages or not) and the end
             status = RemoteStatus()
             with pytest.warns(ProducerWarning, match="connected for 2 s and sent nothing.*another consumer"):
                 with pytest.raises(PescadorError, match="(?s)no producer has been delivering for 2 s.*silent"):
@@ -652,3 +662,48 @@ def test_plain_tcp_beyond_loopback_needs_insecure_and_warns(keys):
             remote(endpoint)
         with pytest.warns(InsecureWarning, match="plain TCP"):
             assert len(list(remote(endpoint, insecure=True, grace=60))) == 100
+
+
+# -- several items to a message -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch_wait", [0, 0.001, 10])
+def test_items_that_share_messages_arrive_in_order_and_are_counted(private_dir, batch_wait, monkeypatch):
+    kinds = []
+    decode = pescador.wire.decode
+    monkeypatch.setattr(pescador.wire, "decode", lambda frames, copy=False: kinds.append(decode(frames, copy)[0])
+                        or decode(frames, copy))
+    endpoint = f"ipc://{private_dir}/producer"
+    thread = serving(pescador.stream(tagged, 1, 5000), endpoint, batch_wait=batch_wait)
+    status = RemoteStatus()
+    out = keys_of(remote(endpoint, status=status))
+    thread.join(30)
+    assert out == [(1, i) for i in range(5000)]
+    assert status.producers[endpoint]["items"] == 5000
+    if batch_wait == 0:  # one message per item
+        assert pescador.wire.BATCH not in kinds
+    if batch_wait == 10:  # held until a message is full (1,024 items)
+        assert 0 < kinds.count(pescador.wire.BATCH) < 20
+
+
+def test_a_producer_whose_recipe_raises_sends_the_items_it_held_first(private_dir):
+    endpoint = f"ipc://{private_dir}/producer"
+
+    def run():
+        with pytest.raises(ValueError):
+            serve(pescador.stream(raising, 3000), endpoint, batch_wait=10)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    got = []
+    with pytest.warns(ProducerWarning):
+        with pytest.raises(ValueError, match="the source broke"):
+            for item in remote(endpoint):
+                got.append(int(item["i"][0]))
+    thread.join(30)
+    assert got == list(range(3000))
+
+
+def test_a_bad_batch_wait_is_refused_by_serve(private_dir):
+    with pytest.raises(PescadorError, match="batch_wait must be a number of seconds from 0 to 10"):
+        serve([{"i": np.array([0])}], f"ipc://{private_dir}/producer", batch_wait=-1)

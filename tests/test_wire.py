@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import tracemalloc
 
 import msgpack
@@ -162,6 +163,37 @@ MALFORMED = {
 def test_malformed_messages_raise(name):
     with pytest.raises(PescadorError, match="malformed message"):
         decode(MALFORMED[name])
+
+
+# Near misses of a small inline array's field, each malformed; decoded after a good message of the same
+# layout, whose layout the decoder then knows (and builds the next such array at once).
+NEAR_MISSES = {
+    "a float dimension": ["x", "<f4", [1.0, 2], b"\x00" * 8],
+    "a bool dimension": ["x", "<f4", [True, 2], b"\x00" * 8],
+    "a shape that is a map": ["x", "<f4", {1: 0, 2: 0}, b"\x00" * 8],
+    "a shape that is a string": ["x", "<f4", "\x01\x02", b"\x00" * 8],
+    "too few bytes": ["x", "<f4", [1, 2], b"\x00" * 7],
+    "too many bytes": ["x", "<f4", [1, 2], b"\x00" * 9],
+    "a key that is not str": [1, "<f4", [1, 2], b"\x00" * 8],
+    "a dtype code that is bytes": ["x", b"<f4", [1, 2], b"\x00" * 8],
+    "a dtype code that is a list": ["x", ["<f4"], [1, 2], b"\x00" * 8],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEAR_MISSES))
+def test_a_known_layout_does_not_let_a_near_miss_through(name):
+    good = encode_item({"x": np.ones((1, 2), np.float32)})
+    assert decode(good)[1]["x"].tolist() == [[1.0, 1.0]]  # (now a known layout)
+    with pytest.raises(PescadorError, match="malformed message"):
+        decode([header(ITEM, [NEAR_MISSES[name]])])
+
+
+def test_small_arrays_of_one_message_decoded_twice_are_independent_and_writeable():
+    frames = encode_item({"x": np.arange(4, dtype=np.int16).reshape(2, 2)})
+    first, second = decode(frames)[1]["x"], decode(frames)[1]["x"]
+    first[0, 0] = 99
+    assert second.tolist() == [[0, 1], [2, 3]] and first.flags.writeable and first.flags.aligned
+    assert decode(frames)[1]["x"].tolist() == [[0, 1], [2, 3]]
 
 
 fills = st.one_of(st.none(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(max_size=3), st.binary(max_size=9))
@@ -574,3 +606,249 @@ def test_an_exception_that_refuses_every_question_still_sends_its_text():
         del Hostile.armed
     assert report.text == "Traceback ..." and report.pickled is None and report.args is None
     assert isinstance(error_from(report, "worker 0", trusted=True), pescador.WorkerError)
+
+
+# ----------------------------------------------------------------------------
+# Several items in one message (BATCH)
+# ----------------------------------------------------------------------------
+
+from pescador.wire import BATCH, BATCH_MAX, Outbox, encode_batch, shared_layout  # noqa: E402
+
+batch_layouts = st.lists(
+    st.tuples(
+        st.sampled_from(DTYPES).map(np.dtype),
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=6),
+    ),
+    min_size=0,
+    max_size=3,
+)
+
+
+@settings(max_examples=100)
+@given(batch_layouts, st.integers(1, 20), st.booleans(), st.booleans(), st.data())
+def test_batches_round_trip_item_by_item_in_order(layout, count, with_values, copy, data):
+    items = []
+    for i in range(count):
+        item = {f"a{k}": data.draw(hnp.arrays(dtype, shape)) for k, (dtype, shape) in enumerate(layout)}
+        if with_values:
+            item["i"] = i
+            item["name"] = data.draw(st.text(max_size=4))
+        items.append(item)
+    if not items[0]:
+        items = [{"i": i} for i in range(count)]
+    states = [f'{{"n": {i}}}' for i in range(count)] if count % 2 else None
+    frames = [bytearray(f) for f in encode_batch(items, states=states)]  # (writeable, as zmq frames are)
+    kind, (got, got_states) = decode(frames, copy=copy)
+    assert kind == BATCH and got_states == states and len(got) == count
+    for sent, received in zip(items, got):
+        assert list(received) == list(sent)
+        for key, value in sent.items():
+            if isinstance(value, np.ndarray):
+                assert received[key].dtype == value.dtype and received[key].shape == value.shape
+                np.testing.assert_array_equal(received[key], value)
+                assert received[key].flags.writeable and received[key].flags.aligned
+                if copy:
+                    assert received[key].flags.owndata
+            else:
+                assert received[key] == value
+
+
+def test_a_row_written_to_touches_no_other_item():
+    items = [{"x": np.full((2, 3), i, dtype="<f8")} for i in range(4)]
+    _, (got, _) = decode(encode_batch(items))
+    got[1]["x"][...] = -1
+    assert [float(item["x"].sum()) for item in got] == [0.0, -6.0, 12.0, 18.0]
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"x": np.zeros(())},  # no dimension
+        {"x": np.ma.masked_array([1.0])},
+        {"x": np.zeros(2, dtype=object)},
+        {"x": np.zeros(1 << 15, dtype="|u1")},  # too big: alone, zero-copy
+        {1: np.zeros(2)},
+        {"x": {b"nd": True}},
+        [np.zeros(2)],
+        {},
+        {"x": np.zeros(2), "meta": [1, 2]},  # a mutable value: packed at once, alone
+        {"x": np.zeros(2), "n": 2**64},
+    ],
+    ids=["0-d", "masked", "object", "big", "int key", "bytes key", "not a dict", "empty", "list", "huge int"],
+)
+def test_items_that_cannot_share_travel_alone(item):
+    assert shared_layout(item) is None
+
+
+def batch(count, fields, values=None, states=None):
+    return header(BATCH, count, fields, values, states)
+
+
+MALFORMED.update({
+    "batch: short header": [header(BATCH, 2, [])],
+    "batch: count zero": [batch(0, [["x"]], [])],
+    "batch: count not an int": [batch(2.0, [["x"]], [[1], [2]])],
+    "batch: count above the bound": [batch(BATCH_MAX + 1, [["x", "|u1", [1], b"\x00" * (BATCH_MAX + 1)]])],
+    "batch: fields not a list": [batch(2, 5)],
+    "batch: no fields": [batch(2, [])],
+    "batch: a field of bad length": [batch(2, [["x", "<f8", [1]]])],
+    "batch: a key that is not str": [batch(2, [[1]], [[1], [2]])],
+    "batch: block of the wrong size": [batch(2, [["x", "<f8", [1], b"\x00" * 8]])],
+    "batch: block frame of the wrong size": [batch(3, [["x", "<f8", [200], None]]), b"\x00" * 3200],
+    "batch: block frame missing": [batch(2, [["x", "<f8", [200], None]])],
+    "batch: a frame too many": [batch(2, [["x", "|u1", [1], b"\x00\x00"]]), b"\x00"],
+    "batch: arrays without a dimension": [batch(2, [["x", "<f8", [], b"\x00" * 16]])],
+    "batch: object dtype": [batch(2, [["x", "|O", [1], b"\x00" * 16]])],
+    "batch: enormous shape": [batch(2, [["x", "|u1", [2**62 - 1, 2**62 - 1], None]]), b"\x00" * 4],
+    "batch: values missing": [batch(2, [["x"]])],
+    "batch: too few value rows": [batch(2, [["x"]], [[1]])],
+    "batch: a value row too short": [batch(2, [["x"], ["y"]], [[1, 2], [3]])],
+    "batch: values with arrays only": [batch(1, [["x", "|u1", [1], b"\x00"]], [[1]])],
+    "batch: states not a list": [batch(2, [["x"]], [[1], [2]], "s")],
+    "batch: too few states": [batch(2, [["x"]], [[1], [2]], ["s"])],
+    "batch: a state not str": [batch(2, [["x"]], [[1], [2]], ["s", 5])],
+})
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(st.integers(-2, 5), st.just(BATCH_MAX + 1), st.floats(0, 3)),
+    st.lists(st.one_of(masked_fields.map(lambda f: f[:4]), st.lists(st.text(max_size=2), max_size=2)), max_size=3),
+    st.one_of(st.none(), st.lists(st.lists(st.integers(0, 3), max_size=3), max_size=4), st.integers(-9, 9)),
+    st.one_of(st.none(), st.lists(st.one_of(st.text(max_size=3), st.integers(-9, 9)), max_size=4)),
+    st.lists(st.binary(max_size=96), max_size=3),
+)
+def test_malformed_batches_raise_and_allocate_nothing_big(count, fields, values, states, frames):
+    raw = [batch(count, fields, values, states), *frames]
+    size = sum(len(f) for f in raw)
+    decoded = decode_bounded(raw)
+    if decoded is not None:
+        items, got_states = decoded[1]
+        assert len(items) == count and (got_states is None or len(got_states) == count)
+        for item in items:
+            for value in item.values():
+                if isinstance(value, np.ndarray):
+                    assert value.nbytes <= size and not value.dtype.hasobject
+
+
+class FakeWire:
+    """The outbox's view of a socket: room when the test says so; what was sent, in order."""
+
+    def __init__(self):
+        self.room = True
+        self.messages = []
+        self.sent = threading.Event()
+
+    def send(self, frames):
+        self.messages.append(decode(frames_as_bytes(frames)))
+        self.sent.set()
+
+    def writable(self):
+        return self.room
+
+    def items(self):
+        out = []
+        for kind, payload in self.messages:
+            out += payload[0] if kind == BATCH else [payload]
+        return out
+
+
+def test_the_outbox_keeps_order_and_shares_messages_when_the_source_is_fast():
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)  # (held until full or finished)
+    for i in range(3000):
+        outbox.put({"i": np.array([i])})
+    outbox.put({"big": np.zeros(1 << 15, dtype="|u1")})  # a layout change, and an item that travels alone
+    outbox.put({"i": np.array([3000])})
+    outbox.finish()
+    got = fake.items()
+    assert [int(item["i"][0]) for item in got if "i" in item] == list(range(3001))
+    assert list(got[3000]) == ["big"]
+    assert len(fake.messages) < 10
+    assert all(len(payload[0]) <= BATCH_MAX for kind, payload in fake.messages if kind == BATCH)
+
+
+def test_the_outbox_sends_an_item_held_while_the_source_blocks():
+    """A source that gives its next item only once the previous one has arrived still progresses."""
+    fake = FakeWire()
+    fake.room = False  # the queue is full: the item is held
+    outbox = Outbox(fake.send, fake.writable, wait=0.001)
+    outbox.put({"i": np.array([0])})
+    outbox.put({"i": np.array([1])})  # (fast: held with the first)
+    fake.room = True  # the receiver drains the queue while the source waits for item 1 to arrive
+    assert fake.sent.wait(60), "the held items never left"
+    outbox.finish()
+    assert [int(item["i"][0]) for item in fake.items()] == [0, 1]
+
+
+def test_the_outbox_with_wait_zero_sends_one_message_per_item():
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=0)
+    for i in range(50):
+        outbox.put({"i": np.array([i])})
+    outbox.finish()
+    assert [kind for kind, _ in fake.messages] == [ITEM] * 50
+
+
+def test_an_item_that_cannot_travel_is_named_after_the_items_before_it():
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)
+    for i in range(5):
+        outbox.put({"i": np.array([i]), "v": i})
+    with pytest.raises(PescadorError, match="item 5: the value of key 'v'"):
+        outbox.put({"i": np.array([5]), "v": {1, object()}})  # shares, but cannot be packed
+        outbox.finish()
+    assert [int(item["i"][0]) for item in fake.items()] == [0, 1, 2, 3, 4]
+
+
+def test_a_source_may_change_what_it_yielded_once_the_outbox_has_it():
+    """Items held to share a message are captured when put: a source that reuses its dict and arrays
+    (as ``copy=True`` allows, and as small arrays always allowed) sends what it yielded."""
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)
+    item = {"X": np.zeros((1, 4), dtype=np.float32), "i": 0}
+    for i in range(100):
+        item["X"][...] = i
+        item["i"] = i
+        outbox.put(item)
+    outbox.finish()
+    got = fake.items()
+    assert [x["i"] for x in got] == list(range(100))
+    assert [float(x["X"].sum()) for x in got] == [4.0 * i for i in range(100)]
+
+
+def test_items_that_differ_from_the_held_layout_in_a_later_key_arrive_as_they_were():
+    """The outbox checks and copies an item of the held items' layout in one pass: an item that matches
+    in its first key and not in a later one (dtype, shape, key, a value that is not an array, a key more)
+    travels as itself, and the rows written for its first key are not taken for an item."""
+    variants = [
+        {"a": np.full((1, 2), 1, np.float32), "b": np.arange(3.0)},
+        {"a": np.full((1, 2), 2, np.float32), "b": np.arange(3)},  # another dtype
+        {"a": np.full((1, 2), 3, np.float32), "b": np.arange(4.0)},  # another shape
+        {"a": np.full((1, 2), 4, np.float32), "c": np.arange(3.0)},  # another key
+        {"a": np.full((1, 2), 5, np.float32), "b": 7},  # not an array
+        {"a": np.full((1, 2), 6, np.float32), "b": np.arange(3.0), "d": np.zeros(1)},  # a key more
+        {"a": np.full((1, 2), 7, np.float32), "b": np.arange(3.0).astype(">f8")},  # another byte order
+    ]
+    sent = [variants[0], *variants[1:], variants[0], *reversed(variants)]
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)
+    for item in sent:
+        outbox.put(item)
+    outbox.finish()
+    got = fake.items()
+    assert len(got) == len(sent)
+    for received, item in zip(got, sent):
+        assert list(received) == list(item)
+        for key, value in item.items():
+            if isinstance(value, np.ndarray):
+                assert received[key].dtype == value.dtype and received[key].tolist() == value.tolist()
+            else:
+                assert received[key] == value
+
+
+def test_arrays_of_each_byte_order_arrive_in_their_own():
+    for code in ("<f4", ">f4", "<f4", "=i2", ">i2"):
+        value = np.arange(3, dtype=code)
+        received = decode(encode_item({"x": value}))[1]["x"]
+        assert received.dtype == value.dtype and received.tolist() == [0, 1, 2]

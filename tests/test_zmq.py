@@ -806,3 +806,120 @@ def test_the_offload_is_handed_what_it_needs_and_modules_import_no_circle():
 
     for module in sorted(graph):
         visit(module)
+
+
+# -- several items to a message (batch_wait) ----------------------------------------------
+
+
+@pytest.fixture
+def kinds(monkeypatch):
+    """The kinds of the messages this consumer decodes, and how many items each held."""
+    seen = []
+    decode = pescador.wire.decode
+
+    def spy(frames, copy=False):
+        kind, payload = decode(frames, copy)
+        seen.append((kind, len(payload[0]) if kind == pescador.wire.BATCH else 1))
+        return kind, payload
+
+    monkeypatch.setattr(pescador.wire, "decode", spy)
+    return seen
+
+
+def test_items_that_share_messages_arrive_in_order_each_once(kinds):
+    out = list(zmq_offload(batch_wait=10)(stream(counting, 5000)))
+    assert [x["i"] for x in out] == list(range(5000))
+    assert all(np.array_equal(x["X"], np.full((1, 4), x["i"], np.float32)) for x in out)
+    assert max(n for kind, n in kinds if kind == pescador.wire.BATCH) > 1  # (they did share)
+
+
+def test_two_workers_sharing_messages_deliver_every_item_and_end(kinds):
+    out = list(zmq_offload(workers=2)(stream(sharded, 4000)))
+    assert sorted(int(x["i"][0]) for x in out) == list(range(4000))
+    for w in (0, 1):  # each worker's items in its own order
+        mine = [int(x["i"][0]) for x in out if int(x["w"][0]) == w]
+        assert mine == sorted(mine)
+
+
+def test_a_worker_exception_arrives_after_every_item_it_held():
+    out = []
+    with pytest.raises(ValueError, match="broken after 3000 items") as info:
+        for item in zmq_offload(batch_wait=10)(stream(raising_after, 3000)):
+            out.append(int(item["i"][0]))
+    assert out == list(range(3000))
+    assert "after sending 3000 items" in str(info.value.__cause__)
+
+
+def test_a_value_that_cannot_travel_is_named_after_the_items_held_before_it():
+    out = []
+    with pytest.raises(PescadorError, match=r"item 2500: the value of key 'v' contains a object"):
+        for item in zmq_offload(batch_wait=10)(stream(unpackable_after, 2500)):
+            out.append(int(item["i"][0]))
+    assert out == list(range(2500))
+
+
+def unpackable_after(n):
+    for i in range(n):
+        yield {"i": np.array([i]), "v": i}
+    yield {"i": np.array([n]), "v": [object()]}  # shares the layout, but cannot be packed
+
+
+def lockstep(received, n, burst):
+    """Items 0..n-1; after the first ``burst`` (made as fast as possible), each comes only once the
+    consumer has received the one before (``received``: released by the consumer for each item)."""
+    for i in range(n):
+        if i >= burst and not received.acquire(timeout=60):
+            raise RuntimeError(f"the consumer never received item {i - 1}")
+        yield {"i": np.array([i])}
+
+
+@pytest.mark.parametrize("burst", [1, 3000])
+def test_a_source_that_waits_for_the_consumer_still_progresses(burst):
+    """Items held to share a message leave while the source waits (for the consumer to receive them)."""
+    received = multiprocessing.get_context("fork").Semaphore(0)
+    out = []
+    for item in zmq_offload(start_method="fork")(stream(lockstep, received, burst + 200, burst)):
+        out.append(int(item["i"][0]))
+        if len(out) >= burst:
+            received.release()
+    assert out == list(range(burst + 200))
+
+
+@pytest.mark.parametrize("stop", [0, 1, 700, 1025, 2999, 3000])
+def test_head_and_resumed_tail_equal_the_uninterrupted_run_when_items_share_messages(stop, kinds):
+    recipe = zmq_offload(batch_wait=10)(listed(3000))
+    full = _ints(pescador.resumable(recipe))
+    assert max(n for kind, n in kinds if kind == pescador.wire.BATCH) > 1
+    first = pescador.resumable(recipe)
+    head = _ints(itertools.islice(first, stop))
+    state = json.loads(json.dumps(first.state_dict()))
+    del first
+    rest = _ints(pescador.resumable(recipe, state))
+    assert head + rest == full == list(range(3000))
+
+
+def test_batch_wait_zero_sends_one_message_per_item(kinds):
+    assert _ints(zmq_offload(batch_wait=0)(listed(300))) == list(range(300))
+    assert [kind for kind, _ in kinds if kind != pescador.wire.END] == [pescador.wire.ITEM] * 300
+
+
+@pytest.mark.parametrize("bad", [-0.001, 11, float("nan"), "1ms", True])
+def test_a_bad_batch_wait_is_refused(bad):
+    with pytest.raises(PescadorError, match="batch_wait must be a number of seconds from 0 to 10"):
+        zmq_offload(batch_wait=bad)
+
+
+def reusing(n):
+    """One dict and one array, changed in place for every item (what ``copy=True`` allows)."""
+    item = {"X": np.zeros((1, 4), dtype=np.float32), "i": 0}
+    for i in range(n):
+        item["X"][...] = i
+        item["i"] = i
+        yield item
+
+
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_source_that_reuses_its_item_sends_what_it_yielded(copy):
+    out = list(zmq_offload(copy=copy, batch_wait=10)(stream(reusing, 3000)))
+    assert [x["i"] for x in out] == list(range(3000))
+    assert all(np.array_equal(x["X"], np.full((1, 4), x["i"], np.float32)) for x in out)
