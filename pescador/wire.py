@@ -524,6 +524,9 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     return batch.frames(position)
 
 
+_FULL_POLL = 0.005  # seconds between the outbox thread's looks at a full queue while items are due
+
+
 class Outbox:
     """A sender's policy: a slow source's items go at once, a fast source's share messages.
 
@@ -566,6 +569,7 @@ class Outbox:
         self.closed = False
         self.lock = threading.Lock()
         self.due = threading.Event()  # set while items are held
+        self.closing = threading.Event()  # set by close: the thread's waits end at once
         self.thread: threading.Thread | None = None
 
     def put(self, item: Any, state: str | None = None) -> None:
@@ -616,6 +620,7 @@ class Outbox:
         with self.lock:
             self.closed = True
             self.due.set()
+            self.closing.set()
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join()
 
@@ -650,7 +655,8 @@ class Outbox:
                     except BaseException as exc:  # (raised in the sending thread at its next put)
                         self.failed = exc
                     continue
-            time.sleep(left if left > 0 else self.wait)
+            # until the oldest held item is due; past that, while the queue is full, look again soon
+            self.closing.wait(left if left > 0 else min(self.wait, _FULL_POLL))
 
 
 def encode_end() -> list:

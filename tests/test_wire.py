@@ -852,3 +852,23 @@ def test_arrays_of_each_byte_order_arrive_in_their_own():
         value = np.arange(3, dtype=code)
         received = decode(encode_item({"x": value}))[1]["x"]
         assert received.dtype == value.dtype and received.tolist() == [0, 1, 2]
+
+
+def test_closing_the_outbox_ends_its_thread_without_waiting_out_batch_wait():
+    """The thread waits for held items to fall due or, once they are due, for room in a full queue; close
+    ends those waits at once: finishing a run never waits out batch_wait (here 10 s)."""
+    fake = FakeWire()
+    fake.room = False  # a full queue: the items stay held
+    looked = threading.Event()
+    fake.writable = lambda: looked.set() or fake.room
+    outbox = Outbox(fake.send, fake.writable, wait=10.0)
+    outbox.put({"i": np.array([0])})
+    outbox.put({"i": np.array([1])})
+    with outbox.lock:
+        outbox.since -= 20  # (the held items are due: the thread looks for room, finds none, and waits)
+        looked.clear()
+    assert looked.wait(60), "the outbox thread never looked for room"
+    closer = threading.Thread(target=outbox.close)
+    closer.start()
+    closer.join(5.0)  # (half of batch_wait: a close that waited out the thread's wait would still be here)
+    assert not closer.is_alive() and not outbox.thread.is_alive()

@@ -409,7 +409,7 @@ def test_a_dead_workers_items_all_arrive_before_its_death_is_reported_to_a_slow_
         for item in zmq_offload(workers=2)(stream(_death_or_endless, 30)):
             if item["w"][0] == 0:
                 got.append(int(item["i"][0]))
-            time.sleep(0.02)  # a slow consumer: the dead worker's items wait in its queue
+                time.sleep(0.02)  # a slow consumer: the dead worker's items wait in its queue
     assert got == list(range(30))
 
 
