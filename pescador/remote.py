@@ -385,11 +385,14 @@ def serve(
         except Exception as exc:  # tell the consumer why this producer stops, then raise here too
             sock.setsockopt(zmq.SNDTIMEO, int(linger * 1000))
             try:
+                report, text = exc, traceback.format_exc()
                 try:
                     outbox.finish()  # the items made before the error leave first
-                except Exception:
-                    pass
-                sock.send_multipart(wire.encode_error(traceback.format_exc(), exc))  # (never pickled)
+                except zmq.Again:
+                    raise  # (the consumer takes nothing: no error message either, rather than one after a gap)
+                except Exception as earlier:  # one of those items cannot travel: the consumer is told that
+                    report, text = earlier, traceback.format_exc()
+                sock.send_multipart(wire.encode_error(text, report))  # (never pickled)
                 _wait_for_leaving(peers, linger, ended=True)
             except zmq.Again:
                 pass

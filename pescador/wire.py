@@ -87,7 +87,8 @@ NAME_MAX = 512  # characters of an exception type's module, and of its qualname
 ARGS_MAX = 32  # arguments of an exception rebuilt without pickle
 PICKLE_MAX = 1 << 20  # bytes of a pickled exception
 BATCH_MAX = 1024  # items in one message
-BATCH_BYTES = 1 << 16  # bytes of arrays in one message (an item with more travels alone)
+BATCH_BYTES = 1 << 16  # bytes of data in one message (arrays, strings and bytes; an item with more travels alone)
+BATCH_CELLS = 1 << 16  # values (items times keys) in one message: what a decoder builds is bounded by it
 
 
 # ----------------------------------------------------------------------------
@@ -282,6 +283,7 @@ def _masked_field(key: str, value: np.ma.MaskedArray, copy: bool, frames: list) 
 
 
 _CODES: dict = {}  # dtype -> its code on the wire, for the dtypes of plain arrays that travel
+_PACKER_KEEP = 1 << 20  # a thread's Packer that packed a header larger than this is dropped
 _PACKERS = threading.local()  # a msgpack Packer per thread (creating one per message costs more than packing)
 
 
@@ -295,7 +297,10 @@ def _packer() -> msgpack.Packer:
 
 def _pack_header(header: list, item: dict, position: int | None) -> bytes:
     try:
-        return _packer().pack(header)
+        packed = _packer().pack(header)
+        if len(packed) > _PACKER_KEEP:  # (its buffer grew to this size and would stay so: let it go)
+            del _PACKERS.packer
+        return packed
     except _Unsendable as exc:
         key = _key_holding(item, exc.value)
         raise _unsendable(key, exc.value, position, item.get(key) is not exc.value) from None
@@ -381,9 +386,11 @@ def shared_layout(item: Any) -> tuple | None:
     """``(layout, nbytes)`` of an item that may share a message with others of its layout, else None.
 
     An item may share when it is a dict with str keys whose arrays are plain
-    ndarrays of at least one dimension, of a dtype that travels, holding at
-    most ``SHARE_MAX`` bytes in all, and whose other values are immutable
-    scalars (str, bytes, int of 64 bits, float, bool, None, numpy numbers).
+    ndarrays of 1 to 63 dimensions, of a dtype that travels, and whose other
+    values are immutable scalars (str, bytes, int of 64 bits, float, bool,
+    None, numpy numbers), holding at most ``SHARE_MAX`` bytes in all (its
+    arrays' bytes, its strings' and bytes' lengths, ``_VALUE_COST`` bytes for
+    each other value).  ``nbytes`` is that count.
     Such an item is captured whole when it is put in a message (its arrays
     copied, its other values immutable), so a source may change or reuse
     what it yielded.  Any other item travels alone (where
@@ -404,11 +411,15 @@ def shared_layout(item: Any) -> tuple | None:
                 shares = _travels(dtype)
                 if len(_SHARES) < 256:
                     _SHARES[dtype] = shares
-            if not shares or not shape:
+            if not shares or not shape or len(shape) >= 64:  # (a block adds a dimension; numpy allows 64)
                 return None
             nbytes += value.nbytes
             parts.append((key, dtype, shape))
+        elif kind is str or kind is bytes:
+            nbytes += (4 * len(value) if kind is str else len(value)) + _VALUE_COST  # (UTF-8: at most 4 bytes a character)
+            parts.append(key)
         elif kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64) or isinstance(value, _SCALAR):
+            nbytes += _VALUE_COST
             parts.append(key)
         else:
             return None
@@ -418,6 +429,7 @@ def shared_layout(item: Any) -> tuple | None:
 
 
 _SHARES: dict = {}  # dtype -> whether its arrays travel
+_VALUE_COST = 16  # bytes counted for a value that is not an array, beyond a string's or bytes' own
 _IMMUTABLE = (str, bytes, float, bool, type(None))
 
 
@@ -426,7 +438,7 @@ class _Batch:
 
     def __init__(self, layout: tuple, nbytes: int) -> None:
         self.layout = layout
-        self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1)))
+        self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1), BATCH_CELLS // len(layout)))
         self.blocks = {part[0]: np.empty((self.capacity, *part[2]), part[1]) for part in layout if type(part) is tuple}
         self.value_keys = [part for part in layout if type(part) is str]
         self.values: list = []
@@ -443,7 +455,7 @@ class _Batch:
             return False
         n = self.count
         for (key, value), (want, dtype, shape, block) in zip(item.items(), arrays):
-            if (key != want or value.__class__ is not np.ndarray or value.shape != shape
+            if (key != want or key.__class__ is not str or value.__class__ is not np.ndarray or value.shape != shape
                     or (value.dtype is not dtype and value.dtype != dtype)):
                 return False  # (rows written for earlier keys are overwritten by the next item)
             block[n] = value
@@ -633,8 +645,9 @@ class Outbox:
 
     def _start_thread(self) -> None:
         if self.thread is None:
-            self.thread = threading.Thread(target=self._watch, name="pescador-outbox", daemon=True)
-            self.thread.start()
+            thread = threading.Thread(target=self._watch, name="pescador-outbox", daemon=True)
+            thread.start()
+            self.thread = thread  # (only once started: close joins it)
 
     def _watch(self) -> None:
         """The outbox's thread: sends items held ``wait`` seconds, once there is room."""
@@ -649,12 +662,13 @@ class Outbox:
                     self.due.clear()
                     continue
                 left = self.since + self.wait - time.monotonic()
-                if left <= 0 and self._writable():
-                    try:
+                try:
+                    if left <= 0 and self._writable():
                         self._flush()
-                    except BaseException as exc:  # (raised in the sending thread at its next put)
-                        self.failed = exc
-                    continue
+                        continue
+                except BaseException as exc:  # (raised in the sending thread at its next put, or by finish)
+                    self.failed = exc
+                    return
             # until the oldest held item is due; past that, while the queue is full, look again soon
             self.closing.wait(left if left > 0 else min(self.wait, _FULL_POLL))
 
@@ -1095,7 +1109,13 @@ def _masked(key: str, data: np.ndarray, mask: Any, fill: Any, hard: bool) -> np.
 
 
 def _batch(header: list, frames: list, copy: bool) -> tuple:
-    """``(items, states)`` of a BATCH message: each array key's block viewed once, its rows handed out."""
+    """``(items, states)`` of a BATCH message: each array key's block viewed once, its rows copied out.
+
+    Every field, value and state is checked before any row is built, and
+    what is built is bounded by ``BATCH_CELLS``.  Each row is a copy of its
+    own (``copy`` is moot): an item a consumer keeps holds its own few bytes,
+    not the whole message's block.
+    """
     if len(header) != 5:
         raise _malformed("a batch header is not [kind, count, fields, values, states]")
     count, fields, values, states = header[1:]
@@ -1103,6 +1123,8 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
         raise _malformed(f"a batch of {count!r} items (expected an int from 1 to {BATCH_MAX})")
     if not isinstance(fields, list) or not fields:
         raise _malformed("a batch header without a list of fields")
+    if count * len(fields) > BATCH_CELLS:
+        raise _malformed(f"a batch of {count} items of {len(fields)} keys (at most {BATCH_CELLS} values in all)")
     keys, columns, frame, others = [], [], 1, 0
     for field in fields:
         if not isinstance(field, list) or len(field) not in (1, 4) or not isinstance(field[0], str):
@@ -1114,11 +1136,10 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
             continue
         key, code, shape, inline = field
         dtype, shape = _dtype(code), _shape(shape)
-        if not shape:
-            raise _malformed(f"the arrays of key {key!r} in a batch have no dimension")
+        if not shape or len(shape) >= 64:
+            raise _malformed(f"the arrays of key {key!r} in a batch have {len(shape)} dimensions (1 to 63)")
         buffer, frame = _field_buffer(key, inline, frames, frame)
-        block = _array(buffer, dtype, (count, *shape), False)
-        columns.append([row.copy() for row in block] if copy else list(block))
+        columns.append(_array(buffer, dtype, (count, *shape), False))  # (a view of its frame, or of a copy)
     if frame != len(frames):
         raise _malformed(f"{len(frames) - frame} frames more than the header describes")
     if others:
@@ -1126,11 +1147,11 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
             isinstance(row, list) and len(row) == others for row in values
         ):
             raise _malformed(f"a batch's values are not {count} lists of {others} values")
-        columns = [[row[c] for row in values] if type(c) is int else c for c in columns]
     elif values is not None:
         raise _malformed("a batch of arrays only, with values")
     if states is not None and (
         not isinstance(states, list) or len(states) != count or not all(type(state) is str for state in states)
     ):
         raise _malformed(f"a batch's states are not {count} strings")
+    columns = [[row[c] for row in values] if type(c) is int else [row.copy() for row in c] for c in columns]
     return [dict(zip(keys, row)) for row in zip(*columns)], states

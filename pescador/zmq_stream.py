@@ -45,7 +45,7 @@ Lifecycle
 - Flow control: at most about ``hwm`` messages wait in the worker's queue
   and ``hwm`` in the consumer's, per worker, so a fast producer never fills
   the consumer's memory.  A message holds one item, or up to 1,024 small
-  items (64 KiB of arrays at most), so that is at most ``hwm`` large items
+  items (64 KiB of data at most), so that is at most ``hwm`` large items
   or ``hwm`` times 64 KiB of small ones per queue (plus what the operating
   system buffers on the connection, and what the worker holds, at most
   64 KiB, for at most about ``batch_wait`` seconds beyond flow control).
@@ -163,7 +163,7 @@ def zmq_offload(
         High-water mark: how many messages may wait in each queue (the
         worker's and the consumer's, per worker) before the worker blocks.
         A message holds one item, or up to 1,024 small items of one layout
-        (64 KiB of arrays at most; see ``batch_wait``), so a queue holds at
+        (64 KiB of data at most; see ``batch_wait``), so a queue holds at
         most ``hwm`` large items, or ``hwm`` times 64 KiB of small ones.
     transport : None, "ipc" or "tcp"
         ``"ipc"``: a socket file in a new private directory (mode 0700);
@@ -181,8 +181,8 @@ def zmq_offload(
         The entropy from which the workers' seeds are spawned; an int makes
         every run start its workers with the same seeds.
     batch_wait : float >= 0
-        Small items (at most 16 KiB of arrays each, of one layout: the same
-        keys, dtypes and shapes) share messages when the source is fast or
+        Small items (at most 16 KiB of arrays, strings and bytes each, of
+        one layout: the same keys, dtypes and shapes) share messages when the source is fast or
         the consumer slow: an item that comes ``batch_wait`` seconds or
         more after the one before goes at once, alone, when the worker's
         queue has room; faster ones are held, and leave together once the

@@ -707,7 +707,27 @@ MALFORMED.update({
     "batch: states not a list": [batch(2, [["x"]], [[1], [2]], "s")],
     "batch: too few states": [batch(2, [["x"]], [[1], [2]], ["s"])],
     "batch: a state not str": [batch(2, [["x"]], [[1], [2]], ["s", 5])],
+    "batch: more values than a message holds": [batch(BATCH_MAX, [[f"k{i}", "<f8", [0], b""] for i in range(65)])],
+    "batch: 64 dimensions": [batch(1, [["x", "|u1", [1] * 64, b"\x00"]])],
 })
+
+
+def test_a_small_batch_header_cannot_make_the_decoder_build_much():
+    """Zero-size arrays cost nothing on the wire: a 29 KB header naming 2,000 of them for each of 1,024
+    items would have the decoder build two million rows; it is refused before any row is built, and a
+    bad state after many fields is refused before the rows are built."""
+    for raw in (
+        [batch(BATCH_MAX, [[f"k{i}", "<f8", [0], b""] for i in range(2000)])],
+        [batch(BATCH_MAX, [[f"k{i}", "<f8", [0], b""] for i in range(64)], None, ["bad"])],
+    ):
+        tracemalloc.start()
+        try:
+            with pytest.raises(PescadorError, match="malformed message"):
+                decode(raw)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 50 * len(raw[0]) + (1 << 20), peak
 
 
 @settings(max_examples=300)
@@ -872,3 +892,45 @@ def test_closing_the_outbox_ends_its_thread_without_waiting_out_batch_wait():
     closer.start()
     closer.join(5.0)  # (half of batch_wait: a close that waited out the thread's wait would still be here)
     assert not closer.is_alive() and not outbox.thread.is_alive()
+
+
+def test_strings_and_bytes_count_toward_what_a_message_holds():
+    """An item's strings and bytes count as its arrays do: encoded images with a label do not make a
+    message of a thousand of them."""
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)
+    for i in range(40):
+        outbox.put({"jpeg": b"x" * 10_000, "label": i, "name": "\u00e9" * 100})
+    outbox.finish()
+    assert [item["label"] for item in fake.items()] == list(range(40))
+    for kind, payload in fake.messages:
+        items = payload[0] if kind == BATCH else [payload]
+        assert sum(len(item["jpeg"]) for item in items) <= 1 << 16
+    assert shared_layout({"jpeg": b"x" * 20_000}) is None  # (beyond what one item may hold to share)
+    assert shared_layout({"x": np.zeros((1,) * 64)}) is None  # (its block would need 65 dimensions)
+
+
+def test_an_item_kept_from_a_shared_message_holds_only_its_own_bytes():
+    frames = encode_batch([{"x": np.full(16, i, np.float32)} for i in range(1000)])
+    kept = decode(frames_as_bytes(frames))[1][0][5]["x"]
+    assert kept.tolist() == [5.0] * 16 and kept.base is None and kept.flags.owndata and kept.flags.writeable
+
+
+def test_a_later_item_with_a_key_that_is_not_a_plain_str_travels_alone():
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)
+    outbox.put({"x": np.zeros(2)})
+    outbox.put({"x": np.zeros(2)})  # (fast: held, and the next item is checked against it)
+    with pytest.raises(PescadorError, match="keys must be str"):
+        outbox.put({np.str_("x"): np.ones(2)})  # (as when it comes alone: refused, not passed as "x")
+        outbox.finish()
+
+
+def test_a_large_header_does_not_keep_its_memory_in_the_threads_packer():
+    import pescador.wire as wire
+
+    encode_item({"x": np.zeros(1)})
+    first = wire._PACKERS.packer
+    encode_item({"blob": b"x" * (2 << 20)})
+    assert getattr(wire._PACKERS, "packer", None) is not first  # (dropped: its buffer had grown to 2 MiB)
+    assert decode(encode_item({"x": np.ones(1)}))[1]["x"].tolist() == [1.0]
