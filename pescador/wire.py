@@ -437,8 +437,9 @@ class _Batch:
     """Items of one layout captured for one message: each array key's arrays copied into one block."""
 
     def __init__(self, layout: tuple, nbytes: int) -> None:
-        self.layout = layout
+        self.layout, self.item_bytes = layout, nbytes
         self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1), BATCH_CELLS // len(layout)))
+        self.used = 0  # bytes of data held (items of one layout may differ in their strings' and bytes' lengths)
         self.blocks = {part[0]: np.empty((self.capacity, *part[2]), part[1]) for part in layout if type(part) is tuple}
         self.value_keys = [part for part in layout if type(part) is str]
         self.values: list = []
@@ -461,9 +462,14 @@ class _Batch:
             block[n] = value
         self.states.append(state)
         self.count = n + 1
+        self.used += self.item_bytes  # (arrays only: every item of the layout holds as many bytes)
         return True
 
-    def add(self, item: dict, state: str | None) -> None:
+    def fits(self, nbytes: int) -> bool:
+        """Whether an item of this layout holding ``nbytes`` bytes of data fits in the message."""
+        return self.count < self.capacity and self.used + nbytes <= BATCH_BYTES
+
+    def add(self, item: dict, state: str | None, nbytes: int) -> None:
         n = self.count
         for key, block in self.blocks.items():
             block[n] = item[key]
@@ -471,6 +477,7 @@ class _Batch:
             self.values.append([item[key] for key in self.value_keys])
         self.states.append(state)
         self.count = n + 1
+        self.used += nbytes
 
     def full(self) -> bool:
         return self.count >= self.capacity
@@ -505,7 +512,7 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     Parameters
     ----------
     items : list of dict
-        At most ``BATCH_MAX`` items of one layout, ``BATCH_BYTES`` of arrays in all.
+        At most ``BATCH_MAX`` items of one layout, ``BATCH_BYTES`` of data in all.
     copy : bool
         Unused: the blocks are copies already (for symmetry with :func:`encode_item`).
     position : int, optional
@@ -529,10 +536,10 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     if not items or shared[0] is None or any(s is None or s[0] != shared[0][0] for s in shared):
         raise PescadorError(f"{_where(position)}these items cannot share a message (see shared_layout)")
     batch = _Batch(shared[0][0], max(s[1] for s in shared))
-    if len(items) > batch.capacity:
-        raise PescadorError(f"{_where(position)}{len(items)} items do not fit in one message")
     for n, item in enumerate(items):
-        batch.add(item, None if states is None else states[n])
+        if not batch.fits(shared[n][1]):
+            raise PescadorError(f"{_where(position)}{len(items)} items do not fit in one message")
+        batch.add(item, None if states is None else states[n], shared[n][1])
     return batch.frames(position)
 
 
@@ -601,7 +608,8 @@ class Outbox:
                     self._flush()
                 return
             shared = shared_layout(item)
-            if self.batch is not None and (shared is None or shared[0] != self.batch.layout):
+            if self.batch is not None and (shared is None or shared[0] != self.batch.layout
+                                           or not self.batch.fits(shared[1])):
                 self._flush()
             slow, self.last = now - self.last >= self.wait, now
             if shared is None or (self.batch is None and slow and self._writable()):  # alone, at once
@@ -612,7 +620,7 @@ class Outbox:
                 self.batch, self.since = _Batch(*shared), now
                 self._start_thread()
                 self.due.set()
-            self.batch.add(item, state)
+            self.batch.add(item, state, shared[1])
             if self.batch.full() or now - self.since >= self.wait:
                 self._flush()  # (blocks until there is room: flow control)
 

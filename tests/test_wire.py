@@ -906,6 +906,15 @@ def test_strings_and_bytes_count_toward_what_a_message_holds():
     for kind, payload in fake.messages:
         items = payload[0] if kind == BATCH else [payload]
         assert sum(len(item["jpeg"]) for item in items) <= 1 << 16
+    grown = FakeWire()  # (the first item's bytes are short: the later, longer ones still count)
+    outbox = Outbox(grown.send, grown.writable, wait=60.0)
+    for i in range(40):
+        outbox.put({"jpeg": b"x" * (10 if i < 2 else 10_000), "label": i})  # (item 0 goes alone, 1 starts a batch)
+    outbox.finish()
+    assert [item["label"] for item in grown.items()] == list(range(40))
+    for kind, payload in grown.messages:
+        items = payload[0] if kind == BATCH else [payload]
+        assert sum(len(item["jpeg"]) for item in items) <= 1 << 16
     assert shared_layout({"jpeg": b"x" * 20_000}) is None  # (beyond what one item may hold to share)
     assert shared_layout({"x": np.zeros((1,) * 64)}) is None  # (its block would need 65 dimensions)
 
