@@ -106,6 +106,9 @@ def parser() -> argparse.ArgumentParser:
                      help="allow plain TCP (loopback included), or an ipc path that others can reach")
     run.add_argument("--hwm", metavar="N", type=int, default=32,
                      help="messages that may wait for the consumer before the producer blocks (default: 32)")
+    run.add_argument("--batch-wait", metavar="SECONDS", type=float, default=0.001,
+                     help="how long a fast source's small items may be held to share a message; "
+                          "0: one message per item (default: 0.001)")
 
     show = commands.add_parser("demo", help="train a small classifier on a pescador pipeline", description=_DEMO,
                                formatter_class=raw)
@@ -142,7 +145,8 @@ def _serve(args: argparse.Namespace) -> int:
     elif args.args:
         raise PescadorError(f"serve: {args.target} is already a Stream; it takes no arguments")
     print(f"pescador: serving {source!r} on {args.bind}", file=sys.stderr, flush=True)
-    sent = serve(source, args.bind, key=args.key, authorized=args.authorized, insecure=args.insecure, hwm=args.hwm)
+    sent = serve(source, args.bind, key=args.key, authorized=args.authorized, insecure=args.insecure, hwm=args.hwm,
+                 batch_wait=args.batch_wait)
     print(f"pescador: the stream ended after {sent:,} items", file=sys.stderr)
     return 0
 

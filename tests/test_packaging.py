@@ -187,6 +187,13 @@ def test_every_argument_has_plain_help(command):
         assert markup not in text, f"reST markup {markup!r} in the help of {command or 'pescador'}:\n{text}"
 
 
+def test_cli_serve_passes_its_options_to_serve(monkeypatch):
+    got = {}
+    monkeypatch.setattr(cli, "serve", lambda source, bind, **options: got.update(options, bind=bind) or 0)
+    code = cli.main(["serve", "json:loads", "[1]", "--bind", "ipc:///tmp/x", "--hwm", "8", "--batch-wait", "0"])
+    assert code == 0 and got["hwm"] == 8 and got["batch_wait"] == 0.0 and got["bind"] == "ipc:///tmp/x"
+
+
 def test_help_of_the_command_line_is_plain_text():
     shown = _run(["-m", "pescador", "--help"])
     assert shown.returncode == 0, shown.stderr
