@@ -419,10 +419,7 @@ class _Sender:
         self.sock = sock
 
     def send(self, frames: list) -> None:
-        if len(frames) == 1:  # (a header alone: one call, copied, is cheapest for small messages)
-            self.sock.send(frames[0])
-        else:
-            self.sock.send_multipart(frames, copy=False)
+        wire.send(self.sock, frames)
 
     def writable(self) -> bool:
         return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT)

@@ -681,6 +681,15 @@ class Outbox:
             self.closing.wait(left if left > 0 else min(self.wait, _FULL_POLL))
 
 
+def send(sock: Any, frames: list, flags: int = 0) -> None:
+    """Send one message's frames on a ZeroMQ socket: a header alone in one call (copied: the cheapest
+    for small messages), else every frame without copying."""
+    if len(frames) == 1:
+        sock.send(frames[0], flags)
+    else:
+        sock.send_multipart(frames, flags, copy=False)
+
+
 def encode_end() -> list:
     """The frames that tell the consumer that a worker's stream ended."""
     return [msgpack.packb([END])]

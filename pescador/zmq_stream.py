@@ -740,10 +740,7 @@ class _Link:
     def send(self, frames: list) -> None:
         while True:
             try:
-                if len(frames) == 1:  # (a header alone: one call, copied, is cheapest for small messages)
-                    self.sock.send(frames[0], _NOBLOCK)
-                else:
-                    self.sock.send_multipart(frames, _NOBLOCK, copy=False)
+                wire.send(self.sock, frames, _NOBLOCK)
                 return
             except zmq.Again:  # the queue is full: wait for room (a stop comes as SIGTERM)
                 self.sock.poll(_POLL_MS, zmq.POLLOUT)
