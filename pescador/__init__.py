@@ -37,7 +37,6 @@ from .observe import Meter, MuxStats, measure
 from ._progress import progress
 from .extras import cache, epoch_length, epochs, streamable
 from .resume import resumable
-from .remote import InsecureWarning, ProducerWarning
 
 __all__ = [
     "PescadorError",
@@ -45,8 +44,6 @@ __all__ = [
     "ParameterTypeError",
     "DataError",
     "WorkerError",
-    "ProducerWarning",
-    "InsecureWarning",
     "Stream",
     "Transform",
     "Stage",

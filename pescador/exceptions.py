@@ -81,8 +81,8 @@ class DataError(PescadorError):
 class WorkerError(PescadorError):
     """A worker's exception, as the consumer received it: the worker's traceback text.
 
-    When a :func:`~pescador.zmq_offload` worker (or a :func:`~pescador.remote`
-    producer) raises, the consumer raises the same exception again, of the
+    When a :func:`~pescador.zmq_offload` worker (or a
+    :func:`~pescador.ray_offload` actor) raises, the consumer raises the same exception again, of the
     original type where it can be rebuilt, with a ``WorkerError`` as its
     ``__cause__``: so ``except ValueError`` catches a worker's ``ValueError``,
     and the printed traceback shows the worker's frames (above "The above

@@ -205,7 +205,7 @@ def resumable(recipe: Any, state: dict | None = None) -> Resumable:
     ------
     PescadorError
         For a state of another recipe or version (saying what differs), and
-        for stages that cannot resume (``cache``, ``remote``) or random
+        for stages that cannot resume (``cache``) or random
         states that cannot be reproduced.
 
     Examples

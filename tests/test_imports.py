@@ -1,5 +1,5 @@
 """The package's modules import each other in layers: no import circle, not even through an import
-inside a function (DESIGN.md: core <- combinators <- offload/remote <- facade)."""
+inside a function (DESIGN.md: core <- combinators <- offload <- facade)."""
 
 import ast
 import pathlib

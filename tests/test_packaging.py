@@ -173,11 +173,11 @@ def _parsers() -> dict:
     return found
 
 
-def test_cli_has_the_three_commands():
-    assert set(_parsers()) == {"", "keys", "serve", "demo"}
+def test_cli_has_the_demo_command_only():
+    assert set(_parsers()) == {"", "demo"}
 
 
-@pytest.mark.parametrize("command", ["", "keys", "serve", "demo"])
+@pytest.mark.parametrize("command", ["", "demo"])
 def test_every_argument_has_plain_help(command):
     parser = _parsers()[command]
     for action in parser._actions:
@@ -187,26 +187,14 @@ def test_every_argument_has_plain_help(command):
         assert markup not in text, f"reST markup {markup!r} in the help of {command or 'pescador'}:\n{text}"
 
 
-def test_cli_serve_passes_its_options_to_serve(monkeypatch):
-    got = {}
-    monkeypatch.setattr(cli, "serve", lambda source, bind, **options: got.update(options, bind=bind) or 0)
-    code = cli.main(["serve", "json:loads", "[1]", "--bind", "ipc:///tmp/x", "--hwm", "8", "--batch-wait", "0"])
-    assert code == 0 and got["hwm"] == 8 and got["batch_wait"] == 0.0 and got["bind"] == "ipc:///tmp/x"
-
-
 def test_help_of_the_command_line_is_plain_text():
     shown = _run(["-m", "pescador", "--help"])
     assert shown.returncode == 0, shown.stderr
     assert "``" not in shown.stdout
-    for command in ("keys", "serve", "demo", "--version"):
+    for command in ("demo", "--version"):
         assert command in shown.stdout
-
-
-def test_cli_keys_writes_a_pair(tmp_path):
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        assert cli.main(["keys", str(tmp_path / "keys"), "trainer"]) == 0
-    assert (tmp_path / "keys" / "trainer.key").is_file() and (tmp_path / "keys" / "trainer.key_secret").is_file()
-    assert "trainer.key_secret" in out.getvalue()
+    for retired in ("keys", "serve", "CURVE"):  # (the ZeroMQ producers were retired: Ray goes beyond one machine)
+        assert retired not in shown.stdout
 
 
 @pytest.mark.timeout(120)
@@ -246,7 +234,7 @@ def test_every_warning_class_is_a_public_name():
         for _, obj in inspect.getmembers(module, inspect.isclass)
         if issubclass(obj, Warning) and obj.__module__.startswith("pescador")
     }
-    assert {"ProducerWarning", "InsecureWarning"} <= {cls.__name__ for cls in warnings_found}
+    assert {"FailoverWarning"} <= {cls.__name__ for cls in warnings_found}
     for cls in warnings_found:
         assert cls.__name__ in pescador.__all__, cls
         assert getattr(pescador, cls.__name__) is cls

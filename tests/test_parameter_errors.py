@@ -102,13 +102,6 @@ BAD_CALLS = [
     # the 3.x names and the facade
     ("buffer_stream axis", lambda: pescador.buffer_stream(4, axis="0"), TypeError),
     ("Streamer two limits", lambda: list(pescador.Streamer(gen, 3)(max_items=3, max_batches=2)), TypeError),
-    # remote (checked when the recipe is built; nothing connects)
-    ("remote no endpoint", lambda: pescador.remote.remote(), TypeError),
-    ("remote endpoint int", lambda: pescador.remote.remote(5555), TypeError),
-    ("remote bad endpoint", lambda: pescador.remote.remote("http://x"), ValueError),
-    ("remote grace 0", lambda: pescador.remote.remote("ipc:///tmp/x/y", grace=0, insecure=True), ValueError),
-    ("remote grace str", lambda: pescador.remote.remote("ipc:///tmp/x/y", grace="1", insecure=True), TypeError),
-    ("remote plain tcp", lambda: pescador.remote.remote("tcp://127.0.0.1:5555"), ValueError),
 ]
 
 
