@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+from itertools import chain, islice
+from types import GeneratorType
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Union, overload
@@ -23,7 +25,8 @@ import numpy as np
 
 from ._checks import check_count
 from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError
-from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, start_from, starter
+from .stage import (Stage, _from_collection, _from_iterable, check_fields, check_int, plain_stage, stage_of, start,
+                    start_from, start_plain, starter)
 
 __all__ = [
     "Stream",
@@ -206,8 +209,11 @@ class Stream(_Frozen, Generic[_T_co]):
         self._init(fn=fn, args=tuple(args), kwargs=dict(kwargs or {}), step=step)
 
     def __iter__(self) -> Iterator[_T_co]:
+        cls = stage_of(self)
+        if cls is not None:  # the stage's plain run, as a generator (as 3.x gave: Keras wants one)
+            return as_generator(plain_stage(cls, self.args, self.kwargs))
         result = self.fn(*self.args, **self.kwargs)
-        if isinstance(result, Stage):  # (a generator over the stage's run, as 3.x gave: Keras wants one)
+        if isinstance(result, Stage):
             return _drain(result)
         try:
             return iter(result)
@@ -222,11 +228,11 @@ class Stream(_Frozen, Generic[_T_co]):
     def iterate(self, max_iter: int | None = None) -> Iterator[_T_co]:
         """Start a fresh run of at most ``max_iter`` items (all of them with None)."""
         limit = check_count(max_iter, "iterate", "max_iter", allow_none=True)
-        return iter(self) if limit is None else _Take(self, limit)
+        return iter(self) if limit is None else as_generator(_Take.plain(self, limit))
 
     def cycle(self, max_iter: int | None = None) -> Iterator[_T_co]:
         """Run again each time a run ends, for ever or for ``max_iter`` items in all."""
-        return _Cycle(self, check_count(max_iter, "cycle", "max_iter", allow_none=True))
+        return as_generator(_Cycle.plain(self, check_count(max_iter, "cycle", "max_iter", allow_none=True)))
 
     def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Iterator[_T_co]:
         """``s(max_iter, cycle)``: ``s.cycle(max_iter)`` if ``cycle``, else ``s.iterate(max_iter)``."""
@@ -530,7 +536,16 @@ def run_data_first(fn: Callable[..., Iterator], data: Any, **params: Any) -> Ite
     A live iterator is consumed as it is; anything else becomes a stream first.  The result is a
     generator, as in 3.x (Keras, for one, accepts generators and not other iterators).
     """
-    return _drain(fn(data if isinstance(data, Iterator) else stream(data), **params))
+    upstream = data if isinstance(data, Iterator) else stream(data)
+    if isinstance(fn, type) and issubclass(fn, Stage):
+        return as_generator(plain_stage(fn, (upstream,), params))
+    return _drain(fn(upstream, **params))
+
+
+def as_generator(run: Iterator) -> Iterator:
+    """``run`` as a generator: itself when it is one, else one generator over it (one frame per item), so
+    that the run is over once an exception has escaped it, and Keras takes it."""
+    return run if type(run) is GeneratorType else _drain(run)
 
 
 def _drain(run: Iterator) -> Iterator:
@@ -565,6 +580,10 @@ class _Take(Stage):
 
     def state(self) -> dict:
         return {"count": self.count, "up": self.up.state()}
+
+    @classmethod
+    def plain(cls, upstream: Stream, n: int) -> Iterator:
+        return islice(start_plain(upstream), n)
 
     @classmethod
     def run_length(cls, upstream: Stream, params: dict, length: Callable) -> float | None:
@@ -628,9 +647,7 @@ class _Cycle(Stage):
             item = next(self.up)
         except StopIteration:
             if not self.in_pass:
-                raise PescadorError(
-                    f"cycle: a run of {self.upstream!r} yielded no items; restarting it would spin forever"
-                ) from None
+                raise _spins(self.upstream) from None
             self.up, self.in_pass = self.restart(self.upstream), 0
             return self.__next__()
         self.count += 1
@@ -641,6 +658,11 @@ class _Cycle(Stage):
         return {"count": self.count, "in_pass": self.in_pass, "up": self.up.state()}
 
     @classmethod
+    def plain(cls, upstream: Stream, max_iter: int | None) -> Iterator:
+        run = chain.from_iterable(_passes(upstream, start_plain(upstream)))
+        return run if max_iter is None else islice(run, max_iter)
+
+    @classmethod
     def run_length(cls, upstream: Stream, params: dict, length: Callable) -> float | None:
         inner = length(upstream)
         limit = params["max_iter"]
@@ -649,6 +671,23 @@ class _Cycle(Stage):
         if limit is not None and inner is not None:
             return limit
         return None if inner is None else math.inf
+
+
+def _passes(upstream: Stream, run: Iterator) -> Iterator[Iterator]:
+    """cycle's plain run, as the runs of ``upstream`` one after the other (``run`` the first), each as its
+    first item and its rest; a run that yields nothing raises, as the stage does."""
+    while True:
+        for first in run:
+            break
+        else:
+            raise _spins(upstream)
+        yield (first,)
+        yield run
+        run = start_plain(upstream)
+
+
+def _spins(upstream: Stream) -> PescadorError:
+    return PescadorError(f"cycle: a run of {upstream!r} yielded no items; restarting it would spin forever")
 
 
 @overload
@@ -760,6 +799,23 @@ class _Tuples(_Map):
             return (self.get(item),) if self.single else self.get(item)
         except KeyError:
             raise _missing(item, self.keys, "tuples", position) from None
+
+    @classmethod
+    def plain(cls, upstream: Any, keys: tuple) -> Iterator:
+        return _tuples(start_plain(upstream), keys)
+
+
+def _tuples(run: Iterator, keys: tuple) -> Iterator[tuple]:
+    """tuples' plain run: the loop of ``_Tuples.__next__``, fused."""
+    get, single = itemgetter(*keys), len(keys) == 1
+    for position, item in enumerate(run):
+        if not is_item(item):
+            raise not_a_dict(item, "tuples", position)
+        try:
+            out = get(item)
+        except KeyError:
+            raise _missing(item, keys, "tuples", position) from None
+        yield (out,) if single else out
 
 
 def _check_keys(keys: Any, where: str, name: str) -> None:

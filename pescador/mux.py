@@ -607,6 +607,7 @@ class _LazyChain(Stage):
                  state: Any = None) -> None:
         self.source, self.mode, self.worker = pool, mode, worker_info()
         self.start = starter()
+        self.tracked = tracking() or state is not None  # (a plain run's pool has no state to keep)
         self.index, self.produced, self.finished = -1, False, False
         self.member: Any = None
         self.before: Any = None  # (the pool's state before its current stream was drawn)
@@ -654,10 +655,12 @@ class _LazyChain(Stage):
                     continue
                 self.produced = True
                 return item
-            try:
-                before = self.up.state()
-            except PescadorError as exc:  # (a pool that cannot say where it is: so cannot this chain)
-                before = exc
+            before = None
+            if self.tracked:
+                try:
+                    before = self.up.state()
+                except PescadorError as exc:  # (a pool that cannot say where it is: so cannot this chain)
+                    before = exc
             try:
                 member = next(self.up)
             except StopIteration:

@@ -3,10 +3,36 @@
 A run of a recipe is a chain of small iterator objects, one per stage: each
 has ``__next__`` (the next item), ``state()`` (where it is: a small
 JSON-serialisable dict) and is built from its upstream recipe, its
-parameters and, to resume, such a state.  ``iter(recipe)`` builds the chain
-and nobody asks for a state; :func:`pescador.resumable` builds the same
-chain and asks.  So a resumable run of a seeded recipe yields exactly the
-items of a plain run, at nearly the same cost.
+parameters and, to resume, such a state.  :func:`pescador.resumable`
+builds that chain (with :func:`tracking` on) and asks it for its state.
+
+A plain run (``iter(recipe)``, and :func:`start` outside a resumable run)
+is one whose state nobody will ask for, and it pays nothing for one:
+
+- a stage may offer a *plain form*, the classmethod :meth:`Stage.plain`:
+  an iterator over the same items, cheaper than the object
+  (``itertools.islice`` for ``take``, ``chain`` for ``cycle``, a loop
+  fused into one generator for ``tuples``); a stage without one runs as
+  its object, with its upstream run plain;
+- a source runs bare: its function's generator itself, not a wrapper
+  that counts its items.
+
+:func:`start_plain` gives that fastest iterator for any recipe.  A plain
+form yields exactly what the object yields, items and errors at the same
+items (the contract tests compare the plain and the resumable run of every
+stage), so a resumable run of a seeded recipe is the plain run.  Three
+rules hold for every plain run, whatever its forms:
+
+- ``iter(recipe)`` is a generator (Keras takes generators, and no other
+  iterator), except a bare source's: a collection's own iterator
+  (``stream([...])``), or what a source function returns; a plain form
+  that is not a generator runs inside one
+  (:func:`pescador.core.as_generator`: one frame per item);
+- so, as any generator, a run is over once an exception has escaped it:
+  the next ``next()`` raises StopIteration, even where the forms inside
+  it (a ``chain`` of passes, a mux) would go on;
+- closing a run (or dropping it) closes its sources at once: their
+  ``finally`` blocks run.  A plain form holds no reference cycle.
 
 A stage of your own is a subclass of :class:`Stage` used as the function
 of a :class:`~pescador.Transform` (see the "Writing a stage" page of the
@@ -27,6 +53,13 @@ documentation)::
             return {"up": self.up.state()}
 
     scale = Transform("scale", Scale, {"factor": 2.0})
+
+and, where a cheaper iterator does the same, its plain form (the default
+``Stage.plain`` returns None: the object runs)::
+
+        @classmethod
+        def plain(cls, upstream, factor):
+            return ({k: v * factor for k, v in item.items()} for item in start_plain(upstream))
 
 Facts about a stage travel with its class: :attr:`Stage.one_to_one`,
 :meth:`Stage.run_length` and :meth:`Stage.epoch_length` (what
@@ -52,8 +85,8 @@ import numpy as np
 
 from .exceptions import PescadorError
 
-__all__ = ["Stage", "start", "stage_of", "check_fields", "check_int", "check_bool", "check_list", "check_choice",
-           "tracking", "NO_EPOCHS", "pool_length", "start_from"]
+__all__ = ["Stage", "start", "start_plain", "starter", "stage_of", "check_fields", "check_int", "check_bool", "check_list",
+           "check_choice", "tracking", "NO_EPOCHS", "pool_length", "start_from"]
 
 
 # ----------------------------------------------------------------------------
@@ -124,8 +157,22 @@ class Stage:
             f"{type(self).__qualname__} does not say where its run is: define state() (see 'Writing a stage')"
         )
 
+    @classmethod
+    def plain(cls, upstream: Any, **params: Any) -> Iterator | None:
+        """The stage's plain form: an iterator over the items a fresh run yields, for a run whose state
+        nobody will ask for (``iter(recipe)``); or None (the default) to run the stage object.
+
+        Offer one where a cheaper iterator does exactly what the object does
+        (``itertools.islice`` for ``take``, a builtin ``map``, a generator
+        with the loop fused): the same items, the same errors at the same
+        items.  Start the upstream with :func:`start_plain`.  It is called
+        as the stage's constructor is, without ``state``.
+        """
+        return None
+
     def start_upstream(self, upstream: Any, state: dict | None, key: str = "up") -> Any:
-        """Start the run of ``upstream``, from ``state[key]`` when resuming (checked to be there)."""
+        """Start the run of ``upstream``, from ``state[key]`` when resuming (checked to be there); in a plain
+        run (see :func:`start`), its plain run."""
         if state is None:
             return start(upstream)
         if not isinstance(state, dict) or key not in state:
@@ -207,8 +254,12 @@ _TRACK = threading.local()
 def tracking() -> bool:
     """Whether the stages being started belong to a resumable run (whose states will be asked).
 
-    Stages that must prepare for that (``zmq_offload``'s workers then send
-    their states with their items) read it when they start.
+    :func:`pescador.resumable` starts its run with this on; then :func:`start`
+    builds every stage's object, and sources count their items.  Off, a run
+    is plain (:func:`start_plain`).  Stages that must prepare for a
+    resumable run (``zmq_offload``'s workers then send their states) read
+    it when they start; a stage that starts upstream runs later (a mux
+    starting its streams) keeps :func:`starter` at its own start.
     """
     return getattr(_TRACK, "on", False)
 
@@ -232,7 +283,8 @@ def tracked(on: bool = True) -> _Tracked:
 
 def starter() -> Callable[..., Any]:
     """:func:`start` as it is now: a stage that starts upstream runs later (a mux starting its
-    streams) keeps this at its own start, so that those runs belong to the same kind of run."""
+    streams) keeps this at its own start, so that those runs belong to the same kind of run (plain
+    in a plain run, with states in a resumable one)."""
     if not tracking():
         return start
     return _start_tracked
@@ -246,9 +298,17 @@ def _start_tracked(recipe: Any, state: Any = None) -> Any:
 def start(recipe: Any, state: Any = None) -> Any:
     """Start a run of ``recipe``, from ``state`` (a stage's ``state()``) or from the beginning.
 
-    Returns an iterator with ``state()``: a :class:`Stage`, or for a source a
-    small wrapper that counts its items.
+    In a resumable run (:func:`tracking`), or from a state (which makes a
+    resumable run), returns an iterator with ``state()``: a :class:`Stage`,
+    or for a source a small wrapper that counts its items.  Otherwise the
+    run is plain, and this is :func:`start_plain`: nobody will ask for its
+    state.
     """
+    if not tracking():
+        if state is None:
+            return start_plain(recipe)
+        with tracked(True):  # (a run resumed from a state is a resumable run, every stage of it)
+            return start(recipe, state)
     if isinstance(recipe, Iterator):  # (a live iterator, as the 3.x data-first calls pass: no state)
         if state is not None:
             raise PescadorError("resumable: a live iterator cannot be resumed; give a recipe (pescador.stream)")
@@ -264,6 +324,38 @@ def start(recipe: Any, state: Any = None) -> Any:
     if state is not None:
         raise not_resumable(recipe)
     return _Opaque(recipe)
+
+
+def start_plain(recipe: Any) -> Iterator:
+    """The fastest iterator over a fresh run of ``recipe``, for a run whose state nobody will ask for.
+
+    A source runs bare (its function's iterator itself); a stage runs its
+    plain form (:meth:`Stage.plain`) where it offers one, else its object,
+    whose upstream runs plain in turn; a live iterator runs as it is.
+    ``iter(recipe)`` is this, as a generator.
+
+    Examples
+    --------
+    >>> import itertools, pescador
+    >>> from pescador.stage import start_plain
+    >>> def naturals():
+    ...     yield from itertools.count()
+    >>> run = start_plain(pescador.take(3, naturals))
+    >>> type(run).__name__, list(run)
+    ('islice', [0, 1, 2])
+    """
+    if isinstance(recipe, Iterator):
+        return recipe
+    cls = stage_of(recipe)
+    if cls is None:  # a source, or a stage written as a plain generator function
+        return iter(recipe)
+    return plain_stage(cls, recipe.args, recipe.kwargs)
+
+
+def plain_stage(cls: type, args: tuple, kwargs: dict) -> Iterator:
+    """A plain run of the stage ``cls`` over ``args`` (its upstream) and ``kwargs`` (its parameters)."""
+    run = cls.plain(*args, **kwargs)
+    return cls(*args, **kwargs) if run is None else run
 
 
 def start_from(upstream: Any, state: dict, key: str, where: str) -> Any:

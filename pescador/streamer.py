@@ -15,6 +15,7 @@ from typing import Any
 
 from . import core
 from .exceptions import ParameterTypeError
+from .stage import start_plain
 
 __all__ = [
     "Streamer",
@@ -123,7 +124,7 @@ class Streamer:
     def _run(self, recipe: Any) -> Iterator:
         self.activate()
         try:
-            yield from recipe
+            yield from start_plain(recipe)  # (this generator is the run's one frame over the plain run)
         finally:
             self.deactivate()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import types
 
 import numpy as np
 import pytest
@@ -27,13 +28,17 @@ from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mu
 from pescador.stage import Stage, check_fields, check_int
 from states import DELETE, edited, places
 
-CALLS = []
+CALLS = []  # the generator sources started, by tag
+ENDED = []  # ... and those whose run ended (its finally ran)
 
 
 def counted(tag, n, rows=1):
     CALLS.append(tag)
-    for i in range(n):
-        yield {"x": np.full((rows, 2), tag * 1000 + i, dtype=np.int64)}
+    try:
+        for i in range(n):
+            yield {"x": np.full((rows, 2), tag * 1000 + i, dtype=np.int64)}
+    finally:
+        ENDED.append(tag)
 
 
 def listed(tag, n, rows=1):
@@ -139,6 +144,56 @@ def test_the_contract(name):
         state = json.loads(json.dumps(run.state_dict()))
         assert head + items(resumable(recipe, state)) == plain, cut
         assert head + items(resumable(recipe, copy.deepcopy(state))) == plain  # a state serves twice
+
+
+# the stages whose recipe above runs a generator source
+GENERATED = sorted(set(STAGES) - {"list", "cycle", "tuples", "keras_tuples", "measure"})
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_closing_a_plain_run_closes_its_sources(name):
+    """A run stopped early and closed runs its sources' finally blocks at once (no garbage collection
+    needed: no reference cycle keeps them)."""
+    run = iter(STAGES[name]())
+    del CALLS[:], ENDED[:]
+    while len(CALLS) == len(ENDED):  # (until a generator source is under way)
+        next(run)
+    run.close()
+    assert sorted(ENDED) == sorted(CALLS)
+
+
+@pytest.mark.parametrize("name", sorted(set(STAGES) - {"list"}))
+def test_a_plain_run_is_a_generator(name):
+    """Keras takes generators and no other iterator; so does 3.x code that calls a recipe's iterate()."""
+    recipe = STAGES[name]()
+    assert all(isinstance(run, types.GeneratorType) for run in (iter(recipe), recipe.iterate(), recipe.iterate(3),
+                                                                 recipe.cycle(3)))
+
+
+def failing(n, bad):
+    for i in range(n):
+        if i == bad:
+            raise KeyError(f"bad record {i}")
+        yield {"x": np.full((1, 2), i, dtype=np.int64)}
+
+
+FAILING = {  # a plain run of each, whose source raises at its fourth item
+    "take": lambda s: pescador.take(50, s),
+    "cycle": lambda s: pescador.cycle(None, s),
+    "tuples": lambda s: pescador.tuples("x")(s),
+    "buffer": lambda s: pescador.buffer(2)(s),
+    "mux": lambda s: pescador.mux(2, 3.0, random_state=0)([s, listed(1, 30)]),
+    "take of cycle": lambda s: pescador.take(50, pescador.cycle(None, s)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAILING))
+def test_a_plain_run_is_over_once_an_exception_has_escaped_it(name):
+    run = iter(FAILING[name](stream(failing, 10, 3)))
+    with pytest.raises(KeyError, match="bad record 3"):
+        for _ in range(60):
+            next(run)
+    assert list(run) == []
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
