@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Union, overl
 import numpy as np
 
 from ._checks import check_count
-from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError
+from .exceptions import DataError, MissingKeyError, ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, start_from, starter
 
 __all__ = [
@@ -739,7 +739,7 @@ def is_item(item: Any) -> bool:
 def _key_error(item: Any, key: Any, where: str, position: int) -> PescadorError:
     if not is_item(item):
         return not_a_dict(item, where, position)
-    return DataError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
+    return MissingKeyError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
 
 
 def _missing(item: Any, keys: Sequence, where: str, position: int) -> PescadorError:

@@ -351,3 +351,11 @@ def test_the_errors_and_classes_where_3x_code_finds_them():
     from pescador.core import Streamer
 
     assert list(Streamer("ab")) == ["a", "b"]
+
+
+def test_a_missing_key_is_a_key_error_as_in_3x():
+    streamer = pescador.Streamer(data_gen, 2)
+    for call in (lambda: pescador.maps.tuples(streamer, "X", "Z"), lambda: pescador.maps.keras_tuples(streamer, "Z")):
+        with pytest.raises(KeyError) as info:
+            list(call())
+        assert isinstance(info.value, pescador.DataError) and "has no key 'Z'" in str(info.value)
