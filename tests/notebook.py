@@ -6,8 +6,9 @@
 
 A :class:`Kernel` is a fresh IPython kernel on this interpreter, started in
 its own process group (so that whatever it starts, worker processes
-included, goes with it), with matplotlib's inline backend (as in Jupyter)
-and its own IPython directory and connection file in a temporary directory.
+included, goes with it), with matplotlib's inline backend (as in Jupyter),
+talking over ipc sockets, with its IPython directory and connection file
+in a temporary directory.
 Each cell is bounded in time (``timeout`` seconds, then
 ``nbclient.exceptions.CellTimeoutError``); when the block ends the kernel is
 shut down and its process group killed.  A cell's outputs are the outputs
@@ -43,10 +44,11 @@ class Kernel:
         env = dict(os.environ, IPYTHONDIR=os.path.join(self._tmp.name, "ipython"))
         env.pop("MPLBACKEND", None)  # (the kernel chooses matplotlib's inline backend, as in Jupyter)
         self.client = NotebookClient(self.nb, timeout=self.timeout, startup_timeout=self.timeout,
-                                     kernel_name="python3", allow_errors=True,
+                                     kernel_name="python3", allow_errors=True, shutdown_kernel="immediate",
                                      resources={"metadata": {"path": self._tmp.name}})
         self.client.km = self.client.create_kernel_manager()
         self.client.km.connection_file = os.path.join(self._tmp.name, "kernel.json")
+        self.client.km.transport, self.client.km.ip = "ipc", os.path.join(self._tmp.name, "kernel")  # (no TCP port)
         self._setup = self.client.setup_kernel(env=env)
         try:
             self._setup.__enter__()
