@@ -502,7 +502,7 @@ class Meter:
         self._t0: float | None = None
         self._t1: float | None = None
         self._series: list = []
-        self._countdown = self._step = 1
+        self._countdown = 1
         self._interval = self._every
         self._at = self._at_items = 0.0
 
@@ -510,8 +510,7 @@ class Meter:
         self.items = self.rows = self.bytes = 0
         self._t0, self._t1 = (time.perf_counter() if now is None else now), None
         self._series = [(0.0, 0, 0, 0)]
-        self._countdown = self._step = 1
-        self._interval = self._every
+        self._countdown, self._interval = 1, self._every
         self._at, self._at_items = self._t0, 0
 
     def _stop(self) -> None:
@@ -520,21 +519,13 @@ class Meter:
             self._sample(self._t1)
 
     def _tick(self) -> None:
-        """Called every ``_countdown`` items: sample if an interval has passed; set the next countdown.
-
-        The countdown aims at four clock reads per interval at the rate seen
-        since the last sample, growing at most twofold from one tick to the
-        next (right after a sample, a few items in a few microseconds would
-        make it jump to tens of thousands of items: a slow source would then
-        go seconds, or its whole run, without a sample).
-        """
+        """Called every ``_countdown`` items: sample if an interval has passed; set the next countdown."""
         now = time.perf_counter()
         since = now - self._at
         rate = (self.items - self._at_items) / since if since > 0 else 0.0
         if since >= self._interval:
             self._sample(now)
-        self._step = max(1, min(int(rate * self._interval * 0.25), 2 * self._step, 1 << 16))
-        self._countdown = self._step
+        self._countdown = max(1, min(int(rate * self._interval * 0.25), 1 << 16))
 
     def _sample(self, now: float) -> None:
         self._series.append((now - self._t0, self.items, self.rows, self.bytes))

@@ -364,29 +364,11 @@ def test_plots_draw_from_a_real_run_and_return_the_figure():
     assert stats.plot("shares", ax=ax) is fig2
     assert isinstance(meter.plot(), matplotlib.figure.Figure)
     assert isinstance(meter.plot("rows"), matplotlib.figure.Figure)
+    assert Meter().plot().axes[0].get_xlabel() == "seconds since the run started"  # (nothing measured yet)
     with pytest.raises(PescadorError, match="kind must be 'both', 'sources' or 'shares'"):
         stats.plot("pie")
     with pytest.raises(PescadorError, match="what must be 'items', 'rows' or 'megabytes'"):
         meter.plot("pies")
-    plt.close("all")
-
-
-def test_a_meter_samples_a_slow_source_at_its_interval_and_plots_before_a_run():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def slow(n):
-        for _ in range(n):
-            time.sleep(0.004)
-            yield {"x": np.zeros(2)}
-
-    meter = Meter(interval=0.05)
-    list(measure(meter)(stream(slow, 100)))
-    assert meter.items == 100
-    assert len(meter.series) >= meter.seconds / meter._every / 2  # (not only the first and the last)
-    assert Meter().plot().axes[0].get_xlabel() == "seconds since the run started"  # (nothing measured yet)
     plt.close("all")
 
 
