@@ -356,9 +356,9 @@ class MuxStats:
             lines.append(f"  ({len(rest):,} more streams: {int(items[rest].sum()):,} items, "
                          f"shares {shares[rest].min():.3f} to {shares[rest].max():.3f})")
             gap = np.abs(shares - expected) if total else np.zeros(n)
-            worst = int(np.argmax(gap)) if n else 0
+            worst = int(np.argmax(gap))
             lines.append(f"{n:,} streams, {total:,} items in {int(activations.sum()):,} activations; largest gap "
-                         f"between share and expected: {gap[worst] if n else 0:.3f} (stream {worst}).")
+                         f"between share and expected: {gap[worst]:.3f} (stream {worst}).")
             lines.append("table(top=None) shows every stream.")
         return "\n".join(lines)
 

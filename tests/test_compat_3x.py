@@ -331,11 +331,13 @@ def test_shuffled_mux_weights_are_the_shares_of_items():
     seed 10 gives other draws here (docs/migration.rst).  With 200,000 items the shares are within
     0.005 (5 standard deviations)."""
     a, b, c = (pescador.Streamer(endless, x) for x in "abc")
-    for weights in ([0.6, 0.3, 0.1], [6, 3, 1]):
-        m = pescador.ShuffledMux([a, b, c], weights=weights, random_state=10)
-        np.testing.assert_allclose(m.weights, [0.6, 0.3, 0.1])  # as 3.x kept them: normalised
-        out = "".join(m.iterate(max_iter=200_000))
-        np.testing.assert_allclose([out.count(x) / len(out) for x in "abc"], [0.6, 0.3, 0.1], atol=0.005)
+    m = pescador.ShuffledMux([a, b, c], weights=[0.6, 0.3, 0.1], random_state=10)
+    out = "".join(m.iterate(max_iter=200_000))
+    np.testing.assert_allclose([out.count(x) / len(out) for x in "abc"], [0.6, 0.3, 0.1], atol=0.005)
+    as_ints = pescador.ShuffledMux([a, b, c], weights=[6, 3, 1], random_state=10)
+    assert "".join(as_ints.iterate(max_iter=1000)) == out[:1000]  # (integer weights, as 3.x's issue #143)
+    for mux in (m, as_ints):
+        np.testing.assert_allclose(mux.weights, [0.6, 0.3, 0.1])  # as 3.x kept them: normalised
     np.testing.assert_allclose(pescador.ShuffledMux([a, b, c]).weights, [1 / 3] * 3)
     np.testing.assert_allclose(pescador.StochasticMux([a, b, c], 2, 4, weights=[1, 1, 2]).weights, [0.25, 0.25, 0.5])
 
