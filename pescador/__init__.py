@@ -82,6 +82,19 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> object:
+    """``pescador.torch`` (or ``keras``, ``demo``) before it is imported: an AttributeError saying to
+    import it.  ``import pescador`` does not load these submodules (they need a framework, or are
+    programs); ``import pescador.torch`` does, and then ``pescador.torch`` is there."""
+    import importlib.util
+    import sys
+
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(f"pescador.{name} is a submodule that import pescador does not load; "
+                             f"import it first: import pescador.{name}", name=name, obj=sys.modules[__name__])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}", name=name, obj=sys.modules[__name__])
+
+
 def __dir__() -> list[str]:
     """The public names (``__all__``) and the module's own dunders: the
     submodules that ``import pescador`` loads on the way (``core``, ``wire``,

@@ -19,7 +19,7 @@ from weakref import getweakrefcount as _getweakrefcount
 
 import numpy as np
 
-from .core import _MISSING, Stream, Transform, check_count, is_item, not_a_dict, short_repr
+from .core import _MISSING, OneStream, Stream, Transform, check_count, is_item, not_a_dict, short_repr
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, check_bool, check_fields, check_int, start, start_from
 
@@ -721,5 +721,5 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
         )
     if not isinstance(strict, (bool, np.bool_)):
         raise ParameterTypeError(f"buffer: strict must be True or False; got {strict!r}")
-    step = Transform("buffer", _Buffer, {"n": n, "strict": bool(strict)})
+    step = Transform("buffer", _Buffer, {"n": n, "strict": bool(strict)}, coerce=OneStream("buffer"))
     return step if source is _MISSING else step(source)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Union, overl
 import numpy as np
 
 from ._checks import check_count
-from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError
+from .exceptions import DataError, MissingKeyError, ParameterError, ParameterTypeError, PescadorError
 from .stage import (Stage, _from_collection, _from_iterable, check_fields, check_int, plain_stage, stage_of, start,
                     start_from, start_plain, starter)
 
@@ -726,9 +726,37 @@ def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | St
 # ----------------------------------------------------------------------------
 
 
+def is_recipe(value: Any) -> bool:
+    """Whether ``value`` is a stream: a :class:`Stream`, or a ``Streamer`` (anything with ``__pescador_stream__``)."""
+    return isinstance(value, Stream) or (getattr(value, "__pescador_stream__", None) is not None
+                                         and not isinstance(value, type))
+
+
+_MUX_FIRST = "combine streams with a mux first: pipe(streams, pescador.mux(k=...), ...)"
+
+
+class OneStream:
+    """What a stage that takes one stream (``buffer``, ``zmq_offload``) is applied to, made its upstream
+    as :func:`stream` makes it; a list of streams, which only a mux takes, is refused naming the stage."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __call__(self, upstream: Any) -> Stream:
+        if isinstance(upstream, (list, tuple)) and upstream and is_recipe(upstream[0]):
+            raise ParameterTypeError(
+                f"{self.where}: got a list of {len(upstream)} streams where one stream belongs; {_MUX_FIRST} "
+                f"(or pescador.mux.chain_mux() to run them one after another)"
+            )
+        return stream(upstream)
+
+
 def not_a_dict(item: Any, where: str, position: int, source: str = "") -> PescadorError:
     """The error for an item that is not a dict with string keys."""
     origin = f" from {source}" if source else ""
+    if is_recipe(item):
+        return DataError(f"{where}: item {position}{origin} is a stream ({short_repr(item, 60)}), not a dict of "
+                         f"arrays: the stream's items are streams; {_MUX_FIRST}")
     if isinstance(item, dict):
         bad = next(k for k in item if type(k) is not str)
         what = f"a dict with the key {bad!r} of type {type(bad).__name__}"
@@ -750,7 +778,7 @@ def is_item(item: Any) -> bool:
 def _key_error(item: Any, key: Any, where: str, position: int) -> PescadorError:
     if not is_item(item):
         return not_a_dict(item, where, position)
-    return DataError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
+    return MissingKeyError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
 
 
 def _missing(item: Any, keys: Sequence, where: str, position: int) -> PescadorError:
@@ -931,25 +959,29 @@ def keras_tuples(*, inputs: _Keys = None, outputs: _Keys = None) -> Transform[_I
 def keras_tuples(
     stream: Stream[Any] | Iterator[Any] | Iterable[_Item], inputs: _Keys = None, outputs: _Keys = None
 ) -> Iterator[tuple[Any, Any]]: ...
-def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) -> Transform | Iterator[tuple]:
+def keras_tuples(*args: Any, inputs: Any = None, outputs: Any = None, stream: Any = _MISSING) -> Transform | Iterator[tuple]:
     """Shape dict items as ``(x, y)`` tuples for Keras 3 ``model.fit``.
 
-    Two styles under one name (see :func:`is_data`): ``keras_tuples("X",
-    "Y")`` or ``keras_tuples(inputs="X", outputs="Y")`` is a curried
-    :class:`Transform` for a pipe; ``keras_tuples(stream, "X", "Y")``, the
-    pescador 3.x call, returns an iterator over that stream.
+    Two calls under one name (see :func:`is_data`):
+
+    - ``keras_tuples(inputs, outputs)`` (or ``keras_tuples(inputs=...,
+      outputs=...)``): a curried :class:`Transform` for a pipe;
+    - ``keras_tuples(stream, inputs, outputs)``, the pescador 3.x call:
+      an iterator over that stream.
 
     Parameters
     ----------
-    stream : optional
-        The data, in the 3.x call.  In the curried call the first positional
-        argument is ``inputs``.
+    *args
+        The keys by position, ``inputs`` then ``outputs``; in the 3.x call,
+        the stream first.
     inputs : key, list of keys, or None
         A single key gives ``x = item[key]``; a list gives a list of arrays
         (a model with several inputs); None gives ``x = None``.
     outputs : key, list of keys, or None
         Likewise for ``y``.  At least one of ``inputs`` and ``outputs`` is
         given.
+    stream : optional
+        The stream, for 3.x code that names it (``stream=s``).
 
     Examples
     --------
@@ -960,17 +992,20 @@ def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) ->
     >>> list(pescador.keras_tuples(s, outputs="y")), list(pescador.keras_tuples(inputs="a")(s))
     ([(None, 3)], [(1, None)])
     """
-    if stream is not None and not is_data(stream):  # the curried call: keras_tuples(inputs, outputs)
-        if inputs is not None and outputs is not None:
-            raise ParameterTypeError(
-                "keras_tuples: got three sets of keys; call keras_tuples(inputs, outputs) "
-                "in a pipe, or keras_tuples(stream, inputs, outputs) on a stream"
-            )
-        if inputs is None:  # keras_tuples("X") or keras_tuples("X", outputs="Y")
-            stream, inputs = None, stream
-        else:  # keras_tuples("X", "Y")
-            stream, inputs, outputs = None, stream, inputs
-    inputs, outputs = _keras_keys(inputs, "inputs"), _keras_keys(outputs, "outputs")
+    if stream is _MISSING:  # the 3.x call has the stream first; the curried call, keys only
+        stream = args[0] if args and is_data(args[0]) else None
+        args = args[1:] if stream is not None else args
+    if len(args) > 2:
+        raise ParameterTypeError(
+            "keras_tuples: got three sets of keys; call keras_tuples(inputs, outputs) "
+            "in a pipe, or keras_tuples(stream, inputs, outputs) on a stream"
+        )
+    named = {"inputs": inputs, "outputs": outputs}
+    for name, keys in zip(named, args):
+        if named[name] is not None:
+            raise ParameterTypeError(f"keras_tuples: got {name} twice, by position and by name; give it once")
+        named[name] = keys
+    inputs, outputs = _keras_keys(named["inputs"], "inputs"), _keras_keys(named["outputs"], "outputs")
     if inputs is None and outputs is None:
         raise ParameterTypeError("keras_tuples: name the keys of inputs, outputs or both, e.g. keras_tuples('X', 'Y')")
     if stream is not None:

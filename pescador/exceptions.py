@@ -78,6 +78,22 @@ class DataError(PescadorError):
     """
 
 
+class MissingKeyError(DataError, KeyError):
+    """The :class:`DataError` for an item without a requested key; also a ``KeyError``, which 3.x raised.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> try:
+    ...     list(pescador.tuples([{"x": 1}], "y"))
+    ... except KeyError as exc:  # (as 3.x code catches it)
+    ...     print(type(exc).__name__, isinstance(exc, pescador.DataError))
+    MissingKeyError True
+    """
+
+    __str__ = Exception.__str__  # (the message as written: KeyError's would quote it)
+
+
 class WorkerError(PescadorError):
     """A worker's exception, as the consumer received it: the worker's traceback text.
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from .core import PoolTransform, Stream, _defaults, stream
 from ._checks import _check_bool, _check_choice, _check_k, _check_lam, _check_random_state, _check_weights
+from ._checks import _spelled
 from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, _longest
 from ._random import _rng
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
@@ -921,9 +922,24 @@ def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = N
 # here when it is imported: this module does not import the facade, not even lazily)
 
 
+def _call(self: Any, k: int, lam: float | None = 256.0, *, weights: Any = None, with_replacement: bool = True,
+          prune_empty: bool = True, revive: bool = False, random_state: Any = None, dist: str = "poisson",
+          stats: Any = None) -> PoolTransform:
+    return mux(k, lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty, revive=revive,
+               random_state=random_state, dist=dist, stats=stats)
+
+
+_call.__doc__ = mux.__doc__
+
+
 class _CallableModule(types.ModuleType):
     """Lets ``pescador.mux(k=3, lam=64)`` call :func:`mux` while
-    ``pescador.mux.Mux`` and ``from pescador.mux import ...`` keep working."""
+    ``pescador.mux.Mux`` and ``from pescador.mux import ...`` keep working.
+
+    ``help(pescador.mux)`` begins with mux's documentation, completion
+    (``dir``) lists the public names, and a call that does not fit mux's
+    signature says how it reads, naming ``mux``.
+    """
 
     @property
     def __signature__(self) -> Any:  # what inspect.signature(pescador.mux) and IDEs show
@@ -931,15 +947,17 @@ class _CallableModule(types.ModuleType):
 
         return inspect.signature(mux)
 
-    def __call__(self, k: int, lam: float | None = 256.0, *, weights: Any = None, with_replacement: bool = True,
-                 prune_empty: bool = True, revive: bool = False, random_state: Any = None, dist: str = "poisson",
-                 stats: Any = None) -> PoolTransform:
-        return mux(k, lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty, revive=revive,
-                   random_state=random_state, dist=dist, stats=stats)
+    __call__ = _spelled(_call, "mux", "pescador.mux(k=3, lam=64)")
+
+    def __dir__(self) -> list[str]:
+        """The public names (and the 3.x classes the facade puts here), not what the module imports."""
+        names = vars(self)
+        facades = {name for name, value in names.items() if getattr(value, "__module__", "") == "pescador.streamer"}
+        return sorted(set(__all__) | facades | {name for name in names if name.startswith("__")})
 
 
 def _module_doc(doc: str | None) -> str | None:
-    """``help(pescador.mux)`` begins with mux's signature and summary, then this module's docstring."""
+    """``help(pescador.mux)`` begins with mux's signature and documentation, then this module's docstring."""
     import inspect
 
     if not doc or not mux.__doc__:  # (python -OO)
@@ -948,9 +966,9 @@ def _module_doc(doc: str | None) -> str | None:
     plain = sig.replace(parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
                         return_annotation=sig.empty)
     returns = f" -> {sig.return_annotation}" if isinstance(sig.return_annotation, str) else ""
-    summary = "\n\n".join(inspect.cleandoc(mux.__doc__).split("\n\n")[:2])
-    return f"``mux{plain}{returns}``\n\n{summary}\n\n{doc}"  # (literal: the bare * would be reST markup)
+    return f"mux{plain}{returns}\n\n{inspect.cleandoc(mux.__doc__)}\n\n{_MODULE_MARK}\n\n{doc}"
 
 
+_MODULE_MARK = "The module pescador.mux:"  # (where the module's own text begins: docs/conf.py shows only that)
 __doc__ = _module_doc(__doc__)
 sys.modules[__name__].__class__ = _CallableModule

@@ -88,7 +88,7 @@ import numpy as np
 import zmq
 
 from . import _report, wire
-from .core import ItemTransform, Transform
+from .core import ItemTransform, OneStream, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Offloaded, start, tracked
 from .workers import WorkerInfo, set_worker_info
@@ -239,7 +239,7 @@ def zmq_offload(
         random_state=random_state,
         batch_wait=float(batch_wait),
     )
-    return Transform("zmq_offload", _Offload, config.params())
+    return Transform("zmq_offload", _Offload, config.params(), coerce=OneStream("zmq_offload"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -279,10 +279,31 @@ def test_help_of_mux_begins_with_its_signature_and_summary():
     text = pydoc.render_doc(pescador.mux, renderer=pydoc.plaintext)
     lines = text.splitlines()
     name = lines.index("NAME")
-    assert lines[name + 1].strip().startswith("pescador.mux - ``mux(k, lam=256.0, *, weights=None,"), lines[name + 1]
+    assert lines[name + 1].strip().startswith("pescador.mux - mux(k, lam=256.0, *, weights=None,"), lines[name + 1]
+    assert lines[name + 1].strip().endswith(") -> PoolTransform"), lines[name + 1]  # (no markup around it)
     summary = inspect.cleandoc(mux.__doc__).splitlines()[0]
     assert summary in "\n".join(lines[: name + 6])
-    assert lines.index("FUNCTIONS") - name < 30, "the module's description is long: the theory is in the docs"
+    head = "\n".join(lines[: lines.index("FUNCTIONS")])  # mux's parameters and examples, then the module's text
+    assert head.index("k : int") < head.index(">>> mixed = pipe(streams") < head.index("siblings")
+
+
+def test_keras_tuples_reads_as_its_two_calls():
+    shown = str(inspect.signature(pescador.keras_tuples))
+    assert "stream=None" not in shown, shown  # (the data-first call needs its stream)
+    s = pescador.stream([{"a": 1, "y": 2}])
+    calls = [
+        lambda: pescador.keras_tuples(s, "a", "y"),
+        lambda: pescador.keras_tuples(s, inputs="a", outputs="y"),
+        lambda: pescador.keras_tuples(stream=s, inputs="a", outputs="y"),  # (3.x's keyword)
+        lambda: pescador.keras_tuples("a", "y")(s),
+        lambda: pescador.keras_tuples("a", outputs="y")(s),
+        lambda: pescador.keras_tuples(inputs="a", outputs="y")(s),
+    ]
+    for call in calls:
+        assert list(call()) == [(1, 2)]
+    assert list(pescador.keras_tuples(["a", "y"])(s)) == [([1, 2], None)]
+    with pytest.raises(pescador.ParameterTypeError, match="inputs twice"):
+        pescador.keras_tuples("a", inputs="y")
 
 
 @pytest.mark.parametrize("name", ["take", "cycle", "buffer"])
