@@ -562,11 +562,14 @@ class _Walker:
         """Write a list or tuple of dicts with the same string keys, each value a scalar or an array of one
         dtype per key, column by column (a few C-level passes per key); False when it is not one."""
         keys = self._keys(rows[0])
-        if keys is None or set(map(type, rows)) != {dict} or not all(map(rows[0].keys().__eq__, map(dict.keys, rows))):
+        if keys is None or set(map(type, rows)) != {dict} or set(map(len, rows)) != {len(keys)}:
             return False
         meta.append(("C", keys, len(rows)))
         for k in keys:
-            column = [r[k] for r in rows]
+            try:  # (every row has as many keys, and each of these: the same keys)
+                column = list(map(operator.itemgetter(k), rows))
+            except KeyError:
+                return False
             kinds = set(map(type, column))
             if kinds <= _SCALARS:
                 meta.append(column)
@@ -580,7 +583,11 @@ class _Walker:
             if dtype.hasobject:
                 return False
             code = str(dtype.descr) if dtype.fields is not None else dtype.str
-            meta.append(("A*", code, list(map(_SHAPE, column))))
+            shapes = list(map(_SHAPE, column))
+            if shapes.count(shapes[0]) == len(shapes):  # (one shape for the column: written once)
+                meta.append(("A1", code, shapes[0]))
+            else:
+                meta.append(("A*", code, shapes))
             if max(map(_NBYTES, column)) <= _INLINE:
                 data.extend(column)
             else:
