@@ -236,12 +236,7 @@ def _check_state(state: Any, outline: list, fingerprint: str, hash_ordered: bool
     """The state, checked as a whole and its envelope's fields one by one: a copy of it."""
     if not isinstance(state, dict) or "pescador_state" not in state:
         raise ParameterTypeError(f"resumable: expected a state made by state_dict(); got a {type(state).__name__}")
-    if state["pescador_state"] != STATE_VERSION:
-        raise PescadorError(
-            f"resumable: the state is of version {str(state['pescador_state'])[:20]}; this pescador reads version "
-            f"{STATE_VERSION}"
-        )
-    bad = not_json(state, MAX_STATE_DEPTH)
+    bad = not_json(state, MAX_STATE_DEPTH)  # (first: what follows may recurse into the state)
     if bad is not None:
         path, value = bad
         if isinstance(value, (dict, list, tuple)):
@@ -249,6 +244,11 @@ def _check_state(state: Any, outline: list, fingerprint: str, hash_ordered: bool
                                 "no state of a recipe does")
         raise PescadorError(f"resumable: the state holds a {type(value).__qualname__} at {path[:200]}, which is not "
                             "JSON; resume from a state as state_dict() made it (through JSON)")
+    if state["pescador_state"] != STATE_VERSION:
+        raise PescadorError(
+            f"resumable: the state is of version {str(state['pescador_state'])[:20]}; this pescador reads version "
+            f"{STATE_VERSION}"
+        )
     missing = [k for k in _FIELDS if k not in state]
     extra = [k for k in state if k not in _FIELDS]
     if missing or extra:
