@@ -79,7 +79,18 @@ _FIELDS = ("pescador_state", "recipe", "outline", "seeds", "over", "hash_seed", 
 
 
 class ResumeWarning(UserWarning):
-    """A resumed run may not yield what the uninterrupted run would have (the message says why)."""
+    """A resumed run may not yield what the uninterrupted run would have (the message says why).
+
+    Warned by :func:`pescador.resumable` for a state taken after an
+    exception ended the run, and for a resume under another hash seed of a
+    recipe that holds or iterates a set whose order depends on it.
+
+    Examples
+    --------
+    >>> import warnings, pescador
+    >>> warnings.simplefilter("error", pescador.resume.ResumeWarning)  # (to refuse such resumes)
+    >>> warnings.resetwarnings()
+    """
 
 
 # ----------------------------------------------------------------------------

@@ -320,6 +320,12 @@ def most_given() -> int | None:
     ``take(10)`` allows its upstream 10 at most, a mux allows each live
     stream what its slot says it gave.  So a state cannot make a stage
     replay more items than its run can have drawn.
+
+    Examples
+    --------
+    >>> from pescador.stage import most_given
+    >>> most_given() is None  # (no stage is being resumed here)
+    True
     """
     return getattr(_TRACK, "most", None)
 
