@@ -88,7 +88,7 @@ class ResumeWarning(UserWarning):
     Examples
     --------
     >>> import warnings, pescador
-    >>> warnings.simplefilter("error", pescador.resume.ResumeWarning)  # (to refuse such resumes)
+    >>> warnings.simplefilter("error", pescador.ResumeWarning)  # (to refuse such resumes)
     >>> warnings.resetwarnings()
     """
 

@@ -488,7 +488,7 @@ else:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         pescador.resumable(recipe, json.loads(sys.stdin.read()))
-    print(json.dumps([str(w.message) for w in caught if w.category is pescador.resume.ResumeWarning]))
+    print(json.dumps([str(w.message) for w in caught if w.category is pescador.ResumeWarning]))
 """
 
 

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 import pescador
 from pescador import PescadorError, resumable, stream
-from pescador.resume import ResumeWarning
 from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
 from pescador.stage import Stage, check_fields, check_int
 from states import DELETE, edited, places
@@ -291,7 +290,7 @@ def test_a_run_is_over_once_an_exception_escaped_it(name):
     assert plain[-1][0] == "error" and len(plain) > 1
     run = resumable(recipe)
     assert caught(run) == plain
-    with pytest.warns(ResumeWarning, match="taken after a ValueError escaped the run"):
+    with pytest.warns(pescador.ResumeWarning, match="taken after a ValueError escaped the run"):
         after = resumable(recipe, json.loads(json.dumps(run.state_dict())))
     assert caught(after) == []
     for cut in (0, len(plain) - 2):
