@@ -281,11 +281,13 @@ def _scan(code: types.CodeType) -> tuple[tuple, bool]:
         if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
             names.append(ins.argval)
             sets = sets or ins.argval in ("set", "frozenset")
-        elif ins.opname in ("BUILD_SET", "SET_ADD", "SET_UPDATE"):
+        elif ins.opname in ("SET_ADD", "SET_UPDATE"):
             sets = True
-        elif ins.opname == "LOAD_CONST" and isinstance(ins.argval, frozenset) and _hash_ordered(ins.argval):
+        elif ins.opname == "BUILD_SET" or (
+            ins.opname == "LOAD_CONST" and isinstance(ins.argval, frozenset) and _hash_ordered(ins.argval)
+        ):
             after = instructions[i + 1].opname if i + 1 < len(instructions) else ""
-            sets = sets or after != "CONTAINS_OP"
+            sets = sets or after != "CONTAINS_OP"  # (a set only tested for membership: its order never shows)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             inner, inner_sets = _scan(const)
