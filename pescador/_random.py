@@ -29,9 +29,10 @@ and for each ``DataLoader`` epoch):
 
 In a resumable run (and in every share of a ``ray_offload`` run, which must
 be able to resume after a failover) a ``random_state`` of None takes child
-``n`` of the run's :class:`Seeds` instead, ``n`` counting the stages of the
-run that did so before it: the run records the entropy and the count in its
-state, so that a resumed run draws exactly what the uninterrupted one drew.
+``n`` of the run's seeds (:class:`pescador.stage.Seeds`) instead, ``n``
+counting the stages of the run that did so before it: the run records the
+entropy and the count in its state, so that a resumed run draws exactly what
+the uninterrupted one drew.
 In a share the run's seeds are the worker's seed, and child ``n`` is what
 ``worker.seed.spawn(1)`` gives the ``n``-th time, so a plain run and a
 resumable run of a share draw the same numbers.
@@ -62,22 +63,7 @@ def _combined(entropy: Any, seed: np.random.SeedSequence) -> np.random.Generator
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=words))
 
 
-class Seeds:
-    """The seeds of a run's stages that have no seed of their own: child ``spawned`` of ``root`` is the
-    next one (as ``root.spawn(1)`` would give it), and ``spawned`` is part of the run's state."""
-
-    __slots__ = ("root", "spawned")
-
-    def __init__(self, root: np.random.SeedSequence, spawned: int = 0) -> None:
-        self.root, self.spawned = root, spawned
-
-    def child(self) -> np.random.SeedSequence:
-        n, root = self.spawned, self.root
-        self.spawned = n + 1
-        return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (n,), pool_size=root.pool_size)
-
-
-def _rng(random_state: Any, worker: Any, seeds: Seeds | None = None) -> Any:
+def _rng(random_state: Any, worker: Any, seeds: Any = None) -> Any:
     """The generator of a run of a stage with this ``random_state``, in this worker, in a run whose
     ``seeds`` are given when it is resumable (see the module)."""
     if random_state is None and seeds is not None:

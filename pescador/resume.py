@@ -29,7 +29,7 @@ way, the generator's state at the block's start and the offset into it, so
 a resumable run of a seeded recipe yields exactly the items of a plain run.
 A ``random_state`` of None takes a seed from the run's entropy, drawn when
 the run starts and recorded in its state with the count of seeds taken
-(:class:`pescador._random.Seeds`), so a resumed run draws what the run would
+(:class:`pescador.stage.Seeds`), so a resumed run draws what the run would
 have drawn; a ``Generator`` or a ``RandomState`` is refused when the
 resumable run starts (its draws are not part of the state).
 
@@ -63,10 +63,9 @@ import numpy as np
 
 from . import core
 from ._fingerprint import MAX_DEPTH, examine
-from ._random import Seeds
 from .core import Stream, stream
 from .exceptions import ParameterTypeError, PescadorError
-from .stage import _from_collection, not_json, not_resumable, stage_of, start, tracked
+from .stage import Seeds, _from_collection, not_json, not_resumable, stage_of, start, tracked
 
 __all__ = ["resumable", "Resumable", "ResumeWarning", "STATE_VERSION"]
 

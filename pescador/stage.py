@@ -51,7 +51,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._random import Seeds
 from .exceptions import PescadorError
 
 __all__ = ["Stage", "start", "stage_of", "check_fields", "check_int", "check_bool", "check_list", "check_choice",
@@ -328,6 +327,21 @@ def most_given() -> int | None:
     True
     """
     return getattr(_TRACK, "most", None)
+
+
+class Seeds:
+    """The seeds of a run's stages that have no seed of their own: child ``spawned`` of ``root`` is the
+    next one (as ``root.spawn(1)`` would give it), and ``spawned`` is part of the run's state."""
+
+    __slots__ = ("root", "spawned")
+
+    def __init__(self, root: np.random.SeedSequence, spawned: int = 0) -> None:
+        self.root, self.spawned = root, spawned
+
+    def child(self) -> np.random.SeedSequence:
+        n, root = self.spawned, self.root
+        self.spawned = n + 1
+        return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (n,), pool_size=root.pool_size)
 
 
 class _Tracked:
