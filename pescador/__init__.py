@@ -36,7 +36,7 @@ from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a
 from .observe import Meter, MuxStats, measure
 from ._progress import progress
 from .extras import cache, epoch_length, epochs, streamable
-from .resume import resumable
+from .resume import ResumeWarning, resumable
 
 __all__ = [
     "PescadorError",
@@ -69,6 +69,7 @@ __all__ = [
     "zmq_offload",
     "ray_offload",
     "FailoverWarning",
+    "ResumeWarning",
     "MuxStats",
     "Meter",
     "measure",

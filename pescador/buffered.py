@@ -13,6 +13,8 @@ import binascii
 import cmath
 import hashlib
 import json
+import math
+import os
 from sys import getrefcount as _getrefcount
 from typing import Any
 from weakref import getweakrefcount as _getweakrefcount
@@ -369,6 +371,35 @@ def _read_layout(value: Any, where: str) -> dict | None:
     return layout
 
 
+_MAX_ELEMENT = 1 << 27  # bytes of one element of a layout read from a state (numpy's casts fail from about 150 MB)
+
+
+def _memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_layout_size(layout: dict, n: int, where: str) -> None:
+    """A layout read from a state must be one this machine can fill: elements of at most 128 MiB (numpy's
+    casts fail from about 150 MB), and batches of ``n`` rows that fit in its memory."""
+    for key, (trail, dtype) in layout.items():
+        if dtype.itemsize > _MAX_ELEMENT:
+            raise PescadorError(
+                f"resumable: the state of {where}: field 'layout[{key!r}].dtype' is {dtype.str}, elements of "
+                f"{dtype.itemsize} bytes; a state's layout may hold elements of at most {_MAX_ELEMENT} bytes"
+            )
+    need = n * sum(math.prod(trail) * dtype.itemsize for trail, dtype in layout.values())
+    memory = _memory()
+    if memory is not None and need > memory:
+        raise PescadorError(
+            f"resumable: the state of {where}: field 'layout' describes batches of {need} bytes "
+            f"({need / 2**30:.3g} GiB), more than this machine's memory ({memory / 2**30:.3g} GiB)"
+        )
+
+
 def _read_rest(value: Any, layout: dict | None, where: str) -> tuple[list, int] | None:
     """The ``rest`` field (the unused rows of the item being split) as arrays in key order, and their rows."""
     if value is None:
@@ -488,6 +519,8 @@ class _Buffer(Stage):
         position = check_int(state, "pos", where, 0)
         done = check_bool(state, "done", where)
         layout = _read_layout(state["layout"], where)
+        if layout is not None:
+            _check_layout_size(layout, self.n, where)
         if (layout is None) != (position == 0):
             raise PescadorError(
                 f"resumable: the state of {where}: field 'layout' must be null exactly when no item was drawn "
@@ -512,7 +545,7 @@ class _Buffer(Stage):
             sources, rows = rest
             narrow = [k for k, s in zip(self.keys, sources) if _cast(s.dtype, layout[k][1]) == _NARROWING]
             self.rest = [sources, 0, rows, narrow, position - 1]
-        self.up = start_from(upstream, state, "up", where)
+        self.up = start_from(upstream, state, "up", where, position)  # (it drew pos items)
 
     def state(self) -> dict:
         layout = None

@@ -25,8 +25,8 @@ import numpy as np
 
 from ._checks import check_count
 from .exceptions import DataError, MissingKeyError, ParameterError, ParameterTypeError, PescadorError
-from .stage import (Stage, _from_collection, _from_iterable, check_fields, check_int, plain_stage, stage_of, start,
-                    start_from, start_plain, starter)
+from .stage import (Stage, _from_collection, _from_iterable, check_fields, check_int, most_given, plain_stage, stage_of,
+                    start, start_from, start_plain, starter)
 
 __all__ = [
     "Stream",
@@ -565,10 +565,10 @@ class _Take(Stage):
         if state is None:
             self.up = start(upstream)
             return
-        where = f"take(n={n})"
+        where, most = f"take(n={n})", most_given()
         check_fields(state, ("count", "up"), where)
-        self.count = check_int(state, "count", where, 0, n)
-        self.up = start_from(upstream, state, "up", where)
+        self.count = check_int(state, "count", where, 0, n if most is None else min(n, most))
+        self.up = start_from(upstream, state, "up", where, self.count)  # (one upstream item per item given)
 
     def __next__(self) -> Any:
         count = self.count
@@ -634,11 +634,12 @@ class _Cycle(Stage):
         if state is None:
             self.up = start(upstream)
             return
-        where = f"cycle(max_iter={max_iter})"
+        where, most = f"cycle(max_iter={max_iter})", most_given()
         check_fields(state, ("count", "in_pass", "up"), where)
-        self.count = check_int(state, "count", where, 0, max_iter)
+        high = max_iter if most is None or (max_iter is not None and max_iter < most) else most
+        self.count = check_int(state, "count", where, 0, high)
         self.in_pass = check_int(state, "in_pass", where, 0, self.count)
-        self.up = start_from(upstream, state, "up", where)
+        self.up = start_from(upstream, state, "up", where, self.in_pass)  # (this pass gave in_pass items)
 
     def __next__(self) -> Any:
         if self.limit is not None and self.count >= self.limit:
@@ -803,8 +804,8 @@ class _Map(Stage):
             return
         where = f"{self.name} stage"
         check_fields(state, ("pos", "up"), where)
-        self.position = check_int(state, "pos", where, 0)
-        self.up = start_from(upstream, state, "up", where)
+        self.position = check_int(state, "pos", where, 0, most_given())
+        self.up = start_from(upstream, state, "up", where, self.position)  # (one upstream item per item)
 
     def state(self) -> dict:
         return {"pos": self.position, "up": self.up.state()}

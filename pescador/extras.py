@@ -114,9 +114,10 @@ def streamable(fn: Callable) -> Callable[..., Stream]:
 
 def _generator(random_state: Any) -> Any:
     from ._random import _rng  # ints reproduce; in a worker, combined with the worker's seed
+    from .stage import run_seeds
     from .workers import worker_info
 
-    return _rng(random_state, worker_info())
+    return _rng(random_state, worker_info(), run_seeds())
 
 
 class _Cache(Stage):
@@ -131,7 +132,7 @@ class _Cache(Stage):
     def __init__(self, upstream: Any, n_cache: int, prob: float, random_state: Any, state: Any = None) -> None:
         if state is not None:
             raise PescadorError(f"resumable: a cache stage cannot be resumed: {self.why_not}")
-        self.run = _cache(start(upstream), n_cache, prob, random_state)
+        self.run = _cache(start(upstream), n_cache, prob, _generator(random_state))
 
     def __next__(self) -> Any:
         return next(self.run)
@@ -140,7 +141,7 @@ class _Cache(Stage):
         raise PescadorError(f"resumable: a cache stage cannot be resumed: {self.why_not}")
 
 
-def _cache(upstream: Any, n_cache: int, prob: float, random_state: Any) -> Iterator:
+def _cache(upstream: Any, n_cache: int, prob: float, rng: Any) -> Iterator:
     """As pescador 3.x: the first ``n_cache`` items pass through, in order, filling the cache; then at
     each step an entry is picked at random, replaced with a new item from upstream with probability
     ``prob``, and yielded.  The run ends when it asks upstream for an item and there is none."""
@@ -153,7 +154,6 @@ def _cache(upstream: Any, n_cache: int, prob: float, random_state: Any) -> Itera
             break
     else:
         return  # (upstream ended while the cache was filling)
-    rng = _generator(random_state)
     draws: list = []
     while True:
         if len(draws) < 2:

@@ -31,8 +31,8 @@ from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, 
 from ._random import _rng
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .observe import MuxStats
-from .stage import (Stage, check_bool, check_fields, check_int, check_list, pool_length, replay, starter,
-                    tracking)
+from .stage import (Stage, check_bool, check_fields, check_int, check_list, most_given, pool_length, replay,
+                    run_seeds, starter, tracking)
 from .workers import worker_info
 
 __all__ = [
@@ -154,9 +154,10 @@ class _Mux(Stage):
         s = self.settings(pool, self._params(params))
         self.pool, self.k, self.epochs, self.order = pool, s["k"], s["epochs"], s["order"]
         self.activation, self.lam, self.dist = s["activation"], s["lam"], s["dist"]
-        random_state = s["random_state"]
+        self.random_state = random_state = s["random_state"]
         draws_matter = not (self.activation == "once" and self.order == "pool")
-        self.seeded = isinstance(random_state, int) or not draws_matter
+        seeds = run_seeds()  # (a resumable run's: random_state=None takes the next of them, which it records)
+        self.seeded = isinstance(random_state, int) or not draws_matter or (random_state is None and seeds is not None)
         if tracking() and not self.seeded:
             raise _unseeded(where, random_state)
         self.start = starter()  # (members started later belong to the same kind of run)
@@ -164,7 +165,7 @@ class _Mux(Stage):
         self.counted = [getattr(member, "step", 0) is None for member in pool]
         worker = worker_info()
         # (round-robin and chain in pool order never draw: a fixed generator keeps their state small)
-        rng = _rng(random_state, worker) if draws_matter else np.random.default_rng(0)
+        rng = _rng(random_state, worker, seeds) if draws_matter else np.random.default_rng(0)
         self.draws = _Draws(rng, self.lam, self.dist)
         n = len(pool)
         base = np.ones(n) if s["weights"] is None else np.asarray(s["weights"], dtype=float)
@@ -178,6 +179,7 @@ class _Mux(Stage):
         self.dry = self.acts.dry  # (the same set throughout)
         self.slots: list = []
         self.epoch, self.produced, self.rotation = 0, False, -1
+        self.most = most_given() if state is not None else None  # (the most items this run can have given)
         self.share = _Share3x(self.acts.W) if self.dist == "3x-binomial" and self.lam is not None else None
         self.weighted = None
         if s["choice"] == "weighted":
@@ -304,7 +306,7 @@ class _Mux(Stage):
     # -- where the run is -------------------------------------------------------------------------
     def state(self) -> dict:
         if not self.seeded:
-            raise _unseeded(self.name, None)
+            raise _unseeded(self.name, self.random_state)
         return {
             "epoch": self.epoch,
             "produced": self.produced,
@@ -360,7 +362,7 @@ class _Mux(Stage):
                                 "slots while a stream could fill another (a refill would have taken it)")
         self.draws.restore(fields["draws"], where + " (draws)")
         for i, left, bound, member in specs:
-            run = self.start(self.pool[i], member)
+            run = self.start(self.pool[i], member, bound - left)  # (its run has given what the slot says)
             self.slots.append(_Slot(run, left, bound, i))
         if self.share is not None:
             self.share.live = sum(self.share.W[i] for i in who)
@@ -377,25 +379,36 @@ class _Mux(Stage):
         if self.acts.base[i] <= 0:
             raise PescadorError(f"resumable: the state of {where}: a slot holds stream {i}, which this mux "
                                 "never activates (its weight is zero, or it is another worker's)")
-        if self.lam is None:
+        if self.lam is None:  # (left counts down from -1: the run has given -1 - left items, at most self.most)
             bound = check_int(named, "bound", where + " (slot)", -1, -1)
-            left = check_int(named, "left", where + " (slot)", None, -1)
+            left = check_int(named, "left", where + " (slot)", None if self.most is None else -1 - self.most, -1)
         else:
             bound = check_int(named, "bound", where + " (slot)", 1, _longest(self.lam, self.dist))
-            left = check_int(named, "left", where + " (slot)", 1, bound)
+            left = check_int(named, "left", where + " (slot)", 1 if self.most is None else max(1, bound - self.most),
+                             bound)
         member = self.pool[i]
         given = bound - left
-        if getattr(member, "step", 0) is None and named["run"] != {"pos": given}:  # (a source counts its items)
-            raise PescadorError(f"resumable: the state of {where}: the run of stream {i} has given {given} "
-                                f"items (bound - left); its state must be {{'pos': {given}}}; got {named['run']!r:.80}")
+        if getattr(member, "step", 0) is None:  # (a source counts its items)
+            if named["run"] != {"pos": given}:
+                raise PescadorError(f"resumable: the state of {where}: the run of stream {i} has given {given} "
+                                    f"items (bound - left); its state must be {{'pos': {given}}}; got {named['run']!r:.80}")
+        elif not isinstance(named["run"], dict):  # (null would start the stage's run again, silently)
+            raise PescadorError(f"resumable: the state of {where}: the run of stream {i} is a stage's run; its "
+                                f"state (the slot's last entry) must be that stage's state (a dict); got "
+                                f"{named['run']!r:.80}")
         return i, left, bound, named["run"]
 
 
 def _unseeded(where: str, random_state: Any) -> PescadorError:
-    what = "random_state=None, which draws from entropy" if random_state is None else (
-        f"a random_state {type(random_state).__name__}, whose draws are not part of the state")
+    if random_state is None:
+        return PescadorError(
+            f"resumable: {where} has random_state=None and this run was not started as a resumable run, so the "
+            "seed it drew is not recorded; run the recipe with pescador.resumable(recipe) to checkpoint it"
+        )
     return PescadorError(
-        f"resumable: {where} has {what}: its run could not be reproduced on resume; give an int random_state"
+        f"resumable: {where} has a random_state {type(random_state).__name__}, whose draws are not part of the "
+        "state: its run could not be reproduced on resume; give an int random_state, or None (a resumable run "
+        "then records the seed it draws)"
     )
 
 
@@ -576,11 +589,11 @@ class _Replayed(Stage):
     """A live iterator that a run of a pool makes afresh: resumed by drawing and dropping the items
     it had given."""
 
-    def __init__(self, it: Iterator, state: Any, where: str) -> None:
+    def __init__(self, it: Iterator, state: Any, where: str, most: int | None = None) -> None:
         self.it, self.pos = it, 0
         if state is None:
             return
-        self.pos = replay(it, check_int(check_fields(state, ("pos",), where), "pos", where, 0), where)
+        self.pos = replay(it, check_int(check_fields(state, ("pos",), where), "pos", where, 0, most), where)
 
     def __next__(self) -> Any:
         item = next(self.it)
@@ -615,7 +628,7 @@ class _LazyChain(Stage):
         if state is None:
             self.up = self.start(pool)
             return
-        where = self.where
+        where, most = self.where, most_given()
         fields = check_fields(state, self.FIELDS, where)
         self.index = check_int(fields, "index", where, -1)
         self.produced = check_bool(fields, "produced", where)
@@ -624,7 +637,7 @@ class _LazyChain(Stage):
         if getattr(pool, "step", 0) is None and fields["pool"] != {"pos": self.index + (not live)}:
             raise PescadorError(f"resumable: the state of {where}: the pool's state must be "
                                 f"{{'pos': {self.index + (not live)}}} at stream {self.index}; got {fields['pool']!r:.80}")
-        self.up = self.start(pool, fields["pool"])
+        self.up = self.start(pool, fields["pool"], self.index + (not live))  # (the streams drawn this pass)
         if not live:
             return
         if self.finished or self.index < 0 or self.index % self.worker.count != self.worker.id:
@@ -635,16 +648,16 @@ class _LazyChain(Stage):
             member = next(self.up)
         except StopIteration:
             raise PescadorError(f"resumable: the state of {where}: the pool ended before stream {self.index}") from None
-        self.member = self._member(member, fields["member"])
+        self.member = self._member(member, fields["member"], most)
 
-    def _member(self, member: Any, state: Any) -> Any:
+    def _member(self, member: Any, state: Any, most: int | None = None) -> Any:
         if isinstance(member, Iterator):
-            return _Replayed(member, state, f"chain_mux: stream {self.index} of the pool (a live iterator)")
+            return _Replayed(member, state, f"chain_mux: stream {self.index} of the pool (a live iterator)", most)
         try:
             source = stream(member)
         except PescadorError as exc:
             raise PescadorError(f"chain_mux: stream {self.index} of the pool (a {type(member).__name__}): {exc}") from None
-        return self.start(source, state)
+        return self.start(source, state, most)
 
     def __next__(self) -> Any:
         while not self.finished:

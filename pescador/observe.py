@@ -27,7 +27,7 @@ import numpy as np
 
 from .core import ItemTransform, Stream, Transform
 from .exceptions import PescadorError
-from .stage import Stage, start
+from .stage import Stage, most_given, start
 from .workers import worker_info
 
 __all__ = ["MuxStats", "Meter", "measure", "Activation"]
@@ -633,7 +633,7 @@ class _Measure(Stage):
 
     def __init__(self, upstream: Stream, meter: Meter, state: Any = None) -> None:
         self.meter = meter
-        self.up = start(upstream, state)
+        self.up = start(upstream, state, most_given())  # (its state is its upstream's, item for item)
         self.phase = 0  # 0: no item asked yet; 1: counting; 2: ended
 
     def __next__(self) -> Any:

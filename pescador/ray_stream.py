@@ -46,8 +46,11 @@ new actor for the share from the latest state it received, which drops the
 items delivered after that state (at most one chunk's), and warns
 (:class:`FailoverWarning`) naming the share and the cause: nothing is lost
 and nothing is produced twice, provided the share produces the same items
-again from a state, as resumable runs require (its seed is the same on the
-new actor).  A share whose stages cannot say where they are (a stage
+again from a state, as resumable runs require: its seed is the same on the
+new actor, and its stages that have no seed of their own (a mux with
+``random_state=None``) take theirs from it, the how-many-th recorded in the
+share's state (:func:`pescador.stage.start_share`), so plain recipes run
+here as under ``zmq_offload``.  A share whose stages cannot say where they are (a stage
 written as a plain generator function) restarts from its start and drops
 every item it delivered.  A share that fails ``max_restarts + 1`` times ends
 the run with :class:`~pescador.PescadorError`.
@@ -92,8 +95,8 @@ import numpy as np
 from . import wire
 from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
-from .stage import Offloaded, start, tracked
-from .workers import WorkerInfo, compose, rank_info, set_worker_info
+from .stage import Offloaded, start_share
+from .workers import WorkerInfo, compose, rank_info, set_worker_info, worker_info
 
 __all__ = ["ray_offload", "FailoverWarning"]
 
@@ -320,18 +323,19 @@ class _Share:
         _seed_globals(seed)
 
     def run(self, recipe: Any, state: str | None, skip: int, per_item: bool, chunk: int, chunk_bytes: int,
-            linger: float) -> Iterator:
+            linger: float, most: int | None = None) -> Iterator:
         """The share's messages: STARTED, then chunks of items, then END (or ERROR).
 
-        A thread runs the share (from ``state``, dropping its first ``skip``
-        items) into a bounded buffer; this generator ships what the buffer
-        holds as chunks, so an item waits at most ``linger`` seconds for the
-        chunk to fill, even while the source is slow to give the next.
+        A thread runs the share (from ``state``, which can have given at most
+        ``most`` items, dropping its first ``skip`` items) into a bounded
+        buffer; this generator ships what the buffer holds as chunks, so an
+        item waits at most ``linger`` seconds for the chunk to fill, even
+        while the source is slow to give the next.
         """
         yield (_STARTED,)
         pending = _Pending(chunk, chunk_bytes)
         producer = threading.Thread(
-            target=_produce, args=(recipe, state, skip, per_item, pending), name="pescador-share", daemon=True
+            target=_produce, args=(recipe, state, skip, per_item, pending, most), name="pescador-share", daemon=True
         )
         producer.start()
         try:
@@ -412,12 +416,17 @@ class _Pending:
             self.cond.notify_all()
 
 
-def _produce(recipe: Any, state: str | None, skip: int, per_item: bool, pending: _Pending) -> None:
-    """The share's thread: run it and put its items (with states, when asked) into ``pending``."""
+def _produce(recipe: Any, state: str | None, skip: int, per_item: bool, pending: _Pending,
+             most: int | None = None) -> None:
+    """The share's thread: run it and put its items (with states, when asked) into ``pending``.
+
+    The share runs as a resumable run's would (:func:`pescador.stage.start_share`), whether or not the
+    run is resumable: its states are what failover resumes from, and its unseeded randomness derives from
+    the actor's seed, so a restarted share draws the same numbers.
+    """
     sent = 0
     try:
-        with tracked(True):
-            iterator = start(recipe, None if state is None else json.loads(state))
+        iterator = start_share(recipe, worker_info().seed, None if state is None else json.loads(state), most)
         _skip(iterator, skip)
         stateful = True  # (False once a stage said it cannot say where it is)
         while True:
@@ -474,7 +483,7 @@ class _RayOffload(Offloaded):
     name, unit, Config = "ray_offload", "actor", _Config
 
     def launch(self, upstream: Any) -> Iterator:
-        return _run(upstream, self.config, self.starts, self.tracked, self.delivered)
+        return _run(upstream, self.config, self.starts, self.tracked, self.delivered, self.seeds(), self.most)
 
 
 @dataclasses.dataclass
@@ -483,6 +492,7 @@ class _Slot:
 
     wid: int
     resume: str | None  # JSON text: the share's latest state received (None: its start)
+    first: str | None = None  # the state the run started it from (then bounded by the run's ``most`` items)
     skip: int = 0  # items received after that state: a new actor starts from it and drops these
     actor: Any = None
     gen: Any = None
@@ -495,8 +505,9 @@ class _Slot:
 class _Run:
     """What a run holds: Ray, the actor class, the recipe in the object store, the shares' identities."""
 
-    def __init__(self, ray: Any, upstream: Any, config: _Config, per_item: bool) -> None:
-        self.ray, self.config, self.per_item = ray, config, per_item
+    def __init__(self, ray: Any, upstream: Any, config: _Config, per_item: bool, seeds: list,
+                 most: int | None = None) -> None:
+        self.ray, self.config, self.per_item, self.most = ray, config, per_item, most
         self.actor = _actor_class(ray)
         try:
             self.recipe = ray.put(upstream)
@@ -506,7 +517,6 @@ class _Run:
                 f"{type(exc).__name__}: {exc}"
             ) from None
         rank, world = rank_info()
-        seeds = np.random.SeedSequence(config.random_state).spawn(config.workers)
         self.infos = [compose(WorkerInfo(w, config.workers, seeds[w]), rank, world) for w in range(config.workers)]
         self.options = dict(config.resources or {}, max_restarts=0, max_task_retries=0)
 
@@ -519,8 +529,9 @@ class _Run:
             raise PescadorError(f"ray_offload: Ray refused the actor options {self.config.resources!r}: {exc}") from None
         c = self.config
         slot.actor = actor
+        most = self.most if slot.resume is slot.first else None  # (a later state is the share's own)
         slot.gen = actor.run.options(num_returns="streaming", _generator_backpressure_num_objects=c.hwm).remote(
-            self.recipe, slot.resume, slot.skip, self.per_item, c.chunk, c.chunk_bytes, c.linger
+            self.recipe, slot.resume, slot.skip, self.per_item, c.chunk, c.chunk_bytes, c.linger, most
         )
         slot.launched, slot.started = time.monotonic(), False
 
@@ -534,11 +545,16 @@ class _Run:
                 pass
 
 
-def _run(upstream: Any, config: _Config, starts: list, per_item: bool, delivered: dict) -> Iterator:
-    """A run: start the actors, yield their items, fail over, and always kill the actors."""
+def _run(upstream: Any, config: _Config, starts: list, per_item: bool, delivered: dict, seeds: list,
+         most: int | None = None) -> Iterator:
+    """A run: start the actors (share ``w`` with ``seeds[w]``, from ``starts[w]``, bounded by ``most``
+    items), yield their items, fail over, and always kill the actors."""
     ray = _ray()
-    run = _Run(ray, upstream, config, per_item)
-    slots = [_Slot(w, None if starts[w] is None else json.dumps(starts[w])) for w in range(config.workers)]
+    run = _Run(ray, upstream, config, per_item, seeds, most)
+    slots = []
+    for w in range(config.workers):
+        text = None if starts[w] is None else json.dumps(starts[w])
+        slots.append(_Slot(w, text, first=text))
     try:
         for slot in slots:
             run.launch(slot)

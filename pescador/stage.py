@@ -75,6 +75,7 @@ counting its items, and resumes it by ``fn.pescador_seek(position, *args,
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import threading
@@ -86,7 +87,7 @@ import numpy as np
 from .exceptions import PescadorError
 
 __all__ = ["Stage", "start", "start_plain", "starter", "stage_of", "check_fields", "check_int", "check_bool", "check_list",
-           "check_choice", "tracking", "NO_EPOCHS", "pool_length", "start_from"]
+           "check_choice", "tracking", "NO_EPOCHS", "pool_length", "start_from", "most_given", "run_seeds"]
 
 
 # ----------------------------------------------------------------------------
@@ -110,7 +111,15 @@ class Stage:
       an earlier run of the same recipe (after a round trip through JSON):
       the run starts there.  Check every field you read and raise
       :class:`~pescador.PescadorError` naming it when it does not fit
-      (:func:`check_fields`, :func:`check_int` help).
+      (:func:`check_fields`, :func:`check_int` help).  A count of items
+      may be bounded by what the stages around yours allow:
+      :func:`most_given` says how many items your stage can have given.
+
+    In a resumable run, what your :meth:`state` returns is checked when it
+    is asked for: a dict of JSON values (no numpy scalars), holding the
+    upstream's state under each key you started an upstream with
+    (:meth:`start_upstream`); else a :class:`~pescador.PescadorError` names
+    your stage and the field.
 
     Attributes
     ----------
@@ -145,6 +154,12 @@ class Stage:
     one_to_one: bool = False
     resumes: bool = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("state")
+        if callable(own) and not cls.__module__.startswith("pescador."):  # a stage of a user's: checked
+            cls.state = _checked_state(own)
+
     def __iter__(self) -> "Stage":
         return self
 
@@ -172,7 +187,16 @@ class Stage:
 
     def start_upstream(self, upstream: Any, state: dict | None, key: str = "up") -> Any:
         """Start the run of ``upstream``, from ``state[key]`` when resuming (checked to be there); in a plain
-        run (see :func:`start`), its plain run."""
+        run (see :func:`start`), its plain run.
+
+        The state this stage's :meth:`state` returns must then hold the
+        upstream's state under ``key`` (a resumable run checks it).  For a
+        one-to-one stage, the upstream can have given no more items than
+        this stage has (:func:`most_given`).
+        """
+        keys = self.__dict__.setdefault("_pescador_upstreams", [])
+        if key not in keys:
+            keys.append(key)
         if state is None:
             return start(upstream)
         if not isinstance(state, dict) or key not in state:
@@ -180,7 +204,8 @@ class Stage:
                 f"resumable: the state of {type(self).__qualname__} lacks the field {key!r} (the upstream's "
                 f"state); got {_short(state)}"
             )
-        return start_from(upstream, state, key, type(self).__qualname__)
+        most = most_given() if type(self).one_to_one else None
+        return start_from(upstream, state, key, type(self).__qualname__, most)
 
     # -- facts, read from the class without running it ------------------------------------------
     @classmethod
@@ -201,6 +226,68 @@ class Stage:
         """Items of one epoch where the stage runs epochs; else what ``epoch(upstream)`` says of a
         stage it looks through, or :data:`NO_EPOCHS`."""
         return epoch(upstream) if cls.is_one_to_one(params) else NO_EPOCHS
+
+
+def _checked_state(own: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A user's ``state()``, checked when a resumable run asks for it (see :class:`Stage`)."""
+
+    @functools.wraps(own)
+    def state(self: Any) -> Any:
+        return check_own_state(self, own(self))
+
+    return state
+
+
+def check_own_state(stage: Any, state: Any) -> dict:
+    """``state``, what ``stage.state()`` returned, checked: a dict of JSON values holding each upstream's
+    state under its key; else a PescadorError naming the stage and the field."""
+    where = f"resumable: {type(stage).__qualname__}.state()"
+    if not isinstance(state, dict):
+        raise PescadorError(f"{where} returned a {type(state).__name__}; a stage's state is a dict of JSON values")
+    upstreams = stage.__dict__.get("_pescador_upstreams", ())
+    for key in upstreams:
+        if not isinstance(state.get(key), dict):
+            got = "lacks it" if key not in state else f"holds {_short(state[key])} there"
+            raise PescadorError(
+                f"{where} must hold its upstream's state under {key!r} (the key it started its upstream "
+                f"with) and {got}; return {{{key!r}: self.{key}.state(), ...}} (see 'Writing a stage')"
+            )
+    bad = not_json({k: v for k, v in state.items() if k not in upstreams})
+    if bad is not None:
+        path, value = bad
+        raise PescadorError(
+            f"{where} holds a {type(value).__module__}.{type(value).__qualname__} ({_short(value)}) at "
+            f"{path}, which JSON cannot hold; return plain Python values (int(...), float(...), lists, dicts "
+            "with string keys)"
+        )
+    return state
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def not_json(value: Any, most_depth: int | None = None) -> tuple | None:
+    """The first place in ``value`` that JSON cannot hold, as ``(path, value)``, or None; walked without
+    recursion.  With ``most_depth``, a value nested deeper is such a place too (a list or dict at that
+    depth, shown by its path)."""
+    stack = [("", value, 0)]
+    while stack:
+        path, v, depth = stack.pop()
+        if isinstance(v, _JSON_SCALARS) and not isinstance(v, (np.generic, np.ndarray)):
+            continue
+        if isinstance(v, (dict, list, tuple)):
+            if most_depth is not None and depth >= most_depth:
+                return path or "the top", v
+            if isinstance(v, dict):
+                for k, item in v.items():
+                    if not isinstance(k, str):
+                        return f"{path}[{k!r}] (a key that is not a string)", k
+                    stack.append((f"{path}[{k!r}]", item, depth + 1))
+            else:
+                stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(v))
+            continue
+        return path or "the top", v
+    return None
 
 
 class _NoEpochs:
@@ -264,21 +351,65 @@ def tracking() -> bool:
     return getattr(_TRACK, "on", False)
 
 
+def run_seeds() -> Seeds | None:
+    """The seeds of the resumable run whose stages are being started, or None outside one.
+
+    A stage that draws random numbers and has no seed of its own
+    (``random_state=None``) takes its generator from the next of them: the
+    run records how many were taken, so a resumed run draws the same ones.
+    """
+    return getattr(_TRACK, "seeds", None) if tracking() else None
+
+
+def most_given() -> int | None:
+    """The most items the stage being started from a state can have given before that state was taken,
+    or None when nothing around it bounds that.
+
+    A stage checks its own counters against it, and tells its upstream the
+    most items *that* can have given (``start(upstream, state, most)``):
+    ``take(10)`` allows its upstream 10 at most, a mux allows each live
+    stream what its slot says it gave.  So a state cannot make a stage
+    replay more items than its run can have drawn.
+
+    Examples
+    --------
+    >>> from pescador.stage import most_given
+    >>> most_given() is None  # (no stage is being resumed here)
+    True
+    """
+    return getattr(_TRACK, "most", None)
+
+
+class Seeds:
+    """The seeds of a run's stages that have no seed of their own: child ``spawned`` of ``root`` is the
+    next one (as ``root.spawn(1)`` would give it), and ``spawned`` is part of the run's state."""
+
+    __slots__ = ("root", "spawned")
+
+    def __init__(self, root: np.random.SeedSequence, spawned: int = 0) -> None:
+        self.root, self.spawned = root, spawned
+
+    def child(self) -> np.random.SeedSequence:
+        n, root = self.spawned, self.root
+        self.spawned = n + 1
+        return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + (n,), pool_size=root.pool_size)
+
+
 class _Tracked:
-    def __init__(self, on: bool) -> None:
-        self.on = on
+    def __init__(self, on: bool, seeds: Seeds | None) -> None:
+        self.on, self.seeds = on, seeds
 
     def __enter__(self) -> None:
-        self.before = tracking()
-        _TRACK.on = self.on
+        self.before = tracking(), getattr(_TRACK, "seeds", None)
+        _TRACK.on, _TRACK.seeds = self.on, self.seeds
 
     def __exit__(self, *exc: Any) -> None:
-        _TRACK.on = self.before
+        _TRACK.on, _TRACK.seeds = self.before
 
 
-def tracked(on: bool = True) -> _Tracked:
-    """A context in which stages start as parts of a resumable run (or not)."""
-    return _Tracked(on)
+def tracked(on: bool = True, seeds: Seeds | None = None) -> _Tracked:
+    """A context in which stages start as parts of a resumable run whose ``seeds`` are given (or not)."""
+    return _Tracked(on, seeds)
 
 
 def starter() -> Callable[..., Any]:
@@ -287,28 +418,29 @@ def starter() -> Callable[..., Any]:
     in a plain run, with states in a resumable one)."""
     if not tracking():
         return start
-    return _start_tracked
+    return functools.partial(_start_tracked, getattr(_TRACK, "seeds", None))
 
 
-def _start_tracked(recipe: Any, state: Any = None) -> Any:
-    with tracked(True):
-        return start(recipe, state)
+def _start_tracked(seeds: Seeds | None, recipe: Any, state: Any = None, most: int | None = None) -> Any:
+    with tracked(True, seeds):
+        return start(recipe, state, most)
 
 
-def start(recipe: Any, state: Any = None) -> Any:
+def start(recipe: Any, state: Any = None, most: int | None = None) -> Any:
     """Start a run of ``recipe``, from ``state`` (a stage's ``state()``) or from the beginning.
 
-    In a resumable run (:func:`tracking`), or from a state (which makes a
-    resumable run), returns an iterator with ``state()``: a :class:`Stage`,
-    or for a source a small wrapper that counts its items.  Otherwise the
-    run is plain, and this is :func:`start_plain`: nobody will ask for its
-    state.
+    ``most`` bounds the items the run can have given before ``state`` was
+    taken (None: unbounded; see :func:`most_given`).  In a resumable run
+    (:func:`tracking`), or from a state (which makes a resumable run),
+    returns an iterator with ``state()``: a :class:`Stage`, or for a source
+    a small wrapper that counts its items.  Otherwise the run is plain, and
+    this is :func:`start_plain`: nobody will ask for its state.
     """
     if not tracking():
         if state is None:
             return start_plain(recipe)
         with tracked(True):  # (a run resumed from a state is a resumable run, every stage of it)
-            return start(recipe, state)
+            return start(recipe, state, most)
     if isinstance(recipe, Iterator):  # (a live iterator, as the 3.x data-first calls pass: no state)
         if state is not None:
             raise PescadorError("resumable: a live iterator cannot be resumed; give a recipe (pescador.stream)")
@@ -316,11 +448,18 @@ def start(recipe: Any, state: Any = None) -> Any:
     step = getattr(recipe, "step", None)
     if step is None:
         if recipe.fn is _from_collection:
-            return _Items(recipe, state)
-        return _Source(recipe, state)
+            return _Items(recipe, state, most)
+        return _Source(recipe, state, most)
     cls = stage_of(recipe)
     if cls is not None:
-        return cls(*recipe.args, **recipe.kwargs, state=state)
+        if state is None:
+            return cls(*recipe.args, **recipe.kwargs, state=None)
+        before = getattr(_TRACK, "most", None)
+        _TRACK.most = most  # (what most_given() says while this stage is being built)
+        try:
+            return cls(*recipe.args, **recipe.kwargs, state=state)
+        finally:
+            _TRACK.most = before
     if state is not None:
         raise not_resumable(recipe)
     return _Opaque(recipe)
@@ -358,16 +497,67 @@ def plain_stage(cls: type, args: tuple, kwargs: dict) -> Iterator:
     return cls(*args, **kwargs) if run is None else run
 
 
-def start_from(upstream: Any, state: dict, key: str, where: str) -> Any:
+def start_from(upstream: Any, state: dict, key: str, where: str, most: int | None = None) -> Any:
     """Resume the run of ``upstream`` from ``state[key]``, which must be a run's state (a dict: a
-    missing or null one would silently start the upstream again)."""
+    missing or null one would silently start the upstream again), bounded by ``most`` items."""
     value = state[key]
     if not isinstance(value, dict):
         raise PescadorError(
             f"resumable: the state of {where}: field {key!r} must be the upstream's state (a dict); "
             f"got {_short(value)}"
         )
-    return start(upstream, value)
+    return start(upstream, value, most)
+
+
+class _Share(Stage):
+    """One share of an offloaded run (in a worker process or a Ray actor) whose states are asked: its
+    stages, and the seeds taken by those of them that have no seed of their own (child ``n`` of the
+    worker's seed, as in a plain run; the count is in the share's state, so that a share resumed, or
+    restarted after a failover, draws the same numbers).
+
+    State: ``{"spawned": seeds taken, "up": the stages' state}``.
+    """
+
+    def __init__(self, recipe: Any, seed: Any, state: Any = None, most: int | None = None) -> None:
+        self.seeds = Seeds(seed)
+        with tracked(True, self.seeds):
+            if state is None:
+                self.up = start(recipe)
+                return
+            where = "a share"
+            check_share(state, where)
+            self.up = start_from(recipe, state, "up", where, most)
+        self.seeds.spawned = state["spawned"]  # (the resumed stages took theirs from their states)
+
+    def __iter__(self) -> Any:
+        return self.up  # (a worker's loop draws from the stages directly; it asks this for the states)
+
+    def __next__(self) -> Any:
+        return next(self.up)
+
+    def state(self) -> dict:
+        return {"spawned": self.seeds.spawned, "up": self.up.state()}
+
+    def close(self) -> None:
+        close = getattr(self.up, "close", None)
+        if close is not None:
+            close()
+
+
+def check_share(state: Any, where: str) -> dict:
+    """A share's state (see :class:`_Share`), its own fields checked (its stages check the rest)."""
+    fields = check_fields(state, ("spawned", "up"), where)
+    check_int(fields, "spawned", where, 0, 2**63 - 1)
+    if not isinstance(fields["up"], dict):
+        raise PescadorError(f"resumable: the state of {where}: field 'up' must be the stages' state (a dict); "
+                            f"got {_short(fields['up'])}")
+    return fields
+
+
+def start_share(recipe: Any, seed: np.random.SeedSequence, state: Any = None, most: int | None = None) -> Stage:
+    """Start a share of an offloaded run whose states will be asked (a resumable run, or a Ray actor's
+    share, which fails over), from its ``state`` or from the start, with the worker's ``seed``."""
+    return _Share(recipe, seed, state, most)
 
 
 def not_resumable(recipe: Any) -> PescadorError:
@@ -419,12 +609,13 @@ class _Items(Stage):
 
     __slots__ = ("items", "pos")
 
-    def __init__(self, recipe: Any, state: Any = None) -> None:
+    def __init__(self, recipe: Any, state: Any = None, most: int | None = None) -> None:
         self.items = recipe.args[0]
         self.pos = 0
         if state is not None:
             fields = check_fields(state, ("pos",), "a stream over a list")
-            self.pos = check_int(fields, "pos", "a stream over a list", 0, len(self.items))
+            high = len(self.items) if most is None else min(most, len(self.items))
+            self.pos = check_int(fields, "pos", "a stream over a list", 0, high)
 
     def __next__(self) -> Any:
         pos = self.pos
@@ -456,7 +647,7 @@ class _Source(Stage):
 
     __slots__ = ("recipe", "it", "pos")
 
-    def __init__(self, recipe: Any, state: Any = None) -> None:
+    def __init__(self, recipe: Any, state: Any = None, most: int | None = None) -> None:
         self.recipe, self.pos = recipe, 0
         if state is None:
             self.it = iter(recipe)
@@ -465,7 +656,7 @@ class _Source(Stage):
         where = repr(recipe)
         if getattr(fn, "pescador_resumes", True) is False:
             raise PescadorError(f"resumable: {where} cannot be resumed: {getattr(fn, 'pescador_why_not', '')}")
-        target = check_int(check_fields(state, ("pos",), where), "pos", where, 0)
+        target = check_int(check_fields(state, ("pos",), where), "pos", where, 0, most)
         seek = getattr(fn, "pescador_seek", None)
         if seek is not None:
             self.it, self.pos = iter(seek(target, *recipe.args, **recipe.kwargs)), target
@@ -632,11 +823,16 @@ class Offloaded(Stage):
     items in flight are produced again after a resume, not lost), or the
     state it started from.  A plain run's shares send no state.
 
+    The shares' seeds (:func:`pescador.worker_info`'s ``seed``) are spawned
+    from the run's ``entropy``: the ``Config``'s ``random_state``, or where
+    that is None 128 bits the consumer draws; a resumable run records it in
+    its state, so that resumed shares get the same seeds.
+
     A subclass sets ``name`` (the stage's name in messages), ``unit`` (what
     runs a share: "worker", "actor"), ``Config`` (its frozen options, with
-    ``workers``), and ``launch``, which starts the run.  Nothing starts
-    until the first item is asked for; everything is released when the run
-    ends, is closed, or is collected.
+    ``workers`` and ``random_state``), and ``launch``, which starts the run.
+    Nothing starts until the first item is asked for; everything is
+    released when the run ends, is closed, or is collected.
     """
 
     name = unit = ""
@@ -645,13 +841,25 @@ class Offloaded(Stage):
     def __init__(self, upstream: Any, state: dict | None = None, **options: Any) -> None:
         self.config = self.Config(**options)
         self.tracked = tracking() or state is not None
-        self.starts = [None] * self.config.workers if state is None else self._check_state(state)
+        self.most = most_given() if state is not None else None  # (each share gave at most what the run gave)
+        if state is None:
+            self.starts: list = [None] * self.config.workers
+            self.entropy = self.config.random_state
+            if self.entropy is None:
+                self.entropy = int(np.random.SeedSequence().entropy)
+        else:
+            self.starts, self.entropy = self._check_state(state)
         self.delivered: dict = {}  # share -> its state (JSON text) after its last delivered item
         self.run = self.launch(upstream)
 
+    def seeds(self) -> list:
+        """The shares' seeds, spawned from the run's entropy."""
+        return np.random.SeedSequence(self.entropy).spawn(self.config.workers)
+
     def launch(self, upstream: Any) -> Iterator:
-        """The run's items, from ``self.starts`` (states to start each share from, or None), recording in
-        ``self.delivered`` each share's state after its delivered items when ``self.tracked``."""
+        """The run's items, from ``self.starts`` (states to start each share from, or None, each share
+        bounded by ``self.most`` items) and ``self.seeds()``, recording in ``self.delivered`` each share's
+        state after its delivered items when ``self.tracked``."""
         raise NotImplementedError
 
     def __next__(self) -> Any:
@@ -671,21 +879,28 @@ class Offloaded(Stage):
             "workers": [
                 json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
                 for w in range(self.config.workers)
-            ]
+            ],
+            "entropy": self.entropy,
         }
 
-    def _check_state(self, state: Any) -> list:
-        """The shares' states from a state of this stage: a list of ``workers`` entries, each null or a dict
-        (what is inside each is checked by the share's own stages, where it runs)."""
+    def _check_state(self, state: Any) -> tuple:
+        """The shares' states and the run's entropy from a state of this stage: a list of ``workers``
+        entries, each null or a share's state (whose stages are checked where they run), and the entropy
+        (``random_state`` where that is set)."""
         where = f"{self.name}(workers={self.config.workers})"
-        entries = check_list(check_fields(state, ("workers",), where), "workers", where, length=self.config.workers)
+        fields = check_fields(state, ("workers", "entropy"), where)
+        entries = check_list(fields, "workers", where, length=self.config.workers)
         for wid, entry in enumerate(entries):
             if entry is not None and not isinstance(entry, dict):
                 raise PescadorError(
                     f"resumable: the state of {where}: field 'workers' entry {wid} ({self.unit} {wid}'s state) "
                     f"must be null or a dict; got {repr(entry)[:80]}"
                 )
-        return list(entries)
+            if entry is not None:
+                check_share(entry, f"{where}, field 'workers' entry {wid} ({self.unit} {wid}'s state)")
+        fixed = self.config.random_state
+        entropy = check_int(fields, "entropy", where, *((0, 2**128 - 1) if fixed is None else (fixed, fixed)))
+        return list(entries), entropy
 
     @classmethod
     def is_one_to_one(cls, params: dict) -> bool:

@@ -90,8 +90,8 @@ import zmq
 from . import _report, wire
 from .core import ItemTransform, OneStream, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
-from .stage import Offloaded, start, tracked
-from .workers import WorkerInfo, set_worker_info
+from .stage import Offloaded, start_share
+from .workers import WorkerInfo, set_worker_info, worker_info
 
 __all__ = ["zmq_offload"]
 
@@ -283,6 +283,7 @@ class _Job:
     identity: bytes = b""
     seed: Any = None  # its np.random.SeedSequence
     state: Any = None  # where its share resumes (a tracked run), or None: from the start
+    most: Any = None  # the most items its share can have given before ``state`` (None: unbounded)
     report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
 
 
@@ -356,19 +357,21 @@ class _Offload(Offloaded):
     name, unit, Config = "zmq_offload", "worker", _Config
 
     def launch(self, upstream: Any) -> Iterator:
-        return _run(upstream, self.config, self.starts if self.tracked else None, self.delivered)
+        return _run(upstream, self.config, self.starts if self.tracked else None, self.delivered, self.seeds(),
+                    self.most)
 
 
-def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -> Iterator:
-    """A run: start the workers, yield their items, and always clean up.
+def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict, seeds: list,
+         most: int | None = None) -> Iterator:
+    """A run: start the workers (worker ``w`` with ``seeds[w]``), yield their items, and always clean up.
 
-    With ``starts`` (one state or None per worker) a tracked run, whose
-    workers send their state with each item: kept in ``delivered`` (worker
-    id -> JSON text) as their items are yielded.
+    With ``starts`` (one state or None per worker, each bounded by ``most``
+    items) a tracked run, whose workers send their state with each item:
+    kept in ``delivered`` (worker id -> JSON text) as their items are
+    yielded.
     """
     mp = multiprocessing.get_context(config.start_method)
     pickled, payload = _payload(upstream, mp.get_start_method())
-    seeds = np.random.SeedSequence(config.random_state).spawn(config.workers)
     context = zmq.Context()
     sock = directory = guardian = relay = None
     procs: list = []
@@ -387,7 +390,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities[identity] = wid
             job = dataclasses.replace(shared, wid=wid, identity=identity, seed=seeds[wid],
-                                      state=None if starts is None else starts[wid])
+                                      state=None if starts is None else starts[wid], most=most)
             process = mp.Process(target=_worker, args=(job,), name=f"pescador-worker-{wid}", daemon=True)
             process.start()
             procs.append(process)
@@ -840,16 +843,15 @@ def _worker(job: _Job) -> None:
 
 def _start_share(recipe: Any, job: _Job) -> Any:
     """Start this worker's share of a resumable run, from its state (checked by its own stages)."""
-    with tracked(True):
-        try:
-            return start(recipe, job.state)
-        except PescadorError as exc:
-            if job.state is None:
-                raise
-            raise PescadorError(
-                f"zmq_offload: worker {job.wid} cannot start from its state (entry {job.wid} of the field "
-                f"'workers'): {exc}"
-            ) from None
+    try:
+        return start_share(recipe, worker_info().seed, job.state, job.most)
+    except PescadorError as exc:
+        if job.state is None:
+            raise
+        raise PescadorError(
+            f"zmq_offload: worker {job.wid} cannot start from its state (entry {job.wid} of the field "
+            f"'workers'): {exc}"
+        ) from None
 
 
 def _error_after(outbox: wire.Outbox, exc: BaseException) -> list:

@@ -289,6 +289,47 @@ def test_resumable_checkpoint(cluster):
     assert rows(first + rest) == rows(pescador.stream(sharded, 60))
 
 
+def by_worker(tag, n):
+    """Rows that say which share gave them: worker * 10000 + tag * 100 + i."""
+    info = pescador.worker_info()
+    for i in range(n):
+        yield {"x": np.array([[info.id * 10000 + tag * 100 + i, 0]], dtype=np.int64)}
+
+
+def test_an_unseeded_mux_runs_and_fails_over_exactly(cluster, tmp_path):
+    """A plain recipe with random_state=None runs under ray_offload as under zmq_offload (the shares draw
+    from their seeds), and a share restarted on a new actor draws on what it drew (its state holds how many
+    seeds its stages took): nothing lost, nothing doubled, nothing else."""
+    def recipe(marker, at):
+        return pescador.take(120, pescador.mux(2, 4.0)([pescador.stream(counted, 100 * v, 30, marker, at)
+                                                         for v in range(4)]))
+
+    with pytest.warns(FailoverWarning, match="restarts on a new actor"):
+        got = list(pescador.ray_offload(workers=2, chunk=4, random_state=5)(recipe(str(tmp_path / "exited"), 2)))
+    assert (tmp_path / "exited").exists()
+    expected = list(pescador.zmq_offload(workers=2, random_state=5)(recipe(None, -1)))
+    assert len(got) == 240 and rows(got) == rows(expected)
+
+
+def test_an_unseeded_run_resumes_as_it_would_have_gone_on(cluster):
+    """random_state=None everywhere: the checkpoint holds the entropy the shares' seeds came from, so each
+    share of a resumed run gives what that share gave after the checkpoint."""
+    recipe = pescador.ray_offload(workers=2, chunk=4)(
+        pescador.take(60, pescador.mux(2, 3.0)([pescador.stream(by_worker, t, 20) for t in range(3)])))
+    run = pescador.resumable(recipe)
+    head = [next(run) for _ in range(15)]
+    saved = run.state_dict()
+    tail = list(run)
+    resumed = list(pescador.resumable(recipe, saved))
+
+    def shares(items):
+        values = [int(x["x"][0, 0]) for x in items]
+        return {w: [v for v in values if v // 10000 == w] for w in range(2)}
+
+    assert shares(head + resumed) == shares(head + tail)
+    assert len(head + tail) == 120
+
+
 def test_ranks_shard_ray_workers(cluster, monkeypatch):
     seen, everything = [], rows(pescador.stream(sharded, 101))
     for rank in range(2):

@@ -296,7 +296,94 @@ def test_field_errors_name_the_field():
         resumable(recipe, state)
 
 
+# -- a run is over once an exception has escaped it ------------------------------------------------
+
+
+def bad_record(tag, n, bad):
+    """A source that raises on its record ``bad`` (the consumer may catch that and go on)."""
+    for i in range(n):
+        if i == bad:
+            raise ValueError(f"bad record {tag}:{i}")
+        yield {"x": np.full((1, 2), tag * 1000 + i, dtype=np.int64)}
+
+
+# Recipes whose source raises once, in the middle of the run.
+RAISING = {
+    "source": lambda: stream(bad_record, 1, 20, 6),
+    "take": lambda: pescador.take(15, stream(bad_record, 1, 20, 6)),
+    "cycle": lambda: pescador.cycle(40, stream(bad_record, 1, 20, 6)),
+    "tuples": lambda: pescador.tuples("x")(stream(bad_record, 1, 20, 6)),
+    "buffer": lambda: pescador.buffer(3)(stream(bad_record, 1, 20, 7)),
+    "mux": lambda: pescador.mux(2, 3.0, random_state=1)([stream(bad_record, 1, 20, 6), listed(2, 30)]),
+    "chain": lambda: chain_mux()([listed(2, 4), stream(bad_record, 1, 20, 6), listed(3, 4)]),
+    "user-stage": lambda: shift(100)(stream(bad_record, 1, 20, 6)),
+}
+
+
+def caught(run):
+    """The items of a run whose consumer catches each ValueError (a bad record) and goes on."""
+    out = []
+    while len(out) < 500:  # (a run that would not end)
+        try:
+            item = next(run)
+        except StopIteration:
+            break
+        except ValueError as exc:
+            out.append(("error", str(exc)))
+        else:
+            out.append(key(item))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(RAISING))
+def test_a_run_is_over_once_an_exception_escaped_it(name):
+    """As for a generator: after an exception escaped next(), next() raises StopIteration, in a plain run
+    and in a resumable run alike; a state taken after it resumes to nothing, as the run gave nothing more;
+    a state taken before it resumes to the rest, the exception included."""
+    recipe = RAISING[name]()
+    plain = caught(iter(recipe))
+    assert plain[-1][0] == "error" and len(plain) > 1
+    run = resumable(recipe)
+    assert caught(run) == plain
+    with pytest.warns(pescador.ResumeWarning, match="taken after a ValueError escaped the run"):
+        after = resumable(recipe, json.loads(json.dumps(run.state_dict())))
+    assert caught(after) == []
+    for cut in (0, len(plain) - 2):
+        run = resumable(recipe)
+        head = [key(next(run)) for _ in range(cut)]
+        assert head + caught(resumable(recipe, json.loads(json.dumps(run.state_dict())))) == plain
+
+
 # -- a user's stage --------------------------------------------------------------------------------
+
+
+class Forgetful(Shift):
+    """Leaves its upstream's state out of its own."""
+
+    def state(self):
+        return {"seen": self.seen}
+
+
+class Numpyish(Shift):
+    """Returns a numpy integer, which JSON cannot hold."""
+
+    def state(self):
+        return {"seen": np.int64(self.seen), "up": self.up.state()}
+
+
+@pytest.mark.parametrize("cls, message", [
+    (Forgetful, r"Forgetful.state\(\) must hold its upstream's state under 'up' .* and lacks it"),
+    (Numpyish, r"Numpyish.state\(\) holds a numpy.int64 \(np.int64\(1\)\) at \['seen'\], which JSON cannot hold"),
+])
+def test_a_users_stage_state_is_checked_when_it_is_taken(cls, message):
+    """A user's stage whose state() would make a state that cannot resume is named when the state is taken,
+    not when a resume fails (or with a JSON TypeError naming nothing)."""
+    recipe = pescador.take(5)(pescador.Transform("mine", cls, {"by": 1})(listed(1, 9)))
+    run = resumable(recipe)
+    next(run)
+    with pytest.raises(PescadorError, match=message):
+        run.state_dict()
+    assert len(list(recipe)) == 5  # (a plain run asks for no state)
 
 
 def doubled(upstream):

@@ -691,13 +691,16 @@ for _ in range(5):
     next(run)
 good = json.loads(json.dumps(run.state_dict()))
 del run
-assert sorted(good["stages"]) == ["workers"] and len(good["stages"]["workers"]) == 2
+assert sorted(good["stages"]) == ["entropy", "workers"] and len(good["stages"]["workers"]) == 2
 
 def stages(value):
     return value
 
 def entry(value):
-    return {"workers": [value, good["stages"]["workers"][1]]}
+    return dict(good["stages"], workers=[value, good["stages"]["workers"][1]])
+
+def nested(value):  # (the share's stages' state: checked by the worker's own stages)
+    return entry({"spawned": 0, "up": value})
 
 cases = {
     "not a dict": stages([]),
@@ -709,14 +712,20 @@ cases = {
     "an int worker": entry(5),
     "a list worker": entry([]),
     "a text worker": entry("pos"),
-    "nested: empty": entry({}),
-    "nested: negative": entry({"pos": -1}),
-    "nested: past the end": entry({"pos": 11}),
-    "nested: huge": entry({"pos": 10**12}),
-    "nested: text": entry({"pos": "3"}),
-    "nested: bool": entry({"pos": True}),
-    "nested: float": entry({"pos": 3.0}),
-    "nested: extra": entry({"pos": 3, "x": 1}),
+    "a share without its seeds": entry({"up": {"pos": 3}}),
+    "a share with negative seeds": entry({"spawned": -1, "up": {"pos": 3}}),
+    "a share with a null state": entry({"spawned": 0, "up": None}),
+    "no entropy": stages({"workers": good["stages"]["workers"]}),
+    "a negative entropy": stages(dict(good["stages"], entropy=-1)),
+    "a text entropy": stages(dict(good["stages"], entropy="7")),
+    "nested: empty": nested({}),
+    "nested: negative": nested({"pos": -1}),
+    "nested: past the end": nested({"pos": 11}),
+    "nested: huge": nested({"pos": 10**12}),
+    "nested: text": nested({"pos": "3"}),
+    "nested: bool": nested({"pos": True}),
+    "nested: float": nested({"pos": 3.0}),
+    "nested: extra": nested({"pos": 3, "x": 1}),
 }
 for name, value in cases.items():
     state = dict(good, stages=value)
@@ -751,12 +760,16 @@ def test_a_malformed_offload_state_is_a_pescador_error_naming_the_field():
     results = _run_bounded(MALFORMED, 120)
     assert results[-1] == ["left", 0]
     results = results[:-1]
-    assert len(results) == 17
+    assert len(results) == 23
     for name, kind, message in results:
         assert kind == "PescadorError", (name, kind, message)
         if name.startswith("nested"):  # (checked by the worker's own stage, and sent back)
             assert "worker 0 cannot start from its state (entry 0 of the field 'workers')" in message, (name, message)
             assert "'pos'" in message.splitlines()[-1], (name, message)
+        elif name.startswith("a share"):  # (the share's own fields: checked before any worker starts)
+            assert "field 'workers' entry 0 (worker 0's state)" in message, (name, message)
+        elif "entropy" in name:
+            assert "entropy" in message, (name, message)
         else:
             assert "workers" in message or (name == "not a dict" and "'stages'" in message), (name, message)
 
