@@ -1,7 +1,9 @@
 """Keras 3 adapter: a stream as a ``keras.utils.PyDataset`` that ``model.fit`` takes.
 
-Needs Keras 3 (``pip install pescador[keras]``); the rest of pescador does
-not, and ``import pescador`` does not import keras.
+Needs Keras 3 (``pip install pescador[keras]``) and its backend: set
+``KERAS_BACKEND=torch`` (or ``jax``) before Keras is first imported, or
+Keras looks for TensorFlow.  The rest of pescador does not need Keras, and
+``import pescador`` does not import keras.
 
 Why an adapter: Keras 3 chooses how to read ``x`` by its type (arrays, a
 ``tf.data.Dataset``, a ``PyDataset``, a torch ``DataLoader``, a grain
@@ -19,6 +21,8 @@ and no warning.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,12 +30,39 @@ from .core import Stream, check_count, stream
 from .exceptions import PescadorError
 from .extras import epoch_length
 
+_BACKENDS = ("tensorflow", "jax", "torch", "openvino")  # the modules Keras 3 may import as its backend
+
+
+def _why_not(exc: ImportError) -> str:
+    """What to do when ``import keras`` failed with ``exc``: install Keras 3, or give it a backend."""
+    if importlib.util.find_spec("keras") is None:
+        return "pescador.keras needs Keras 3: pip install 'pescador[keras]' (or pip install keras)"
+    chosen = os.environ.get("KERAS_BACKEND")
+    if (getattr(exc, "name", None) or "").split(".")[0] not in _BACKENDS:
+        return f"pescador.keras: Keras is installed but cannot be imported ({type(exc).__name__}: {exc})"
+    if chosen:
+        return (
+            f"pescador.keras: Keras is installed, but its backend KERAS_BACKEND={chosen!r} cannot be imported "
+            f"({exc}); install it, or set KERAS_BACKEND to a backend that is installed (torch or jax) before "
+            "Keras is first imported"
+        )
+    return (
+        f"pescador.keras: Keras is installed, but its backend cannot be imported ({exc}): without "
+        "KERAS_BACKEND, Keras uses the backend named in its keras.json (in ~/.keras), TensorFlow by default.  "
+        "Set KERAS_BACKEND=torch (or jax) before Keras is first imported (os.environ['KERAS_BACKEND'] = "
+        "'torch' at the top of a notebook; a kernel that has tried to import Keras must be restarted), or "
+        "install tensorflow"
+    )
+
+
 try:
     import keras
-except ImportError as exc:  # pragma: no cover - exercised only without keras
+except ImportError as exc:
+    raise ImportError(_why_not(exc)) from exc
+if not hasattr(keras.utils, "PyDataset"):  # pragma: no cover - Keras 2
     raise ImportError(
-        "pescador.keras needs Keras 3: pip install 'pescador[keras]' (or pip install keras)"
-    ) from exc
+        f"pescador.keras needs Keras 3 (found Keras {keras.__version__}): pip install 'pescador[keras]'"
+    )
 
 __all__ = ["dataset", "StreamPyDataset"]
 

@@ -5,6 +5,7 @@ These tests need the optional extras (``pip install '.[torch,keras]'``, or
 """
 
 import collections
+import importlib.util
 import operator
 import os
 import subprocess
@@ -236,6 +237,21 @@ def test_import_pescador_imports_neither_torch_nor_keras():
     code = "import sys, pescador; print(sorted(m for m in ('torch', 'keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_keras_without_its_backend_says_to_set_keras_backend(tmp_path):
+    """Keras 3 installed, KERAS_BACKEND unset, and no TensorFlow (Keras's default backend)."""
+    pytest.importorskip("keras", reason="Keras is not installed (make test-frameworks installs it)")
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("TensorFlow is installed here: Keras's default backend imports")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)  # (no keras.json of this user's: Keras's default backend)
+    code = "import pescador.keras"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: pescador.keras: Keras is installed"), last
+    assert "No module named 'tensorflow'" in last and "KERAS_BACKEND=torch" in last
+    assert "needs Keras 3" not in last
 
 
 # -- Keras 3 ---------------------------------------------------------------------------------
