@@ -504,8 +504,8 @@ def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
 _GUARD_GRACE = 1.5  # seconds after the consumer's death before the guardian kills the workers left
 
 # The guardian of a run: a tiny Python process (no site, no pescador, no numpy) that the consumer starts
-# with subprocess (safe beside threads under every start method) and hands pidfds of itself and of its
-# workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds (their watcher threads end
+# with subprocess (safe beside threads under every start method), in a session of its own, and hands
+# pidfds of itself and of its workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds (their watcher threads end
 # them sooner), kills those left, and removes the run's ipc directory.  The consumer kills it at the end
 # of every run, after its own cleanup, and reaps it.
 _GUARD = """
@@ -533,16 +533,20 @@ def _start_guardian(procs: list, directory: str | None) -> subprocess.Popen | No
 
     Why a process: a worker's watcher thread needs the GIL, which a main
     thread stuck in C code may never let go, and the consumer's ipc
-    directory outlives workers that have already ended.  Why the consumer
-    opens the pidfds: its workers are its children, not yet reaped, so their
-    pids cannot have been reused.
+    directory outlives workers that have already ended.  Why a session of
+    its own: a signal to the consumer's whole process group (what a Jupyter
+    kernel restart sends, or Ctrl-C in a terminal) does not reach it, so it
+    outlives a consumer killed with its workers and removes the directory.
+    Why the consumer opens the pidfds: its workers are its children, not yet
+    reaped, so their pids cannot have been reused.
     """
     fds: list = []
     try:
         fds.append(os.pidfd_open(os.getpid()))
         fds += [os.pidfd_open(p.pid) for p in procs]
         args = [sys.executable, "-I", "-S", "-c", _GUARD, str(fds[0]), str(_GUARD_GRACE), directory or ""]
-        return subprocess.Popen(args + [str(fd) for fd in fds[1:]], pass_fds=fds, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(args + [str(fd) for fd in fds[1:]], pass_fds=fds, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     except (AttributeError, OSError):
         return None
     finally:

@@ -553,6 +553,69 @@ def test_a_worker_stuck_anywhere_exits_soon_after_its_consumer_is_killed(where, 
         _kill_session(consumer.pid)
 
 
+GROUP_CONSUMER = """
+    import time, pescador, test_faults
+    runs = [iter(pescador.zmq_offload(workers=2, start_method=m)(pescador.stream(test_faults.endless)))
+            for m in ("fork", "forkserver", "spawn")]
+    for run in runs:
+        next(run)
+    print("running", flush=True)
+    time.sleep(3600)  # killed meanwhile, with its whole process group
+"""
+
+
+def _processes_mentioning(text):
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def _session(sid):
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getsid(int(entry)) == sid and alive(int(entry)):
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.timeout(90)
+def test_killing_the_consumers_whole_process_group_leaves_no_process_or_directory(tmp_path):
+    """What a Jupyter kernel restart does (``setsid python script.py``, then ``kill -KILL -PGID``): the
+    consumer, its workers, the forkserver, everything in the group dies at once; under every start method
+    the run's ipc directory goes, and nothing of the runs is left."""
+    script = "import sys\nsys.path.insert(0, {!r})\n".format(os.path.dirname(__file__)) + textwrap.dedent(GROUP_CONSUMER)
+    consumer = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE,
+                                text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    try:
+        assert consumer.stdout.readline() == "running\n"  # (bounded by the test's timeout)
+        assert len([d for d in os.listdir(tmp_path) if d.startswith("pescador-")]) == 3
+        os.killpg(consumer.pid, signal.SIGKILL)
+        consumer.wait()
+        killed = time.monotonic()
+        while time.monotonic() < killed + 10 and (
+            [d for d in os.listdir(tmp_path) if d.startswith("pescador-")] or _session(consumer.pid)
+            or _processes_mentioning(str(tmp_path))
+        ):
+            time.sleep(0.05)
+        assert not [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]
+        assert not _session(consumer.pid) and not _processes_mentioning(str(tmp_path))
+    finally:
+        consumer.kill()
+        consumer.wait()
+        _kill_session(consumer.pid)
+        for pid in _processes_mentioning(str(tmp_path)):  # (a guardian, in a session of its own)
+            os.kill(pid, signal.SIGKILL)
+
+
 def cleans_up(marker, how):
     """A source that starts a helper process and stops it in its ``finally``, then marks that it did."""
     helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], stdout=subprocess.DEVNULL)

@@ -306,7 +306,8 @@ def test_a_busy_worker_is_terminated_after_timeout():
 
 
 def processes_of_this_group():
-    """(pid, state) of every process in this process group (a run's guardian keeps it, orphaned or not)."""
+    """(pid, state) of every process in this process group, and of every child of this process, zombies
+    included (a run's guardian is a child in a session of its own)."""
     out = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -314,7 +315,7 @@ def processes_of_this_group():
                 fields = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == os.getpgrp() and int(entry) != os.getpid():
+        if (int(fields[2]) == os.getpgrp() or int(fields[1]) == os.getpid()) and int(entry) != os.getpid():
             out.append((int(entry), fields[0]))
     return out
 
