@@ -354,6 +354,7 @@ class _Offload(Offloaded):
     :func:`pescador.stage.start`."""
 
     name, unit, Config = "zmq_offload", "worker", _Config
+    starts_processes = True
 
     def launch(self, upstream: Any) -> Iterator:
         return _run(upstream, self.config, self.starts if self.tracked else None, self.delivered)
@@ -366,6 +367,13 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
     workers send their state with each item: kept in ``delivered`` (worker
     id -> JSON text) as their items are yielded.
     """
+    if multiprocessing.current_process().daemon:
+        raise PescadorError(
+            f"zmq_offload: this process ({multiprocessing.current_process().name}) is daemonic, and a daemonic "
+            "process may not start processes of its own, so zmq_offload cannot start its workers here.  A "
+            "DataLoader worker, a multiprocessing.Pool worker, a Process(daemon=True) and a zmq_offload worker "
+            "are daemonic: run zmq_offload in your main process, or take it out of the recipe run here"
+        )
     mp = multiprocessing.get_context(config.start_method)
     pickled, payload = _payload(upstream, mp.get_start_method())
     seeds = np.random.SeedSequence(config.random_state).spawn(config.workers)

@@ -199,6 +199,19 @@ def test_loader_refuses_a_batch_size_and_bad_sources():
         pescador.torch.loader(iter([]))
 
 
+@pytest.mark.timeout(60)
+def test_dataloader_workers_around_zmq_offload_are_refused_naming_both():
+    """DataLoader workers are daemonic: zmq_offload cannot start its workers inside one."""
+    recipe = pescador.zmq_offload(workers=2)(batches(4))
+    with pytest.raises(pescador.PescadorError, match=r"loader: the recipe runs zmq_offload\(workers=2\).*"
+                       r"num_workers=2 runs the recipe inside each DataLoader worker.*num_workers=0.*without zmq_offload"):
+        pescador.torch.loader(recipe, num_workers=2)  # (before any worker starts)
+    assert [b["X"].shape for b in pescador.torch.loader(recipe)] == [(4, 3)] * 8  # either one alone runs
+    loader = torch.utils.data.DataLoader(as_dataset(recipe), batch_size=None, num_workers=1, timeout=30)
+    with pytest.raises(pescador.PescadorError, match=r"DataLoader worker 0\).*zmq_offload\(workers=2\).*num_workers=0"):
+        list(loader)
+
+
 def test_len_is_the_epoch_length_where_known_and_a_type_error_elsewhere():
     loader = pescador.torch.loader(pescador.take(5, batches(7)))
     assert len(loader) == len(loader.dataset) == 5 == len(list(loader))

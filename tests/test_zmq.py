@@ -305,6 +305,30 @@ def test_a_busy_worker_is_terminated_after_timeout():
     assert not workers_of_this_process()
 
 
+def _run_in_a_daemon(recipe, pipe):
+    try:
+        pipe.send(("ran", len(list(recipe))))
+    except BaseException as exc:
+        pipe.send((type(exc).__name__, str(exc)))
+
+
+@pytest.mark.timeout(60)
+def test_a_run_started_in_a_daemonic_process_is_refused_by_name():
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    daemon = context.Process(target=_run_in_a_daemon, args=(zmq_offload()(stream(counting, 3)), send), daemon=True)
+    daemon.start()
+    try:
+        assert receive.poll(30)
+        kind, message = receive.recv()
+    finally:
+        daemon.join(5)
+        daemon.kill()
+        daemon.join()
+    assert kind == "PescadorError", (kind, message)
+    assert "is daemonic" in message and "zmq_offload cannot start its workers here" in message
+
+
 def processes_of_this_group():
     """(pid, state) of every process in this process group, and of every child of this process, zombies
     included (a run's guardian is a child in a session of its own)."""
