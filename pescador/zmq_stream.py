@@ -165,6 +165,9 @@ def zmq_offload(
         A message holds one item, or up to 1,024 small items of one layout
         (64 KiB of data at most; see ``batch_wait``), so a queue holds at
         most ``hwm`` large items, or ``hwm`` times 64 KiB of small ones.
+        A run that nobody reads makes, per worker, what its two queues
+        hold, the message in its hands and what the operating system
+        buffers on the connection, then waits.
     transport : None, "ipc" or "tcp"
         ``"ipc"``: a socket file in a new private directory (mode 0700);
         ``"tcp"``: loopback TCP (127.0.0.1) on a port between ``min_port``

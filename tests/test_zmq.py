@@ -526,6 +526,35 @@ def test_a_fast_producer_is_held_back_by_the_high_water_mark():
     assert produced <= 16
 
 
+def small_items(size):
+    i = 0
+    while True:
+        yield {"x": np.full(size, i % 256, np.uint8)}
+        i += 1
+
+
+@pytest.mark.timeout(60)
+def test_a_peeked_run_of_small_items_stops_once_its_queues_and_connection_are_full():
+    """``it = iter(batches); next(it)``, then nothing: items that share messages fill each worker's two
+    queues (``hwm`` messages of at most 64 KiB of data each), the message in its hands and the connection's
+    operating-system buffers, then the worker waits."""
+    meter, hwm, workers = pescador.Meter(), 4, 2
+    it = iter(zmq_offload(workers=workers, hwm=hwm)(pescador.measure(meter)(stream(small_items, 64))))
+    next(it)
+    made, since = -1, time.monotonic()
+    while time.monotonic() - since < 1.0:  # until the workers' reports stop changing for a second
+        if meter.bytes != made:
+            made, since = meter.bytes, time.monotonic()
+        time.sleep(0.05)
+    with open("/proc/sys/net/core/wmem_default") as f:  # (a connection's buffers, charged to the sender)
+        connection = int(f.read())
+    bound = workers * ((2 * hwm + 1) * 64 * 1024 + connection)
+    assert 0 < meter.bytes <= bound
+    time.sleep(0.5)
+    assert meter.bytes <= bound, (made, meter.bytes)  # (waiting)
+    it.close()
+
+
 # -- binding ----------------------------------------------------------------------
 
 
