@@ -8,8 +8,10 @@ import collections
 import importlib.util
 import operator
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 import warnings
 
@@ -25,6 +27,7 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (make test
 import pescador.torch  # noqa: E402
 from pescador.stage import Stage  # noqa: E402
 from pescador.torch import StreamDataset, as_dataset  # noqa: E402
+from test_zmq import workers_of_this_process  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -386,6 +389,59 @@ def test_keras_dataset_takes_steps_for_an_endless_stream_and_says_when_it_needs_
             pk.dataset(xy_batches(2), steps=bad)
     with pytest.raises(pescador.PescadorError, match="no batch"):
         pk.dataset(stream([]))
+
+
+def endless_xy():
+    i = 0
+    while True:
+        yield {"X": np.full((4, 3), i, "float32"), "y": np.ones((4, 1), "float32")}
+        i += 1
+
+
+def _gone_within(seconds, condition):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.timeout(60)
+def test_an_interrupted_fit_stops_its_workers_whoever_keeps_the_traceback():
+    keras, pk = _keras()
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 5:
+                os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during training
+
+    data = pk.dataset(keras_tuples("X", "y")(pescador.zmq_offload(workers=2)(stream(endless_xy))), steps=100_000)
+    with pytest.raises(KeyboardInterrupt) as kept:  # (kept: the traceback, as a notebook keeps it)
+        tiny_model(keras).fit(data, epochs=1, verbose=0, callbacks=[CtrlC()])
+    assert kept.value.__traceback__ is not None
+    assert _gone_within(10, lambda: not workers_of_this_process()), workers_of_this_process()
+
+
+def recording(upstream, into):
+    """A stage in the consumer: notes the first value of each batch that passes."""
+    for item in upstream:
+        into.append(int(item["X"][0, 0]))
+        yield item
+
+
+@pytest.mark.timeout(60)
+def test_a_finished_fit_holds_no_workers_and_each_fit_reads_a_run_of_its_own():
+    keras, pk = _keras()
+    seen = []
+    offloaded = pescador.zmq_offload(workers=1)(stream(endless_xy))
+    data = pk.dataset(keras_tuples("X", "y")(pescador.Transform("recording", recording, {"into": seen})(offloaded)), steps=3)
+    model = tiny_model(keras)
+    model.fit(data, epochs=2, verbose=0)
+    first = list(seen)
+    assert len(first) >= 6 and first == list(range(len(first)))  # one run across the fit's epochs
+    assert _gone_within(10, lambda: not workers_of_this_process()), workers_of_this_process()  # (data is kept)
+    model.fit(data, epochs=1, verbose=0)
+    assert seen[len(first):] == list(range(len(seen) - len(first)))  # the next fit: a run of its own
+    assert _gone_within(10, lambda: not workers_of_this_process()), workers_of_this_process()
 
 
 def test_keras_dataset_runs_the_stream_in_order_and_starts_a_new_run_when_one_ends():
