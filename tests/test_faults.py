@@ -128,13 +128,53 @@ def test_a_worker_fault_is_raised_quickly_after_every_item_before_it(n, how):
 
 def test_keyboard_interrupt_with_items_in_flight_then_a_new_run():
     recipe = zmq_offload(workers=2)(stream(endless))
-    with pytest.raises(KeyboardInterrupt):
-        for n, _ in enumerate(recipe):
-            if n == 1000:
-                os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed
-                time.sleep(1.0)  # (the signal arrives here)
-    assert not live_children()
-    assert len(list(take(100, recipe))) == 100
+    # SIGINT raises KeyboardInterrupt only where Python installed its handler: a process started in the
+    # background by a non-interactive shell (`make test &`) inherits SIGINT ignored, and the signal below
+    # would do nothing (the loop then ran until the test's timeout)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for n, _ in enumerate(recipe):
+                if n == 1000:
+                    os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed
+                    time.sleep(1.0)  # (the signal arrives here)
+        assert not live_children()
+        assert len(list(take(100, recipe))) == 100
+    finally:
+        signal.signal(signal.SIGINT, before)
+        for pid in live_children():  # (after a failure: nothing left for the tests after this one)
+            os.kill(pid, signal.SIGKILL)
+
+
+def _raise_in(code, exception):
+    """A trace function that raises ``exception`` at the next line run by ``code`` (an interrupt that lands
+    exactly there), then stops tracing."""
+
+    def local(frame, event, arg):
+        if event == "line":
+            sys.settrace(None)
+            raise exception
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is code else None
+
+
+def test_an_interrupt_between_two_items_stops_the_workers_whoever_keeps_the_traceback():
+    """Ctrl-C (or a test's timeout) may land in the frame that hands the run's items on, between two of
+    them, as it once did in this suite; the traceback holds that frame, and the frame holds the run."""
+    run = iter(zmq_offload(workers=2)(stream(endless)))
+    next(run)
+    sys.settrace(_raise_in(pescador.stage.Offloaded.__next__.__code__, KeyboardInterrupt))
+    try:
+        with pytest.raises(KeyboardInterrupt) as kept:
+            next(run)
+    finally:
+        sys.settrace(None)
+    try:
+        assert kept.value.__traceback__ is not None and not live_children()
+    finally:
+        for pid in live_children():  # (after a failure: nothing left for the tests after this one)
+            os.kill(pid, signal.SIGKILL)
 
 
 # -- bad items into every combinator ------------------------------------------------------
