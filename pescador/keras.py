@@ -127,9 +127,12 @@ def _watch_calls() -> None:
     global _watcher
     while True:
         time.sleep(_WATCH_EVERY)
+        with _watch_lock:  # (a set must not change while it is copied)
+            datasets = list(_watched)
         frames = sys._current_frames()
-        for dataset in list(_watched):
+        for dataset in datasets:
             dataset._end_if_over(frames)
+        datasets = []
         frames = None
         with _watch_lock:
             if not _watched:
