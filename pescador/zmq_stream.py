@@ -516,9 +516,9 @@ _GUARD_GRACE = 1.5  # seconds after the consumer's death before the guardian kil
 
 # The guardian of a run: a tiny Python process (no site, no pescador, no numpy) that the consumer starts
 # with subprocess (safe beside threads under every start method), in a session of its own, and hands
-# pidfds of itself and of its workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds (their watcher threads end
-# them sooner), kills those left, and removes the run's ipc directory.  The consumer kills it at the end
-# of every run, after its own cleanup, and reaps it.
+# pidfds of itself and of its workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds
+# (their watcher threads end them sooner), kills those left, and removes the run's ipc directory.  The
+# consumer kills it at the end of every run, after its own cleanup, and reaps it.
 _GUARD = """
 import os, select, shutil, signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
