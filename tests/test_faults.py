@@ -651,6 +651,7 @@ def test_killing_the_consumers_whole_process_group_leaves_no_process_or_director
     finally:
         consumer.kill()
         consumer.wait()
+        consumer.stdout.close()
         _kill_session(consumer.pid)
         for pid in _processes_mentioning(str(tmp_path)):  # (a guardian, in a session of its own)
             os.kill(pid, signal.SIGKILL)
