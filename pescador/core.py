@@ -549,7 +549,15 @@ def as_generator(run: Iterator) -> Iterator:
 
 
 def _drain(run: Iterator) -> Iterator:
-    yield from run
+    """A stage's run as a generator, which closes the run however it ends: at its end, by ``close()``, or by
+    an exception, even one raised in the stage between two items (Ctrl-C may land there: the traceback then
+    holds these frames, and without the close it would hold the run, and a zmq_offload's workers)."""
+    try:
+        yield from run
+    finally:
+        close = getattr(run, "close", None)
+        if close is not None:
+            close()
 
 
 # ----------------------------------------------------------------------------

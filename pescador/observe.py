@@ -179,7 +179,9 @@ class MuxStats:
             raise PescadorError(
                 f"{where}: this MuxStats is already counting a run of {holder.where} that has not ended; one "
                 "observer cannot count two runs at once (their counts would mix, and pool sizes may differ). "
-                "Give each mux its own MuxStats, or end (close) the first run before starting the next"
+                "Give each mux its own MuxStats, or end the first run before starting the next: close its "
+                "iterator (it.close()) or drop it (del it).  An iterator kept after a peek (it = iter(batches); "
+                "next(it)) keeps its run alive, and the workers of a zmq_offload in it, until then"
             )
         token = _Run(where)
         self._owner = weakref.ref(token)

@@ -130,6 +130,10 @@ class Stage:
     resumes : bool
         False for a stage whose runs cannot be resumed (a resumable run then
         refuses it by name at once).
+    starts_processes : bool
+        True for a stage whose runs start processes of their own (as
+        ``zmq_offload`` does): such a run cannot start inside a daemonic
+        process, a ``DataLoader`` worker for one.
 
     Examples
     --------
@@ -153,6 +157,7 @@ class Stage:
 
     one_to_one: bool = False
     resumes: bool = True
+    starts_processes: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -27,7 +27,9 @@ the whole run repeats from one ``torch.manual_seed`` (or the loader's
 For most training loops the simpler path is :func:`pescador.zmq_offload`
 in front of a plain loop (see the frameworks page of the docs): it works
 with any framework and sends arrays without copying, while the DataLoader
-brings pinned memory and torch's own worker management.
+brings pinned memory and torch's own worker management.  Not both at once:
+DataLoader workers are daemonic and may not start processes, so a loader
+with workers over a recipe that holds ``zmq_offload`` is refused.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import numpy as np
 from .core import Stream, stream
 from .exceptions import PescadorError
 from .extras import epoch_length
+from .stage import stage_of
 from .workers import WorkerInfo, set_worker_info
 
 try:
@@ -79,6 +82,32 @@ _DOUBLE_BATCHING = (
     "DataLoader(dataset, batch_size=None, ...).  If the items are single samples that the "
     "DataLoader should batch, say so: StreamDataset(stream, collate=True)."
 )
+
+
+_BOTH = (
+    "{where}: the recipe runs {step!r}, which starts worker processes of its own, and num_workers={n} runs the "
+    "recipe inside each DataLoader worker: a daemonic process, which may not start processes.  Keep one of the "
+    "two: num_workers=0 (zmq_offload's workers produce in parallel, and the loader reads their items here), "
+    "or the recipe without zmq_offload (the DataLoader's workers produce in parallel)"
+)
+
+
+def _starting_processes(recipe: Any) -> Any:
+    """The first step of ``recipe`` whose runs start processes of their own (zmq_offload), or None."""
+    stack, seen = [recipe], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, (list, tuple)):
+            stack.extend(node)
+        elif isinstance(node, Stream):
+            if getattr(stage_of(node), "starts_processes", False):
+                return node.step
+            stack.extend(node.args)
+            stack.extend(node.kwargs.values())
+    return None
 
 
 class StreamDataset(IterableDataset):
@@ -129,6 +158,10 @@ class StreamDataset(IterableDataset):
     def _run(self) -> Iterator:
         info = get_worker_info()
         if info is not None:  # inside a DataLoader worker: tell the sources who they are
+            step = _starting_processes(self.recipe)
+            if step is not None:
+                where = f"as_dataset (in DataLoader worker {info.id})"
+                raise PescadorError(_BOTH.format(where=where, step=step, n=info.num_workers))
             set_worker_info(WorkerInfo(info.id, info.num_workers, self._epoch_seed(info)))
         for item in self.recipe:
             yield _tensors(item)
@@ -284,4 +317,7 @@ def loader(
         )
     dataloader_kwargs.pop("batch_size", None)
     dataset = StreamDataset(_recipe(recipe, (), {}, "pescador.torch.loader"))
+    step = _starting_processes(dataset.recipe) if num_workers else None
+    if step is not None:
+        raise PescadorError(_BOTH.format(where="pescador.torch.loader", step=step, n=num_workers))
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **dataloader_kwargs)

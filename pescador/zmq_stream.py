@@ -165,6 +165,9 @@ def zmq_offload(
         A message holds one item, or up to 1,024 small items of one layout
         (64 KiB of data at most; see ``batch_wait``), so a queue holds at
         most ``hwm`` large items, or ``hwm`` times 64 KiB of small ones.
+        A run that nobody reads makes, per worker, what its two queues
+        hold, the message in its hands and what the operating system
+        buffers on the connection, then waits.
     transport : None, "ipc" or "tcp"
         ``"ipc"``: a socket file in a new private directory (mode 0700);
         ``"tcp"``: loopback TCP (127.0.0.1) on a port between ``min_port``
@@ -355,6 +358,7 @@ class _Offload(Offloaded):
     :func:`pescador.stage.start`."""
 
     name, unit, Config = "zmq_offload", "worker", _Config
+    starts_processes = True
 
     def launch(self, upstream: Any) -> Iterator:
         return _run(upstream, self.config, self.starts if self.tracked else None, self.delivered, self.seeds(),
@@ -370,6 +374,13 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict, s
     kept in ``delivered`` (worker id -> JSON text) as their items are
     yielded.
     """
+    if multiprocessing.current_process().daemon:
+        raise PescadorError(
+            f"zmq_offload: this process ({multiprocessing.current_process().name}) is daemonic, and a daemonic "
+            "process may not start processes of its own, so zmq_offload cannot start its workers here.  A "
+            "DataLoader worker, a multiprocessing.Pool worker, a Process(daemon=True) and a zmq_offload worker "
+            "are daemonic: run zmq_offload in your main process, or take it out of the recipe run here"
+        )
     mp = multiprocessing.get_context(config.start_method)
     pickled, payload = _payload(upstream, mp.get_start_method())
     context = zmq.Context()
@@ -507,10 +518,10 @@ def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
 _GUARD_GRACE = 1.5  # seconds after the consumer's death before the guardian kills the workers left
 
 # The guardian of a run: a tiny Python process (no site, no pescador, no numpy) that the consumer starts
-# with subprocess (safe beside threads under every start method) and hands pidfds of itself and of its
-# workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds (their watcher threads end
-# them sooner), kills those left, and removes the run's ipc directory.  The consumer kills it at the end
-# of every run, after its own cleanup, and reaps it.
+# with subprocess (safe beside threads under every start method), in a session of its own, and hands
+# pidfds of itself and of its workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds
+# (their watcher threads end them sooner), kills those left, and removes the run's ipc directory.  The
+# consumer kills it at the end of every run, after its own cleanup, and reaps it.
 _GUARD = """
 import os, select, shutil, signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -536,16 +547,20 @@ def _start_guardian(procs: list, directory: str | None) -> subprocess.Popen | No
 
     Why a process: a worker's watcher thread needs the GIL, which a main
     thread stuck in C code may never let go, and the consumer's ipc
-    directory outlives workers that have already ended.  Why the consumer
-    opens the pidfds: its workers are its children, not yet reaped, so their
-    pids cannot have been reused.
+    directory outlives workers that have already ended.  Why a session of
+    its own: a signal to the consumer's whole process group (what a Jupyter
+    kernel restart sends, or Ctrl-C in a terminal) does not reach it, so it
+    outlives a consumer killed with its workers and removes the directory.
+    Why the consumer opens the pidfds: its workers are its children, not yet
+    reaped, so their pids cannot have been reused.
     """
     fds: list = []
     try:
         fds.append(os.pidfd_open(os.getpid()))
         fds += [os.pidfd_open(p.pid) for p in procs]
         args = [sys.executable, "-I", "-S", "-c", _GUARD, str(fds[0]), str(_GUARD_GRACE), directory or ""]
-        return subprocess.Popen(args + [str(fd) for fd in fds[1:]], pass_fds=fds, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(args + [str(fd) for fd in fds[1:]], pass_fds=fds, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     except (AttributeError, OSError):
         return None
     finally:

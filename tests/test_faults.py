@@ -128,13 +128,55 @@ def test_a_worker_fault_is_raised_quickly_after_every_item_before_it(n, how):
 
 def test_keyboard_interrupt_with_items_in_flight_then_a_new_run():
     recipe = zmq_offload(workers=2)(stream(endless))
-    with pytest.raises(KeyboardInterrupt):
-        for n, _ in enumerate(recipe):
-            if n == 1000:
-                os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed
-                time.sleep(1.0)  # (the signal arrives here)
-    assert not live_children()
-    assert len(list(take(100, recipe))) == 100
+    others = set(live_children())  # (another test's, say a DataLoader's persistent workers)
+    # SIGINT raises KeyboardInterrupt only where Python installed its handler: a process started in the
+    # background by a non-interactive shell (`make test &`) inherits SIGINT ignored, and the signal below
+    # would do nothing (the loop then ran until the test's timeout)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for n, _ in enumerate(recipe):
+                if n == 1000:
+                    os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed
+                    time.sleep(1.0)  # (the signal arrives here)
+        assert not set(live_children()) - others
+        assert len(list(take(100, recipe))) == 100
+    finally:
+        signal.signal(signal.SIGINT, before)
+        for pid in set(live_children()) - others:  # (after a failure: nothing left for the tests after this one)
+            os.kill(pid, signal.SIGKILL)
+
+
+def _raise_in(code, exception):
+    """A trace function that raises ``exception`` at the next line run by ``code`` (an interrupt that lands
+    exactly there), then stops tracing."""
+
+    def local(frame, event, arg):
+        if event == "line":
+            sys.settrace(None)
+            raise exception
+        return local
+
+    return lambda frame, event, arg: local if frame.f_code is code else None
+
+
+def test_an_interrupt_between_two_items_stops_the_workers_whoever_keeps_the_traceback():
+    """Ctrl-C (or a test's timeout) may land in the frame that hands the run's items on, between two of
+    them, as it once did in this suite; the traceback holds that frame, and the frame holds the run."""
+    others = set(live_children())  # (another test's, say a DataLoader's persistent workers)
+    run = iter(zmq_offload(workers=2)(stream(endless)))
+    next(run)
+    sys.settrace(_raise_in(pescador.stage.Offloaded.__next__.__code__, KeyboardInterrupt))
+    try:
+        with pytest.raises(KeyboardInterrupt) as kept:
+            next(run)
+    finally:
+        sys.settrace(None)
+    try:
+        assert kept.value.__traceback__ is not None and not set(live_children()) - others
+    finally:
+        for pid in set(live_children()) - others:  # (after a failure: nothing left for the tests after this one)
+            os.kill(pid, signal.SIGKILL)
 
 
 # -- bad items into every combinator ------------------------------------------------------
@@ -551,6 +593,70 @@ def test_a_worker_stuck_anywhere_exits_soon_after_its_consumer_is_killed(where, 
         consumer.kill()
         consumer.wait()
         _kill_session(consumer.pid)
+
+
+GROUP_CONSUMER = """
+    import time, pescador, test_faults
+    runs = [iter(pescador.zmq_offload(workers=2, start_method=m)(pescador.stream(test_faults.endless)))
+            for m in ("fork", "forkserver", "spawn")]
+    for run in runs:
+        next(run)
+    print("running", flush=True)
+    time.sleep(3600)  # killed meanwhile, with its whole process group
+"""
+
+
+def _processes_mentioning(text):
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def _session(sid):
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.getsid(int(entry)) == sid and alive(int(entry)):
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.timeout(90)
+def test_killing_the_consumers_whole_process_group_leaves_no_process_or_directory(tmp_path):
+    """What a Jupyter kernel restart does (``setsid python script.py``, then ``kill -KILL -PGID``): the
+    consumer, its workers, the forkserver, everything in the group dies at once; under every start method
+    the run's ipc directory goes, and nothing of the runs is left."""
+    script = "import sys\nsys.path.insert(0, {!r})\n".format(os.path.dirname(__file__)) + textwrap.dedent(GROUP_CONSUMER)
+    consumer = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE,
+                                text=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
+    try:
+        assert consumer.stdout.readline() == "running\n"  # (bounded by the test's timeout)
+        assert len([d for d in os.listdir(tmp_path) if d.startswith("pescador-")]) == 3
+        os.killpg(consumer.pid, signal.SIGKILL)
+        consumer.wait()
+        killed = time.monotonic()
+        while time.monotonic() < killed + 10 and (
+            [d for d in os.listdir(tmp_path) if d.startswith("pescador-")] or _session(consumer.pid)
+            or _processes_mentioning(str(tmp_path))
+        ):
+            time.sleep(0.05)
+        assert not [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]
+        assert not _session(consumer.pid) and not _processes_mentioning(str(tmp_path))
+    finally:
+        consumer.kill()
+        consumer.wait()
+        consumer.stdout.close()
+        _kill_session(consumer.pid)
+        for pid in _processes_mentioning(str(tmp_path)):  # (a guardian, in a session of its own)
+            os.kill(pid, signal.SIGKILL)
 
 
 def cleans_up(marker, how):

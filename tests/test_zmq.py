@@ -305,8 +305,33 @@ def test_a_busy_worker_is_terminated_after_timeout():
     assert not workers_of_this_process()
 
 
+def _run_in_a_daemon(recipe, pipe):
+    try:
+        pipe.send(("ran", len(list(recipe))))
+    except BaseException as exc:
+        pipe.send((type(exc).__name__, str(exc)))
+
+
+@pytest.mark.timeout(60)
+def test_a_run_started_in_a_daemonic_process_is_refused_by_name():
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    daemon = context.Process(target=_run_in_a_daemon, args=(zmq_offload()(stream(counting, 3)), send), daemon=True)
+    daemon.start()
+    try:
+        assert receive.poll(30)
+        kind, message = receive.recv()
+    finally:
+        daemon.join(5)
+        daemon.kill()
+        daemon.join()
+    assert kind == "PescadorError", (kind, message)
+    assert "is daemonic" in message and "zmq_offload cannot start its workers here" in message
+
+
 def processes_of_this_group():
-    """(pid, state) of every process in this process group (a run's guardian keeps it, orphaned or not)."""
+    """(pid, state) of every process in this process group, and of every child of this process, zombies
+    included (a run's guardian is a child in a session of its own)."""
     out = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -314,7 +339,7 @@ def processes_of_this_group():
                 fields = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == os.getpgrp() and int(entry) != os.getpid():
+        if (int(fields[2]) == os.getpgrp() or int(fields[1]) == os.getpid()) and int(entry) != os.getpid():
             out.append((int(entry), fields[0]))
     return out
 
@@ -499,6 +524,35 @@ def test_a_fast_producer_is_held_back_by_the_high_water_mark():
             break
     # two queues of two messages, a few MiB in kernel buffers, one in hand
     assert produced <= 16
+
+
+def small_items(size):
+    i = 0
+    while True:
+        yield {"x": np.full(size, i % 256, np.uint8)}
+        i += 1
+
+
+@pytest.mark.timeout(60)
+def test_a_peeked_run_of_small_items_stops_once_its_queues_and_connection_are_full():
+    """``it = iter(batches); next(it)``, then nothing: items that share messages fill each worker's two
+    queues (``hwm`` messages of at most 64 KiB of data each), the message in its hands and the connection's
+    operating-system buffers, then the worker waits."""
+    meter, hwm, workers = pescador.Meter(), 4, 2
+    it = iter(zmq_offload(workers=workers, hwm=hwm)(pescador.measure(meter)(stream(small_items, 64))))
+    next(it)
+    made, since = -1, time.monotonic()
+    while time.monotonic() - since < 1.0:  # until the workers' reports stop changing for a second
+        if meter.bytes != made:
+            made, since = meter.bytes, time.monotonic()
+        time.sleep(0.05)
+    with open("/proc/sys/net/core/wmem_default") as f:  # (a connection's buffers, charged to the sender)
+        connection = int(f.read())
+    bound = workers * ((2 * hwm + 1) * 64 * 1024 + connection)
+    assert 0 < meter.bytes <= bound
+    time.sleep(0.5)
+    assert meter.bytes <= bound, (made, meter.bytes)  # (waiting)
+    it.close()
 
 
 # -- binding ----------------------------------------------------------------------
