@@ -69,7 +69,6 @@ import multiprocessing
 import multiprocessing.connection
 import numbers
 import os
-import pickle
 import random
 import secrets
 import select
@@ -87,7 +86,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from . import _report, wire
+from . import _pickling, _report, wire
 from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Offloaded, start, tracked
@@ -274,7 +273,7 @@ class _Job:
     """What one worker is handed: the run's options, where to send, and its own share."""
 
     config: _Config
-    pickled: bool  # ``recipe`` is the recipe's pickle (spawn, forkserver), else the recipe itself (fork)
+    pickled: bool  # ``recipe`` is the recipe's bytes (spawn, forkserver: _pickling.dumps), else the recipe itself (fork)
     recipe: Any
     endpoint: str
     consumer: int  # the consumer's pid
@@ -292,18 +291,11 @@ class _Job:
 
 
 def _payload(upstream: Any, method: str) -> tuple:
-    """What a worker receives: the recipe itself under fork, else its pickle."""
+    """What a worker receives: the recipe itself under fork, else its bytes (:mod:`pescador._pickling`)."""
     if method == "fork":
         return False, upstream
-    try:
-        return True, pickle.dumps(upstream, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise PescadorError(
-            f"zmq_offload: the recipe cannot be sent to workers started with {method!r}, because it "
-            f"cannot be pickled: {type(exc).__name__}: {exc}. Build recipes from module-level functions "
-            "and picklable arguments (no lambdas, closures, open files or sockets), or use "
-            "start_method='fork'"
-        ) from None
+    sending = f"zmq_offload: the recipe cannot be sent to workers started with {method!r}"
+    return True, _pickling.dumps(upstream, sending, "or use start_method='fork', where the platform has it")
 
 
 def _bind(sock: zmq.Socket, transport: str, min_port: int, max_port: int, max_tries: int) -> tuple:
@@ -803,7 +795,7 @@ def _worker(job: _Job) -> None:
         link = _Link(sock)
         outbox = wire.Outbox(link.send, link.writable, job.config.batch_wait, job.config.copy)
         try:
-            recipe = pickle.loads(job.recipe) if job.pickled else job.recipe
+            recipe = _pickling.loads(job.recipe) if job.pickled else job.recipe
             set_worker_info(WorkerInfo(job.wid, job.config.workers, job.seed))
             _seed_globals(job.seed)
             reporter = _report.worker_start(recipe, job.report, job.wid, context)

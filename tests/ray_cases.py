@@ -166,6 +166,23 @@ def test_items_and_sharding(cluster):
     assert all(item["x"].flags.writeable for item in copied)
 
 
+def test_a_recipe_of_main_runs_on_the_actors(cluster):
+    """Functions, closures and lambdas of ``__main__`` (a notebook's cells) travel by value (Ray's cloudpickle)."""
+    main = {"__name__": "__main__", "np": np}  # (what it defines cannot be imported by name, as in a notebook)
+    exec(
+        "k = 10\n"
+        "def src(n):\n"
+        "    for i in range(n):\n"
+        "        yield {'x': np.array([[i * k, 0]])}\n"
+        "def scaled(factor):\n"
+        "    return lambda n: ({'x': np.array([[i * factor, 1]])} for i in range(n))\n",
+        main,
+    )
+    recipe = pescador.mux(k=2, lam=None, with_replacement=False, random_state=0)(
+        [pescador.stream(main["src"], 3), pescador.stream(main["scaled"](7), 3)])
+    assert rows(pescador.ray_offload(workers=2)(recipe)) == rows(recipe)
+
+
 def test_node_removed_mid_run(cluster):
     """The node running the actors dies mid-run: their shares restart elsewhere, nothing lost or doubled."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
