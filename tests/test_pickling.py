@@ -205,8 +205,8 @@ def test_what_cannot_travel_to_ray_actors_is_refused_by_name_before_ray_starts(k
 # -- recipes of __main__ in real worker processes ---------------------------------------------------
 
 # What a user's __main__ holds: a function reading a global, a closure, a lambda and a class, all
-# defined there, under a mux (pescador's own stages travel by reference beside them).  It prints, for
-# each start method named on its command line, the items each path delivered.
+# defined there, under a mux (pescador's own stages travel by reference beside them), and an exception
+# class of its own.  It prints, for each start method named on its command line, what each path delivered.
 MAIN = """
 import json, sys
 import numpy as np, pescador
@@ -236,12 +236,24 @@ def recipe():
             pescador.stream(Offset(100), 3)]
     return pescador.mux(k=4, lam=None, with_replacement=False, random_state=0)(pool)
 
+class BadRecord(ValueError):
+    pass
+
+def then_raise(upstream):  # (a source of __main__ over a recipe, raising a class of __main__ at its end)
+    yield from upstream
+    raise BadRecord("after the last item")
+
 def run(methods, paths):
     out = {"plain": [int(x["x"][0]) for x in recipe()]}
     for method in methods:
         out[method] = {}
         if "zmq" in paths:
-            out[method]["zmq"] = [int(x["x"][0]) for x in pescador.zmq_offload(start_method=method)(recipe())]
+            items = out[method]["zmq"] = []
+            try:
+                for x in pescador.zmq_offload(start_method=method)(pescador.stream(then_raise, recipe())):
+                    items.append(int(x["x"][0]))
+            except BadRecord as exc:  # (the consumer's own class: the worker's copy went back by value)
+                items.append(str(exc))
         if "torch" in paths:
             from pescador.torch import loader
             batches = loader(recipe(), num_workers=1, multiprocessing_context=method)
@@ -276,14 +288,15 @@ def _python(args: list, timeout: float, cwd: str) -> str:
 
 
 def _check(out: dict, paths: list) -> None:
-    """Each start method and path delivered the plain run's items, in its order (one worker)."""
+    """Each start method and path delivered the plain run's items, in its order (one worker); zmq_offload's
+    run then raised the exception of a class of ``__main__``, caught as that class."""
     plain = out.pop("plain")
     assert sorted(plain) == EXPECTED
     assert sorted(out) == sorted(METHODS)
     for method, delivered in out.items():
         assert sorted(delivered) == sorted(paths)
         for path, items in delivered.items():
-            assert items == plain, (method, path)
+            assert items == (plain + ["after the last item"] if path == "zmq" else plain), (method, path)
 
 
 # A DataLoader worker imports torch (seconds): the DataLoader runs under both start methods for
