@@ -174,8 +174,16 @@ def zmq_offload(
         How many random ports to try before giving up.
     start_method : None, "fork", "forkserver" or "spawn"
         How to start workers (see :mod:`multiprocessing`); None uses the
-        platform's default.  With "forkserver" and "spawn", the recipe is
-        pickled: it must be made of module-level functions.
+        platform's default.  Under "fork" the workers are copies of this
+        process and nothing is pickled.  Under "forkserver" and "spawn" the
+        recipe is sent by cloudpickle, once per run: functions, lambdas,
+        closures and classes defined in a notebook, ``python -c``, the
+        script being run or inside another function go by value, those of
+        importable modules by name.  What cannot travel (a live generator,
+        an open file, a socket, a lock, anything else that does not pickle)
+        is refused before any worker starts, with a
+        :class:`~pescador.PescadorError` naming it and where it sits in the
+        recipe.
     random_state : None or int
         The entropy from which the workers' seeds are spawned; an int makes
         every run start its workers with the same seeds.
