@@ -22,7 +22,8 @@ the recipe (the stage, the argument, the closure variable or global) and
 the fix: a live generator, an open file (cloudpickle would send a text
 file's contents instead), a socket, a lock, and anything else that does not
 pickle.  In-memory buffers (``io.BytesIO``, ``io.StringIO``) travel as
-copies of their contents.
+copies of their contents, and ``sys.stdout`` and ``sys.stderr`` as the
+worker's own.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import functools
 import io
 import pickle
 import socket
+import sys
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -42,6 +44,7 @@ import zmq
 
 from .core import Stream, Transform, _name, short_repr
 from .exceptions import PescadorError
+from .stage import _from_collection, _from_iterable
 
 __all__ = ["dumps", "loads", "check"]
 
@@ -73,19 +76,24 @@ _UNTRAVELLABLE = (
     ),
 )
 _IN_MEMORY = (io.BytesIO, io.StringIO)  # (buffers of data: they travel as copies)
+_ANY_UNTRAVELLABLE = tuple(t for types_, _, _ in _UNTRAVELLABLE for t in types_)
 _GENERIC_FIX = (
     "pass plain data (arrays, numbers, strings, paths) and create this object inside the generator function"
 )
 
 
-@functools.lru_cache(maxsize=None)
-def _kind(t: type) -> tuple | None:
-    """``(what it is, the fix)`` for a type whose instances cannot travel, else None."""
-    if issubclass(t, _IN_MEMORY):
+def _kind(value: Any) -> tuple | None:
+    """``(what it is, the fix)`` for an object that cannot travel at all, else None."""
+    if not isinstance(value, _ANY_UNTRAVELLABLE) or isinstance(value, _IN_MEMORY) or _standard(value):
         return None
-    for types_, what, fix in _UNTRAVELLABLE:
-        if issubclass(t, types_):
-            return what, fix
+    return next((what, fix) for types_, what, fix in _UNTRAVELLABLE if isinstance(value, types_))
+
+
+def _standard(value: Any) -> str | None:
+    """``"stdout"`` or ``"stderr"`` for this process's standard output or error (they travel as the worker's own)."""
+    for name in ("stdout", "stderr"):
+        if value is getattr(sys, name, None) or value is getattr(sys, f"__{name}__", None):
+            return name
     return None
 
 
@@ -101,8 +109,12 @@ class _Pickler(cloudpickle.Pickler):
     """cloudpickle's pickler, refusing what cannot travel before any reducer (cloudpickle's own too) sees it."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if _kind(type(obj)) is not None:
-            raise _CannotTravel(obj)
+        if isinstance(obj, _ANY_UNTRAVELLABLE):
+            standard = _standard(obj)
+            if standard is not None:
+                return getattr, (sys, standard)
+            if _kind(obj) is not None:
+                raise _CannotTravel(obj)
         return super().reducer_override(obj)
 
 
@@ -199,9 +211,8 @@ def refusal(recipe: Any, error: Exception, sending: str, otherwise: str = "") ->
 
 
 def _refusal(recipe: Any, error: Exception, sending: str, otherwise: str) -> PescadorError:
-    found = _culprit(recipe, (), error, set())
-    value, place, error = found if found is not None else (recipe, (), error)
-    kind = _kind(type(value))
+    value, place, error = _culprit(recipe, error)
+    kind = _kind(value)
     if kind is not None:
         what, fix = f"{kind[0]} ({_short(value)})", kind[1]
     else:
@@ -213,32 +224,34 @@ def _refusal(recipe: Any, error: Exception, sending: str, otherwise: str) -> Pes
     )
 
 
-def _culprit(value: Any, place: tuple, error: Exception, seen: set) -> tuple | None:
-    """The innermost part of ``value`` that does not pickle: ``(part, place, its error)``.
+def _culprit(value: Any, error: Exception) -> tuple:
+    """The innermost part of ``value`` that does not pickle: ``(part, its place, its error)``.
 
-    ``value`` itself does not (``error``); each of its parts is tried in
-    turn, and the search goes on in the first that fails.  Found only on
-    failure, so a recipe that travels pays nothing for it.
+    ``value`` itself does not (``error``); its parts are tried in turn, and
+    the search goes on in the first that fails.  Made only on failure, so a
+    recipe that travels pays nothing for it.
     """
-    if isinstance(error, _CannotTravel) and error.value is value:
-        return value, place, error
-    seen.add(id(value))
-    if len(place) < _MAX_DEPTH:
+    place: tuple = ()
+    seen = set()
+    while len(place) < _MAX_DEPTH and not (isinstance(error, _CannotTravel) and error.value is value):
+        seen.add(id(value))
         for label, part in _parts(value):
-            if id(part) in seen:
-                continue
-            part_error = _fails(part)
+            part_error = None if id(part) in seen else _fails(part)
             if part_error is not None:
-                return _culprit(part, place + (label,), part_error, seen)
+                value, place, error = part, place + (label,), part_error
+                break
+        else:  # (no part fails alone: it is this one)
+            break
     return value, place, error
 
 
 def _parts(value: Any) -> Iterator[tuple[str, Any]]:
     """The parts a pickle of ``value`` holds, each with its label in a refusal."""
     if isinstance(value, Stream):
-        name = value.step.name if value.step is not None else f"stream({_name(value.fn)})"
+        data = value.fn in (_from_collection, _from_iterable)  # (stream([...]): its items are its argument)
+        name = value.step.name if value.step is not None else "stream([...])" if data else f"stream({_name(value.fn)})"
         for i, arg in enumerate(value.args):
-            yield (name if value.step is not None and i == 0 else f"{name} argument {i + 1}"), arg
+            yield (name if (value.step is not None or data) and i == 0 else f"{name} argument {i + 1}"), arg
         for key, arg in value.kwargs.items():
             yield f"{name} {'parameter' if value.step is not None else 'keyword argument'} {key}", arg
         yield f"{name} function", value.fn

@@ -102,6 +102,7 @@ def test_main_functions_lambdas_and_closures_travel_by_value_module_functions_by
     assert pool[2].fn is counting  # (by reference: the very function, imported by name)
     assert pool[0].fn is not main["src"]  # (by value: a copy, with the global it reads)
     assert list(loads(dumps(stream(read, io.StringIO("in memory")), "test")))  # (a buffer of data travels)
+    assert loads(dumps(stream(read, sys.stderr), "test")).args == (sys.stderr,)  # (as the worker's own)
 
 
 # -- what cannot travel: refused by name, where it sits, with the fix, before any worker starts ----
@@ -204,8 +205,8 @@ def test_what_cannot_travel_to_ray_actors_is_refused_by_name_before_ray_starts(k
 
 # -- recipes of __main__ in real worker processes ---------------------------------------------------
 
-# What a user's __main__ holds: a function reading a global, a closure, a lambda and a class, all
-# defined there, under a mux (pescador's own stages travel by reference beside them), and an exception
+# What a user's __main__ holds: a function reading a global, a closure, a lambda, a class and an
+# @streamable function, all defined there, under a mux (pescador's own stages travel by reference beside them), and an exception
 # class of its own.  It prints, for each start method named on its command line, what each path delivered.
 MAIN = """
 import json, sys
@@ -223,6 +224,11 @@ def scaled(factor):
             yield {"x": np.array([i * factor])}
     return gen
 
+@pescador.streamable
+def counted(n):
+    for i in range(n):
+        yield {"x": np.array([i + 1000])}
+
 class Offset:
     def __init__(self, by):
         self.by = by
@@ -233,8 +239,8 @@ class Offset:
 def recipe():
     pool = [pescador.stream(src, 3), pescador.stream(scaled(7), 3),
             pescador.stream(lambda n: ({"x": np.array([-i])} for i in range(n)), 3),
-            pescador.stream(Offset(100), 3)]
-    return pescador.mux(k=4, lam=None, with_replacement=False, random_state=0)(pool)
+            pescador.stream(Offset(100), 3), counted(3)]
+    return pescador.mux(k=5, lam=None, with_replacement=False, random_state=0)(pool)
 
 class BadRecord(ValueError):
     pass
@@ -263,9 +269,9 @@ def run(methods, paths):
 if __name__ == "__main__":  # python ... spawn,forkserver zmq torch
     print(json.dumps(run(sys.argv[1].split(","), sys.argv[2:])))
 """
-# The items that recipe gives (one worker, one run of each source): i*10, i*7, -i and i+100 for i < 3.
+# The items that recipe gives (one worker, one run of each source): i*10, i*7, -i, i+100, i+1000 for i < 3.
 EXPECTED = sorted([i * 10 for i in range(3)] + [i * 7 for i in range(3)] + [-i for i in range(3)]
-                  + [i + 100 for i in range(3)])
+                  + [i + 100 for i in range(3)] + [i + 1000 for i in range(3)])
 
 
 def _python(args: list, timeout: float, cwd: str) -> str:
