@@ -117,12 +117,14 @@ def main(argv: list[str]) -> None:
     base_peak = _peak(lambda: _pickle(big))
     ours_peak = _peak(lambda: new(big))
     table("peak memory while serialising the 100 MB recipe (MiB, tracemalloc)",
-          ["pickle.dumps", "_pickling.dumps", "ratio"], [[f"{base_peak:.1f}", f"{ours_peak:.1f}", f"{ours_peak / base_peak:.2f}"]])
+          ["pickle.dumps", "_pickling.dumps", "ratio"],
+          [[f"{base_peak:.1f}", f"{ours_peak:.1f}", f"{ours_peak / base_peak:.2f}"]])
 
     old = lambda recipe, sending, otherwise="": pickle.dumps(recipe, protocol=pickle.HIGHEST_PROTOCOL)  # noqa: E731
     out = []
     for name in ("100 sources (a module's)", "1 source, 100 MB array"):
         recipe = cases[name]
-        base, ours = medians_side_by_side([lambda: _run(recipe, old), lambda: _run(recipe, _pickling.dumps)], args.repeat)
+        runs = [lambda: _run(recipe, old), lambda: _run(recipe, _pickling.dumps)]
+        base, ours = medians_side_by_side(runs, args.repeat)
         out.append([name, f"{base:.3f}", f"{ours:.3f}", f"{ours / base:.2f}"])
     table("a whole run, spawn, 1 worker (s, medians)", ["recipe", "pickle", "_pickling", "ratio"], out)

@@ -46,7 +46,7 @@ from .core import Stream, Transform, _name, short_repr
 from .exceptions import PescadorError
 from .stage import _from_collection, _from_iterable
 
-__all__ = ["dumps", "loads", "check"]
+__all__ = ["dumps", "loads", "check", "refusal"]
 
 _PROTOCOL = 5  # (out-of-band buffers: a check pass never copies an array)
 _MAX_DEPTH = 200  # how deep the search for what does not travel goes

@@ -281,7 +281,7 @@ class _Job:
     """What one worker is handed: the run's options, where to send, and its own share."""
 
     config: _Config
-    pickled: bool  # ``recipe`` is the recipe's bytes (spawn, forkserver: _pickling.dumps), else the recipe itself (fork)
+    pickled: bool  # ``recipe`` is its bytes (spawn, forkserver: _pickling.dumps), else the recipe itself (fork)
     recipe: Any
     endpoint: str
     consumer: int  # the consumer's pid

@@ -10,6 +10,7 @@ worker starts, naming the object, where it sits in the recipe and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import io
@@ -123,7 +124,14 @@ def no_process_starts(monkeypatch):
     assert not started, f"processes were started: {started}"
 
 
-def _untravellable(kind, tmp_path):
+@pytest.fixture
+def closing():
+    """Closes what a test opened, at its end."""
+    with contextlib.ExitStack() as stack:
+        yield stack
+
+
+def _untravellable(kind, tmp_path, closing):
     """A recipe holding something of ``kind`` that cannot travel: (recipe, where it sits, what it is, the fix)."""
     if kind == "generator":
         return (pipe(stream(first, counting(3)), buffer(2), take(3)),
@@ -131,19 +139,20 @@ def _untravellable(kind, tmp_path):
     if kind == "text file":
         path = tmp_path / "data.txt"
         path.write_text("some text")
-        handle = open(path)
+        handle = closing.enter_context(open(path))
         return stream(read, path=handle), "stream(read) keyword argument path", "an open file", "pass its path"
     if kind == "binary file":
-        handle = open(__file__, "rb")
+        handle = closing.enter_context(open(__file__, "rb"))
         return (pescador.mux(k=1)([stream(counting, 2), stream(read, handle)]),
                 "mux -> item [1] -> stream(read) argument 1", "an open file", "pass its path")
     if kind == "socket":
-        connection = socket.socket()
+        connection = closing.enter_context(socket.socket())
 
         def client(n):
             yield {"x": np.array([connection.fileno()])}
 
-        return stream(client, 1), "function -> closure of", "a socket", "pass its address"
+        return (stream(client, 1), "function -> closure of _untravellable.<locals>.client (variable 'connection')",
+                "a socket", "pass its address")
     if kind == "lock":
         main = _main_functions("def src(n):\n    with lock:\n        yield {'x': np.array([n])}\n")
         main["lock"] = threading.Lock()
@@ -152,10 +161,12 @@ def _untravellable(kind, tmp_path):
         return (stream(call, Holder(threading.RLock())), "stream(call) argument 1 -> attribute 'guard' of",
                 "a lock", "create it inside")
     if kind == "zmq context":
-        return (stream(functools.partial(call, zmq.Context())), "function -> partial argument 1", "a socket",
-                "pass its address")
+        context = closing.enter_context(zmq.Context())
+        return stream(functools.partial(call, context)), "function -> partial argument 1", "a socket", "pass its address"
     if kind == "anything that does not pickle":
-        return (stream(Reader(sqlite3.connect(":memory:")).rows),
+        connection = sqlite3.connect(":memory:")
+        closing.callback(connection.close)
+        return (stream(Reader(connection).rows),
                 "function -> the instance of bound method Reader.rows -> attribute 'connection' of",
                 "sqlite3.Connection", "create this object inside the generator function")
     raise AssertionError(kind)
@@ -166,8 +177,8 @@ KINDS = ["generator", "text file", "binary file", "socket", "lock", "rlock", "zm
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_what_cannot_travel_to_spawned_workers_is_refused_by_name(kind, tmp_path, no_process_starts):
-    recipe, where, what, fix = _untravellable(kind, tmp_path)
+def test_what_cannot_travel_to_spawned_workers_is_refused_by_name(kind, tmp_path, closing, no_process_starts):
+    recipe, where, what, fix = _untravellable(kind, tmp_path, closing)
     with pytest.raises(PescadorError) as info:
         list(zmq_offload(start_method="spawn")(recipe))
     message = str(info.value)
@@ -178,10 +189,10 @@ def test_what_cannot_travel_to_spawned_workers_is_refused_by_name(kind, tmp_path
 
 @pytest.mark.skipif(not HAS_TORCH, reason="PyTorch is not installed (make test-frameworks installs it)")
 @pytest.mark.parametrize("kind", ["generator", "text file", "lock"])
-def test_what_cannot_travel_to_dataloader_workers_is_refused_by_name(kind, tmp_path, no_process_starts):
+def test_what_cannot_travel_to_dataloader_workers_is_refused_by_name(kind, tmp_path, closing, no_process_starts):
     import pescador.torch
 
-    recipe, where, what, fix = _untravellable(kind, tmp_path)
+    recipe, where, what, fix = _untravellable(kind, tmp_path, closing)
     loader = pescador.torch.loader(recipe, num_workers=2, multiprocessing_context="forkserver")
     with pytest.raises(PescadorError) as info:
         list(loader)
@@ -192,9 +203,9 @@ def test_what_cannot_travel_to_dataloader_workers_is_refused_by_name(kind, tmp_p
 
 
 @pytest.mark.parametrize("kind", ["text file", "lock"])
-def test_what_cannot_travel_to_ray_actors_is_refused_by_name_before_ray_starts(kind, tmp_path, monkeypatch):
+def test_what_cannot_travel_to_ray_actors_is_refused_by_name_before_ray_starts(kind, tmp_path, closing, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # (Ray cannot be imported: a refusal must come first)
-    recipe, where, what, fix = _untravellable(kind, tmp_path)
+    recipe, where, what, fix = _untravellable(kind, tmp_path, closing)
     with pytest.raises(PescadorError) as info:
         list(pescador.ray_offload()(recipe))
     message = str(info.value)
@@ -206,8 +217,9 @@ def test_what_cannot_travel_to_ray_actors_is_refused_by_name_before_ray_starts(k
 # -- recipes of __main__ in real worker processes ---------------------------------------------------
 
 # What a user's __main__ holds: a function reading a global, a closure, a lambda, a class and an
-# @streamable function, all defined there, under a mux (pescador's own stages travel by reference beside them), and an exception
-# class of its own.  It prints, for each start method named on its command line, what each path delivered.
+# @streamable function, all defined there, under a mux (pescador's own stages travel by reference
+# beside them), and an exception class of its own.  It prints, for each start method named on its
+# command line, what each path delivered.
 MAIN = """
 import json, sys
 import numpy as np, pescador
