@@ -51,8 +51,11 @@ def cluster():
 def _alive_actors() -> list:
     from ray.util.state import list_actors
 
-    return [a for a in list_actors(filters=[("state", "!=", "DEAD")], raise_on_missing_output=False)
-            if a.class_name == "_Share"]
+    # (the address of this session's cluster: left out, the state API picks the latest Ray instance on the
+    # machine, which may be another test run's)
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "!=", "DEAD")],
+                         raise_on_missing_output=False)
+    return [a for a in actors if a.class_name == "_Share"]
 
 
 def _no_actor_left(seconds: float = 60.0) -> list:
