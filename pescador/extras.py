@@ -41,10 +41,12 @@ class _Streamable:
 
     def __reduce__(self) -> Any:
         # As a decorator, the module's name for the function is this wrapper:
-        # pickle it by that name.  Otherwise (``s = streamable(fn)``), wrap
-        # the function again on the other side.
+        # pickle it by that name.  Otherwise (``s = streamable(fn)``, or in
+        # ``__main__``, which a worker cannot import: a notebook, python -c),
+        # wrap the function again on the other side (cloudpickle sends a
+        # function of ``__main__`` by value: pescador._pickling).
         module = sys.modules.get(self.__module__)
-        if module is not None and getattr(module, self.__qualname__, None) is self:
+        if self.__module__ != "__main__" and module is not None and getattr(module, self.__qualname__, None) is self:
             return self.__qualname__
         return (streamable, (self.__wrapped__,))
 

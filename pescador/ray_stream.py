@@ -92,7 +92,7 @@ from typing import Any
 
 import numpy as np
 
-from . import wire
+from . import _pickling, wire
 from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Offloaded, start_share
@@ -512,10 +512,7 @@ class _Run:
         try:
             self.recipe = ray.put(upstream)
         except Exception as exc:
-            raise PescadorError(
-                f"ray_offload: the recipe cannot be sent to Ray actors, because it cannot be serialised: "
-                f"{type(exc).__name__}: {exc}"
-            ) from None
+            raise _pickling.refusal(upstream, exc, _SENDING) from None
         rank, world = rank_info()
         self.infos = [compose(WorkerInfo(w, config.workers, seeds[w]), rank, world) for w in range(config.workers)]
         self.options = dict(config.resources or {}, max_restarts=0, max_task_retries=0)
@@ -545,10 +542,14 @@ class _Run:
                 pass
 
 
+_SENDING = "ray_offload: the recipe cannot be sent to Ray actors"
+
+
 def _run(upstream: Any, config: _Config, starts: list, per_item: bool, delivered: dict, seeds: list,
          most: int | None = None) -> Iterator:
     """A run: start the actors (share ``w`` with ``seeds[w]``, from ``starts[w]``, bounded by ``most``
     items), yield their items, fail over, and always kill the actors."""
+    _pickling.check(upstream, _SENDING)  # (before Ray starts: Ray would send a text file's contents)
     ray = _ray()
     run = _Run(ray, upstream, config, per_item, seeds, most)
     slots = []

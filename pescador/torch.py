@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _pickling
 from .core import Stream, stream
 from .exceptions import PescadorError
 from .extras import epoch_length
@@ -204,8 +205,24 @@ class StreamDataset(IterableDataset):
         self._epoch[1] += 1
         return np.random.SeedSequence(base, spawn_key=(info.id, epoch))
 
+    def __reduce__(self) -> tuple:
+        """Pickled (for ``DataLoader`` workers not started by ``fork``) as :mod:`pescador._pickling` sends a recipe.
+
+        So a recipe defined in a notebook or ``__main__`` travels by value, and
+        what cannot travel is refused by name when the ``DataLoader`` starts
+        its workers, before any of them runs.
+        """
+        sending = "pescador.torch: the dataset's recipe cannot be sent to DataLoader workers not started by 'fork'"
+        fix = "or give the DataLoader multiprocessing_context='fork', where the platform has it"
+        return _unpickled, (_pickling.dumps(self.recipe, sending, fix), self.collate)
+
     def __repr__(self) -> str:
         return f"StreamDataset({self.recipe!r}{', collate=True' if self.collate else ''})"
+
+
+def _unpickled(recipe: bytes, collate: bool) -> StreamDataset:
+    """A :class:`StreamDataset` from its pickle (in a DataLoader worker)."""
+    return StreamDataset(_pickling.loads(recipe), collate=collate)
 
 
 def _batch_size(frame: Any) -> Any:

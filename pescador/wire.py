@@ -68,6 +68,7 @@ import threading
 import time
 from typing import Any
 
+import cloudpickle
 import msgpack
 import msgpack_numpy
 import numpy as np
@@ -772,11 +773,22 @@ def _plain_args(error: BaseException) -> list | None:
 
 
 def _pickled(error: BaseException) -> bytes | None:
-    """``error`` pickled, if it is an Exception that pickles, unpickles to its own type and is not too big."""
+    """``error`` pickled, if it is an Exception that pickles, unpickles to its own type and is not too big.
+
+    Its class goes by reference where the consumer has it under its name
+    (its module, or ``__main__`` in a forked worker), else by value, as the
+    recipe came (:mod:`pescador._pickling`): a class of ``__main__`` that the
+    recipe brought by value (a notebook's, a script's) goes back by value,
+    and cloudpickle makes it the consumer's own class again, so ``except
+    BadRecord`` catches it there.
+    """
     if not isinstance(error, Exception):
         return None
     try:
-        data = pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # (a class this process has by value only)
+            data = cloudpickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) > PICKLE_MAX or type(pickle.loads(data)) is not type(error):
             return None
     except Exception:  # arguments that do not pickle, or that do not fit the constructor
@@ -1023,8 +1035,7 @@ _NOT_REBUILT = (StopIteration, StopAsyncIteration)
 
 
 def _unpickled(data: bytes) -> Exception | None:
-    """A trusted worker's pickled exception.  (A spawned worker's ``__main__`` classes pickle as
-    ``__mp_main__``, which multiprocessing makes an alias of the consumer's ``__main__``.)"""
+    """A trusted worker's pickled exception (see :func:`_pickled`)."""
     try:
         error = pickle.loads(data)
     except Exception:  # a class not importable here, or a constructor that refuses the arguments

@@ -69,7 +69,6 @@ import multiprocessing
 import multiprocessing.connection
 import numbers
 import os
-import pickle
 import random
 import secrets
 import select
@@ -87,7 +86,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from . import _report, wire
+from . import _pickling, _report, wire
 from .core import ItemTransform, OneStream, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Offloaded, start_share
@@ -178,8 +177,16 @@ def zmq_offload(
         How many random ports to try before giving up.
     start_method : None, "fork", "forkserver" or "spawn"
         How to start workers (see :mod:`multiprocessing`); None uses the
-        platform's default.  With "forkserver" and "spawn", the recipe is
-        pickled: it must be made of module-level functions.
+        platform's default.  Under "fork" the workers are copies of this
+        process and nothing is pickled.  Under "forkserver" and "spawn" the
+        recipe is sent by cloudpickle, once per run: functions, lambdas,
+        closures and classes defined in a notebook, ``python -c``, the
+        script being run or inside another function go by value, those of
+        importable modules by name.  What cannot travel (a live generator,
+        an open file, a socket, a lock, anything else that does not pickle)
+        is refused before any worker starts, with a
+        :class:`~pescador.PescadorError` naming it and where it sits in the
+        recipe.
     random_state : None or int
         The entropy from which the workers' seeds are spawned; an int makes
         every run start its workers with the same seeds.
@@ -277,7 +284,7 @@ class _Job:
     """What one worker is handed: the run's options, where to send, and its own share."""
 
     config: _Config
-    pickled: bool  # ``recipe`` is the recipe's pickle (spawn, forkserver), else the recipe itself (fork)
+    pickled: bool  # ``recipe`` is its bytes (spawn, forkserver: _pickling.dumps), else the recipe itself (fork)
     recipe: Any
     endpoint: str
     consumer: int  # the consumer's pid
@@ -296,18 +303,11 @@ class _Job:
 
 
 def _payload(upstream: Any, method: str) -> tuple:
-    """What a worker receives: the recipe itself under fork, else its pickle."""
+    """What a worker receives: the recipe itself under fork, else its bytes (:mod:`pescador._pickling`)."""
     if method == "fork":
         return False, upstream
-    try:
-        return True, pickle.dumps(upstream, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise PescadorError(
-            f"zmq_offload: the recipe cannot be sent to workers started with {method!r}, because it "
-            f"cannot be pickled: {type(exc).__name__}: {exc}. Build recipes from module-level functions "
-            "and picklable arguments (no lambdas, closures, open files or sockets), or use "
-            "start_method='fork'"
-        ) from None
+    sending = f"zmq_offload: the recipe cannot be sent to workers started with {method!r}"
+    return True, _pickling.dumps(upstream, sending, "or use start_method='fork', where the platform has it")
 
 
 def _bind(sock: zmq.Socket, transport: str, min_port: int, max_port: int, max_tries: int) -> tuple:
@@ -821,7 +821,7 @@ def _worker(job: _Job) -> None:
         link = _Link(sock)
         outbox = wire.Outbox(link.send, link.writable, job.config.batch_wait, job.config.copy)
         try:
-            recipe = pickle.loads(job.recipe) if job.pickled else job.recipe
+            recipe = _pickling.loads(job.recipe) if job.pickled else job.recipe
             set_worker_info(WorkerInfo(job.wid, job.config.workers, job.seed))
             _seed_globals(job.seed)
             reporter = _report.worker_start(recipe, job.report, job.wid, context)

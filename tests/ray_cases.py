@@ -51,8 +51,11 @@ def cluster():
 def _alive_actors() -> list:
     from ray.util.state import list_actors
 
-    return [a for a in list_actors(filters=[("state", "!=", "DEAD")], raise_on_missing_output=False)
-            if a.class_name == "_Share"]
+    # (the address of this session's cluster: left out, the state API picks the latest Ray instance on the
+    # machine, which may be another test run's)
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("state", "!=", "DEAD")],
+                         raise_on_missing_output=False)
+    return [a for a in actors if a.class_name == "_Share"]
 
 
 def _no_actor_left(seconds: float = 60.0) -> list:
@@ -164,6 +167,23 @@ def test_items_and_sharding(cluster):
     assert all(not item["x"].flags.writeable for item in got)  # (views of the object store)
     copied = list(pescador.ray_offload(workers=1, copy=True)(pescador.stream(sharded, 10)))
     assert all(item["x"].flags.writeable for item in copied)
+
+
+def test_a_recipe_of_main_runs_on_the_actors(cluster):
+    """Functions, closures and lambdas of ``__main__`` (a notebook's cells) travel by value (Ray's cloudpickle)."""
+    main = {"__name__": "__main__", "np": np}  # (what it defines cannot be imported by name, as in a notebook)
+    exec(
+        "k = 10\n"
+        "def src(n):\n"
+        "    for i in range(n):\n"
+        "        yield {'x': np.array([[i * k, 0]])}\n"
+        "def scaled(factor):\n"
+        "    return lambda n: ({'x': np.array([[i * factor, 1]])} for i in range(n))\n",
+        main,
+    )
+    recipe = pescador.mux(k=2, lam=None, with_replacement=False, random_state=0)(
+        [pescador.stream(main["src"], 3), pescador.stream(main["scaled"](7), 3)])
+    assert rows(pescador.ray_offload(workers=2)(recipe)) == rows(recipe)
 
 
 def test_node_removed_mid_run(cluster):

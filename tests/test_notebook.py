@@ -1,4 +1,4 @@
-"""pescador in a Jupyter notebook: cells run in a real kernel (tests/notebook.py), as a user runs them.
+"""pescador in a Jupyter notebook: cells run in a real kernel (tests/notebook_cells.py), as a user runs them.
 
 One kernel serves the module (starting one takes a second or two); each
 test runs its own cells in it, with names of its own.
@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from notebook import Kernel, errors, images, text
+from notebook_cells import Kernel, errors, images, text
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -4,6 +4,11 @@
         outputs = kernel.run("import pescador", "stats.plot()")[-1]
         assert len(images(outputs)) == 1
 
+    outputs = run_cells(["x = 1", "print(x)"], timeout=60)   # a kernel for these cells alone
+    assert printed(outputs[1]) == "1\n"
+
+(Not ``notebook.py``: that would shadow Jupyter's own ``notebook`` package.)
+
 A :class:`Kernel` is a fresh IPython kernel on this interpreter, started in
 its own process group (so that whatever it starts, worker processes
 included, goes with it), with matplotlib's inline backend (as in Jupyter),
@@ -21,19 +26,21 @@ import base64
 import os
 import signal
 import tempfile
+import re
+from collections.abc import Sequence
 from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
 
-__all__ = ["Kernel", "images", "text", "errors"]
+__all__ = ["Kernel", "run_cells", "images", "text", "printed", "errors"]
 
 
 class Kernel:
     """A fresh Jupyter kernel for a ``with`` block: :meth:`run` executes cells in it."""
 
-    def __init__(self, timeout: float = 60.0) -> None:
-        self.timeout = timeout
+    def __init__(self, timeout: float = 60.0, cwd: str | None = None) -> None:
+        self.timeout, self.cwd = timeout, cwd
         self.nb = nbformat.v4.new_notebook()
         self._tmp: Any = None
         self._setup: Any = None
@@ -45,7 +52,7 @@ class Kernel:
         env.pop("MPLBACKEND", None)  # (the kernel chooses matplotlib's inline backend, as in Jupyter)
         self.client = NotebookClient(self.nb, timeout=self.timeout, startup_timeout=self.timeout,
                                      kernel_name="python3", allow_errors=True, shutdown_kernel="immediate",
-                                     resources={"metadata": {"path": self._tmp.name}})
+                                     resources={"metadata": {"path": self.cwd or self._tmp.name}})
         self.client.km = self.client.create_kernel_manager()
         self.client.km.connection_file = os.path.join(self._tmp.name, "kernel.json")
         self.client.km.transport, self.client.km.ip = "ipc", os.path.join(self._tmp.name, "kernel")  # (no TCP port)
@@ -86,6 +93,18 @@ class Kernel:
             self._tmp = None
 
 
+def run_cells(cells: Sequence[str], timeout: float = 60.0, cwd: str | None = None) -> list[list[dict]]:
+    """Execute ``cells`` in a kernel of their own (working directory ``cwd``), in order; each cell's outputs.
+
+    A cell that raises does not stop the run (its outputs end with an
+    ``error`` output); one that takes more than ``timeout`` seconds stops it
+    with nbclient's ``CellTimeoutError``.  The kernel and whatever it started
+    are killed either way.
+    """
+    with Kernel(timeout, cwd) as kernel:
+        return kernel.run(*cells)
+
+
 def images(outputs: list[dict]) -> list[bytes]:
     """The PNG images among a cell's outputs (displayed or returned), in order."""
     return [base64.b64decode(out["data"]["image/png"]) for out in outputs
@@ -100,3 +119,21 @@ def text(outputs: list[dict], name: str = "stdout") -> str:
 def errors(outputs: list[dict]) -> list[str]:
     """The errors a cell raised, as ``"Name: message"``."""
     return [f"{out['ename']}: {out['evalue']}" for out in outputs if out.get("output_type") == "error"]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # (IPython colours its tracebacks)
+
+
+def printed(outputs: list[dict]) -> str:
+    """A cell's printed text (stdout and stderr) and its ``text/plain`` results, joined; raises for an error."""
+    out = []
+    for output in outputs:
+        kind = output["output_type"]
+        if kind == "error":
+            trace = _ANSI.sub("", "\n".join(output["traceback"]))
+            raise AssertionError(f"the cell raised {output['ename']}: {output['evalue']}\n{trace}")
+        if kind == "stream":
+            out.append(output["text"])
+        elif "text/plain" in output.get("data", {}):
+            out.append(output["data"]["text/plain"] + "\n")
+    return "".join(out)
