@@ -93,6 +93,7 @@ from . import wire
 from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Offloaded, start, tracked
+from .stage import delivered as _delivered  # (ray's _receive has a parameter of that name)
 from .workers import WorkerInfo, compose, rank_info, set_worker_info
 
 __all__ = ["ray_offload", "FailoverWarning"]
@@ -474,7 +475,7 @@ class _RayOffload(Offloaded):
     name, unit, Config = "ray_offload", "actor", _Config
 
     def launch(self, upstream: Any) -> Iterator:
-        return _run(upstream, self.config, self.starts, self.tracked, self.delivered)
+        return _run(upstream, self.config, self.starts, self.skips, self.tracked, self.delivered)
 
 
 @dataclasses.dataclass
@@ -534,11 +535,11 @@ class _Run:
                 pass
 
 
-def _run(upstream: Any, config: _Config, starts: list, per_item: bool, delivered: dict) -> Iterator:
+def _run(upstream: Any, config: _Config, starts: list, skips: list, per_item: bool, delivered: dict) -> Iterator:
     """A run: start the actors, yield their items, fail over, and always kill the actors."""
     ray = _ray()
     run = _Run(ray, upstream, config, per_item)
-    slots = [_Slot(w, None if starts[w] is None else json.dumps(starts[w])) for w in range(config.workers)]
+    slots = [_Slot(w, None if starts[w] is None else json.dumps(starts[w]), skips[w]) for w in range(config.workers)]
     try:
         for slot in slots:
             run.launch(slot)
@@ -582,7 +583,7 @@ def _receive(run: _Run, slots: list, delivered: dict) -> Iterator:
                 slot.skip += len(items)
             if run.per_item:  # (a resumable run: each item's state once it is delivered)
                 for item, (_, state) in zip(items, states):
-                    delivered[slot.wid] = state
+                    _delivered(delivered, slot.wid, state)
                     yield item
             else:
                 yield from items

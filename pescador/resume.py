@@ -33,10 +33,12 @@ resumable run starts (the state of a run that draws from entropy could not
 be reproduced).
 
 Through ``zmq_offload`` each worker runs its part of the recipe resumably
-and sends its state with every item; the state of the run holds, for each
-worker, its state after the last of its items that was delivered, so items
-in flight when the checkpoint is taken are produced again after a resume,
-not lost.  With one worker the resumed run continues exactly; with several,
+and sends its state with an item now and then (at most about every 10 ms
+of its work); the state of the run holds, for each worker, the latest such
+state delivered and the count of its items delivered since, so a resumed
+worker starts there and draws those items again and drops them: it goes on
+after the last of its items that was delivered, and items in flight when
+the checkpoint is taken are produced again after a resume, not lost.  With one worker the resumed run continues exactly; with several,
 each worker's items continue exactly, and they interleave as they arrive,
 as in any run of several workers.  Sources must own their randomness (a
 seeded generator made from their arguments): the legacy global

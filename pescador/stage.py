@@ -627,10 +627,14 @@ class Offloaded(Stage):
     processes, ray_offload's actors): their items, as they arrive.
 
     Started inside a resumable run (:func:`tracking`) or from a state, the
-    shares send their state with their items, and ``state()`` is, for each
-    share, its state after the last of its items that was delivered (so
-    items in flight are produced again after a resume, not lost), or the
-    state it started from.  A plain run's shares send no state.
+    shares send their state with some of their items (how often is the
+    share's business: a state costs what ``state()`` and JSON cost), and
+    ``state()`` says, for each share, where it is after the last of its items
+    that was delivered (so items in flight are produced again after a
+    resume, not lost): the latest state delivered with one of its items (or
+    the state it started from) in ``"workers"``, and in ``"skip"`` how many
+    items it delivered after that one, which a resumed share draws again
+    and drops.  A plain run's shares send no state.
 
     A subclass sets ``name`` (the stage's name in messages), ``unit`` (what
     runs a share: "worker", "actor"), ``Config`` (its frozen options, with
@@ -645,13 +649,19 @@ class Offloaded(Stage):
     def __init__(self, upstream: Any, state: dict | None = None, **options: Any) -> None:
         self.config = self.Config(**options)
         self.tracked = tracking() or state is not None
-        self.starts = [None] * self.config.workers if state is None else self._check_state(state)
-        self.delivered: dict = {}  # share -> its state (JSON text) after its last delivered item
+        workers = self.config.workers
+        self.starts, self.skips = ([None] * workers, [0] * workers) if state is None else self._check_state(state)
+        # share -> [its latest state delivered (JSON text, None: its start from nothing), items delivered since]
+        self.delivered: dict = {
+            w: [None if start is None else json.dumps(start), skip]
+            for w, (start, skip) in enumerate(zip(self.starts, self.skips))
+        }
         self.run = self.launch(upstream)
 
     def launch(self, upstream: Any) -> Iterator:
-        """The run's items, from ``self.starts`` (states to start each share from, or None), recording in
-        ``self.delivered`` each share's state after its delivered items when ``self.tracked``."""
+        """The run's items, from ``self.starts`` (states to start each share from, or None) and ``self.skips``
+        (items each then draws and drops); when ``self.tracked``, recording in ``self.delivered`` where each
+        share is after its delivered items (:func:`delivered`)."""
         raise NotImplementedError
 
     def __next__(self) -> Any:
@@ -667,34 +677,40 @@ class Offloaded(Stage):
                 f"{self.name}: this run's {self.unit}s send no state with their items, because it was not "
                 "started as a resumable run; run the recipe with pescador.resumable(recipe) to checkpoint it"
             )
+        shares = [self.delivered[w] for w in range(self.config.workers)]
         return {
-            "workers": [
-                json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
-                for w in range(self.config.workers)
-            ]
+            "workers": [None if text is None else json.loads(text) for text, _ in shares],
+            "skip": [skip for _, skip in shares],
         }
 
-    def _check_state(self, state: Any) -> list:
-        """The shares' states from a state of this stage: a list of ``workers`` entries, each null or a dict
-        (what is inside each is checked by the share's own stages, where it runs)."""
+    def _check_state(self, state: Any) -> tuple:
+        """The shares' states and skips from a state of this stage: ``workers`` entries, each null or a dict
+        (what is inside each is checked by the share's own stages, where it runs), and as many counts."""
         where = f"{self.name}(workers={self.config.workers})"
-        entries = check_list(check_fields(state, ("workers",), where), "workers", where, length=self.config.workers)
+        fields = check_fields(state, ("workers", "skip"), where)
+        entries = check_list(fields, "workers", where, length=self.config.workers)
         for wid, entry in enumerate(entries):
             if entry is not None and not isinstance(entry, dict):
                 raise PescadorError(
                     f"resumable: the state of {where}: field 'workers' entry {wid} ({self.unit} {wid}'s state) "
                     f"must be null or a dict; got {repr(entry)[:80]}"
                 )
-        return list(entries)
+        skips = check_list(fields, "skip", where, length=self.config.workers)
+        skips = [check_int({"skip": skip}, "skip", where + f" ({self.unit} {wid})", 0) for wid, skip in enumerate(skips)]
+        return list(entries), skips
 
     @classmethod
     def is_one_to_one(cls, params: dict) -> bool:
         return cls.Config(**params).workers == 1  # (several shares each run the recipe, and interleave)
 
 
-def _copy_of(value: Any) -> Any:
-    """A copy of a JSON-able value (so that a state handed out is not the run's own)."""
-    return None if value is None else json.loads(json.dumps(value))
+def delivered(shares: dict, share: int, state: str | None) -> None:
+    """Record in ``shares`` (``Offloaded.delivered``) that an item of ``share`` was delivered, with the
+    share's state after it (JSON text), or None where none came with it."""
+    if state is None:
+        shares[share][1] += 1
+    else:
+        shares[share] = [state, 0]
 
 
 def set_rng_state(rng: Any, value: Any, where: str, name: str) -> None:

@@ -78,9 +78,10 @@ def test_bad_options_are_refused_at_once(options, kind, message):
 @pytest.mark.parametrize(
     "state, message",
     [
-        ({"workers": [None]}, "field 'workers' must have 2 entries; got 1"),
-        ({"workers": [None, 3]}, "entry 1 .* must be null or a dict; got 3"),
-        ({"shares": [None, None]}, "missing \\['workers'\\]"),
+        ({"workers": [None], "skip": [0, 0]}, "field 'workers' must have 2 entries; got 1"),
+        ({"workers": [None, 3], "skip": [0, 0]}, "entry 1 .* must be null or a dict; got 3"),
+        ({"workers": [None, None], "skip": [0, -1]}, "field 'skip' must be an integer >= 0; got -1"),
+        ({"shares": [None, None]}, "missing \\['workers', 'skip'\\]"),
     ],
 )
 def test_bad_states_are_refused_before_ray_starts(state, message):
