@@ -368,7 +368,7 @@ def main(argv):
             took = statistics.median(r["time"] for r in runs)
             limit = statistics.median(r["limit"] for r in runs)
             scale = "us" if unit == "batch" else "ns"
-            rows.append([workload, path, f"{took:.3g} {scale}/{unit}", f"{limit:.3g} {scale}/{unit}",
+            rows.append([workload, path, f"{_cell(took)} {scale}/{unit}", f"{_cell(limit)} {scale}/{unit}",
                          f"{limit / took:.2f}"])
     if rows:
         _table(f"in one process, through the 1.0 / 3.x calls; medians of {args.repeat} processes",
