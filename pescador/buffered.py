@@ -541,8 +541,8 @@ class _Buffer(Stage):
             if not _held(arrays, len(views or ())):
                 del self.spares[i]
                 targets, rows_of = arrays, views
-                if rows_of is None and len(arrays) == 1:  # (filled again: its rows as views pay from now on)
-                    rows_of = list(arrays[0])
+                if rows_of is None and len(arrays) == 1 and arrays[0].ndim > 1:  # (filled again: its rows as
+                    rows_of = list(arrays[0])  # views, each referring to it, pay from now on; a 1-d key's are numbers)
                 break
         if targets is None:
             targets = list(_empty_batch(self.layout, self.n).values())
