@@ -32,7 +32,6 @@ import statistics
 import time
 
 import pescador
-from pescador.stage import start_plain
 
 from ._util import table
 
@@ -80,6 +79,8 @@ def workloads(n: int, plain: bool = False) -> list:
         ("iter(Streamer(gen))", lambda: _drain(streamer), "raw generator loop", raw),
     ]
     if plain:
+        from pescador.stage import start_plain
+
         rows[2:2] = [
             ("start_plain(take(n))", lambda: _drain(start_plain(taken)), "islice(gen(), n)", rows[1][3]),
             ("start_plain(cycle(n))", lambda: _drain(start_plain(cycled)), "gen() run again, by hand", hand_cycle),
