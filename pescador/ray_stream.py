@@ -96,6 +96,7 @@ from . import wire
 from .core import ItemTransform, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Offloaded, start_share
+from .stage import delivered as _delivered  # (ray's _receive has a parameter of that name)
 from .workers import WorkerInfo, compose, rank_info, set_worker_info, worker_info
 
 __all__ = ["ray_offload", "FailoverWarning"]
@@ -483,7 +484,11 @@ class _RayOffload(Offloaded):
     name, unit, Config = "ray_offload", "actor", _Config
 
     def launch(self, upstream: Any) -> Iterator:
-        return _run(upstream, self.config, self.starts, self.tracked, self.delivered, self.seeds(), self.most)
+        return _run(upstream, self.config, self.starts, self.skips, self.tracked, self.delivered, self.seeds(),
+                    self.most)
+
+    def skip_bound(self) -> int:
+        return self.config.chunk  # (a resumable run's actors send their state with every item of a chunk)
 
 
 @dataclasses.dataclass
@@ -545,16 +550,16 @@ class _Run:
                 pass
 
 
-def _run(upstream: Any, config: _Config, starts: list, per_item: bool, delivered: dict, seeds: list,
+def _run(upstream: Any, config: _Config, starts: list, skips: list, per_item: bool, delivered: dict, seeds: list,
          most: int | None = None) -> Iterator:
-    """A run: start the actors (share ``w`` with ``seeds[w]``, from ``starts[w]``, bounded by ``most``
-    items), yield their items, fail over, and always kill the actors."""
+    """A run: start the actors (share ``w`` with ``seeds[w]``, from ``starts[w]`` and dropping ``skips[w]``
+    items, bounded by ``most`` items), yield their items, fail over, and always kill the actors."""
     ray = _ray()
     run = _Run(ray, upstream, config, per_item, seeds, most)
     slots = []
     for w in range(config.workers):
         text = None if starts[w] is None else json.dumps(starts[w])
-        slots.append(_Slot(w, text, first=text))
+        slots.append(_Slot(w, text, first=text, skip=skips[w]))
     try:
         for slot in slots:
             run.launch(slot)
@@ -598,7 +603,7 @@ def _receive(run: _Run, slots: list, delivered: dict) -> Iterator:
                 slot.skip += len(items)
             if run.per_item:  # (a resumable run: each item's state once it is delivered)
                 for item, (_, state) in zip(items, states):
-                    delivered[slot.wid] = state
+                    _delivered(delivered, slot.wid, state)
                     yield item
             else:
                 yield from items

@@ -24,8 +24,8 @@ The header is a msgpack array whose first element is the kind of message:
   C-contiguous block of shape ``(count, *shape)``, inline when it is small);
   any other value's field is ``[key]``.  ``values`` is nil when every
   field is an array, else one list per item of its other values, in field
-  order.  ``states`` is nil, or one state (JSON text) per item: the
-  sender's state after that item.  The consumer views each block once and
+  order.  ``states`` is nil, or one entry per item: the sender's state
+  after that item (JSON text), or nil where it did not send one.  The consumer views each block once and
   hands out its rows, one item at a time, in order.
 - ``[END]``: the worker's stream ended.
 - ``[ERROR, text, [module, qualname, args, pickled]]``: the worker's
@@ -492,7 +492,7 @@ class _Batch:
                 fields.append([key, block.dtype.str, list(shape), _data(block, False, frames)])
             else:
                 fields.append([part])
-        states = self.states if self.states[0] is not None else None
+        states = self.states if any(state is not None for state in self.states) else None
         header = [BATCH, self.count, fields, self.values or None, states]
         try:
             frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
@@ -1167,8 +1167,9 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
     elif values is not None:
         raise _malformed("a batch of arrays only, with values")
     if states is not None and (
-        not isinstance(states, list) or len(states) != count or not all(type(state) is str for state in states)
+        not isinstance(states, list) or len(states) != count
+        or not all(state is None or type(state) is str for state in states)
     ):
-        raise _malformed(f"a batch's states are not {count} strings")
+        raise _malformed(f"a batch's states are not {count} strings or nils")
     columns = [[row[c] for row in values] if type(c) is int else [row.copy() for row in c] for c in columns]
     return [dict(zip(keys, row)) for row in zip(*columns)], states

@@ -54,9 +54,11 @@ Resumable runs
 --------------
 One stage, :class:`_Offload`, runs plain and resumable runs alike.  In a
 resumable run (:func:`pescador.resumable`) each worker starts its share
-with :func:`pescador.stage.start` and sends its state with each item; the
-stage's state is each worker's state after its last delivered item.  A
-plain run's workers send no state.  This module runs stages through
+with :func:`pescador.stage.start` and sends its state with an item now and
+then (``STATE_EVERY``), not with each: the stage's state is, for each
+worker, the latest state delivered and the items it delivered since, which
+a resumed worker draws again and drops, so that it continues after its
+last delivered item.  A plain run's workers send no state.  This module runs stages through
 :mod:`pescador.stage` alone: it does not import :mod:`pescador.resume`.
 """
 
@@ -90,7 +92,7 @@ import zmq
 from . import _report, wire
 from .core import ItemTransform, OneStream, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
-from .stage import Offloaded, start_share
+from .stage import Offloaded, delivered, replay, start_share
 from .workers import WorkerInfo, set_worker_info, worker_info
 
 __all__ = ["zmq_offload"]
@@ -281,12 +283,13 @@ class _Job:
     recipe: Any
     endpoint: str
     consumer: int  # the consumer's pid
-    tracked: bool  # a resumable run: send this worker's state with each item
+    tracked: bool  # a resumable run: send this worker's state with its items (now and then: _send_items)
     wid: int = 0
     identity: bytes = b""
     seed: Any = None  # its np.random.SeedSequence
     state: Any = None  # where its share resumes (a tracked run), or None: from the start
     most: Any = None  # the most items its share can have given before ``state`` (None: unbounded)
+    skip: int = 0  # items it then draws and drops (delivered after that state, before the checkpoint)
     report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
 
 
@@ -361,17 +364,22 @@ class _Offload(Offloaded):
     starts_processes = True
 
     def launch(self, upstream: Any) -> Iterator:
-        return _run(upstream, self.config, self.starts if self.tracked else None, self.delivered, self.seeds(),
-                    self.most)
+        return _run(upstream, self.config, self.starts if self.tracked else None, self.skips, self.delivered,
+                    self.seeds(), self.most)
+
+    def skip_bound(self) -> int:
+        return STATE_ITEMS - 1  # (a worker sends its state at least every STATE_ITEMS items)
 
 
-def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict, seeds: list,
+def _run(upstream: Any, config: _Config, starts: list | None, skips: list, delivered: dict, seeds: list,
          most: int | None = None) -> Iterator:
     """A run: start the workers (worker ``w`` with ``seeds[w]``), yield their items, and always clean up.
 
     With ``starts`` (one state or None per worker, each bounded by ``most``
-    items) a tracked run, whose workers send their state with each item:
-    kept in ``delivered`` (worker id -> JSON text) as their items are
+    items, each then dropping as many items as ``skips`` says) a tracked
+    run, whose workers send their state with some of their items: where
+    each worker is, is kept in ``delivered`` (see
+    :func:`pescador.stage.delivered`) as its items are
     yielded.
     """
     if multiprocessing.current_process().daemon:
@@ -401,7 +409,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict, s
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities[identity] = wid
             job = dataclasses.replace(shared, wid=wid, identity=identity, seed=seeds[wid],
-                                      state=None if starts is None else starts[wid], most=most)
+                                      state=None if starts is None else starts[wid], most=most, skip=skips[wid])
             process = mp.Process(target=_worker, args=(job,), name=f"pescador-worker-{wid}", daemon=True)
             process.start()
             procs.append(process)
@@ -483,17 +491,19 @@ def _receive(sock: zmq.Socket, procs: list, identities: dict, live: set, copy: b
         kind, payload = wire.decode(frames, copy)
         if kind == wire.ITEM:
             sent[wid] += 1
+            if states is not None:  # (where the worker is once this item is delivered)
+                delivered(states, wid, None)
             yield payload
         elif kind == wire.BATCH:  # several items, handed out one at a time
             items, item_states = payload
             for n, item in enumerate(items):
                 sent[wid] += 1
-                if states is not None and item_states is not None:
-                    states[wid] = item_states[n]  # the worker's state once this item is delivered
+                if states is not None:
+                    delivered(states, wid, None if item_states is None else item_states[n])
                 yield item
         elif kind == wire.ITEM_STATE and states is not None:  # (a tracked run's workers send these)
             sent[wid] += 1
-            states[wid] = payload[1]  # the worker's state once this item is delivered
+            delivered(states, wid, payload[1])
             yield payload[0]
         elif kind == wire.END:
             live.discard(wid)
@@ -857,15 +867,18 @@ def _worker(job: _Job) -> None:
 
 
 def _start_share(recipe: Any, job: _Job) -> Any:
-    """Start this worker's share of a resumable run, from its state (checked by its own stages)."""
+    """Start this worker's share of a resumable run, from its state (checked by its own stages), and drop
+    the items it had delivered after that state."""
     try:
-        return start_share(recipe, worker_info().seed, job.state, job.most)
+        run = start_share(recipe, worker_info().seed, job.state, job.most)
+        replay(run, job.skip, f"zmq_offload: worker {job.wid}'s share (entry {job.wid} of the field 'skip')")
+        return run
     except PescadorError as exc:
-        if job.state is None:
+        if job.state is None and not job.skip:
             raise
         raise PescadorError(
-            f"zmq_offload: worker {job.wid} cannot start from its state (entry {job.wid} of the field "
-            f"'workers'): {exc}"
+            f"zmq_offload: worker {job.wid} cannot start from its state (entry {job.wid} of the fields "
+            f"'workers' and 'skip'): {exc}"
         ) from None
 
 
@@ -885,13 +898,33 @@ def _error_after(outbox: wire.Outbox, exc: BaseException) -> list:
     return wire.encode_error(text, exc, pickled=True)
 
 
+# In a resumable run a worker sends its state (after an item, as JSON) with its first item and then with
+# the first item after each STATE_EVERY seconds (more seldom where computing a state takes long: states take
+# at most 1/_STATE_SHARE of the worker's time), and at least with every STATE_ITEMS-th item.  A resume draws
+# again, and drops, the items the worker delivered after its last state: at most about STATE_EVERY seconds
+# of its work, and fewer than STATE_ITEMS items (so a state's 'skip' is bounded: see _Offload.skip_bound).
+STATE_EVERY = 0.01
+STATE_ITEMS = 4096
+_STATE_SHARE = 10
+
+
 def _send_items(iterator: Iterator, job: _Job, outbox: wire.Outbox) -> None:
-    """Put every item of the worker's run in the outbox; in a tracked run, each with the worker's state after it."""
+    """Put every item of the worker's run in the outbox; in a tracked run, some with the worker's state after
+    them (see STATE_EVERY): the consumer counts the items delivered after the last state it got."""
     put = outbox.put
     if not job.tracked:
         for item in iterator:
             put(item)
         return
-    state = iterator.state
+    state, clock, dumps = iterator.state, time.monotonic, json.dumps
+    due = clock()  # (the first item carries one)
+    left = STATE_ITEMS
     for item in iterator:
-        put(item, json.dumps(state()))
+        left -= 1
+        now = clock()
+        if now < due and left:
+            put(item)
+            continue
+        after = dumps(state())
+        due, left = now + max(STATE_EVERY, _STATE_SHARE * (clock() - now)), STATE_ITEMS
+        put(item, after)

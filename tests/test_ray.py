@@ -78,11 +78,13 @@ def test_bad_options_are_refused_at_once(options, kind, message):
 @pytest.mark.parametrize(
     "state, message",
     [
-        ({"workers": [None], "entropy": 1}, "field 'workers' must have 2 entries; got 1"),
-        ({"workers": [None, 3], "entropy": 1}, "entry 1 .* must be null or a dict; got 3"),
-        ({"workers": [None, {"pos": 3}], "entropy": 1}, "entry 1 .* must have the fields \\['spawned', 'up'\\]"),
-        ({"workers": [None, None], "entropy": 2**128}, "field 'entropy' must be an integer from 0 to"),
-        ({"shares": [None, None], "entropy": 1}, "missing \\['workers'\\]"),
+        ({"workers": [None], "skip": [0, 0], "entropy": 1}, "field 'workers' must have 2 entries; got 1"),
+        ({"workers": [None, 3], "skip": [0, 0], "entropy": 1}, "entry 1 .* must be null or a dict; got 3"),
+        ({"workers": [None, {"pos": 3}], "skip": [0, 0], "entropy": 1},
+         "entry 1 .* must have the fields \\['spawned', 'up'\\]"),
+        ({"workers": [None, None], "skip": [0, 0], "entropy": 2**128}, "field 'entropy' must be an integer from 0 to"),
+        ({"workers": [None, None], "skip": [0, -1], "entropy": 1}, "field 'skip' must be an integer from 0 to"),
+        ({"shares": [None, None], "entropy": 1}, "missing \\['workers', 'skip'\\]"),
     ],
 )
 def test_bad_states_are_refused_before_ray_starts(state, message):
