@@ -538,7 +538,7 @@ def test_a_stranger_cannot_inject_items(private_tmp):
     context = zmq.Context()
     stranger = context.socket(zmq.DEALER)
     stranger.setsockopt(zmq.LINGER, 0)
-    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s"))
+    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s0"))
     forged = pescador.wire.encode_item({"x": np.full(3, 666.0)})
     for _ in range(20):
         stranger.send_multipart(forged)
