@@ -173,7 +173,9 @@ def zmq_offload(
         worker's and the consumer's, per worker) before the worker blocks.
         A message holds one item, or up to 1,024 small items of one layout
         (64 KiB of data at most; see ``batch_wait``), so a queue holds at
-        most ``hwm`` large items, or ``hwm`` times 64 KiB of small ones.
+        most ``hwm`` large items, or ``hwm`` times 64 KiB of small ones
+        (and the consumer holds the one message of each worker that it is
+        handing out).
     transport : None, "ipc" or "tcp"
         ``"ipc"``: a socket file per worker in a new private directory
         (mode 0700); ``"tcp"``: loopback TCP (127.0.0.1) on a port per
