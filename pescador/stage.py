@@ -85,6 +85,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .exceptions import PescadorError
+from .workers import over_workers, worker_info
 
 __all__ = ["Stage", "start", "start_plain", "starter", "stage_of", "check_fields", "check_int", "check_bool", "check_list",
            "check_choice", "tracking", "NO_EPOCHS", "pool_length", "start_from", "most_given", "run_seeds"]
@@ -304,10 +305,14 @@ NO_EPOCHS = _NoEpochs()  # (epoch_length: no epochs stage here; an epoch is a ru
 
 
 def pool_length(pool: Sequence, weights: Any, length: Callable[[Any], Any]) -> float | None:
-    """Items of one run of every member of ``pool`` (those of a positive weight, given weights)."""
+    """Items of one run of every member of ``pool`` (those of a positive weight, given weights) that the
+    worker being counted runs: a stage that runs each member once shards the pool across workers (worker
+    ``id`` of ``count`` takes members ``id``, ``id + count``, ...), as its run would."""
+    info = worker_info()
+    mine = range(info.id, len(pool), info.count)
     if weights is not None:
-        pool = [member for member, weight in zip(pool, weights) if weight > 0]
-    lengths = [length(member) for member in pool]
+        mine = [i for i in mine if weights[i] > 0]
+    lengths = [length(pool[i]) for i in mine]
     return None if None in lengths else sum(lengths)
 
 
@@ -931,6 +936,21 @@ class Offloaded(Stage):
     @classmethod
     def is_one_to_one(cls, params: dict) -> bool:
         return cls.Config(**params).workers == 1  # (several shares each run the recipe, and interleave)
+
+    @classmethod
+    def run_length(cls, upstream: Any, params: dict, length: Callable[[Any], Any]) -> float | None:
+        """The items of every share's run, each counted as that share (worker ``w`` of ``workers`` on the
+        rank counted): shares that shard their data count their part, shares that do not count it all."""
+        lengths = over_workers(lambda: length(upstream), cls.Config(**params).workers)
+        return None if None in lengths else sum(lengths)
+
+    @classmethod
+    def epoch_length(cls, upstream: Any, params: dict, epoch: Callable[[Any], Any]) -> Any:
+        """The items of an epoch of every share, where the shares run epochs (counted as :meth:`run_length`)."""
+        lengths = over_workers(lambda: epoch(upstream), cls.Config(**params).workers)
+        if any(length is NO_EPOCHS for length in lengths):
+            return NO_EPOCHS
+        return None if None in lengths else sum(lengths)
 
 
 def delivered(shares: dict, share: int, state: str | None) -> None:

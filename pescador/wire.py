@@ -503,7 +503,8 @@ class _Batch:
         return frames
 
 
-def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None) -> list:
+def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None,
+                 shared: list | None = None) -> list:
     """The frames of one message holding several items of one layout (see :func:`shared_layout`).
 
     Each array key's arrays travel stacked, as one block; the other values
@@ -519,6 +520,8 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
         The first item's position in its stream, for error messages.
     states : list of str, optional
         The sender's state after each item.
+    shared : list, optional
+        :func:`shared_layout` of each item, where the caller has it already.
 
     Raises
     ------
@@ -532,7 +535,8 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     >>> [(int(item["x"][0]), item["name"]) for item in decode(frames)[1][0]]
     [(0, '0'), (1, '1'), (2, '2')]
     """
-    shared = [shared_layout(item) for item in items]
+    if shared is None:
+        shared = [shared_layout(item) for item in items]
     if not items or shared[0] is None or any(s is None or s[0] != shared[0][0] for s in shared):
         raise PescadorError(f"{_where(position)}these items cannot share a message (see shared_layout)")
     batch = _Batch(shared[0][0], max(s[1] for s in shared))

@@ -592,7 +592,7 @@ def test_a_stranger_cannot_inject_items(private_tmp):
     context = zmq.Context()
     stranger = context.socket(zmq.DEALER)
     stranger.setsockopt(zmq.LINGER, 0)
-    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s"))
+    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s0"))
     forged = pescador.wire.encode_item({"x": np.full(3, 666.0)})
     for _ in range(20):
         stranger.send_multipart(forged)
@@ -751,9 +751,10 @@ def test_collecting_a_resumable_run_reaps_its_workers():
     assert not workers_of_this_process()
 
 
-def test_the_offload_is_one_to_one_only_with_one_worker():
+def test_an_offloads_length_counts_every_workers_items():
     assert pescador.epoch_length(zmq_offload()(listed(7))) == 7
-    assert pescador.epoch_length(zmq_offload(workers=2)(listed(7))) is None
+    # several workers each run the recipe: an epoch holds every worker's items (each counted as it runs)
+    assert pescador.epoch_length(zmq_offload(workers=2)(listed(7))) == 14 == len(list(zmq_offload(workers=2)(listed(7))))
 
 
 MALFORMED = r"""
