@@ -16,6 +16,11 @@ of dicts of a (1, 16) float32 array and an int, against making that list;
 and a recipe holding 2 GiB of arrays (16 of 128 MiB), against one sha256 of
 their bytes (the floor: the fingerprint reads every byte).  Both mostly
 cost the recipe's fingerprint.
+
+Through ``zmq_offload(workers=1)`` (issue 24; goal: a resumable run at most
+1.3x the plain run's cost per item): a bare source of those items, a mux of
+50 of them (k=10, lam=16), and buffer(32) over that mux, each run in the
+worker; the consumer reads ``--offloaded`` items (or their batches).
 """
 
 from __future__ import annotations
@@ -87,6 +92,31 @@ def costs(args) -> None:
     )
 
 
+def drain(run):
+    for _ in run:
+        pass
+
+
+def offloaded(n: int, repeat: int) -> list:
+    """Rows: plain and resumable runs through one worker, per item (or batch), and their ratio."""
+    offload = pescador.zmq_offload(workers=1, start_method="fork")
+    pool = [pescador.stream(rows, t) for t in range(50)]
+    mixed = pescador.mux(10, 16.0, random_state=0)(pool)
+    workloads = [
+        ("a bare source", "item", offload(pescador.take(n, pescador.stream(rows, 0))), n),
+        ("mux of 50 sources", "item", offload(pescador.take(n)(mixed)), n),
+        ("buffer(32) over that mux", "batch", offload(pescador.take(n // 32)(pescador.buffer(32)(mixed))), n // 32),
+    ]
+    out = []
+    for label, unit, recipe, count in workloads:
+        plain = median_seconds(lambda: drain(recipe), repeat) / count
+        tracked = median_seconds(lambda: drain(pescador.resumable(recipe)), repeat) / count
+        out.append([f"zmq_offload(workers=1): {label}: per {unit}, plain", f"{plain * 1e6:.2f} us", "-"])
+        out.append([f"zmq_offload(workers=1): {label}: per {unit}, resumable", f"{tracked * 1e6:.2f} us",
+                    f"{tracked / plain:.2f}x plain (goal <= 1.3x)"])
+    return out
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks resume")
     parser.add_argument("--items", type=int, default=100_000)
@@ -94,6 +124,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--samples", type=int, default=1_000_000, help="samples for the start cost")
     parser.add_argument("--gib", type=int, default=2, help="GiB of arrays for the start cost")
     parser.add_argument("--only-costs", action="store_true", help="only the start and resume costs")
+    parser.add_argument("--offloaded", type=int, default=100_000, help="items through zmq_offload (0: skip those)")
     args = parser.parse_args(argv)
     costs(args)
     if args.only_costs:
@@ -127,5 +158,5 @@ def main(argv: list[str]) -> None:
             ["state_dict()", f"{t_state * 1e3:.3f} ms, {len(json.dumps(state)):,} bytes of JSON", "-"],
             [f"resume at item {n:,}", f"{t_resume * 1e3:.2f} ms",
              f"replaying {n:,} plain items: {t_plain * n * 1e3:.0f} ms ({t_plain * n / t_resume:.0f}x longer)"],
-        ],
+        ] + (offloaded(args.offloaded, args.repeat) if args.offloaded else []),
     )

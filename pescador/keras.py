@@ -44,7 +44,7 @@ from typing import Any
 
 from .core import Stream, check_count, stream
 from .exceptions import PescadorError
-from .extras import epoch_length
+from .extras import check_even, epoch_length
 
 _BACKENDS = ("tensorflow", "jax", "torch", "openvino")  # the modules Keras 3 may import as its backend
 
@@ -247,7 +247,7 @@ class StreamPyDataset(keras.utils.PyDataset):
         return f"pescador.keras.dataset({self.recipe!r}, steps={self.steps})"
 
 
-def dataset(recipe: Any, steps: int | None = None) -> StreamPyDataset:
+def dataset(recipe: Any, steps: int | None = None, even: str | None = "drop") -> StreamPyDataset:
     """A stream as a ``keras.utils.PyDataset``: ``model.fit(pescador.keras.dataset(batches))``.
 
     Parameters
@@ -259,9 +259,16 @@ def dataset(recipe: Any, steps: int | None = None) -> StreamPyDataset:
         input names.  Also for ``validation_data=``.
     steps : int or None
         Batches in one Keras epoch.  None: :func:`pescador.epoch_length` of
-        the recipe (an epoch of an :func:`pescador.epochs` stream, else a
-        run), which must then be known; give ``steps`` for an endless
-        stream or a generator function's.
+        the recipe on this rank (an epoch of an :func:`pescador.epochs`
+        stream, else a run), which must then be known; give ``steps`` for an
+        endless stream or a generator function's.
+    even : "drop", "pad" or None
+        Under distributed training, where ``steps`` is None: every rank
+        takes the same number of steps (the ranks stay in step), the
+        smallest rank's count ("drop", the default) or the largest's
+        ("pad"); the batches a Keras epoch leaves come first in the next,
+        and a rank that needs more starts the next run of the recipe.
+        None: each rank its own count.  With one rank, nothing changes.
 
     Returns
     -------
@@ -299,7 +306,7 @@ def dataset(recipe: Any, steps: int | None = None) -> StreamPyDataset:
     except PescadorError as exc:
         raise PescadorError(f"pescador.keras.dataset: {exc}") from None
     if steps is None:
-        steps = epoch_length(s)
+        steps = epoch_length(s, even=check_even(even, "pescador.keras.dataset"))
         if steps is None:
             raise PescadorError(
                 f"pescador.keras.dataset: how many batches make an epoch of {s!r} cannot be known without "

@@ -34,14 +34,18 @@ have drawn; a ``Generator`` or a ``RandomState`` is refused when the
 resumable run starts (its draws are not part of the state).
 
 Through ``zmq_offload`` each worker runs its part of the recipe resumably
-and sends its state with every item; the state of the run holds, for each
-worker, its state after the last of its items that was delivered, so items
-in flight when the checkpoint is taken are produced again after a resume,
-not lost, and the entropy the workers' seeds come from.  With one worker the
-resumed run continues exactly; with several, each worker's items continue
-exactly, and they interleave as they arrive, as in any run of several
-workers.  Sources must own their randomness (a seeded generator made from
-their arguments or from ``worker_info().seed``): the legacy global
+and sends its state with an item now and then (at most about every 10 ms
+of its work, and at least every 4,096 items); the state of the run holds,
+for each worker, the latest such state delivered and the count of its items
+delivered since, so a resumed worker starts there and draws those items
+again and drops them: it goes on after the last of its items that was
+delivered, and items in flight when the checkpoint is taken are produced
+again after a resume, not lost.  The state also holds the entropy the
+workers' seeds come from.  With one worker the resumed run continues
+exactly; with several, each worker's items continue exactly, and they
+interleave as they arrive, as in any run of several workers.  Sources must
+own their randomness (a seeded generator made from their arguments or from
+``worker_info().seed``): the legacy global
 ``np.random`` is not part of the state.
 
 The envelope: ``pescador_state`` (the version), ``recipe`` (the

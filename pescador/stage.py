@@ -85,6 +85,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .exceptions import PescadorError
+from .workers import over_workers, worker_info
 
 __all__ = ["Stage", "start", "start_plain", "starter", "stage_of", "check_fields", "check_int", "check_bool", "check_list",
            "check_choice", "tracking", "NO_EPOCHS", "pool_length", "start_from", "most_given", "run_seeds"]
@@ -304,10 +305,14 @@ NO_EPOCHS = _NoEpochs()  # (epoch_length: no epochs stage here; an epoch is a ru
 
 
 def pool_length(pool: Sequence, weights: Any, length: Callable[[Any], Any]) -> float | None:
-    """Items of one run of every member of ``pool`` (those of a positive weight, given weights)."""
+    """Items of one run of every member of ``pool`` (those of a positive weight, given weights) that the
+    worker being counted runs: a stage that runs each member once shards the pool across workers (worker
+    ``id`` of ``count`` takes members ``id``, ``id + count``, ...), as its run would."""
+    info = worker_info()
+    mine = range(info.id, len(pool), info.count)
     if weights is not None:
-        pool = [member for member, weight in zip(pool, weights) if weight > 0]
-    lengths = [length(member) for member in pool]
+        mine = [i for i in mine if weights[i] > 0]
+    lengths = [length(pool[i]) for i in mine]
     return None if None in lengths else sum(lengths)
 
 
@@ -823,10 +828,14 @@ class Offloaded(Stage):
     processes, ray_offload's actors): their items, as they arrive.
 
     Started inside a resumable run (:func:`tracking`) or from a state, the
-    shares send their state with their items, and ``state()`` is, for each
-    share, its state after the last of its items that was delivered (so
-    items in flight are produced again after a resume, not lost), or the
-    state it started from.  A plain run's shares send no state.
+    shares send their state with some of their items (how often is the
+    share's business: a state costs what ``state()`` and JSON cost), and
+    ``state()`` says, for each share, where it is after the last of its items
+    that was delivered (so items in flight are produced again after a
+    resume, not lost): the latest state delivered with one of its items (or
+    the state it started from) in ``"workers"``, and in ``"skip"`` how many
+    items it delivered after that one, which a resumed share draws again
+    and drops.  A plain run's shares send no state.
 
     The shares' seeds (:func:`pescador.worker_info`'s ``seed``) are spawned
     from the run's ``entropy``: the ``Config``'s ``random_state``, or where
@@ -847,14 +856,20 @@ class Offloaded(Stage):
         self.config = self.Config(**options)
         self.tracked = tracking() or state is not None
         self.most = most_given() if state is not None else None  # (each share gave at most what the run gave)
+        workers = self.config.workers
         if state is None:
-            self.starts: list = [None] * self.config.workers
+            self.starts: list = [None] * workers
+            self.skips: list = [0] * workers
             self.entropy = self.config.random_state
             if self.entropy is None:
                 self.entropy = int(np.random.SeedSequence().entropy)
         else:
-            self.starts, self.entropy = self._check_state(state)
-        self.delivered: dict = {}  # share -> its state (JSON text) after its last delivered item
+            self.starts, self.skips, self.entropy = self._check_state(state)
+        # share -> [its latest state delivered (JSON text, None: its start from nothing), items delivered since]
+        self.delivered: dict = {
+            w: [None if start is None else json.dumps(start), skip]
+            for w, (start, skip) in enumerate(zip(self.starts, self.skips))
+        }
         self.run = self.launch(upstream)
 
     def seeds(self) -> list:
@@ -863,8 +878,9 @@ class Offloaded(Stage):
 
     def launch(self, upstream: Any) -> Iterator:
         """The run's items, from ``self.starts`` (states to start each share from, or None, each share
-        bounded by ``self.most`` items) and ``self.seeds()``, recording in ``self.delivered`` each share's
-        state after its delivered items when ``self.tracked``."""
+        bounded by ``self.most`` items), ``self.skips`` (items each then draws and drops) and
+        ``self.seeds()``; when ``self.tracked``, recording in ``self.delivered`` where each share is after its
+        delivered items (:func:`delivered`)."""
         raise NotImplementedError
 
     def __next__(self) -> Any:
@@ -880,20 +896,25 @@ class Offloaded(Stage):
                 f"{self.name}: this run's {self.unit}s send no state with their items, because it was not "
                 "started as a resumable run; run the recipe with pescador.resumable(recipe) to checkpoint it"
             )
+        shares = [self.delivered[w] for w in range(self.config.workers)]
         return {
-            "workers": [
-                json.loads(self.delivered[w]) if w in self.delivered else _copy_of(self.starts[w])
-                for w in range(self.config.workers)
-            ],
+            "workers": [None if text is None else json.loads(text) for text, _ in shares],
+            "skip": [skip for _, skip in shares],
             "entropy": self.entropy,
         }
 
+    def skip_bound(self) -> int | None:
+        """The most items a share can deliver after the last state it sent (None: no bound known): a
+        subclass whose shares send a state at least every so many items says how many."""
+        return None
+
     def _check_state(self, state: Any) -> tuple:
-        """The shares' states and the run's entropy from a state of this stage: a list of ``workers``
-        entries, each null or a share's state (whose stages are checked where they run), and the entropy
-        (``random_state`` where that is set)."""
+        """The shares' states, skips and the run's entropy from a state of this stage: a list of
+        ``workers`` entries, each null or a share's state (whose stages are checked where they run), as
+        many counts of items to draw again and drop (bounded by :meth:`skip_bound` and by what the run
+        can have given), and the entropy (``random_state`` where that is set)."""
         where = f"{self.name}(workers={self.config.workers})"
-        fields = check_fields(state, ("workers", "entropy"), where)
+        fields = check_fields(state, ("workers", "skip", "entropy"), where)
         entries = check_list(fields, "workers", where, length=self.config.workers)
         for wid, entry in enumerate(entries):
             if entry is not None and not isinstance(entry, dict):
@@ -903,18 +924,42 @@ class Offloaded(Stage):
                 )
             if entry is not None:
                 check_share(entry, f"{where}, field 'workers' entry {wid} ({self.unit} {wid}'s state)")
+        bounds = [b for b in (self.skip_bound(), self.most) if b is not None]
+        most_skip = min(bounds) if bounds else None
+        skips = check_list(fields, "skip", where, length=self.config.workers)
+        skips = [check_int({"skip": skip}, "skip", where + f" ({self.unit} {wid})", 0, most_skip)
+                 for wid, skip in enumerate(skips)]
         fixed = self.config.random_state
         entropy = check_int(fields, "entropy", where, *((0, 2**128 - 1) if fixed is None else (fixed, fixed)))
-        return list(entries), entropy
+        return list(entries), skips, entropy
 
     @classmethod
     def is_one_to_one(cls, params: dict) -> bool:
         return cls.Config(**params).workers == 1  # (several shares each run the recipe, and interleave)
 
+    @classmethod
+    def run_length(cls, upstream: Any, params: dict, length: Callable[[Any], Any]) -> float | None:
+        """The items of every share's run, each counted as that share (worker ``w`` of ``workers`` on the
+        rank counted): shares that shard their data count their part, shares that do not count it all."""
+        lengths = over_workers(lambda: length(upstream), cls.Config(**params).workers)
+        return None if None in lengths else sum(lengths)
 
-def _copy_of(value: Any) -> Any:
-    """A copy of a JSON-able value (so that a state handed out is not the run's own)."""
-    return None if value is None else json.loads(json.dumps(value))
+    @classmethod
+    def epoch_length(cls, upstream: Any, params: dict, epoch: Callable[[Any], Any]) -> Any:
+        """The items of an epoch of every share, where the shares run epochs (counted as :meth:`run_length`)."""
+        lengths = over_workers(lambda: epoch(upstream), cls.Config(**params).workers)
+        if any(length is NO_EPOCHS for length in lengths):
+            return NO_EPOCHS
+        return None if None in lengths else sum(lengths)
+
+
+def delivered(shares: dict, share: int, state: str | None) -> None:
+    """Record in ``shares`` (``Offloaded.delivered``) that an item of ``share`` was delivered, with the
+    share's state after it (JSON text), or None where none came with it."""
+    if state is None:
+        shares[share][1] += 1
+    else:
+        shares[share] = [state, 0]
 
 
 def set_rng_state(rng: Any, value: Any, where: str, name: str) -> None:

@@ -24,8 +24,8 @@ The header is a msgpack array whose first element is the kind of message:
   C-contiguous block of shape ``(count, *shape)``, inline when it is small);
   any other value's field is ``[key]``.  ``values`` is nil when every
   field is an array, else one list per item of its other values, in field
-  order.  ``states`` is nil, or one state (JSON text) per item: the
-  sender's state after that item.  The consumer views each block once and
+  order.  ``states`` is nil, or one entry per item: the sender's state
+  after that item (JSON text), or nil where it did not send one.  The consumer views each block once and
   hands out its rows, one item at a time, in order.
 - ``[END]``: the worker's stream ended.
 - ``[ERROR, text, [module, qualname, args, pickled]]``: the worker's
@@ -493,7 +493,7 @@ class _Batch:
                 fields.append([key, block.dtype.str, list(shape), _data(block, False, frames)])
             else:
                 fields.append([part])
-        states = self.states if self.states[0] is not None else None
+        states = self.states if any(state is not None for state in self.states) else None
         header = [BATCH, self.count, fields, self.values or None, states]
         try:
             frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
@@ -504,7 +504,8 @@ class _Batch:
         return frames
 
 
-def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None) -> list:
+def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None,
+                 shared: list | None = None) -> list:
     """The frames of one message holding several items of one layout (see :func:`shared_layout`).
 
     Each array key's arrays travel stacked, as one block; the other values
@@ -520,6 +521,8 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
         The first item's position in its stream, for error messages.
     states : list of str, optional
         The sender's state after each item.
+    shared : list, optional
+        :func:`shared_layout` of each item, where the caller has it already.
 
     Raises
     ------
@@ -533,7 +536,8 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     >>> [(int(item["x"][0]), item["name"]) for item in decode(frames)[1][0]]
     [(0, '0'), (1, '1'), (2, '2')]
     """
-    shared = [shared_layout(item) for item in items]
+    if shared is None:
+        shared = [shared_layout(item) for item in items]
     if not items or shared[0] is None or any(s is None or s[0] != shared[0][0] for s in shared):
         raise PescadorError(f"{_where(position)}these items cannot share a message (see shared_layout)")
     batch = _Batch(shared[0][0], max(s[1] for s in shared))
@@ -1178,8 +1182,9 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
     elif values is not None:
         raise _malformed("a batch of arrays only, with values")
     if states is not None and (
-        not isinstance(states, list) or len(states) != count or not all(type(state) is str for state in states)
+        not isinstance(states, list) or len(states) != count
+        or not all(state is None or type(state) is str for state in states)
     ):
-        raise _malformed(f"a batch's states are not {count} strings")
+        raise _malformed(f"a batch's states are not {count} strings or nils")
     columns = [[row[c] for row in values] if type(c) is int else [row.copy() for row in c] for c in columns]
     return [dict(zip(keys, row)) for row in zip(*columns)], states

@@ -315,7 +315,7 @@ def test_a_stranger_cannot_inject_items(transport, tmp_path, monkeypatch):
     next(it)
     if transport == "ipc":
         (directory,) = os.listdir(tmp_path)
-        endpoint = "ipc://" + os.path.join(tmp_path, directory, "s")
+        endpoint = "ipc://" + os.path.join(tmp_path, directory, "s0")  # (worker 0's socket)
     else:
         (port,) = set(_listening_ports()) - before
         endpoint = f"tcp://127.0.0.1:{port}"
@@ -353,7 +353,7 @@ def test_a_chattering_stranger_does_not_hide_a_dead_worker(tmp_path, monkeypatch
     context = zmq.Context()
     stranger = context.socket(zmq.DEALER)
     stranger.setsockopt(zmq.LINGER, 0)
-    stranger.connect("ipc://" + os.path.join(tmp_path, directory, "s"))
+    stranger.connect("ipc://" + os.path.join(tmp_path, directory, "s0"))
     stop = threading.Event()
 
     def chatter():

@@ -593,7 +593,7 @@ def test_a_stranger_cannot_inject_items(private_tmp):
     context = zmq.Context()
     stranger = context.socket(zmq.DEALER)
     stranger.setsockopt(zmq.LINGER, 0)
-    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s"))
+    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s0"))
     forged = pescador.wire.encode_item({"x": np.full(3, 666.0)})
     for _ in range(20):
         stranger.send_multipart(forged)
@@ -718,6 +718,30 @@ def test_two_workers_head_and_resumed_tail_hold_every_item_once(stop):
     assert {w: h + r for (w, h), r in zip(by_worker(head).items(), by_worker(rest).values())} == by_worker(full)
 
 
+def numbered(n):
+    for i in range(n):
+        yield {"i": np.array([i])}
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_sends_states_now_and_then_and_a_resume_draws_again_what_it_delivered_since():
+    """A fast worker does not send its state with every item: a checkpoint holds its latest state delivered
+    and the count of items delivered since (skip), which the resumed worker draws again and drops."""
+    recipe = zmq_offload(workers=1)(stream(numbered, 5000))
+    first = pescador.resumable(recipe)
+    head, with_state = [], 0
+    for item in itertools.islice(first, 3000):
+        head.append(int(item["i"][0]))
+        stages = first.state_dict()["stages"]
+        state_items = stages["workers"][0]["up"]["pos"] if stages["workers"][0] else 0  # (the share's source)
+        assert state_items + stages["skip"][0] == len(head)  # (where the worker is: its state, and then skip)
+        with_state += stages["skip"][0] == 0
+    assert with_state < 300  # (a state every 10 ms of the worker's work, or so)
+    saved = json.loads(json.dumps(first.state_dict()))
+    del first
+    assert head + _ints(pescador.resumable(recipe, saved)) == list(range(5000))
+
+
 def test_collecting_a_resumable_run_reaps_its_workers():
     gc.collect()  # (runs of earlier tests left in reference cycles)
     run = pescador.resumable(zmq_offload(workers=2)(stream(endless)))
@@ -728,9 +752,10 @@ def test_collecting_a_resumable_run_reaps_its_workers():
     assert not workers_of_this_process()
 
 
-def test_the_offload_is_one_to_one_only_with_one_worker():
+def test_an_offloads_length_counts_every_workers_items():
     assert pescador.epoch_length(zmq_offload()(listed(7))) == 7
-    assert pescador.epoch_length(zmq_offload(workers=2)(listed(7))) is None
+    # several workers each run the recipe: an epoch holds every worker's items (each counted as it runs)
+    assert pescador.epoch_length(zmq_offload(workers=2)(listed(7))) == 14 == len(list(zmq_offload(workers=2)(listed(7))))
 
 
 MALFORMED = r"""
@@ -746,7 +771,7 @@ for _ in range(5):
     next(run)
 good = json.loads(json.dumps(run.state_dict()))
 del run
-assert sorted(good["stages"]) == ["entropy", "workers"] and len(good["stages"]["workers"]) == 2
+assert sorted(good["stages"]) == ["entropy", "skip", "workers"] and len(good["stages"]["workers"]) == 2
 
 def stages(value):
     return value
@@ -757,6 +782,9 @@ def entry(value):
 def nested(value):  # (the share's stages' state: checked by the worker's own stages)
     return entry({"spawned": 0, "up": value})
 
+def skips(value):
+    return dict(good["stages"], skip=value)
+
 cases = {
     "not a dict": stages([]),
     "no workers": stages({}),
@@ -764,13 +792,20 @@ cases = {
     "workers not a list": stages({"workers": {"0": None}}),
     "too few workers": stages({"workers": good["stages"]["workers"][:1]}),
     "too many workers": stages({"workers": good["stages"]["workers"] + [None]}),
+    "no skip": stages({"workers": good["stages"]["workers"], "entropy": good["stages"]["entropy"]}),
+    "skip not a list": skips(3),
+    "too few skips": skips([0]),
+    "a negative skip": skips([-1, 0]),
+    "a text skip": skips(["1", 0]),
+    "a skip past the bound": skips([10**6, 0]),
+    "a skip past the end": skips([4000, 0]),
     "an int worker": entry(5),
     "a list worker": entry([]),
     "a text worker": entry("pos"),
     "a share without its seeds": entry({"up": {"pos": 3}}),
     "a share with negative seeds": entry({"spawned": -1, "up": {"pos": 3}}),
     "a share with a null state": entry({"spawned": 0, "up": None}),
-    "no entropy": stages({"workers": good["stages"]["workers"]}),
+    "no entropy": stages({"workers": good["stages"]["workers"], "skip": good["stages"]["skip"]}),
     "a negative entropy": stages(dict(good["stages"], entropy=-1)),
     "a text entropy": stages(dict(good["stages"], entropy="7")),
     "nested: empty": nested({}),
@@ -815,16 +850,19 @@ def test_a_malformed_offload_state_is_a_pescador_error_naming_the_field():
     results = _run_bounded(MALFORMED, 120)
     assert results[-1] == ["left", 0]
     results = results[:-1]
-    assert len(results) == 23
+    assert len(results) == 30
     for name, kind, message in results:
         assert kind == "PescadorError", (name, kind, message)
-        if name.startswith("nested"):  # (checked by the worker's own stage, and sent back)
-            assert "worker 0 cannot start from its state (entry 0 of the field 'workers')" in message, (name, message)
-            assert "'pos'" in message.splitlines()[-1], (name, message)
+        if name.startswith("nested") or name == "a skip past the end":  # (checked where the worker runs)
+            assert "worker 0 cannot start from its state (entry 0 of the fields 'workers' and 'skip')" in message, (
+                name, message)
+            assert ("'pos'" if name.startswith("nested") else "on replay") in message.splitlines()[-1], (name, message)
         elif name.startswith("a share"):  # (the share's own fields: checked before any worker starts)
             assert "field 'workers' entry 0 (worker 0's state)" in message, (name, message)
         elif "entropy" in name:
             assert "entropy" in message, (name, message)
+        elif "skip" in name:
+            assert "skip" in message, (name, message)
         else:
             assert "workers" in message or (name == "not a dict" and "'stages'" in message), (name, message)
 
