@@ -32,6 +32,7 @@ else:
     from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 del TYPE_CHECKING
 from .zmq_stream import zmq_offload
+from .combinators import filter, map, shuffle, unbatch  # (map and filter: public, but not in __all__; see below)
 from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a run starts)
 from .observe import Meter, MuxStats, measure
 from ._progress import progress
@@ -53,6 +54,8 @@ __all__ = [
     "cycle",
     "tuples",
     "keras_tuples",
+    "shuffle",
+    "unbatch",
     "Streamer",
     "BufferedStreamer",
     "Mux",
@@ -82,8 +85,14 @@ __all__ = [
 ]
 
 
+#: Public names left out of ``__all__``: ``from pescador import *`` must not replace the builtins of the
+#: same names in a user's module (where ``map(f, xs)`` would then make a recipe, silently).
+_BESIDE_ALL = ("map", "filter")
+
+
 def __dir__() -> list[str]:
-    """The public names (``__all__``) and the module's own dunders: the
-    submodules that ``import pescador`` loads on the way (``core``, ``wire``,
-    ...) stay importable by their full names but are not listed."""
-    return sorted(set(__all__) | {name for name in globals() if name.startswith("__") and name.endswith("__")})
+    """The public names (``__all__`` and ``_BESIDE_ALL``) and the module's own dunders: the
+    submodules that ``import pescador`` loads on the way (``core``, ``wire``, ...) stay importable by
+    their full names but are not listed."""
+    dunders = {name for name in globals() if name.startswith("__") and name.endswith("__")}
+    return sorted(set(__all__) | set(_BESIDE_ALL) | dunders)
