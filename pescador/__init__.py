@@ -34,7 +34,7 @@ del TYPE_CHECKING
 from .zmq_stream import zmq_offload
 from .combinators import filter, map, shuffle, unbatch  # (map and filter: public, but not in __all__; see below)
 from .padded import bucket, padded_batch
-from .prefetch import prefetch
+from .prefetched import prefetch
 from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a run starts)
 from .observe import Meter, MuxStats, measure
 from ._progress import progress
