@@ -204,10 +204,10 @@ def resume_cost(args) -> None:
             seconds.append(time.perf_counter() - t0)
             replayed.append(_Counting.drawn - 1)  # (the first item after the resume draws one more)
         rows.append([size, statistics.median(replayed), max(replayed), statistics.median(replayed) / size,
-                     size * (np.log(size) + 1.5), statistics.median(seconds) * 1e3, statistics.median(sizes)])
+                     size * (np.log(size) + 1), statistics.median(seconds) * 1e3, statistics.median(sizes)])
     table(f"shuffle(size): a resume replays the upstream from before the buffer's oldest item ({args.cuts} "
           "checkpoints at random places; a source that seeks, so only shuffle's replay is counted)",
-          ["size", "replayed (median)", "replayed (max)", "median / size", "size (ln size + 1.5)",
+          ["size", "replayed (median)", "replayed (max)", "median / size", "size (ln size + 1)",
            "resume ms (median)", "state bytes"], rows)
 
 

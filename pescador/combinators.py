@@ -325,7 +325,7 @@ class _Shuffle(Stage):
     ``at`` was drawn, at or before the oldest item in the buffer; the items drawn (``drawn``) and given
     (``given``).  A resume draws the upstream again from the snapshot, makes the same choices, and keeps
     the items the buffer held.  It costs the upstream items drawn since the snapshot: about ``size *
-    (ln(size) + 1.5)`` (the buffer's oldest item waits about ``size * ln(size)`` draws, and snapshots
+    (ln(size) + 1)`` (the buffer's oldest item waits about ``size * ln(size)`` draws, and snapshots
     are ``size`` draws apart).
     """
 
@@ -484,17 +484,17 @@ def shuffle(size: int, source: Any = _MISSING, *, random_state: Any = None) -> T
         shuffle; None draws fresh entropy for each run.  A resumable run
         needs an int (its draws must be reproducible on resume).
 
-    Notes
-    -----
-    A resumable run's state holds no item: it resumes by drawing the
-    upstream again from a state taken before the oldest item in the buffer,
-    which costs about ``size * (ln(size) + 1.5)`` upstream items (see the
-    Checkpoint and resume page).
-
     Raises
     ------
     ParameterError, ParameterTypeError
         For a bad ``size`` or ``random_state``.
+
+    Notes
+    -----
+    A resumable run's state holds no item: it resumes by drawing the
+    upstream again from a state taken before the oldest item in the buffer,
+    which costs about ``size * (ln(size) + 1)`` upstream items (see the
+    Checkpoint and resume page).
 
     Examples
     --------

@@ -631,14 +631,6 @@ def bucket(boundaries: Sequence[int], n: int | Sequence[int], source: Any = _MIS
         batch's longest item); with ``strict=False`` the partial batches
         left when the upstream ends come last, in bucket order.
 
-    Notes
-    -----
-    The stage holds up to the batch sizes' sum of items, which a source
-    must not overwrite.  A resumable run's state holds no item: it resumes
-    by drawing the upstream again from before the oldest item held, so a
-    bucket that fills rarely (a few very long items) makes a resume replay
-    many items (see the Checkpoint and resume page).
-
     Raises
     ------
     ParameterError, ParameterTypeError
@@ -646,6 +638,14 @@ def bucket(boundaries: Sequence[int], n: int | Sequence[int], source: Any = _MIS
     DataError
         (at run time) As :func:`pescador.padded_batch`, and for a ``by``
         that gives no length.
+
+    Notes
+    -----
+    The stage holds up to the batch sizes' sum of items, which a source
+    must not overwrite.  A resumable run's state holds no item: it resumes
+    by drawing the upstream again from before the oldest item held, so a
+    bucket that fills rarely (a few very long items) makes a resume replay
+    many items (see the Checkpoint and resume page).
 
     Examples
     --------
