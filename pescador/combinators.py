@@ -66,7 +66,8 @@ def _note(exc: Exception, where: str, fn: Callable, position: int) -> None:
 
 
 def _check_fn(fn: Any, where: str, name: str, source: Any) -> None:
-    if callable(fn) and not isinstance(fn, (Stream, type)):
+    # (a Stream and a Streamer are callable too: given first, they are the data, in the wrong place)
+    if callable(fn) and not isinstance(fn, Stream) and getattr(fn, "__pescador_stream__", None) is None:
         return
     hint = ""
     if source is not _MISSING and callable(source):

@@ -94,7 +94,8 @@ class _Pump:
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=_fill, args=(run, self.entries, self.stopping, state_of),
                                        name="pescador prefetch", daemon=True)
-        _LIVE.add(self)
+        with _LOCK:
+            _LIVE.add(self)
         self.thread.start()
 
     def stop(self) -> None:
@@ -108,16 +109,20 @@ class _Pump:
             pass
         if self.thread is not threading.current_thread():
             self.thread.join(_WAIT)
-        _LIVE.discard(self)
+        with _LOCK:
+            _LIVE.discard(self)
 
 
-_LIVE: weakref.WeakSet = weakref.WeakSet()
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # the pumps of runs under way (in any thread)
+_LOCK = threading.Lock()
 
 
 @atexit.register
 def _stop_all() -> None:
     """At exit, stop the runs nobody closed (a run held by a traceback after Ctrl-C, say)."""
-    for pump in list(_LIVE):
+    with _LOCK:
+        pumps = list(_LIVE)
+    for pump in pumps:
         pump.stop()
 
 

@@ -80,6 +80,7 @@ def test_map_applies_fn_to_each_item_in_order_and_epoch_length_looks_through_it(
     recipe = pescador.map(lambda item: {"v": item["v"] * 10}, items)
     assert [x["v"] for x in recipe] == [0, 10, 20, 30, 40] == [x["v"] for x in resumable(recipe)]
     assert pescador.epoch_length(recipe) == 5
+    assert list(pescador.map(dict, items)) == items  # (a class is a function of the item too)
     assert pescador.epoch_length(pescador.filter(lambda item: True, items)) is None  # (unknown without running)
 
 
@@ -342,6 +343,9 @@ def test_bucket_by_a_key_or_a_function_and_batch_sizes_per_bucket():
     (lambda: pescador.map([{"x": 1}], twice), ParameterTypeError, r"map: fn .* the function comes first: map\(fn, "
                                                                   r"source\)"),
     (lambda: pescador.filter("x"), ParameterTypeError, r"filter: pred must be a function of one item; got 'x'"),
+    (lambda: pescador.map(stream(numbered, 3), twice), ParameterTypeError, r"map: fn must be a function of one "
+                                                                          r"item; got stream\(numbered, 3\); the "
+                                                                          r"function comes first"),
     (lambda: pescador.shuffle(0), ParameterError, r"shuffle: size must be an integer >= 1; got 0"),
     (lambda: pescador.shuffle(2.5), ParameterError, r"shuffle: size must be an integer >= 1; got 2.5"),
     (lambda: pescador.shuffle([3, 1, 2]), ParameterTypeError, r"shuffle: size .* to shuffle a list in place, use "
