@@ -99,15 +99,25 @@ class _Apply(_Map):
         return _mapped(start_plain(upstream), fn)
 
 
+_CHUNK = range(256)  # (positions counted in chunks of small ints, which Python does not allocate)
+
+
 def _mapped(run: Iterator, fn: Callable) -> Iterator:
-    """map's plain run.  (A try costs nothing where no exception is raised, from Python 3.11.)"""
-    for position, item in enumerate(run):
-        try:
-            out = fn(item)
-        except Exception as exc:
-            _note(exc, "map", fn, position)
-            raise
-        yield out
+    """map's plain run.  A try costs nothing where no exception is raised (from Python 3.11); the item's
+    position, for the note, is counted in chunks of 256 (cheaper than enumerate's new int per item)."""
+    base = 0
+    while True:
+        i = -1
+        for i, item in zip(_CHUNK, run):  # (the range first: a full chunk ends without drawing an item)
+            try:
+                out = fn(item)
+            except Exception as exc:
+                _note(exc, "map", fn, base + i)
+                raise
+            yield out
+        if i < 255:
+            return
+        base += 256
 
 
 @overload
@@ -194,15 +204,21 @@ class _Keep(Stage):
 
 
 def _kept(run: Iterator, pred: Callable) -> Iterator:
-    """filter's plain run."""
-    for position, item in enumerate(run):
-        try:
-            drop = not pred(item)
-        except Exception as exc:
-            _note(exc, "filter", pred, position)
-            raise
-        if not drop:
-            yield item
+    """filter's plain run (positions counted as in ``_mapped``)."""
+    base = 0
+    while True:
+        i = -1
+        for i, item in zip(_CHUNK, run):
+            try:
+                drop = not pred(item)
+            except Exception as exc:
+                _note(exc, "filter", pred, base + i)
+                raise
+            if not drop:
+                yield item
+        if i < 255:
+            return
+        base += 256
 
 
 @overload

@@ -95,16 +95,17 @@ def test_filter_keeps_exactly_the_items_pred_accepts_in_order(values):
 @pytest.mark.parametrize("where, make", [("map", lambda fn: pescador.map(fn)),
                                          ("filter", lambda fn: pescador.filter(lambda item: fn(item) is item))])
 @pytest.mark.parametrize("run", [iter, resumable])
-def test_a_functions_exception_keeps_its_type_and_names_the_item_and_the_stage(where, make, run):
-    recipe = make(fails_at(3))(stream(numbered, 8))
+@pytest.mark.parametrize("bad", [0, 3, 255, 256, 600])
+def test_a_functions_exception_keeps_its_type_and_names_the_item_and_the_stage(where, make, run, bad):
+    recipe = make(fails_at(bad))(stream(numbered, 700))
     got = []
     it = run(recipe)
-    with pytest.raises(KeyError, match="no label for 3") as raised:
+    with pytest.raises(KeyError, match=f"no label for {bad}") as raised:
         for item in it:
             got.append(int(item["i"][0]))
-    assert got == [0, 1, 2]
+    assert got == list(range(bad))
     notes = getattr(raised.value, "__notes__", [])
-    assert any(f"{where}: " in note and "on item 3" in note for note in notes), notes
+    assert any(f"{where}: " in note and f"on item {bad} " in note for note in notes), notes
     if run is iter:  # a plain run is over once an exception has escaped it
         assert list(it) == []
 
