@@ -34,7 +34,7 @@ from .core import (_MISSING, ItemTransform, Source, Stream, Transform, _Map, _na
 from .exceptions import DataError, ParameterTypeError, PescadorError
 from .mux import _unseeded
 from .stage import (NO_EPOCHS, Block, Stage, check_fields, check_int, rng_state, set_rng_state, start_from,
-                    start_plain, tracking)
+                    start_plain)
 from .workers import worker_info
 
 __all__ = ["map", "filter", "shuffle", "unbatch"]
