@@ -32,6 +32,9 @@ else:
     from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 del TYPE_CHECKING
 from .zmq_stream import zmq_offload
+from .combinators import filter, map, shuffle, unbatch  # (map and filter: public, but not in __all__; see below)
+from .padded import bucket, padded_batch
+from .prefetched import prefetch
 from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a run starts)
 from .observe import Meter, MuxStats, measure
 from ._progress import progress
@@ -53,12 +56,16 @@ __all__ = [
     "cycle",
     "tuples",
     "keras_tuples",
+    "shuffle",
+    "unbatch",
     "Streamer",
     "BufferedStreamer",
     "Mux",
     "ZMQStreamer",
     "WorkerInfo",
     "buffer",
+    "padded_batch",
+    "bucket",
     "maps",
     "buffer_stream",
     "mux",
@@ -67,6 +74,7 @@ __all__ = [
     "RoundRobinMux",
     "ChainMux",
     "zmq_offload",
+    "prefetch",
     "ray_offload",
     "FailoverWarning",
     "ResumeWarning",
@@ -83,6 +91,11 @@ __all__ = [
 ]
 
 
+#: Public names left out of ``__all__``: ``from pescador import *`` must not replace the builtins of the
+#: same names in a user's module (where ``map(f, xs)`` would then make a recipe, silently).
+_BESIDE_ALL = ("map", "filter")
+
+
 def __getattr__(name: str) -> object:
     """``pescador.torch`` (or ``keras``, ``demo``) before it is imported: an AttributeError saying to
     import it.  ``import pescador`` does not load these submodules (they need a framework, or are
@@ -97,7 +110,8 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    """The public names (``__all__``) and the module's own dunders: the
-    submodules that ``import pescador`` loads on the way (``core``, ``wire``,
-    ...) stay importable by their full names but are not listed."""
-    return sorted(set(__all__) | {name for name in globals() if name.startswith("__") and name.endswith("__")})
+    """The public names (``__all__`` and ``_BESIDE_ALL``) and the module's own dunders: the
+    submodules that ``import pescador`` loads on the way (``core``, ``wire``, ...) stay importable by
+    their full names but are not listed."""
+    dunders = {name for name in globals() if name.startswith("__") and name.endswith("__")}
+    return sorted(set(__all__) | set(_BESIDE_ALL) | dunders)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import types
 from itertools import chain, islice
 from types import GeneratorType
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -91,14 +92,20 @@ def _name(fn: Any) -> str:
     return type(fn).__qualname__
 
 
+_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial)
+
+
 def short_repr(value: Any, limit: int = 80) -> str:
     """Return a short, readable repr of a recipe argument.
 
-    Arrays show their shape and dtype, long sequences their first items and
-    length, and anything else is cut at ``limit`` characters.
+    Arrays show their shape and dtype, functions their name, long sequences
+    their first items and length, and anything else is cut at ``limit``
+    characters.
     """
     if isinstance(value, np.ndarray):
         return f"<array shape={value.shape} dtype={value.dtype}>"
+    if isinstance(value, _FUNCTIONS):  # (a function a stage applies, as map's: by name, never by address)
+        return _name(value)
     if isinstance(value, (list, tuple)) and len(value) > 4:
         head = ", ".join(short_repr(v, 40) for v in value[:3])
         return f"[{head}, ... ({len(value)} items)]"

@@ -360,6 +360,38 @@ def test_an_unseeded_run_resumes_as_it_would_have_gone_on(cluster):
     assert len(head + tail) == 120
 
 
+def doubled(item):
+    return {"x": item["x"] * 2}
+
+
+def not_threes(item):
+    return bool(item["x"][0, 0] % 3)
+
+
+def ragged(item):
+    return {"x": np.repeat(item["x"], 1 + int(item["x"][0, 0]) % 3, axis=0)}
+
+
+def combinators(n):
+    """map, filter, shuffle, unbatch, bucket (padded batches) and prefetch, in one recipe."""
+    rows = pescador.unbatch(pescador.buffer(4, pescador.stream(counted, 0, n)))
+    kept = pescador.shuffle(5, pescador.filter(not_threes, pescador.map(doubled, rows)), random_state=2)
+    return pescador.prefetch(2, pescador.bucket([2], 2, pescador.map(ragged, kept), pad="x", lengths=None,
+                                                strict=False))
+
+
+def test_the_combinators_run_in_an_actor_and_resume(cluster):
+    recipe = combinators(60)
+    expected = [item["x"].tolist() for item in recipe]
+    offloaded = pescador.ray_offload(workers=1, chunk=4)(recipe)
+    assert [item["x"].tolist() for item in offloaded] == expected
+    run = pescador.resumable(offloaded)
+    head = [next(run)["x"].tolist() for _ in range(len(expected) // 2)]
+    saved = run.state_dict()
+    del run
+    assert head + [item["x"].tolist() for item in pescador.resumable(offloaded, saved)] == expected
+
+
 def test_ranks_shard_ray_workers(cluster, monkeypatch):
     seen, everything = [], rows(pescador.stream(sharded, 101))
     for rank in range(2):

@@ -3,7 +3,8 @@
 One version everywhere (package metadata, ``pescador.__version__``, the
 changes page, ``python -m pescador --version``); the extras state ranges and
 ``constraints.txt`` pins them; ``python -m pescador --help`` is plain text
-with help for every argument; ``dir(pescador)`` is ``__all__``; every warning
+with help for every argument; ``dir(pescador)`` is ``__all__`` (and ``map`` and ``filter``, which
+``__all__`` leaves out so that ``import *`` keeps the builtins); every warning
 class of the package is a public name.
 """
 
@@ -212,10 +213,20 @@ def test_demo_is_a_subcommand():
 
 def test_dir_lists_the_public_names():
     public = {name for name in dir(pescador) if not name.startswith("_")}
-    assert public == set(pescador.__all__)
-    for name in pescador.__all__:
+    assert public == set(pescador.__all__) | {"map", "filter"}
+    for name in public:
         assert hasattr(pescador, name), name
     assert len(pescador.__all__) == len(set(pescador.__all__))
+
+
+def test_a_star_import_leaves_the_builtins_map_and_filter_alone():
+    """pescador.map and pescador.filter are public, but ``from pescador import *`` must not replace the
+    builtins in a user's module (``map(f, xs)`` would then make a recipe, silently)."""
+    namespace: dict = {}
+    exec("from pescador import *\nresult = list(map(str, filter(None, [0, 1, 2])))", namespace)
+    assert namespace["result"] == ["1", "2"]
+    assert {"shuffle", "unbatch", "padded_batch", "bucket", "prefetch"} <= namespace.keys()
+    assert callable(pescador.map) and callable(pescador.filter)
 
 
 def _package_modules():

@@ -53,7 +53,25 @@ def files(n):
 def key(item):
     if isinstance(item, tuple):
         return tuple(None if v is None else tuple(np.asarray(v).ravel().tolist()) for v in item)
-    return tuple(item["x"].ravel().tolist())
+    return tuple((k, np.shape(item[k]), tuple(np.asarray(item[k]).ravel().tolist())) for k in sorted(item))
+
+
+def varying(tag, n):
+    """Items of varying length (the first axis of "x"), for the padding stages."""
+    CALLS.append(tag)
+    try:
+        for i in range(n):
+            yield {"x": np.full((1 + (i * 7 + tag) % 6, 2), tag * 1000 + i, dtype=np.int64), "i": i}
+    finally:
+        ENDED.append(tag)
+
+
+def doubled_x(item):
+    return {"x": item["x"] * 2}
+
+
+def odd_x(item):
+    return bool(item["x"][0, 0] % 2)
 
 
 def pool(n=4, length=12, rows=1):
@@ -116,6 +134,18 @@ STAGES = {
     "user-stage": lambda: pescador.take(40, shift(100)(pescador.mux(2, 2.0, random_state=13)(pool(3, 6)))),
     "deep": lambda: pescador.tuples("x")(pescador.take(25, pescador.buffer(3)(
         pescador.mux(3, 2.0, random_state=14)(pool(5, 9, 2))))),
+    "map": lambda: pescador.map(doubled_x)(pescador.take(30, pescador.mux(2, 3.0, random_state=15)(pool(3, 8)))),
+    "filter": lambda: pescador.filter(odd_x)(pescador.take(30, pescador.mux(2, 3.0, random_state=16)(pool(3, 8)))),
+    "shuffle": lambda: pescador.shuffle(5, random_state=17)(pescador.take(30, pescador.mux(2, 3.0, random_state=18)(
+        pool(3, 9)))),
+    "shuffle-large": lambda: pescador.shuffle(40, random_state=19)(stream(counted, 4, 70)),
+    "unbatch": lambda: pescador.unbatch()(pescador.buffer(4)(stream(counted, 5, 9, 3))),
+    "padded_batch": lambda: pescador.padded_batch(3)(stream(varying, 6, 14)),
+    "padded_batch-loose": lambda: pescador.padded_batch(4, pad={"x": -1}, strict=False)(stream(varying, 7, 14)),
+    "bucket": lambda: pescador.bucket([3, 5], [2, 3, 2], strict=False)(pescador.mux(2, None, with_replacement=False,
+                                                                                      random_state=20)(
+        [stream(varying, t, 12) for t in (8, 9)])),
+    "prefetch": lambda: pescador.prefetch(3)(pescador.take(30, pescador.mux(2, 3.0, random_state=21)(pool(3, 8)))),
 }
 
 
@@ -184,6 +214,13 @@ FAILING = {  # a plain run of each, whose source raises at its fourth item
     "buffer": lambda s: pescador.buffer(2)(s),
     "mux": lambda s: pescador.mux(2, 3.0, random_state=0)([s, listed(1, 30)]),
     "take of cycle": lambda s: pescador.take(50, pescador.cycle(None, s)),
+    "map": lambda s: pescador.map(doubled_x)(s),
+    "filter": lambda s: pescador.filter(odd_x)(s),
+    "shuffle": lambda s: pescador.shuffle(2, random_state=0)(s),
+    "unbatch": lambda s: pescador.unbatch()(s),
+    "padded_batch": lambda s: pescador.padded_batch(1)(s),
+    "bucket": lambda s: pescador.bucket([2], 1)(s),
+    "prefetch": lambda s: pescador.prefetch(2)(s),
 }
 
 
@@ -242,7 +279,8 @@ def _apply(saved, path, mutation):
 
 MUTATED = ["take", "cycle", "buffer", "buffer-loose", "mux", "mux-weighted", "mux-once", "mux-lam-none",
            "stochastic", "shuffled", "round_robin-permuted", "chain-lazy", "epochs", "deep", "user-stage", "list",
-           "generator", "tuples"]
+           "generator", "tuples", "map", "filter", "shuffle", "shuffle-large", "unbatch", "padded_batch",
+           "padded_batch-loose", "bucket", "prefetch"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
