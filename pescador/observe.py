@@ -613,10 +613,13 @@ class Meter:
         t, counts = series[:, 0], series[:, column] / (1e6 if what == "megabytes" else 1)
         later = np.diff(t, prepend=-np.inf) > 0  # (samples taken at the same instant: the first counts)
         t, counts = t[later], counts[later]
+        top = 1.0
         if len(t) > 1:  # a rate over each interval between samples, drawn across the interval
-            ax.stairs(np.diff(counts) / np.diff(t), t, baseline=None, color="tab:blue", linewidth=1.5)
+            rates = np.diff(counts) / np.diff(t)
+            ax.stairs(rates, t, baseline=None, color="tab:blue", linewidth=1.5)
+            top = max(float(rates.max()) * 1.1, 1e-9)  # (room above the highest rate: on the frame it is hidden)
         ax.set_xlim(0, max(float(t[-1]) if len(t) else 0.0, 1e-9))
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top)
         ax.set_xlabel("seconds since the run started")
         ax.set_ylabel(f"{what}/s")
         ax.set_title(f"{self.items:,} items, {self.rows:,} rows in {self.seconds:.1f} s")
