@@ -308,9 +308,12 @@ class _Run:
     item, the recipe runs as a resumable share (the run a ``zmq_offload``
     worker makes: it draws exactly what the plain run would, from the same
     seed) and the state is ``{"pescador_torch": 1, "recipe": fingerprint,
-    "seed": [entropy, spawn key] of the epoch's seed, "run": the share's
-    state}`` (JSON; "seed" and "run" are null before the first item).
-    Elsewhere the recipe runs plainly, and asks for a state are refused.
+    "seed": [entropy, spawn key] of the epoch's seed, "run": [the share's
+    state]}`` (JSON; "run" is null before the first item, "recipe" too
+    where no item was drawn).  The share's state is in a list because
+    torchdata sends a state's nested dicts field by field (what changed)
+    and may reorder their keys; a list it sends whole.  Elsewhere the recipe
+    runs plainly, and asks for a state are refused.
     """
 
     __slots__ = ("dataset", "stateful", "loaded", "recipe", "run", "share", "seed")
