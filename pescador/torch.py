@@ -24,6 +24,12 @@ N times.  The seed is new for every epoch, persistent workers included, and
 the whole run repeats from one ``torch.manual_seed`` (or the loader's
 ``generator``); every ``random_state`` in the recipe is combined with it.
 
+Exact checkpoints in the middle of an epoch: under torchdata's
+``StatefulDataLoader`` (``loader(recipe, stateful=True)``), each iteration
+of the dataset says where it is after every batch, in the process that
+runs it, and a new loader given ``state_dict()`` resumes every worker's run
+there, without drawing the earlier items again (see :class:`StreamDataset`).
+
 For most training loops the simpler path is :func:`pescador.zmq_offload`
 in front of a plain loop (see the frameworks page of the docs): it works
 with any framework and sends arrays without copying, while the DataLoader
@@ -146,6 +152,28 @@ class StreamDataset(IterableDataset):
     each worker), made even across ranks as ``even`` says; where
     :func:`pescador.epoch_length` cannot know it, ``len()`` raises
     ``TypeError``.
+
+    Under torchdata's ``StatefulDataLoader``, each iteration (the iterator
+    ``iter(dataset)`` returns) keeps a state: ``state_dict()`` after any
+    item is a small JSON dict (the recipe's fingerprint, the epoch's seed,
+    the run's state), and ``load_state_dict(state)`` before the first item
+    makes the iteration yield what that one would have yielded next.  The
+    dataset's own ``state_dict()`` counts the epochs a loader worker has
+    begun.  Elsewhere (a plain ``DataLoader``) the recipe runs plainly and
+    pays nothing for states; an iteration asked for its state before its
+    first item keeps one too:
+
+    >>> import json, numpy as np, pescador
+    >>> from pescador.torch import as_dataset
+    >>> dataset = as_dataset(pescador.stream([{"x": np.array([i])} for i in range(6)]))
+    >>> run = iter(dataset)
+    >>> _ = run.state_dict()                      # (asked before the first item: the run keeps states)
+    >>> [int(next(run)["x"]) for _ in range(2)]
+    [0, 1]
+    >>> again = iter(dataset)
+    >>> again.load_state_dict(json.loads(json.dumps(run.state_dict())))
+    >>> [int(item["x"]) for item in again]
+    [2, 3, 4, 5]
     """
 
     def __init__(self, recipe: Stream, *, collate: bool = False, even: str | None = "drop") -> None:
