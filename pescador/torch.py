@@ -183,7 +183,7 @@ class StreamDataset(IterableDataset):
         self.even = check_even(even, "StreamDataset")
         self.loader_workers: int | None = None  # (set by loader(); else read from the DataLoader asking len())
         self._epoch: list | None = None  # (in a DataLoader worker) [(base seed, worker id), epochs begun]
-        self._fingerprints: dict = {}  # (for the states of its runs: see _Run)
+        self._fingerprint_of_recipe: str | None = None  # (for the states of its runs: see _Run)
 
     def __iter__(self) -> Iterator:
         caller = sys._getframe(1)
@@ -303,11 +303,12 @@ class StreamDataset(IterableDataset):
         return np.random.SeedSequence(base, spawn_key=(info.id, epoch))
 
     def _fingerprint(self, recipe: Stream) -> str:
-        """The fingerprint of ``recipe`` (this dataset's, or it bounded for even ranks), computed once each."""
-        key = None if recipe is self.recipe else recipe.args
-        if key not in self._fingerprints:
-            self._fingerprints[key] = examine(recipe)[0]
-        return self._fingerprints[key]
+        """The fingerprint of ``recipe`` (this dataset's, computed once; or it bounded for even ranks)."""
+        if recipe is not self.recipe:
+            return examine(recipe)[0]
+        if self._fingerprint_of_recipe is None:
+            self._fingerprint_of_recipe = examine(recipe)[0]
+        return self._fingerprint_of_recipe
 
     def __reduce__(self) -> tuple:
         """Pickled (for ``DataLoader`` workers not started by ``fork``) as :mod:`pescador._pickling` sends a recipe.
@@ -344,7 +345,7 @@ class _Run:
     runs plainly, and asks for a state are refused.
     """
 
-    __slots__ = ("dataset", "stateful", "loaded", "recipe", "run", "share", "seed")
+    __slots__ = ("dataset", "stateful", "loaded", "recipe", "run", "share", "seed", "fingerprint")
 
     def __init__(self, dataset: StreamDataset, stateful: bool) -> None:
         self.dataset, self.stateful = dataset, stateful
@@ -353,6 +354,7 @@ class _Run:
         self.run: Any = None  # (what the items come from: the plain run, or the share's stages)
         self.share: Any = None
         self.seed: np.random.SeedSequence | None = None
+        self.fingerprint: str | None = None
 
     def __iter__(self) -> _Run:
         return self
@@ -384,6 +386,7 @@ class _Run:
             self.run = iter(recipe)
             return
         _check_resumes(recipe)
+        self.fingerprint = self.dataset._fingerprint(recipe)
         if loaded is not None:
             self._check_recipe(loaded)
         state = None if loaded is None or loaded["run"] is None else loaded["run"][0]
@@ -408,7 +411,7 @@ class _Run:
         elif not self.stateful:
             raise self._refusal("a state was asked")
         else:
-            recipe, run = self.dataset._fingerprint(self.recipe), [self.share.state()]  # (a list: see _Run)
+            recipe, run = self.fingerprint, [self.share.state()]  # (a list: see _Run)
         seed = self.seed
         return {
             "pescador_torch": 1,
@@ -444,7 +447,7 @@ class _Run:
         self.stateful, self.loaded = True, json.loads(json.dumps(fields))  # (a copy: a state may serve twice)
 
     def _check_recipe(self, state: dict) -> None:
-        if state["recipe"] is not None and state["recipe"] != self.dataset._fingerprint(self.recipe):
+        if state["recipe"] is not None and state["recipe"] != self.fingerprint:
             raise PescadorError(
                 f"resumable: the state of as_dataset's run is of another recipe than {self.dataset.recipe!r} (sources, "
                 "parameters, seeds or the number of DataLoader workers or ranks differ)"
