@@ -112,7 +112,8 @@ def _pack_value(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if not _plain(obj) or not _travels(obj.dtype) or obj.dtype.kind == "V":  # msgpack-numpy's V is structured
             raise _Unsendable(obj)
-        return msgpack_numpy.encode(np.ascontiguousarray(obj))
+        # msgpack-numpy's form, with its shape as it is (0-d too) and its bytes (any dtype: datetimes too)
+        return {b"nd": True, b"type": obj.dtype.str, b"kind": b"", b"shape": list(obj.shape), b"data": obj.tobytes()}
     if isinstance(obj, _SCALAR):
         return {b"nd": False, b"type": obj.dtype.str, b"kind": b"", b"data": obj.tobytes()}
     if isinstance(obj, complex):
