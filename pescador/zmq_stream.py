@@ -6,9 +6,9 @@ or several small items to a message when they come fast (see
 ``batch_wait`` and :mod:`pescador.wire`), to the consumer, which yields
 them one at a time, in order, as they arrive.  The consumer binds one
 ROUTER socket on a private endpoint (an ``ipc://`` path in a new
-directory of mode 0700, or loopback TCP); each worker connects a DEALER
-socket with a secret identity, and messages from any other peer are
-dropped.
+directory of mode 0700, or loopback TCP, where a peer must also show the
+run's secret during the handshake); each worker connects a DEALER socket
+with a secret identity, and messages from any other peer are dropped.
 
 Lifecycle
 ---------
@@ -168,7 +168,13 @@ def zmq_offload(
     transport : None, "ipc" or "tcp"
         ``"ipc"``: a socket file in a new private directory (mode 0700);
         ``"tcp"``: loopback TCP (127.0.0.1) on a port between ``min_port``
-        and ``max_port``.  None chooses ipc where ZeroMQ supports it.
+        and ``max_port``, which any process on this host can reach: the
+        workers show the run's secret during ZeroMQ's handshake (PLAIN,
+        checked by a ZAP handler in the consumer), and any other peer is
+        cut off before anything it sends is kept.  (ZeroMQ's limit on a
+        message's size would not do: it bounds each frame, not how many
+        frames a message has, and a run's own items, a 1 GB batch too,
+        must travel.)  None chooses ipc where ZeroMQ supports it.
     min_port, max_port : int
         The range of TCP ports to try (both included).
     max_tries : int >= 1
@@ -284,6 +290,7 @@ class _Job:
     seed: Any = None  # its np.random.SeedSequence
     state: Any = None  # where its share resumes (a tracked run), or None: from the start
     report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
+    password: bytes = b""  # over TCP, what the worker shows the consumer to be let in (see _gate)
 
 
 # ----------------------------------------------------------------------------
@@ -332,6 +339,31 @@ def _bind(sock: zmq.Socket, transport: str, min_port: int, max_port: int, max_tr
     )
 
 
+def _gate(context: zmq.Context, sock: zmq.Socket) -> tuple:
+    """``(gate, password)``: let only the run's workers into ``sock`` (before it binds a TCP port).
+
+    Any process on this host can connect to a loopback port, and ZeroMQ
+    holds what a peer sends until a whole message has come (with no bound
+    on its frames), so a stranger could pile bytes up in the consumer.  A
+    worker shows the run's secret (PLAIN), which a ZAP handler in the
+    consumer checks during the handshake, before ZeroMQ accepts any
+    message: a peer without it is cut off having sent nothing that is kept.
+    The handler's thread starts before the workers (it answers their first
+    handshakes); forked while it waits in poll, they inherit no lock of it
+    that they take (logging's locks are made anew in a forked child).
+    """
+    from zmq.auth.thread import ThreadAuthenticator  # (only TCP runs need it)
+
+    password = secrets.token_hex(16)
+    gate = ThreadAuthenticator(context)
+    gate.start()
+    gate.configure_plain(domain="pescador", passwords={"worker": password})
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # (no handler, no entry)
+    sock.setsockopt(zmq.ZAP_DOMAIN, b"pescador")
+    sock.setsockopt(zmq.PLAIN_SERVER, 1)
+    return gate, password.encode()
+
+
 def _death(process: Any, wid: int, received: int) -> PescadorError:
     """The error for a worker that died: how, and how many of its items the consumer received."""
     code = process.exitcode
@@ -370,7 +402,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
     pickled, payload = _payload(upstream, mp.get_start_method())
     seeds = np.random.SeedSequence(config.random_state).spawn(config.workers)
     context = zmq.Context()
-    sock = directory = guardian = relay = None
+    sock = directory = guardian = relay = gate = None
     procs: list = []
     identities: dict = {}
     live: set = set()  # the workers that have not ended (END or ERROR) yet
@@ -379,10 +411,11 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, config.hwm)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        gate, password = _gate(context, sock) if config.transport == "tcp" else (None, b"")
         endpoint, directory = _bind(sock, config.transport, config.min_port, config.max_port, config.max_tries)
         relay = _report.Relay(upstream, context, endpoint, config)  # the workers' observers report to it
         shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None,
-                      report=relay.address)
+                      report=relay.address, password=password)
         for wid in range(config.workers):
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities[identity] = wid
@@ -404,6 +437,8 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
                 _report.close(relay)
         finally:  # (each step happens even if a second Ctrl-C interrupts the one before)
             try:
+                if gate is not None:
+                    gate.stop()  # (its thread's sockets close: the context can end)
                 context.term()
             finally:
                 try:
@@ -799,6 +834,9 @@ def _worker(job: _Job) -> None:
         sock.setsockopt(zmq.IDENTITY, job.identity)
         sock.setsockopt(zmq.SNDHWM, job.config.hwm)
         sock.setsockopt(zmq.LINGER, 0)
+        if job.password:  # (over TCP: the consumer lets in only the run's workers, see _gate)
+            sock.setsockopt(zmq.PLAIN_USERNAME, b"worker")
+            sock.setsockopt(zmq.PLAIN_PASSWORD, job.password)
         sock.connect(job.endpoint)
         link = _Link(sock)
         outbox = wire.Outbox(link.send, link.writable, job.config.batch_wait, job.config.copy)

@@ -7,6 +7,7 @@ import collections
 import faulthandler
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -331,6 +332,78 @@ def test_a_chattering_stranger_does_not_hide_a_dead_worker(tmp_path, monkeypatch
         thread.join()
         stranger.close()
         context.term()
+
+
+STRANGER_CONSUMER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np, pescador
+
+    def paced(n):
+        for i in range(n):
+            time.sleep(0.003)
+            yield {"i": np.array([i])}
+
+    port = int(sys.argv[1])
+    run = pescador.zmq_offload(transport="tcp", min_port=port, max_port=port)(pescador.stream(paced, 500))
+    got = []
+    for item in run:
+        got.append(int(item["i"][0]))
+        if len(got) == 1:
+            print("started", flush=True)
+    print("done", got == list(range(500)), flush=True)
+    """
+)
+
+
+def _kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+
+
+def _zmtp_flood(port, mib):
+    """A stranger that speaks ZMTP itself: the NULL handshake, then ``mib`` MiB in frames of one message
+    that never ends (each frame says more follow).  Returns how many MiB went out before it was cut off."""
+    chunk = b"x" * (1 << 20)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32)
+        ready = b"\x05READY\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
+        conn.sendall(b"\x04" + bytes([len(ready)]) + ready)
+        try:
+            for _ in range(mib):
+                conn.sendall(b"\x03" + len(chunk).to_bytes(8, "big") + chunk)
+                sent += 1
+        except OSError:  # (cut off)
+            pass
+    return sent
+
+
+@pytest.mark.timeout(90)
+def test_a_stranger_over_tcp_cannot_make_the_consumer_hold_what_it_sends(tmp_path):
+    """ZeroMQ keeps a message's frames until its last one comes, whatever their number: a stranger
+    that reaches the consumer's loopback port made it hold 256 MiB (47 to 485 MiB seen, with 512)."""
+    with socket.socket() as probe:  # (a free port for the run)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    child = subprocess.Popen(
+        [sys.executable, "-c", STRANGER_CONSUMER, str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "started", child.stderr.read()
+        before = _kib(child.pid, "VmRSS")
+        _zmtp_flood(port, 256)
+        held = _kib(child.pid, "VmHWM") - before
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)  # (the consumer and its workers)
+            child.wait()
+    assert held < 32 * 1024, f"the consumer's memory grew by {held // 1024} MiB"
+    assert out.strip() == "done True", err  # (the run went on, every item once, in order)
 
 
 def _listening_ports():
