@@ -1127,6 +1127,7 @@ def _unpack_hook(obj: dict) -> Any:
     raise _malformed("a numpy value with a bad marker")
 
 
+# How a header is unpacked (decode's first try spells these out: keywords cost less than a dict there)
 _UNPACK = {"raw": False, "object_hook": _unpack_hook, "strict_map_key": False, "unicode_errors": "surrogatepass"}
 
 
