@@ -21,7 +21,8 @@ The header is a msgpack array whose first element is the kind of message:
   shape), which share one message.  ``fields`` lists the keys in order: an
   array's field is ``[key, dtype, shape, inline]`` as above, where
   ``shape`` is one item's and the data is the ``count`` arrays stacked (a
-  C-contiguous block of shape ``(count, *shape)``, inline when it is small);
+  C-contiguous block of shape ``(count, *shape)``, inline when it is small;
+  ``shape`` ``[]``: the values are numpy scalars of that dtype, a row each);
   any other value's field is ``[key]``.  ``values`` is nil when every
   field is an array, else one list of the items' other values: the first
   item's, in field order, then the second's, and so on.  ``states`` is
@@ -444,7 +445,10 @@ def shared_layout(item: Any) -> tuple | None:
     None, numpy numbers), holding at most ``SHARE_MAX`` bytes in all (its
     arrays' bytes, its strings' and bytes' lengths, ``_VALUE_COST`` bytes for
     each other value).  ``nbytes`` is that count; ``cost``, what unpacking its
-    values from a message's header costs the receiver, at most (_unpack_cost's count).
+    values from a message's header costs the receiver, at most (_unpack_cost's
+    count).  A numpy scalar (but ``np.float64``, a float that travels as one)
+    is in the layout as an array of no dimension: its key's values travel as
+    a block of their dtype, as arrays do.
     Such an item is captured whole when it is put in a message (its arrays
     copied, its other values immutable), so a source may change or reuse
     what it yielded.  Any other item travels alone (where
@@ -458,28 +462,24 @@ def shared_layout(item: Any) -> tuple | None:
         if type(key) is not str:
             return None
         kind = type(value)
-        if kind is np.ndarray:
-            dtype, shape = value.dtype, value.shape
+        if kind is np.ndarray or (kind not in _IMMUTABLE and kind is not np.float64 and isinstance(value, _SCALAR)):
+            dtype, shape = value.dtype, value.shape  # (a numpy scalar's shape is (): a row of a 1-d block)
             shares = _SHARES.get(dtype)
             if shares is None:
                 shares = _travels(dtype)
                 if len(_SHARES) < 256:
                     _SHARES[dtype] = shares
-            if not shares or not shape or len(shape) >= 64:  # (a block adds a dimension; numpy allows 64)
-                return None
+            if not shares or len(shape) >= 64 or not (shape or kind is not np.ndarray):  # (a block adds a dimension;
+                return None  # numpy allows 64.  A 0-d array travels alone)
             nbytes += value.nbytes
             parts.append((key, dtype, shape))
         elif kind is str or kind is bytes:
             nbytes += (4 * len(value) if kind is str else len(value)) + _VALUE_COST  # (UTF-8: at most 4 bytes a character)
             cost += _SLOT + (_str_cost(value) if kind is str else _BIN + len(value))  # (and its place in the list)
             parts.append(key)
-        elif kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64):
+        elif kind in _IMMUTABLE or kind is np.float64 or (kind is int and -(2**63) <= value < 2**64):
             nbytes += _VALUE_COST
             cost += _SLOT + _INT
-            parts.append(key)
-        elif isinstance(value, _SCALAR):  # (a map: see _pack_value)
-            nbytes += _VALUE_COST
-            cost += _SLOT + _SCALAR_COST + 5 * len(value.dtype.str) + value.itemsize
             parts.append(key)
         else:
             return None
@@ -539,7 +539,7 @@ class _Batch:
         self.states: list = []
         self.count = 0
         # (key, dtype, shape, block) per key, for ``take``; None when some values are not arrays
-        self.arrays = None if self.value_keys else [(p[0], p[1], p[2], self.blocks[p[0]]) for p in layout]
+        self.arrays = None if self.value_keys or 0 in dims else [(p[0], p[1], p[2], self.blocks[p[0]]) for p in layout]
 
     def take(self, item: Any, state: str | None) -> bool:
         """Add ``item`` when it is a dict of plain arrays of exactly this batch's layout (checked and copied
@@ -940,7 +940,8 @@ def _dict_cost(keys: int) -> int:
     return _DICT + _DICT_KEY * keys
 
 
-# An item whose header's bytes, plus _FIELD_BYTES per field, are at most _SMALL_ITEM fits (encode_item counts no further)
+# An item whose header's bytes, plus _FIELD_BYTES a field, are at most _SMALL_ITEM fits (encode_item counts no
+# further)
 _FIELD_BYTES = -(-(_FIELD_MAX + _dict_cost(1) - _dict_cost(0)) // _QUICK)
 _SMALL_ITEM = (MEMORY_BASE - _dict_cost(0)) // _QUICK
 
@@ -1019,10 +1020,6 @@ def _unpack_cost(data: Any, limit: float = float("inf")) -> int:
     if i != end and cost <= limit:
         raise _malformed(f"the header is not valid msgpack ({end - i} bytes after its end)")
     return cost
-
-
-# A numpy scalar's form (see _pack_value) with an empty dtype string and no data: each adds 5 a character, 1 a byte.
-_SCALAR_COST = _unpack_cost(msgpack.packb({b"nd": False, b"type": "", b"kind": b"", b"data": b""}, use_bin_type=True))
 
 
 class _OverBudget(Exception):
@@ -1488,8 +1485,8 @@ def _batch(header: list, frames: list, room: int) -> tuple:
         if room < 0:
             break
         dtype, shape = _dtype(code), _shape(shape)
-        if not shape or len(shape) >= 64:
-            raise _malformed(f"the arrays of key {key!r} in a batch have {len(shape)} dimensions (1 to 63)")
+        if len(shape) >= 64:  # (none: numpy scalars, the rows of a 1-d block)
+            raise _malformed(f"the arrays of key {key!r} in a batch have {len(shape)} dimensions (at most 63)")
         buffer, frame = _field_buffer(key, inline, frames, frame)
         columns.append((buffer, dtype, (count, *shape)))
         _sized(*columns[-1])
