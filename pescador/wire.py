@@ -462,7 +462,15 @@ def shared_layout(item: Any) -> tuple | None:
         if type(key) is not str:
             return None
         kind = type(value)
-        if kind is np.ndarray or (kind not in _IMMUTABLE and kind is not np.float64 and isinstance(value, _SCALAR)):
+        if kind is str or kind is bytes:
+            nbytes += (4 * len(value) if kind is str else len(value)) + _VALUE_COST  # (UTF-8: at most 4 bytes a character)
+            cost += _SLOT + (_str_cost(value) if kind is str else _BIN + len(value))  # (and its place in the list)
+            parts.append(key)
+        elif kind in _PLAIN_VALUES or (kind is int and -(2**63) <= value < 2**64):
+            nbytes += _VALUE_COST
+            cost += _SLOT + _INT
+            parts.append(key)
+        elif kind is np.ndarray or isinstance(value, _SCALAR):
             dtype, shape = value.dtype, value.shape  # (a numpy scalar's shape is (): a row of a 1-d block)
             shares = _SHARES.get(dtype)
             if shares is None:
@@ -473,14 +481,6 @@ def shared_layout(item: Any) -> tuple | None:
                 return None  # numpy allows 64.  A 0-d array travels alone)
             nbytes += value.nbytes
             parts.append((key, dtype, shape))
-        elif kind is str or kind is bytes:
-            nbytes += (4 * len(value) if kind is str else len(value)) + _VALUE_COST  # (UTF-8: at most 4 bytes a character)
-            cost += _SLOT + (_str_cost(value) if kind is str else _BIN + len(value))  # (and its place in the list)
-            parts.append(key)
-        elif kind in _IMMUTABLE or kind is np.float64 or (kind is int and -(2**63) <= value < 2**64):
-            nbytes += _VALUE_COST
-            cost += _SLOT + _INT
-            parts.append(key)
         else:
             return None
     if nbytes > SHARE_MAX or cost > SHARE_COST or not parts:
@@ -491,6 +491,7 @@ def shared_layout(item: Any) -> tuple | None:
 _SHARES: dict = {}  # dtype -> whether its arrays travel
 _VALUE_COST = 16  # bytes counted for a value that is not an array, beyond a string's or bytes' own
 _IMMUTABLE = (str, bytes, float, bool, type(None))
+_PLAIN_VALUES = frozenset({float, bool, type(None), np.float64})  # (np.float64 is a float, packed as one)
 
 
 def _str_cost(text: str) -> int:
@@ -523,15 +524,15 @@ class _Batch:
         arrays = [part for part in layout if type(part) is tuple]
         dims = [len(shape) for _, _, shape in arrays]
         # What decoding the message costs the receiver (see decode), kept within what the message's data
-        # pays for: unpacking its header (a bound that grows with each item's values and state), then
-        # the objects built (fixed, and each item's), less twice each item's arrays' bytes.
-        self.header = _batch_header_cost(layout)
+        # pays for (MEMORY_BASE beyond it): unpacking the header (its fixed part, and each item's values and
+        # state: ``extra``), and the objects built (fixed, and ``each`` an item, less what its arrays pay).
         self.fixed = _batch_cost(0, len(layout), dims)
-        self.objects = _batch_cost(1, len(layout), dims) - self.fixed  # (an item's)
-        self.paid = (MEMORY_FACTOR - 2) * sum(dtype.itemsize * int(np.prod(shape)) for _, dtype, shape in arrays)
-        each = max(1, self.objects + cost - self.paid)
+        self.base = _batch_header_cost(layout) + self.fixed
+        paid = (MEMORY_FACTOR - 2) * sum(dtype.itemsize * int(np.prod(shape)) for _, dtype, shape in arrays)
+        self.each = _batch_cost(1, len(layout), dims) - self.fixed - paid
+        self.extra = 0
         self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1), BATCH_CELLS // len(layout),
-                                   (MEMORY_BASE - self.fixed - self.header) // each))
+                                   (MEMORY_BASE - self.base) // max(1, self.each + cost)))
         self.used = 0  # bytes of data held (items of one layout may differ in their strings' and bytes' lengths)
         self.blocks = {part[0]: np.empty((self.capacity, *part[2]), part[1]) for part in layout if type(part) is tuple}
         self.value_keys = [part for part in layout if type(part) is str]
@@ -559,7 +560,7 @@ class _Batch:
         self.count = n + 1
         self.used += self.item_bytes  # (arrays only: every item of the layout holds as many bytes)
         if state is not None:
-            self.header += _SLOT + _str_cost(state)
+            self.extra += _SLOT + _str_cost(state)
         return True
 
     def fits(self, nbytes: int, cost: int) -> bool:
@@ -567,7 +568,7 @@ class _Batch:
         (and state) costing ``cost`` to unpack."""
         return (
             self.count < self.capacity and self.used + nbytes <= BATCH_BYTES
-            and self.header + cost + self.fixed + (self.count + 1) * (self.objects - self.paid) <= MEMORY_BASE
+            and self.base + (self.count + 1) * self.each + self.extra + cost <= MEMORY_BASE
         )
 
     def add(self, item: dict, state: str | None, nbytes: int, cost: int) -> None:
@@ -580,7 +581,7 @@ class _Batch:
         self.states.append(state)
         self.count = n + 1
         self.used += nbytes
-        self.header += cost
+        self.extra += cost
 
     def full(self) -> bool:
         return self.count >= self.capacity
@@ -603,7 +604,9 @@ class _Batch:
             raise PescadorError(
                 f"{_where(position)}a message of {self.count} items could not be packed ({exc!r})"
             ) from None
-        return _paid(frames, self.fixed + self.count * self.objects, self.header)  # (``fits`` kept it in bounds)
+        # (``fits`` kept what decoding costs within what the data pays for: never padded)
+        objects = _batch_cost(self.count, len(self.layout), [len(part[2]) for part in self.layout if type(part) is tuple])
+        return _paid(frames, objects, self.base - self.fixed + self.extra)  # (a bound of the header's cost)
 
 
 def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None) -> list:
@@ -932,12 +935,10 @@ _ARRAY, _PER_DIM, _MASKED, _ROW, _ERROR = 640, 32, 2048, 128, 4096
 _FIELD_MAX = _ARRAY + _PER_DIM * 64  # an array field that is not masked
 
 
-_DICT, _DICT_KEY = 192, 64
-
-
 def _dict_cost(keys: int) -> int:
-    """What a dict of this many keys, built one key at a time, allocates at most (its table doubles)."""
-    return _DICT + _DICT_KEY * keys
+    """What a dict of this many keys, built one key at a time, allocates at most (its first table holds
+    five keys; then it doubles)."""
+    return 224 if keys <= 5 else 192 + 64 * keys
 
 
 # An item whose header's bytes, plus _FIELD_BYTES a field, are at most _SMALL_ITEM fits (encode_item counts no
@@ -1350,7 +1351,7 @@ def _builtin(report: ErrorReport) -> Exception | None:
 
 def _item(fields: list, frames: list, copy: bool, room: int) -> dict:
     """The item of an ITEM message's fields; what it builds costs at most ``room`` (else _OverBudget)."""
-    room -= _DICT + _DICT_KEY * len(fields)  # (_dict_cost)
+    room -= _dict_cost(len(fields))
     if room < 0:
         raise _OverBudget(f"an item of {len(fields)} keys")
     item = {}
