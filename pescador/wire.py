@@ -274,7 +274,7 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None, stat
     if masked or len(head) + _FIELD_BYTES * len(fields) > _SMALL_ITEM:  # (else what it costs fits at once)
         inline = sum(len(field[3]) for field in fields if len(field) > 3 and type(field[3]) is bytes)
         bound = _QUICK * (len(head) - inline) + inline  # (an inline array's bytes cost one a byte)
-        if masked or bound + _dict_cost(len(fields)) + len(fields) * _FIELD_MAX > MEMORY_BASE:
+        if masked or bound + _dict_cost(len(fields)) + len(fields) * _FIELD_MAX > _COUNTED_BASE:
             frames = _paid(frames, _item_objects(fields), bound)
     return frames
 
@@ -299,7 +299,7 @@ def _paid(frames: list, objects: int, bound: int) -> list:
     every other byte of a header that encode_item packs, less than _QUICK.)
     """
     head = frames[0]
-    room = MEMORY_BASE + (MEMORY_FACTOR - 2) * sum(map(len, frames)) - objects  # (as decode counts)
+    room = _COUNTED_BASE + (MEMORY_FACTOR - 2) * sum(map(len, frames)) - objects  # (as decode counts)
     if bound <= room:
         return frames
     need = _unpack_cost(head) - room
@@ -524,7 +524,7 @@ class _Batch:
         arrays = [part for part in layout if type(part) is tuple]
         dims = [len(shape) for _, _, shape in arrays]
         # What decoding the message costs the receiver (see decode), kept within what the message's data
-        # pays for (MEMORY_BASE beyond it): unpacking the header (its fixed part, and each item's values and
+        # pays for (_COUNTED_BASE beyond it): unpacking the header (its fixed part, and each item's values and
         # state: ``extra``), and the objects built (fixed, and ``each`` an item, less what its arrays pay).
         self.fixed = _batch_cost(0, len(layout), dims)
         self.base = _batch_header_cost(layout) + self.fixed
@@ -532,7 +532,7 @@ class _Batch:
         self.each = _batch_cost(1, len(layout), dims) - self.fixed - paid
         self.extra = 0
         self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1), BATCH_CELLS // len(layout),
-                                   (MEMORY_BASE - self.base) // max(1, self.each + cost)))
+                                   (_COUNTED_BASE - self.base) // max(1, self.each + cost)))
         self.used = 0  # bytes of data held (items of one layout may differ in their strings' and bytes' lengths)
         self.blocks = {part[0]: np.empty((self.capacity, *part[2]), part[1]) for part in layout if type(part) is tuple}
         self.value_keys = [part for part in layout if type(part) is str]
@@ -568,7 +568,7 @@ class _Batch:
         (and state) costing ``cost`` to unpack."""
         return (
             self.count < self.capacity and self.used + nbytes <= BATCH_BYTES
-            and self.base + (self.count + 1) * self.each + self.extra + cost <= MEMORY_BASE
+            and self.base + (self.count + 1) * self.each + self.extra + cost <= _COUNTED_BASE
         )
 
     def add(self, item: dict, state: str | None, nbytes: int, cost: int) -> None:
@@ -913,16 +913,18 @@ def _pickled(error: BaseException) -> bytes | None:
 
 MEMORY_FACTOR = 4  # a message of B bytes makes the decoder allocate at most MEMORY_FACTOR * B + MEMORY_BASE bytes
 MEMORY_BASE = 1 << 18
+_COUNTED_BASE = MEMORY_BASE - (16 << 10)  # (what is counted; the rest: the decoder's own frames, a refusal's error)
 _PADDED = 0x40  # added to a message's kind: its last frame is padding, which pays for what the header builds
 
 # What unpacking a msgpack token may allocate, at most, in bytes (CPython 3.9 to 3.13, 64-bit), beyond
 # its payload's bytes (a str's counted at 5 per byte unless ASCII: a str of UTF-8 bytes may become a
 # UCS-4 str, decoded through a buffer of that size; a bin's at 1).  A list's element adds _SLOT (its
-# pointer); a map's entry adds _ENTRY (a dict's table grows by doubling), and a map whose first key is
+# pointer); a map's entry adds _ENTRY (a dict's table grows by doubling; its first, of five entries,
+# adds _TABLE more), and a map whose first key is
 # a bin, msgpack-numpy's form of a numpy value or complex number (see _unpack_hook), adds what the
 # value is: _HOOK_ARRAY where the map has the five entries of an array (of at most 64 dimensions) or
 # more, else _HOOK_VALUE.  (Measured with tracemalloc; the tests check them against what decoding allocates.)
-_INT, _FLOAT, _STR, _BIN, _EXT, _LIST, _SLOT, _MAP, _ENTRY = 36, 24, 80, 40, 160, 56, 8, 64, 96
+_INT, _FLOAT, _STR, _BIN, _EXT, _LIST, _SLOT, _MAP, _ENTRY, _TABLE = 36, 24, 80, 40, 160, 56, 8, 96, 96, 64
 _HOOK_VALUE, _HOOK_ARRAY = 256, 640 + 24 * 64
 _QUICK = 192  # bytes msgpack may allocate per byte of a header whose lists have at most _QUICK_LIST elements
 _QUICK_LIST = 64  # (a list of 15 elements is one byte and 176 bytes of Python; every token costs less)
@@ -944,7 +946,7 @@ def _dict_cost(keys: int) -> int:
 # An item whose header's bytes, plus _FIELD_BYTES a field, are at most _SMALL_ITEM fits (encode_item counts no
 # further)
 _FIELD_BYTES = -(-(_FIELD_MAX + _dict_cost(1) - _dict_cost(0)) // _QUICK)
-_SMALL_ITEM = (MEMORY_BASE - _dict_cost(0)) // _QUICK
+_SMALL_ITEM = (_COUNTED_BASE - _dict_cost(0)) // _QUICK
 
 
 def _token_table() -> tuple:
@@ -1014,7 +1016,7 @@ def _unpack_cost(data: Any, limit: float = float("inf")) -> int:
             cost += _LIST + _SLOT * n
             pending += n
         else:
-            cost += _MAP + _ENTRY * n
+            cost += _MAP + _ENTRY * n + (_TABLE if n else 0)
             if n > 1 and i < end and data[i] in _BINS:  # (only those may become numpy values or complex numbers)
                 cost += _HOOK_ARRAY if n >= 5 else _HOOK_VALUE
             pending += 2 * n
@@ -1161,7 +1163,7 @@ def decode(frames: list, copy: bool = False) -> tuple:
         raise _malformed("an empty message")
     first = frames[0]
     size = len(first) if len(frames) == 1 else sum(map(len, frames))  # (zmq.Frame and a bytes view: their bytes)
-    budget = MEMORY_BASE + MEMORY_FACTOR * size
+    budget = _COUNTED_BASE + MEMORY_FACTOR * size
     head = first if type(first) is bytes else _frame_buffer(first)
     spent, header = _QUICK * len(head), None
     if spent <= budget:  # (the common case: a small header, unpacked at once)
@@ -1202,7 +1204,7 @@ def _unpack_counted(head: Any, budget: int) -> tuple:
     if spent > budget:
         raise _malformed(
             f"a header of {len(head)} bytes that would take more than {budget} bytes to unpack (at most "
-            f"{budget} bytes for a message of {(budget - MEMORY_BASE) // MEMORY_FACTOR} bytes)"
+            f"{budget} bytes for a message of {(budget - _COUNTED_BASE) // MEMORY_FACTOR} bytes)"
         )
     try:
         return msgpack.unpackb(head, **_UNPACK), spent
