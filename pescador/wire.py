@@ -920,14 +920,14 @@ _PADDED = 0x40  # added to a message's kind: its last frame is padding, which pa
 # its payload's bytes (a str's counted at 5 per byte unless ASCII: a str of UTF-8 bytes may become a
 # UCS-4 str, decoded through a buffer of that size; a bin's at 1).  A list's element adds _SLOT (its
 # pointer); a map's entry adds _ENTRY (a dict's table grows by doubling; its first, of five entries,
-# adds _TABLE more), and a map whose first key is
-# a bin, msgpack-numpy's form of a numpy value or complex number (see _unpack_hook), adds what the
-# value is: _HOOK_ARRAY where the map has the five entries of an array (of at most 64 dimensions) or
-# more, else _HOOK_VALUE.  (Measured with tracemalloc; the tests check them against what decoding allocates.)
+# adds _TABLE more), and a map whose first key is a bin, msgpack-numpy's form of a numpy value or
+# complex number (see _unpack_hook), adds what the value is: _HOOK_ARRAY where the map has the five
+# entries of an array (of at most 64 dimensions) or more, else _HOOK_VALUE.  (Measured with
+# tracemalloc; the tests check decoding against the bound, with headers of every shape.)
 _INT, _FLOAT, _STR, _BIN, _EXT, _LIST, _SLOT, _MAP, _ENTRY, _TABLE = 36, 24, 80, 40, 160, 56, 8, 96, 96, 64
 _HOOK_VALUE, _HOOK_ARRAY = 256, 640 + 24 * 64
 _QUICK = 192  # bytes msgpack may allocate per byte of a header whose lists have at most _QUICK_LIST elements
-_QUICK_LIST = 64  # (a list of 15 elements is one byte and 176 bytes of Python; every token costs less)
+_QUICK_LIST = 64  # (3 bytes that claim a list of 64 elements allocate 568 bytes: the most a byte can cost)
 
 # What building the items may allocate: an array (its object, its views, shape and strides, a
 # bytearray's header, an entry in the decoder's caches of layouts and dtypes) plus _PER_DIM a
