@@ -19,6 +19,21 @@ def median_seconds(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -
     return statistics.median(times)
 
 
+def medians_side_by_side(fns: list[Callable[[], object]], repeat: int = 5, warmup: int = 1) -> list[float]:
+    """Median seconds of each of ``fns``, timed in interleaved rounds (each first in turn), so that a
+    load that comes and goes hits them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(repeat):
+        for i in range(len(fns)) if r % 2 == 0 else reversed(range(len(fns))):
+            t0 = time.perf_counter()
+            fns[i]()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"

@@ -20,6 +20,25 @@ Paths:
   ``build/peers-venv`` where ``make bench-peers`` installed pescador 3.0.0
   (our package and 3.0 never share a venv), else left out.
 
+A second table runs in one process, through each library's 1.0 / 3.x
+calls, next to the hand-written loop that does the same (the *limit*,
+timed in the same process, in turn with the path: the ratio is the
+limit's time over the path's, so 1.0 is the limit):
+
+- ``Streamer(gen) iterated``: 200,000 small dict items (``{"i": i}``) from
+  ``for item in Streamer(gen)``; the limit is the raw generator loop;
+  DataLoader with ``batch_size=None, num_workers=0``;
+- ``buffer (1, 128) -> 64``: (1, 128) float32 rows into batches of 64 (ours:
+  ``buffer(64)``, as ``BufferedStreamer``; 3.0: ``buffer_stream(streamer,
+  64, axis=0)``; DataLoader: ``batch_size=64``, stacking into a tensor);
+  the limit is a loop slicing the list of rows and ``np.concatenate``;
+- ``buffer (1, 3, 224, 224) -> 32``: image-sized rows into batches of 32;
+  the limit is memcpy into two batches in turn (``np.concatenate(...,
+  out=)``: the consumer holds the last batch while the next one fills).
+
+Times are medians of per-batch times (per 10,000 items for the first), so
+that another process preempting a few does not move them.
+
 Each (path, workload) runs in a fresh process, which prints its figures as
 JSON: items/s and MB/s (from the first ``next`` to the last item), the
 consumer's CPU per item (``time.process_time``), peak RSS of the consumer
@@ -155,6 +174,91 @@ def _take(source, n):
 PATHS = {"ours": ours, "DataLoader": dataloader, "pescador 3.0": pescador3}
 
 
+# -- in one process, through the 1.0 / 3.x calls, next to the hand-written limit ----------------
+
+IN_PROCESS = {  # workload -> (items a run, rows per batch: 0 for items one by one, row shape)
+    "Streamer(gen) iterated": (200_000, 0, None),
+    "buffer (1, 128) -> 64": (64 * 1000, 64, (1, 128)),
+    "buffer (1, 3, 224, 224) -> 32": (32 * 20, 32, (1, 3, 224, 224)),
+}
+CHUNK = 10_000  # items timed together in the first workload
+
+
+def small_items(n):
+    for i in range(n):
+        yield {"i": i}
+
+
+def replay(items):
+    yield from items
+
+
+def in_process(path, workload):
+    """``(run, limit)``: two functions, each starting one run of the workload (an iterator) by ``path`` and by
+    the hand-written loop."""
+    n, rows, shape = IN_PROCESS[workload]
+    if rows:
+        rng = np.random.default_rng(0)
+        items = [{"X": rng.random(shape, dtype=np.float32)} for _ in range(n)]
+    if path == "DataLoader":
+        import torch.utils.data
+
+        class Items(torch.utils.data.IterableDataset):
+            def __iter__(self):
+                return small_items(n) if not rows else replay(items)
+
+        loader = torch.utils.data.DataLoader(Items(), batch_size=rows or None, num_workers=0)
+        run = lambda: iter(loader)  # noqa: E731
+    else:
+        import pescador
+
+        if not rows:
+            run = lambda: iter(pescador.Streamer(small_items, n))  # noqa: E731
+        elif path == "ours":
+            run = lambda: iter(pescador.BufferedStreamer(pescador.Streamer(replay, items), rows))  # noqa: E731
+        else:  # (3.0 has no BufferedStreamer: its buffering is buffer_stream)
+            run = lambda: pescador.buffer_stream(pescador.Streamer(replay, items), rows, axis=0)  # noqa: E731
+    if not rows:
+        return run, lambda: small_items(n)
+    if shape == (1, 128):
+        def concatenated():
+            for i in range(0, n, rows):
+                yield {"X": np.concatenate([item["X"] for item in items[i : i + rows]])}
+        return run, concatenated
+    pair = [np.empty((rows, *shape[1:]), np.float32) for _ in range(2)]
+
+    def two_batches():
+        for k, i in enumerate(range(0, n, rows)):
+            yield np.concatenate([item["X"] for item in items[i : i + rows]], out=pair[k % 2])
+    return run, two_batches
+
+
+def _unit_times(make, chunk):
+    """The time of each ``chunk`` items (or batches) of a run of ``make()``."""
+    clock, times, count = time.perf_counter, [], 0
+    then = clock()
+    for _ in make():
+        count += 1
+        if count == chunk:
+            now = clock()
+            times.append(now - then)
+            then, count = now, 0
+    return times
+
+
+def measure_in_process(path, workload, rounds=5):
+    """One path and its limit in this process, in turn: the median time per item (or batch) of each."""
+    rows = IN_PROCESS[workload][1]
+    chunk = rows and 1 or CHUNK
+    run, limit = in_process(path, workload)
+    times = {"run": [], "limit": []}
+    for _ in range(rounds):
+        for key, make in (("run", run), ("limit", limit)):
+            times[key] += _unit_times(make, chunk)
+    scale = 1e6 if rows else 1e9 / CHUNK
+    return {"time": statistics.median(times["run"]) * scale, "limit": statistics.median(times["limit"]) * scale}
+
+
 def measure(path, workload):
     """One run in this process: the figures as a dict."""
     n, nbytes = WORKLOADS[workload]
@@ -192,14 +296,14 @@ def _peak_rss_kib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run_one(path, workload, python):
+def run_one(path, workload, python, mode="one"):
     env = dict(os.environ)
     if path == "pescador 3.0":
         env.pop("PYTHONPATH", None)  # (3.0 from its venv, never ours)
     else:
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(
-        [str(python), str(pathlib.Path(__file__).resolve()), "one", path, workload],
+        [str(python), str(pathlib.Path(__file__).resolve()), mode, path, workload],
         capture_output=True, text=True, env=env, cwd="/tmp", timeout=900,
     )
     if out.returncode != 0:
@@ -211,11 +315,14 @@ def main(argv):
     if argv[:1] == ["one"]:
         print(json.dumps(measure(argv[1], argv[2])))
         return
+    if argv[:1] == ["in-process"]:
+        print(json.dumps(measure_in_process(argv[1], argv[2])))
+        return
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks peers")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS))
+    parser.add_argument("--workloads", nargs="*", default=list(WORKLOADS) + list(IN_PROCESS))
     args = parser.parse_args(argv)
     pythons = {"ours": sys.executable}
     import importlib.util
@@ -231,7 +338,7 @@ def main(argv):
     header = ["workload", "path", "items/s", "MB/s", "consumer CPU us/item", "consumer RSS MB",
               "workers RSS MB", "first item ms", "items/s vs DataLoader"]
     rows = []
-    for workload in args.workloads:
+    for workload in [w for w in args.workloads if w in WORKLOADS]:
         figures = {}
         for path, python in pythons.items():
             runs = [run_one(path, workload, python) for _ in range(args.repeat)]
@@ -247,7 +354,25 @@ def main(argv):
                 continue
             ratio = f"{f['items/s'] / base:.2f}" if base else "-"
             rows.append([workload, path] + [f[key] for key in header[2:-1]] + [ratio])
-    _table(f"median of {args.repeat} runs, each in a fresh process; {os.cpu_count()} cores", header, rows)
+    if rows:
+        _table(f"median of {args.repeat} runs, each in a fresh process; {os.cpu_count()} cores", header, rows)
+    rows = []
+    for workload in [w for w in args.workloads if w in IN_PROCESS]:
+        unit = "batch" if IN_PROCESS[workload][1] else "item"
+        for path, python in pythons.items():
+            runs = [run_one(path, workload, python, "in-process") for _ in range(args.repeat)]
+            failed = next((r["error"] for r in runs if "error" in r), None)
+            if failed:
+                rows.append([workload, path, "failed: " + failed[:60], "", ""])
+                continue
+            took = statistics.median(r["time"] for r in runs)
+            limit = statistics.median(r["limit"] for r in runs)
+            scale = "us" if unit == "batch" else "ns"
+            rows.append([workload, path, f"{_cell(took)} {scale}/{unit}", f"{_cell(limit)} {scale}/{unit}",
+                         f"{limit / took:.2f}"])
+    if rows:
+        _table(f"in one process, through the 1.0 / 3.x calls; medians of {args.repeat} processes",
+               ["workload", "path", "time", "limit (hand-written, same process)", "ratio to the limit"], rows)
 
 
 def _cell(value):

@@ -1,8 +1,12 @@
 """ray_offload against zmq_offload and Ray Data, and Ray's three ways to move chunks.
 
 Needs Ray (``pip install 'pescador[ray]'``); starts a local Ray instance.
-One timed run per cell (after one warm-up run of each kind), so expect noise
-on a loaded machine; start-up (actors, processes) is included everywhere.
+The transports: one timed run per cell (after one warm-up run of each kind);
+the workloads: the median of ``--repeat`` runs per cell, each run's kinds
+one after the other, so that a load that comes and goes hits them alike.
+Start-up (actors, processes) is included everywhere, and the time to the
+first item is shown on its own.  Ray Data's column needs ``ray[data]`` (and
+pandas); without it, it is left out.
 
 1. transports (one actor, no pescador): chunks of ``(1, 10)`` float32 items
    and single 4 MiB items moved by a streaming generator (``num_returns=
@@ -21,6 +25,7 @@ on a loaded machine; start-up (actors, processes) is included everywhere.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
@@ -158,6 +163,14 @@ def _ray_data(ray, fn, args, workers, batch):
     return ds.iter_batches(batch_size=batch, batch_format="numpy")
 
 
+def _has_ray_data() -> bool:
+    try:
+        import ray.data  # noqa: F401  (needs pandas)
+    except ImportError:
+        return False
+    return True
+
+
 def workloads(ray, args):
     cases = [
         ("4 MiB arrays", arrays, (args.large, MIB4), 1, 4 * 2**20, 1, False),
@@ -165,6 +178,7 @@ def workloads(ray, args):
         ("(1,10) rows, batches of 256", arrays, (args.small, (1, 10)), 1, 40, 256, True),
         ("decode ~1ms, 2 workers", decoded, (args.cpu, 20000), 2, 16, 64, False),
     ]
+    data = _has_ray_data()
     rows = []
     for label, fn, fargs, workers, nbytes, batch, batched in cases:
         recipe = pescador.stream(fn, *fargs)
@@ -172,24 +186,34 @@ def workloads(ray, args):
         if batched:  # (pescador's batches are made in the workers, as Ray Data's are: rows/s)
             recipe, size = pescador.buffer(batch)(recipe), _rows
         runs = {
-            "ray_offload": (pescador.ray_offload(workers=workers)(recipe), size),
-            "zmq_offload": (pescador.zmq_offload(workers=workers)(recipe), size),
-            "Ray Data": (_ray_data(ray, fn, fargs, workers, batch), _rows),
+            "ray_offload": lambda: (pescador.ray_offload(workers=workers)(recipe), size),
+            "zmq_offload": lambda: (pescador.zmq_offload(workers=workers)(recipe), size),
         }
-        rates, steady = {}, {}
+        if data:
+            runs["Ray Data"] = lambda: (_ray_data(ray, fn, fargs, workers, batch), _rows)
+        timed: dict = {name: [] for name in runs}
+        for _ in range(args.repeat):
+            for name, make in runs.items():
+                timed[name].append(_timed(*make()))
+        rates, steady, firsts = {}, {}, {}
         cells = [label]
-        for name, (iterable, size) in runs.items():
-            n, first, seconds = _timed(iterable, size)
-            rates[name] = n / seconds
-            steady[name] = (n - (1 if size is _one else batch)) / max(seconds - first, 1e-9)
+        for name, results in timed.items():
+            n = results[0][0]
+            firsts[name] = statistics.median(first for _, first, _ in results)
+            rates[name] = n / statistics.median(seconds for _, _, seconds in results)
+            steady[name] = statistics.median((n - (1 if size is _one else batch)) / max(seconds - first, 1e-9)
+                                             for _, first, seconds in results)
             cells.append(f"{rates[name]:,.0f}/s {rates[name] * nbytes / 1e6:,.0f}MB/s "
-                         f"(1st {first:.2f}s; then {steady[name]:,.0f}/s)")
-        cells += [f"{rates['ray_offload'] / rates['zmq_offload']:.2f} ({steady['ray_offload'] / steady['zmq_offload']:.2f})",
-                  f"{rates['ray_offload'] / rates['Ray Data']:.2f} ({steady['ray_offload'] / steady['Ray Data']:.2f})"]
+                         f"(1st {firsts[name]:.2f}s; then {steady[name]:,.0f}/s)")
+        cells.append(f"{rates['ray_offload'] / rates['zmq_offload']:.2f} ({steady['ray_offload'] / steady['zmq_offload']:.2f})")
+        cells.append(f"{firsts['ray_offload'] / firsts['zmq_offload']:.0f}x")
+        if data:
+            cells.append(f"{rates['ray_offload'] / rates['Ray Data']:.2f} ({steady['ray_offload'] / steady['Ray Data']:.2f})")
         rows.append(cells)
-    table("2. workloads: items/s and MB/s in all, the first item's wait, and items/s after it (one run each)",
-          ["workload", "ray_offload", "zmq_offload", "Ray Data iter_batches", "ray/zmq (after 1st)",
-           "ray/Ray Data (after 1st)"], rows)
+    header = ["workload", "ray_offload", "zmq_offload"] + (["Ray Data iter_batches"] if data else [])
+    header += ["ray/zmq (after 1st)", "1st item: ray/zmq"] + (["ray/Ray Data (after 1st)"] if data else [])
+    table(f"2. workloads: items/s and MB/s in all, the first item's wait, and items/s after it (median of "
+          f"{args.repeat} runs{'' if data else '; Ray Data left out: pip install ray[data]'})", header, rows)
     print("\ngoals: 4 MiB arrays ray/zmq >= 0.5; (1,10) items ray/Ray Data >= 1 (Ray Data gives batches of 256 rows:"
           "\n the batches row compares like with like)")
 
@@ -199,6 +223,8 @@ def main(argv):
     parser.add_argument("--small", type=int, default=200_000, help="(1,10) items")
     parser.add_argument("--large", type=int, default=500, help="4 MiB items")
     parser.add_argument("--cpu", type=int, default=2_000, help="decoded items")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per workload cell (the median is shown)")
+    parser.add_argument("--no-transports", action="store_true", help="leave out part 1")
     args = parser.parse_args(argv)
     import ray
 
@@ -207,6 +233,8 @@ def main(argv):
     # warm-up: one short run of each kind, so that imports and worker pools are not in the first cell
     list(pescador.ray_offload()(pescador.stream(arrays, 10, (1, 10))))
     list(pescador.zmq_offload()(pescador.stream(arrays, 10, (1, 10))))
-    list(_ray_data(ray, arrays, (10, (1, 10)), 1, 4))
-    transports(ray, args.small, args.large)
+    if _has_ray_data():
+        list(_ray_data(ray, arrays, (10, (1, 10)), 1, 4))
+    if not args.no_transports:
+        transports(ray, args.small, args.large)
     workloads(ray, args)

@@ -92,6 +92,17 @@ def _figures_at_css_size(app, doctree):
                 node["width"] = f"{width * plots.CSS_DPI / plots.DPI:g}px"
 
 
+def _mux_module_text(app, what, name, obj, options, lines):
+    """``pescador.mux``'s docstring begins with mux's own (for ``help(pescador.mux)``); the reference
+    shows mux under its autofunction, so the module's entry keeps only the module's text."""
+    if what == "module" and name == "pescador.mux":
+        import pescador.mux
+
+        if pescador.mux._MODULE_MARK in lines:
+            del lines[: lines.index(pescador.mux._MODULE_MARK) + 1]
+
+
 def setup(app):
     app.connect("builder-inited", _draw_figures)
     app.connect("doctree-read", _figures_at_css_size)
+    app.connect("autodoc-process-docstring", _mux_module_text, priority=100)  # (before numpydoc reads it)

@@ -32,12 +32,14 @@ else:
     from . import mux  # the module, callable as the pipe-style mux(k=..., lam=...)
 del TYPE_CHECKING
 from .zmq_stream import zmq_offload
+from .combinators import filter, map, shuffle, unbatch  # (map and filter: public, but not in __all__; see below)
+from .padded import bucket, padded_batch
+from .prefetched import prefetch
 from .ray_stream import FailoverWarning, ray_offload  # (imports Ray only when a run starts)
 from .observe import Meter, MuxStats, measure
 from ._progress import progress
 from .extras import cache, epoch_length, epochs, streamable
-from .resume import resumable
-from .remote import InsecureWarning, ProducerWarning
+from .resume import ResumeWarning, resumable
 
 __all__ = [
     "PescadorError",
@@ -45,8 +47,6 @@ __all__ = [
     "ParameterTypeError",
     "DataError",
     "WorkerError",
-    "ProducerWarning",
-    "InsecureWarning",
     "Stream",
     "Transform",
     "Stage",
@@ -56,12 +56,16 @@ __all__ = [
     "cycle",
     "tuples",
     "keras_tuples",
+    "shuffle",
+    "unbatch",
     "Streamer",
     "BufferedStreamer",
     "Mux",
     "ZMQStreamer",
     "WorkerInfo",
     "buffer",
+    "padded_batch",
+    "bucket",
     "maps",
     "buffer_stream",
     "mux",
@@ -70,8 +74,10 @@ __all__ = [
     "RoundRobinMux",
     "ChainMux",
     "zmq_offload",
+    "prefetch",
     "ray_offload",
     "FailoverWarning",
+    "ResumeWarning",
     "MuxStats",
     "Meter",
     "measure",
@@ -85,8 +91,27 @@ __all__ = [
 ]
 
 
+#: Public names left out of ``__all__``: ``from pescador import *`` must not replace the builtins of the
+#: same names in a user's module (where ``map(f, xs)`` would then make a recipe, silently).
+_BESIDE_ALL = ("map", "filter")
+
+
+def __getattr__(name: str) -> object:
+    """``pescador.torch`` (or ``keras``, ``demo``) before it is imported: an AttributeError saying to
+    import it.  ``import pescador`` does not load these submodules (they need a framework, or are
+    programs); ``import pescador.torch`` does, and then ``pescador.torch`` is there."""
+    import importlib.util
+    import sys
+
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        raise AttributeError(f"pescador.{name} is a submodule that import pescador does not load; "
+                             f"import it first: import pescador.{name}", name=name, obj=sys.modules[__name__])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}", name=name, obj=sys.modules[__name__])
+
+
 def __dir__() -> list[str]:
-    """The public names (``__all__``) and the module's own dunders: the
-    submodules that ``import pescador`` loads on the way (``core``, ``wire``,
-    ...) stay importable by their full names but are not listed."""
-    return sorted(set(__all__) | {name for name in globals() if name.startswith("__") and name.endswith("__")})
+    """The public names (``__all__`` and ``_BESIDE_ALL``) and the module's own dunders: the
+    submodules that ``import pescador`` loads on the way (``core``, ``wire``, ...) stay importable by
+    their full names but are not listed."""
+    dunders = {name for name in globals() if name.startswith("__") and name.endswith("__")}
+    return sorted(set(__all__) | set(_BESIDE_ALL) | dunders)

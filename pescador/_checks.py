@@ -1,14 +1,17 @@
 """Checks of the parameters the combinators share (mux and its kinds, epochs, cache, ...): each
 returns the value as the stage keeps it, or raises a PescadorError saying what was expected: a
 ParameterTypeError (also a TypeError) for a value of the wrong type, a ParameterError (also a
-ValueError) for a value of the right type that is out of range."""
+ValueError) for a value of the right type that is out of range.  And :func:`_spelled`: a call
+whose arguments do not fit (a missing argument, a parameter of another release) says how it reads."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -93,3 +96,75 @@ def _check_random_state(random_state: Any, where: str) -> Any:
             f"RandomState; got {random_state!r}"
         )
     return int(random_state) if isinstance(random_state, numbers.Integral) else random_state
+
+
+# One parameter as pescador's releases and styles spell it: each name, and a call that takes it.
+_SPELLINGS = (
+    {"k": "Mux(seed_pool, k, ...) and pescador.mux(k, ...)", "n_active": "StochasticMux(streamers, n_active, ...)"},
+    {"lam": "Mux(seed_pool, k, lam, ...) and pescador.mux(k, lam, ...)",
+     "rate": "StochasticMux(streamers, n_active, rate, ...)"},
+    {"pool_weights": "Mux(..., pool_weights=...)", "weights": "StochasticMux, ShuffledMux and pescador.mux"},
+    {"prune_empty_seeds": "Mux(..., prune_empty_seeds=...)", "prune_empty_streams": "StochasticMux",
+     "prune_empty": "pescador.mux"},
+    {"seed_pool": "Mux(seed_pool, ...)", "streamers": "the 3.x classes (StochasticMux(streamers, ...), ...)"},
+)
+_MEANINGS = {"k": "the number of streams active at once", "n_active": "the number of streams active at once",
+             "rate": "the mean number of items of an activation, or None"}
+
+
+def _misspelled(where: str, signature: inspect.Signature, args: tuple, kwargs: dict, example: str) -> Exception:
+    """The error for ``where(*args, **kwargs)``, whose arguments do not fit ``signature``."""
+    params = signature.parameters
+    plain = signature.replace(parameters=[p.replace(annotation=p.empty) for p in params.values()],
+                              return_annotation=signature.empty)
+    what = ""
+    for name in kwargs:
+        if name not in params or params[name].kind is inspect.Parameter.POSITIONAL_ONLY:
+            spellings = next((group for group in _SPELLINGS if name in group), {})
+            here = next((other for other in spellings if other in params), None)
+            what = f"no parameter {name!r}"
+            if here is not None:
+                what += f" (as in {spellings[name]}); {where} calls it {here}: write {here}=... instead"
+            break
+    if not what:
+        try:
+            bound = signature.bind_partial(*args, **kwargs).arguments
+        except TypeError as exc:
+            what = str(exc)
+        else:
+            missing = next((p.name for p in params.values() if p.name not in bound and p.default is p.empty
+                            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)), None)
+            meaning = f" ({_MEANINGS[missing]})" if missing in _MEANINGS else ""
+            what = f"missing the argument {missing!r}{meaning}"
+    example = f"; for example {example}" if example else ""
+    return ParameterTypeError(f"{where}: {what}. Call it as {where}{plain}{example}")
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _spelled(fn: _F, where: str | None = None, example: str = "") -> _F:
+    """``fn``, whose calls with arguments that do not fit its signature raise a ParameterTypeError
+    naming ``where`` (by default, for a method such as ``__init__``: its instance's class), the
+    signature and, for a parameter of another release (``rate`` given to the 1.0 ``Mux``), this
+    one's name for it.  Other errors, and ``fn``'s own TypeErrors, pass unchanged; a call that fits
+    costs nothing more."""
+    signature = inspect.signature(fn)
+    method = next(iter(signature.parameters), None) == "self"
+    shown = signature.replace(parameters=list(signature.parameters.values())[1:]) if method else signature
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as exc:
+            if isinstance(exc, ParameterTypeError):
+                raise
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError:
+                name = where or type(args[0]).__name__
+                raise _misspelled(name, shown, args[1:] if method else args, kwargs, example) from None
+            raise
+
+    return call  # type: ignore[return-value]

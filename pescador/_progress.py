@@ -55,6 +55,17 @@ def _sources(stats: MuxStats | None, top: int = 3) -> str:
     return f"live {len(live)}/{len(shares)}" + (f", top: {best}" if best else "")
 
 
+def _line(desc: str | None, total: int | None, items: int, rows: int, seconds: float, sources: str) -> str:
+    """``desc: 40/100 items (40%), 81.0 items/s, 648 rows/s, 0.5 s | live 2/5, top: ...``"""
+    head = f"{desc}: " if desc else ""
+    count = f"{items:,}/{total:,} items ({items / total:.0%})" if total else f"{items:,} items"
+    line = f"{head}{count}, {items / seconds if seconds > 0 else 0.0:,.1f} items/s"
+    if rows != items:
+        line += f", {rows / seconds if seconds > 0 else 0.0:,.0f} rows/s"
+    line += f", {seconds:.1f} s"
+    return line + (f" | {sources}" if sources else "")
+
+
 class _Text:
     """The fallback display: one line of text, rewritten in place on a terminal, appended otherwise."""
 
@@ -66,17 +77,7 @@ class _Text:
         self.width = 0
 
     def show(self, items: int, rows: int, seconds: float, sources: str, final: bool = False) -> None:
-        head = f"{self.desc}: " if self.desc else ""
-        count = f"{items:,}/{self.total:,} items" if self.total else f"{items:,} items"
-        if self.total:
-            count += f" ({items / self.total:.0%})"
-        rate = items / seconds if seconds > 0 else 0.0
-        line = f"{head}{count}, {rate:,.1f} items/s"
-        if rows != items:
-            line += f", {rows / seconds if seconds > 0 else 0.0:,.0f} rows/s"
-        line += f", {seconds:.1f} s"
-        if sources:
-            line += f" | {sources}"
+        line = _line(self.desc, self.total, items, rows, seconds, sources)
         if self.tty:
             pad = " " * max(0, self.width - len(line))
             self.width = len(line)
@@ -84,6 +85,30 @@ class _Text:
         else:
             self.file.write(line + "\n")
         self.file.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython is imported only where it already is)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
+class _Notebook:
+    """The fallback display in a notebook: one line of output, updated in place (standard error would
+    be a red box, a line appended at each update)."""
+
+    def __init__(self, total: int | None, desc: str | None) -> None:
+        from IPython.display import display
+
+        self.total, self.desc = total, desc
+        self.handle = display({"text/plain": _line(desc, total, 0, 0, 0.0, "")}, raw=True, display_id=True)
+
+    def show(self, items: int, rows: int, seconds: float, sources: str, final: bool = False) -> None:
+        self.handle.update({"text/plain": _line(self.desc, self.total, items, rows, seconds, sources)}, raw=True)
 
     def close(self) -> None:
         pass
@@ -121,6 +146,8 @@ def _display(use_tqdm: bool | None, total: int | None, desc: str | None, file: A
                                     "or leave use_tqdm=None for the text display") from None
         else:
             return _Tqdm(tqdm, total, desc, file)
+    if file is None and _in_notebook():
+        return _Notebook(total, desc)
     return _Text(total, desc, file)
 
 
@@ -138,8 +165,10 @@ def progress(
 
     Uses ``tqdm.auto`` where tqdm is installed (a widget in notebooks, a
     bar in terminals; it is imported here, never by ``import pescador``),
-    and one line of text otherwise: rewritten in place on a terminal,
-    appended at a slower pace in a log file.  Items pass unchanged.
+    and one line of text otherwise: rewritten in place on a terminal and
+    in a Jupyter notebook (there a line of the cell's output, not of
+    standard error), appended at a slower pace in a log file.  Items pass
+    unchanged.
 
     Parameters
     ----------
@@ -159,7 +188,8 @@ def progress(
         Seconds between updates; by default 0.5 (10 for the text display
         when its file is not a terminal).
     file : file-like, optional
-        Where to write (default: standard error).
+        Where to write (default: standard error; in a Jupyter notebook,
+        the cell's output).
     use_tqdm : None, True or False
         None: tqdm when it can be imported; True: tqdm or an error; False:
         the text display.

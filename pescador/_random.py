@@ -26,6 +26,16 @@ and for each ``DataLoader`` epoch):
 - a ``Generator`` or ``RandomState``: entropy drawn from the worker's copy
   of it (deterministic: the copy's state), combined with the worker's seed
   in the same way.
+
+In a resumable run (and in every share of a ``ray_offload`` run, which must
+be able to resume after a failover) a ``random_state`` of None takes child
+``n`` of the run's seeds (:class:`pescador.stage.Seeds`) instead, ``n``
+counting the stages of the run that did so before it: the run records the
+entropy and the count in its state, so that a resumed run draws exactly what
+the uninterrupted one drew.
+In a share the run's seeds are the worker's seed, and child ``n`` is what
+``worker.seed.spawn(1)`` gives the ``n``-th time, so a plain run and a
+resumable run of a share draw the same numbers.
 """
 
 from __future__ import annotations
@@ -53,8 +63,11 @@ def _combined(entropy: Any, seed: np.random.SeedSequence) -> np.random.Generator
     return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=words))
 
 
-def _rng(random_state: Any, worker: Any) -> Any:
-    """The generator of a run of a stage with this ``random_state``, in this worker (see the module)."""
+def _rng(random_state: Any, worker: Any, seeds: Any = None) -> Any:
+    """The generator of a run of a stage with this ``random_state``, in this worker, in a run whose
+    ``seeds`` are given when it is resumable (see the module)."""
+    if random_state is None and seeds is not None:
+        return np.random.default_rng(seeds.child())
     if worker.seed is None and worker.count == 1:  # outside any worker: as numpy users expect
         return random_state if isinstance(random_state, _OBJECTS) else np.random.default_rng(random_state)
     if random_state is None:

@@ -13,13 +13,15 @@ import binascii
 import cmath
 import hashlib
 import json
+import math
+import os
 from sys import getrefcount as _getrefcount
 from typing import Any
 from weakref import getweakrefcount as _getweakrefcount
 
 import numpy as np
 
-from .core import _MISSING, Stream, Transform, check_count, is_item, not_a_dict, short_repr
+from .core import _MISSING, OneStream, Stream, Transform, check_count, is_item, not_a_dict, short_repr
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .stage import Stage, check_bool, check_fields, check_int, start, start_from
 
@@ -299,10 +301,11 @@ def _most_refs(arrays: list) -> int:
     return most
 
 
-def _held(arrays: list) -> bool:
-    """Whether anything but the list ``arrays`` refers to one of them (a dict, a view, a tensor,
-    a memoryview, a weak reference): then that batch must never be written again."""
-    if _most_refs(arrays) > _UNHELD:
+def _held(arrays: list, views: int = 0) -> bool:
+    """Whether anything but the list ``arrays`` (and ``views`` views of the first, kept with it) refers to
+    one of them (a dict, a view, a tensor, a memoryview, a weak reference): then that batch must never be
+    written again."""
+    if _most_refs(arrays) > _UNHELD + views:
         return True
     for array in arrays:
         if _getweakrefcount(array):
@@ -367,6 +370,35 @@ def _read_layout(value: Any, where: str) -> dict | None:
         check_fields(entry, ("dtype", "trail"), f"{where}, {name}")
         layout[key] = (_read_dims(entry["trail"], where, f"{name}.trail"), _read_dtype(entry["dtype"], where, f"{name}.dtype"))
     return layout
+
+
+_MAX_ELEMENT = 1 << 27  # bytes of one element of a layout read from a state (numpy's casts fail from about 150 MB)
+
+
+def _memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_layout_size(layout: dict, n: int, where: str) -> None:
+    """A layout read from a state must be one this machine can fill: elements of at most 128 MiB (numpy's
+    casts fail from about 150 MB), and batches of ``n`` rows that fit in its memory."""
+    for key, (trail, dtype) in layout.items():
+        if dtype.itemsize > _MAX_ELEMENT:
+            raise PescadorError(
+                f"resumable: the state of {where}: field 'layout[{key!r}].dtype' is {dtype.str}, elements of "
+                f"{dtype.itemsize} bytes; a state's layout may hold elements of at most {_MAX_ELEMENT} bytes"
+            )
+    need = n * sum(math.prod(trail) * dtype.itemsize for trail, dtype in layout.values())
+    memory = _memory()
+    if memory is not None and need > memory:
+        raise PescadorError(
+            f"resumable: the state of {where}: field 'layout' describes batches of {need} bytes "
+            f"({need / 2**30:.3g} GiB), more than this machine's memory ({memory / 2**30:.3g} GiB)"
+        )
 
 
 def _read_rest(value: Any, layout: dict | None, where: str) -> tuple[list, int] | None:
@@ -473,13 +505,13 @@ class _Buffer(Stage):
         self.indexed = False  # whether a row of every key is target[i] (see _set_layout)
         self.spec: list | None = None  # per key (key, dtype, shape, target) while a batch fills
         self.targets: list | None = None
+        self.rows_of: list | None = None  # the first target's rows as views, for a batch filled again
         self.rest: list | None = None  # [sources, start, rows, narrow, position] of the item being split
-        self.spares: list = []  # the arrays of batches given out, to fill again once nobody holds them
+        self.spares: list = []  # [arrays, rows_of] of batches given out, to fill again once nobody holds them
         if state is None:
             self.up = start(upstream)
         else:
             self._restore(upstream, state)
-        self.pull = self.up.__next__
 
     # -- the state ------------------------------------------------------------------------------
     def _restore(self, upstream: Stream, state: Any) -> None:
@@ -488,6 +520,8 @@ class _Buffer(Stage):
         position = check_int(state, "pos", where, 0)
         done = check_bool(state, "done", where)
         layout = _read_layout(state["layout"], where)
+        if layout is not None:
+            _check_layout_size(layout, self.n, where)
         if (layout is None) != (position == 0):
             raise PescadorError(
                 f"resumable: the state of {where}: field 'layout' must be null exactly when no item was drawn "
@@ -512,7 +546,7 @@ class _Buffer(Stage):
             sources, rows = rest
             narrow = [k for k, s in zip(self.keys, sources) if _cast(s.dtype, layout[k][1]) == _NARROWING]
             self.rest = [sources, 0, rows, narrow, position - 1]
-        self.up = start_from(upstream, state, "up", where)
+        self.up = start_from(upstream, state, "up", where, position)  # (it drew pos items)
 
     def state(self) -> dict:
         layout = None
@@ -535,14 +569,17 @@ class _Buffer(Stage):
 
     def _new_batch(self) -> None:
         """Take a batch given out earlier that nobody holds any more, or allocate one."""
-        targets = None
-        for i, spare in enumerate(self.spares):
-            if not _held(spare):
-                targets = self.spares.pop(i)
+        targets = rows_of = None
+        for i, (arrays, views) in enumerate(self.spares):
+            if not _held(arrays, len(views or ())):
+                del self.spares[i]
+                targets, rows_of = arrays, views
+                if rows_of is None and len(arrays) == 1 and arrays[0].ndim > 1:  # (filled again: its rows as
+                    rows_of = list(arrays[0])  # views, each referring to it, pay from now on; a 1-d key's are numbers)
                 break
         if targets is None:
             targets = list(_empty_batch(self.layout, self.n).values())
-        self.targets = targets
+        self.targets, self.rows_of = targets, rows_of
         self._respec()
 
     def _respec(self) -> None:
@@ -552,8 +589,8 @@ class _Buffer(Stage):
     def _give(self) -> dict:
         """The full batch, handed out (and remembered, to be filled again once nobody holds it)."""
         targets = self.targets
-        self.targets = self.spec = None
-        self.spares.append(targets)
+        self.spares.append([targets, self.rows_of])
+        self.targets = self.spec = self.rows_of = None
         if len(self.spares) > _SPARES:
             del self.spares[0]
         return dict(zip(self.keys, targets))
@@ -568,48 +605,75 @@ class _Buffer(Stage):
                 filled = self._copy(*self.rest, 0)
                 if filled == n:
                     return self._give()
-        pull, position, spec, rows = self.pull, self.position, self.spec, self.rows
-        keys = len(self.keys) if spec else -1
-        one = rows == 1 and self.indexed
-        try:
-            while True:
+        up = self.up
+        while True:
+            # The fast paths: a dict of plain arrays of the batch's dtypes, shaped as the last item (the shape
+            # check also keeps numpy from broadcasting a row of the wrong shape).  Whatever else comes goes
+            # through _take, which sets the fast path up again.
+            spec, rows = self.spec, self.rows
+            if spec is not None and len(spec) == 1 and rows == 1 and self.indexed:
+                # one key, one row per item (the commonest): the row goes to target[filled]
+                ((key, dtype, shape, target),) = spec
+                rows_of, begin = self.rows_of, filled
                 try:
-                    item = pull()
-                except StopIteration:
-                    return self._end(filled)
+                    for item in up:
+                        if item.__class__ is dict and len(item) == 1:
+                            array = item.get(key)
+                            if array.__class__ is _ndarray and array.dtype is dtype and array.shape == shape:
+                                if rows_of is None:
+                                    target[filled] = array
+                                else:  # (a row's view kept with the batch: cheaper than indexing)
+                                    rows_of[filled][...] = array
+                                filled += 1
+                                if filled == n:
+                                    return self._give()
+                                continue
+                        break
+                    else:
+                        return self._end(filled)
+                finally:
+                    self.position += filled - begin  # (each item of this loop gave one row)
+            else:
+                item = self._fast(up, spec, rows, filled)
+                if type(item) is int:  # (the batch's rows: it is full, or the upstream ended)
+                    filled = item
+                    return self._give() if filled == n else self._end(filled)
+                item, filled = item
+            position = self.position
+            self.position = position + 1
+            filled = self._take(item, position, filled)
+            if filled == n:
+                return self._give()
+
+    def _fast(self, up: Any, spec: list | None, rows: int, filled: int) -> Any:
+        """Copy items of the batch's layout into the batch: the rows it then holds when it is full or the
+        upstream ended, else ``(item, rows held)`` for the first item that needs :meth:`_take`."""
+        n = self.n
+        keys = len(spec) if spec else -1
+        one = rows == 1 and self.indexed
+        position = self.position
+        try:
+            for item in up:
                 position += 1
-                # The fast paths: a dict of plain arrays of the batch's dtypes, shaped as the last item.
-                # (The shape check also keeps numpy from broadcasting a row of the wrong shape.)
-                if one:  # one row per item, written as target[filled] (cheaper than a slice)
-                    if type(item) is dict and len(item) == keys:
+                if type(item) is dict and len(item) == keys:
+                    end = filled + 1 if one else filled + rows
+                    if end <= n:
                         for key, dtype, shape, target in spec:
                             array = item.get(key)
                             if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
                                 break
-                            target[filled] = array
-                        else:
-                            filled += 1
-                            if filled == n:
-                                return self._give()
-                            continue
-                else:
-                    end = filled + rows
-                    if end <= n and type(item) is dict and len(item) == keys:
-                        for key, dtype, shape, target in spec:
-                            array = item.get(key)
-                            if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
-                                break
-                            target[filled:end] = array
+                            if one:  # (target[i] = row: cheaper than a slice)
+                                target[filled] = array
+                            else:
+                                target[filled:end] = array
                         else:
                             filled = end
                             if filled == n:
-                                return self._give()
+                                return filled
                             continue
-                filled = self._take(item, position - 1, filled)
-                spec, rows, keys = self.spec, self.rows, len(self.keys)
-                one = rows == 1 and self.indexed
-                if filled == n:
-                    return self._give()
+                position -= 1  # (_take counts this one)
+                return item, filled
+            return filled
         finally:
             self.position = position
 
@@ -652,7 +716,7 @@ class _Buffer(Stage):
     def _end(self, filled: int) -> dict:
         """The upstream ended: the last, partial batch (strict=False), or the end."""
         self.done = True
-        targets, self.targets, self.spec, self.spares = self.targets, None, None, []
+        targets, self.targets, self.spec, self.spares, self.rows_of = self.targets, None, None, [], None
         if filled and not self.strict:
             return {k: t[:filled].copy() for k, t in zip(self.keys, targets)}
         raise StopIteration
@@ -721,5 +785,5 @@ def buffer(n: int, source: Any = _MISSING, *, strict: bool = True) -> Transform 
         )
     if not isinstance(strict, (bool, np.bool_)):
         raise ParameterTypeError(f"buffer: strict must be True or False; got {strict!r}")
-    step = Transform("buffer", _Buffer, {"n": n, "strict": bool(strict)})
+    step = Transform("buffer", _Buffer, {"n": n, "strict": bool(strict)}, coerce=OneStream("buffer"))
     return step if source is _MISSING else step(source)

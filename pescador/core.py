@@ -15,6 +15,9 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import types
+from itertools import chain, islice
+from types import GeneratorType
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Union, overload
@@ -22,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Union, overl
 import numpy as np
 
 from ._checks import check_count
-from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError
-from .stage import Stage, _from_collection, _from_iterable, check_fields, check_int, start, start_from, starter
+from .exceptions import DataError, MissingKeyError, ParameterError, ParameterTypeError, PescadorError
+from .stage import (Stage, _from_collection, _from_iterable, check_fields, check_int, most_given, plain_stage, stage_of,
+                    start, start_from, start_plain, starter)
 
 __all__ = [
     "Stream",
@@ -88,14 +92,20 @@ def _name(fn: Any) -> str:
     return type(fn).__qualname__
 
 
+_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial)
+
+
 def short_repr(value: Any, limit: int = 80) -> str:
     """Return a short, readable repr of a recipe argument.
 
-    Arrays show their shape and dtype, long sequences their first items and
-    length, and anything else is cut at ``limit`` characters.
+    Arrays show their shape and dtype, functions their name, long sequences
+    their first items and length, and anything else is cut at ``limit``
+    characters.
     """
     if isinstance(value, np.ndarray):
         return f"<array shape={value.shape} dtype={value.dtype}>"
+    if isinstance(value, _FUNCTIONS):  # (a function a stage applies, as map's: by name, never by address)
+        return _name(value)
     if isinstance(value, (list, tuple)) and len(value) > 4:
         head = ", ".join(short_repr(v, 40) for v in value[:3])
         return f"[{head}, ... ({len(value)} items)]"
@@ -206,8 +216,11 @@ class Stream(_Frozen, Generic[_T_co]):
         self._init(fn=fn, args=tuple(args), kwargs=dict(kwargs or {}), step=step)
 
     def __iter__(self) -> Iterator[_T_co]:
+        cls = stage_of(self)
+        if cls is not None:  # the stage's plain run, as a generator (as 3.x gave: Keras wants one)
+            return as_generator(plain_stage(cls, self.args, self.kwargs))
         result = self.fn(*self.args, **self.kwargs)
-        if isinstance(result, Stage):  # (a generator over the stage's run, as 3.x gave: Keras wants one)
+        if isinstance(result, Stage):
             return _drain(result)
         try:
             return iter(result)
@@ -222,11 +235,11 @@ class Stream(_Frozen, Generic[_T_co]):
     def iterate(self, max_iter: int | None = None) -> Iterator[_T_co]:
         """Start a fresh run of at most ``max_iter`` items (all of them with None)."""
         limit = check_count(max_iter, "iterate", "max_iter", allow_none=True)
-        return iter(self) if limit is None else _Take(self, limit)
+        return iter(self) if limit is None else as_generator(_Take.plain(self, limit))
 
     def cycle(self, max_iter: int | None = None) -> Iterator[_T_co]:
         """Run again each time a run ends, for ever or for ``max_iter`` items in all."""
-        return _Cycle(self, check_count(max_iter, "cycle", "max_iter", allow_none=True))
+        return as_generator(_Cycle.plain(self, check_count(max_iter, "cycle", "max_iter", allow_none=True)))
 
     def __call__(self, max_iter: int | None = None, cycle: bool = False) -> Iterator[_T_co]:
         """``s(max_iter, cycle)``: ``s.cycle(max_iter)`` if ``cycle``, else ``s.iterate(max_iter)``."""
@@ -530,11 +543,28 @@ def run_data_first(fn: Callable[..., Iterator], data: Any, **params: Any) -> Ite
     A live iterator is consumed as it is; anything else becomes a stream first.  The result is a
     generator, as in 3.x (Keras, for one, accepts generators and not other iterators).
     """
-    return _drain(fn(data if isinstance(data, Iterator) else stream(data), **params))
+    upstream = data if isinstance(data, Iterator) else stream(data)
+    if isinstance(fn, type) and issubclass(fn, Stage):
+        return as_generator(plain_stage(fn, (upstream,), params))
+    return _drain(fn(upstream, **params))
+
+
+def as_generator(run: Iterator) -> Iterator:
+    """``run`` as a generator: itself when it is one, else one generator over it (one frame per item), so
+    that the run is over once an exception has escaped it, and Keras takes it."""
+    return run if type(run) is GeneratorType else _drain(run)
 
 
 def _drain(run: Iterator) -> Iterator:
-    yield from run
+    """A stage's run as a generator, which closes the run however it ends: at its end, by ``close()``, or by
+    an exception, even one raised in the stage between two items (Ctrl-C may land there: the traceback then
+    holds these frames, and without the close it would hold the run, and a zmq_offload's workers)."""
+    try:
+        yield from run
+    finally:
+        close = getattr(run, "close", None)
+        if close is not None:
+            close()
 
 
 # ----------------------------------------------------------------------------
@@ -550,10 +580,10 @@ class _Take(Stage):
         if state is None:
             self.up = start(upstream)
             return
-        where = f"take(n={n})"
+        where, most = f"take(n={n})", most_given()
         check_fields(state, ("count", "up"), where)
-        self.count = check_int(state, "count", where, 0, n)
-        self.up = start_from(upstream, state, "up", where)
+        self.count = check_int(state, "count", where, 0, n if most is None else min(n, most))
+        self.up = start_from(upstream, state, "up", where, self.count)  # (one upstream item per item given)
 
     def __next__(self) -> Any:
         count = self.count
@@ -565,6 +595,10 @@ class _Take(Stage):
 
     def state(self) -> dict:
         return {"count": self.count, "up": self.up.state()}
+
+    @classmethod
+    def plain(cls, upstream: Stream, n: int) -> Iterator:
+        return islice(start_plain(upstream), n)
 
     @classmethod
     def run_length(cls, upstream: Stream, params: dict, length: Callable) -> float | None:
@@ -615,11 +649,12 @@ class _Cycle(Stage):
         if state is None:
             self.up = start(upstream)
             return
-        where = f"cycle(max_iter={max_iter})"
+        where, most = f"cycle(max_iter={max_iter})", most_given()
         check_fields(state, ("count", "in_pass", "up"), where)
-        self.count = check_int(state, "count", where, 0, max_iter)
+        high = max_iter if most is None or (max_iter is not None and max_iter < most) else most
+        self.count = check_int(state, "count", where, 0, high)
         self.in_pass = check_int(state, "in_pass", where, 0, self.count)
-        self.up = start_from(upstream, state, "up", where)
+        self.up = start_from(upstream, state, "up", where, self.in_pass)  # (this pass gave in_pass items)
 
     def __next__(self) -> Any:
         if self.limit is not None and self.count >= self.limit:
@@ -628,9 +663,7 @@ class _Cycle(Stage):
             item = next(self.up)
         except StopIteration:
             if not self.in_pass:
-                raise PescadorError(
-                    f"cycle: a run of {self.upstream!r} yielded no items; restarting it would spin forever"
-                ) from None
+                raise _spins(self.upstream) from None
             self.up, self.in_pass = self.restart(self.upstream), 0
             return self.__next__()
         self.count += 1
@@ -641,6 +674,11 @@ class _Cycle(Stage):
         return {"count": self.count, "in_pass": self.in_pass, "up": self.up.state()}
 
     @classmethod
+    def plain(cls, upstream: Stream, max_iter: int | None) -> Iterator:
+        run = chain.from_iterable(_passes(upstream, start_plain(upstream)))
+        return run if max_iter is None else islice(run, max_iter)
+
+    @classmethod
     def run_length(cls, upstream: Stream, params: dict, length: Callable) -> float | None:
         inner = length(upstream)
         limit = params["max_iter"]
@@ -649,6 +687,23 @@ class _Cycle(Stage):
         if limit is not None and inner is not None:
             return limit
         return None if inner is None else math.inf
+
+
+def _passes(upstream: Stream, run: Iterator) -> Iterator[Iterator]:
+    """cycle's plain run, as the runs of ``upstream`` one after the other (``run`` the first), each as its
+    first item and its rest; a run that yields nothing raises, as the stage does."""
+    while True:
+        for first in run:
+            break
+        else:
+            raise _spins(upstream)
+        yield (first,)
+        yield run
+        run = start_plain(upstream)
+
+
+def _spins(upstream: Stream) -> PescadorError:
+    return PescadorError(f"cycle: a run of {upstream!r} yielded no items; restarting it would spin forever")
 
 
 @overload
@@ -687,9 +742,37 @@ def cycle(max_iter: int | None = None, source: Any = _MISSING) -> Transform | St
 # ----------------------------------------------------------------------------
 
 
+def is_recipe(value: Any) -> bool:
+    """Whether ``value`` is a stream: a :class:`Stream`, or a ``Streamer`` (anything with ``__pescador_stream__``)."""
+    return isinstance(value, Stream) or (getattr(value, "__pescador_stream__", None) is not None
+                                         and not isinstance(value, type))
+
+
+_MUX_FIRST = "combine streams with a mux first: pipe(streams, pescador.mux(k=...), ...)"
+
+
+class OneStream:
+    """What a stage that takes one stream (``buffer``, ``zmq_offload``) is applied to, made its upstream
+    as :func:`stream` makes it; a list of streams, which only a mux takes, is refused naming the stage."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __call__(self, upstream: Any) -> Stream:
+        if isinstance(upstream, (list, tuple)) and upstream and is_recipe(upstream[0]):
+            raise ParameterTypeError(
+                f"{self.where}: got a list of {len(upstream)} streams where one stream belongs; {_MUX_FIRST} "
+                f"(or pescador.mux.chain_mux() to run them one after another)"
+            )
+        return stream(upstream)
+
+
 def not_a_dict(item: Any, where: str, position: int, source: str = "") -> PescadorError:
     """The error for an item that is not a dict with string keys."""
     origin = f" from {source}" if source else ""
+    if is_recipe(item):
+        return DataError(f"{where}: item {position}{origin} is a stream ({short_repr(item, 60)}), not a dict of "
+                         f"arrays: the stream's items are streams; {_MUX_FIRST}")
     if isinstance(item, dict):
         bad = next(k for k in item if type(k) is not str)
         what = f"a dict with the key {bad!r} of type {type(bad).__name__}"
@@ -711,7 +794,7 @@ def is_item(item: Any) -> bool:
 def _key_error(item: Any, key: Any, where: str, position: int) -> PescadorError:
     if not is_item(item):
         return not_a_dict(item, where, position)
-    return DataError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
+    return MissingKeyError(f"{where}: item {position} has no key {key!r}; its keys are {list(item)!r}")
 
 
 def _missing(item: Any, keys: Sequence, where: str, position: int) -> PescadorError:
@@ -736,8 +819,8 @@ class _Map(Stage):
             return
         where = f"{self.name} stage"
         check_fields(state, ("pos", "up"), where)
-        self.position = check_int(state, "pos", where, 0)
-        self.up = start_from(upstream, state, "up", where)
+        self.position = check_int(state, "pos", where, 0, most_given())
+        self.up = start_from(upstream, state, "up", where, self.position)  # (one upstream item per item)
 
     def state(self) -> dict:
         return {"pos": self.position, "up": self.up.state()}
@@ -760,6 +843,28 @@ class _Tuples(_Map):
             return (self.get(item),) if self.single else self.get(item)
         except KeyError:
             raise _missing(item, self.keys, "tuples", position) from None
+
+    @classmethod
+    def plain(cls, upstream: Any, keys: tuple) -> Iterator:
+        return _tuples(start_plain(upstream), keys)
+
+
+def _tuples(run: Iterator, keys: tuple) -> Iterator[tuple]:
+    """tuples' plain run: the loop of ``_Tuples.__next__``, fused (the checks of :func:`is_item` inlined
+    for a plain dict)."""
+    get, single = itemgetter(*keys), len(keys) == 1
+    for position, item in enumerate(run):
+        if item.__class__ is dict:
+            for key in item:
+                if key.__class__ is not str:
+                    raise not_a_dict(item, "tuples", position)
+        elif not is_item(item):
+            raise not_a_dict(item, "tuples", position)
+        try:
+            out = get(item)
+        except KeyError:
+            raise _missing(item, keys, "tuples", position) from None
+        yield (out,) if single else out
 
 
 def _check_keys(keys: Any, where: str, name: str) -> None:
@@ -875,25 +980,29 @@ def keras_tuples(*, inputs: _Keys = None, outputs: _Keys = None) -> Transform[_I
 def keras_tuples(
     stream: Stream[Any] | Iterator[Any] | Iterable[_Item], inputs: _Keys = None, outputs: _Keys = None
 ) -> Iterator[tuple[Any, Any]]: ...
-def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) -> Transform | Iterator[tuple]:
+def keras_tuples(*args: Any, inputs: Any = None, outputs: Any = None, stream: Any = _MISSING) -> Transform | Iterator[tuple]:
     """Shape dict items as ``(x, y)`` tuples for Keras 3 ``model.fit``.
 
-    Two styles under one name (see :func:`is_data`): ``keras_tuples("X",
-    "Y")`` or ``keras_tuples(inputs="X", outputs="Y")`` is a curried
-    :class:`Transform` for a pipe; ``keras_tuples(stream, "X", "Y")``, the
-    pescador 3.x call, returns an iterator over that stream.
+    Two calls under one name (see :func:`is_data`):
+
+    - ``keras_tuples(inputs, outputs)`` (or ``keras_tuples(inputs=...,
+      outputs=...)``): a curried :class:`Transform` for a pipe;
+    - ``keras_tuples(stream, inputs, outputs)``, the pescador 3.x call:
+      an iterator over that stream.
 
     Parameters
     ----------
-    stream : optional
-        The data, in the 3.x call.  In the curried call the first positional
-        argument is ``inputs``.
+    *args
+        The keys by position, ``inputs`` then ``outputs``; in the 3.x call,
+        the stream first.
     inputs : key, list of keys, or None
         A single key gives ``x = item[key]``; a list gives a list of arrays
         (a model with several inputs); None gives ``x = None``.
     outputs : key, list of keys, or None
         Likewise for ``y``.  At least one of ``inputs`` and ``outputs`` is
         given.
+    stream : optional
+        The stream, for 3.x code that names it (``stream=s``).
 
     Examples
     --------
@@ -904,17 +1013,20 @@ def keras_tuples(stream: Any = None, inputs: Any = None, outputs: Any = None) ->
     >>> list(pescador.keras_tuples(s, outputs="y")), list(pescador.keras_tuples(inputs="a")(s))
     ([(None, 3)], [(1, None)])
     """
-    if stream is not None and not is_data(stream):  # the curried call: keras_tuples(inputs, outputs)
-        if inputs is not None and outputs is not None:
-            raise ParameterTypeError(
-                "keras_tuples: got three sets of keys; call keras_tuples(inputs, outputs) "
-                "in a pipe, or keras_tuples(stream, inputs, outputs) on a stream"
-            )
-        if inputs is None:  # keras_tuples("X") or keras_tuples("X", outputs="Y")
-            stream, inputs = None, stream
-        else:  # keras_tuples("X", "Y")
-            stream, inputs, outputs = None, stream, inputs
-    inputs, outputs = _keras_keys(inputs, "inputs"), _keras_keys(outputs, "outputs")
+    if stream is _MISSING:  # the 3.x call has the stream first; the curried call, keys only
+        stream = args[0] if args and is_data(args[0]) else None
+        args = args[1:] if stream is not None else args
+    if len(args) > 2:
+        raise ParameterTypeError(
+            "keras_tuples: got three sets of keys; call keras_tuples(inputs, outputs) "
+            "in a pipe, or keras_tuples(stream, inputs, outputs) on a stream"
+        )
+    named = {"inputs": inputs, "outputs": outputs}
+    for name, keys in zip(named, args):
+        if named[name] is not None:
+            raise ParameterTypeError(f"keras_tuples: got {name} twice, by position and by name; give it once")
+        named[name] = keys
+    inputs, outputs = _keras_keys(named["inputs"], "inputs"), _keras_keys(named["outputs"], "outputs")
     if inputs is None and outputs is None:
         raise ParameterTypeError("keras_tuples: name the keys of inputs, outputs or both, e.g. keras_tuples('X', 'Y')")
     if stream is not None:

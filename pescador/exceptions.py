@@ -78,11 +78,27 @@ class DataError(PescadorError):
     """
 
 
+class MissingKeyError(DataError, KeyError):
+    """The :class:`DataError` for an item without a requested key; also a ``KeyError``, which 3.x raised.
+
+    Examples
+    --------
+    >>> import pescador
+    >>> try:
+    ...     list(pescador.tuples([{"x": 1}], "y"))
+    ... except KeyError as exc:  # (as 3.x code catches it)
+    ...     print(type(exc).__name__, isinstance(exc, pescador.DataError))
+    MissingKeyError True
+    """
+
+    __str__ = Exception.__str__  # (the message as written: KeyError's would quote it)
+
+
 class WorkerError(PescadorError):
     """A worker's exception, as the consumer received it: the worker's traceback text.
 
-    When a :func:`~pescador.zmq_offload` worker (or a :func:`~pescador.remote`
-    producer) raises, the consumer raises the same exception again, of the
+    When a :func:`~pescador.zmq_offload` worker (or a
+    :func:`~pescador.ray_offload` actor) raises, the consumer raises the same exception again, of the
     original type where it can be rebuilt, with a ``WorkerError`` as its
     ``__cause__``: so ``except ValueError`` catches a worker's ``ValueError``,
     and the printed traceback shows the worker's frames (above "The above

@@ -41,10 +41,12 @@ class _Streamable:
 
     def __reduce__(self) -> Any:
         # As a decorator, the module's name for the function is this wrapper:
-        # pickle it by that name.  Otherwise (``s = streamable(fn)``), wrap
-        # the function again on the other side.
+        # pickle it by that name.  Otherwise (``s = streamable(fn)``, or in
+        # ``__main__``, which a worker cannot import: a notebook, python -c),
+        # wrap the function again on the other side (cloudpickle sends a
+        # function of ``__main__`` by value: pescador._pickling).
         module = sys.modules.get(self.__module__)
-        if module is not None and getattr(module, self.__qualname__, None) is self:
+        if self.__module__ != "__main__" and module is not None and getattr(module, self.__qualname__, None) is self:
             return self.__qualname__
         return (streamable, (self.__wrapped__,))
 
@@ -114,9 +116,10 @@ def streamable(fn: Callable) -> Callable[..., Stream]:
 
 def _generator(random_state: Any) -> Any:
     from ._random import _rng  # ints reproduce; in a worker, combined with the worker's seed
+    from .stage import run_seeds
     from .workers import worker_info
 
-    return _rng(random_state, worker_info())
+    return _rng(random_state, worker_info(), run_seeds())
 
 
 class _Cache(Stage):
@@ -131,7 +134,7 @@ class _Cache(Stage):
     def __init__(self, upstream: Any, n_cache: int, prob: float, random_state: Any, state: Any = None) -> None:
         if state is not None:
             raise PescadorError(f"resumable: a cache stage cannot be resumed: {self.why_not}")
-        self.run = _cache(start(upstream), n_cache, prob, random_state)
+        self.run = _cache(start(upstream), n_cache, prob, _generator(random_state))
 
     def __next__(self) -> Any:
         return next(self.run)
@@ -140,7 +143,7 @@ class _Cache(Stage):
         raise PescadorError(f"resumable: a cache stage cannot be resumed: {self.why_not}")
 
 
-def _cache(upstream: Any, n_cache: int, prob: float, random_state: Any) -> Iterator:
+def _cache(upstream: Any, n_cache: int, prob: float, rng: Any) -> Iterator:
     """As pescador 3.x: the first ``n_cache`` items pass through, in order, filling the cache; then at
     each step an entry is picked at random, replaced with a new item from upstream with probability
     ``prob``, and yielded.  The run ends when it asks upstream for an item and there is none."""
@@ -153,7 +156,6 @@ def _cache(upstream: Any, n_cache: int, prob: float, random_state: Any) -> Itera
             break
     else:
         return  # (upstream ended while the cache was filling)
-    rng = _generator(random_state)
     draws: list = []
     while True:
         if len(draws) < 2:
@@ -330,19 +332,89 @@ def _epoch(s: Any) -> Any:
     return NO_EPOCHS if cls is None else cls.epoch_length(s.args[0], s.step.params, _epoch)
 
 
-def epoch_length(recipe: Any) -> int | None:
-    """How many items an epoch of ``recipe`` holds, when that can be known without running it.
+def _finite(length: Any) -> int | None:
+    return None if length is None or length is NO_EPOCHS or length == math.inf else int(length)
+
+
+def _items(s: Stream, run: bool) -> int | None:
+    """Items of an epoch (``run``: of a run) of ``s`` for the worker being counted; None if unknown or endless."""
+    if run:
+        return _finite(_run_length(s))
+    length = _epoch(s)
+    return _finite(_run_length(s) if length is NO_EPOCHS else length)
+
+
+_EVEN = ("drop", "pad")
+
+
+def check_even(even: Any, where: str) -> str | None:
+    """``even`` if it is None, "drop" or "pad", else a ParameterError naming ``where``."""
+    if even is not None and even not in _EVEN:
+        raise ParameterError(
+            f"{where}: even must be None (each rank its own count), 'drop' (every rank the smallest rank's "
+            f"count) or 'pad' (every rank the largest rank's); got {even!r}"
+        )
+    return even
+
+
+def rank_counts(s: Stream, workers: int, run: bool = False) -> list:
+    """For each training rank, the items of an epoch (``run``: a run) of ``s`` in each of its ``workers``
+    processes (0: the rank's own process), each counted as that process's run would go: a list (one per
+    rank) of lists (one per process), None where unknown."""
+    from .workers import WorkerInfo, counted_as, over_workers, rank_info
+
+    _, world = rank_info()
+    counts = []
+    for rank in range(world):
+        with counted_as(WorkerInfo(rank, world, None, rank, world)):  # (the rank's own process)
+            counts.append(over_workers(lambda: _items(s, run), workers) if workers else [_items(s, run)])
+    return counts
+
+
+def even_count(counts: list, even: str | None, rank: int) -> int | None:
+    """Items of ``rank``'s epoch: its own (``even`` None), or the smallest ("drop") or the largest ("pad")
+    over the ranks; None if a count is unknown."""
+    totals = [None if None in per_rank else sum(per_rank) for per_rank in counts]
+    if even is None:
+        return totals[rank]
+    if None in totals:
+        return None
+    return min(totals) if even == "drop" else max(totals)
+
+
+def epoch_length(recipe: Any, even: str | None = None) -> int | None:
+    """How many items an epoch of ``recipe`` holds on this training rank, when that can be known without
+    running it.
 
     For an :func:`epochs` stream (possibly followed by
     :func:`~pescador.tuples`, :func:`~pescador.keras_tuples`,
-    :func:`~pescador.measure` or a one-worker
-    :func:`~pescador.zmq_offload`), the items of one epoch; for any other
-    recipe, the items of one run.  Known for streams over collections and
-    through the stages that keep or bound a count: muxes that run every
-    stream once to its end (``with_replacement=False, lam=None``,
-    exhaustive modes), ``epochs``, ``take`` and the stages above.  None
-    otherwise: a generator function's length cannot be known without
-    running it, and an endless run has no length.
+    :func:`~pescador.measure` or an offload), the items of one epoch; for
+    any other recipe, the items of one run.  Known for streams over
+    collections and through the stages that keep or bound a count: muxes
+    that run every stream once to its end (``with_replacement=False,
+    lam=None``, exhaustive modes), ``epochs``, ``take``, the offloads (the
+    items of all their workers) and the stages above.  None otherwise: a
+    generator function's length cannot be known without running it, and an
+    endless run has no length.
+
+    Under distributed training (see :func:`pescador.worker_info`), the muxes
+    and ``epochs`` shard their pool across ranks (and workers), and this is
+    the count of this rank's share.  Ranks' shares may differ; ranks that
+    must take the same number of steps (DDP) need one count for all.
+
+    Parameters
+    ----------
+    recipe
+        Anything :func:`pescador.stream` accepts alone.
+    even : None, "drop" or "pad"
+        None: this rank's count.  "drop": the smallest rank's count, the
+        same on every rank (the larger ranks leave out their last items,
+        as ``DistributedSampler(drop_last=True)`` does); "pad": the largest
+        rank's (the smaller ranks go on into a new run, as
+        ``DistributedSampler`` pads).  Give a plain loop that count with
+        ``take(n)`` ("drop") or ``cycle(n)`` ("pad");
+        :func:`pescador.torch.loader` and :func:`pescador.keras.dataset` do
+        it for you.
 
     Examples
     --------
@@ -357,9 +429,19 @@ def epoch_length(recipe: Any) -> int | None:
     ...     yield {"i": 0}
     >>> print(pescador.epoch_length(pescador.stream(gen)))
     None
+
+    On two ranks (here by the variables torchrun sets), each counts its share:
+
+    >>> import os
+    >>> os.environ.update(RANK="1", WORLD_SIZE="2")
+    >>> once = pescador.mux(2, None, with_replacement=False)(pool)
+    >>> pescador.epoch_length(once), pescador.epoch_length(once, even="drop"), pescador.epoch_length(once, even="pad")
+    (5, 5, 10)
+    >>> del os.environ["RANK"], os.environ["WORLD_SIZE"]
     """
     s = stream(recipe)
-    length = _epoch(s)
-    if length is NO_EPOCHS:
-        length = _run_length(s)
-    return None if length is None or length == math.inf else int(length)
+    if check_even(even, "epoch_length") is None:
+        return _items(s, run=False)
+    from .workers import worker_info
+
+    return even_count(rank_counts(s, 0), even, worker_info().rank)

@@ -19,7 +19,7 @@ from . import core
 from .buffered import buffer
 from .core import keras_tuples, tuples
 from .extras import cache
-from .exceptions import DataError, ParameterTypeError
+from .exceptions import DataError, ParameterTypeError, PescadorError  # (PescadorError: 3.x code catches maps.PescadorError)
 
 __all__ = ["buffer_stream", "tuples", "keras_tuples", "cache"]
 

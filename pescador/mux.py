@@ -26,12 +26,13 @@ import numpy as np
 
 from .core import PoolTransform, Stream, _defaults, stream
 from ._checks import _check_bool, _check_choice, _check_k, _check_lam, _check_random_state, _check_weights
+from ._checks import _spelled
 from ._choice import _Activations, _Draws, _Share3x, _SlotChoice, _check_tries, _longest
 from ._random import _rng
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
 from .observe import MuxStats
-from .stage import (Stage, check_bool, check_fields, check_int, check_list, pool_length, replay, starter,
-                    tracking)
+from .stage import (Stage, check_bool, check_fields, check_int, check_list, most_given, pool_length, replay,
+                    run_seeds, starter, tracking)
 from .workers import worker_info
 
 __all__ = [
@@ -153,9 +154,10 @@ class _Mux(Stage):
         s = self.settings(pool, self._params(params))
         self.pool, self.k, self.epochs, self.order = pool, s["k"], s["epochs"], s["order"]
         self.activation, self.lam, self.dist = s["activation"], s["lam"], s["dist"]
-        random_state = s["random_state"]
+        self.random_state = random_state = s["random_state"]
         draws_matter = not (self.activation == "once" and self.order == "pool")
-        self.seeded = isinstance(random_state, int) or not draws_matter
+        seeds = run_seeds()  # (a resumable run's: random_state=None takes the next of them, which it records)
+        self.seeded = isinstance(random_state, int) or not draws_matter or (random_state is None and seeds is not None)
         if tracking() and not self.seeded:
             raise _unseeded(where, random_state)
         self.start = starter()  # (members started later belong to the same kind of run)
@@ -163,7 +165,7 @@ class _Mux(Stage):
         self.counted = [getattr(member, "step", 0) is None for member in pool]
         worker = worker_info()
         # (round-robin and chain in pool order never draw: a fixed generator keeps their state small)
-        rng = _rng(random_state, worker) if draws_matter else np.random.default_rng(0)
+        rng = _rng(random_state, worker, seeds) if draws_matter else np.random.default_rng(0)
         self.draws = _Draws(rng, self.lam, self.dist)
         n = len(pool)
         base = np.ones(n) if s["weights"] is None else np.asarray(s["weights"], dtype=float)
@@ -177,6 +179,7 @@ class _Mux(Stage):
         self.dry = self.acts.dry  # (the same set throughout)
         self.slots: list = []
         self.epoch, self.produced, self.rotation = 0, False, -1
+        self.most = most_given() if state is not None else None  # (the most items this run can have given)
         self.share = _Share3x(self.acts.W) if self.dist == "3x-binomial" and self.lam is not None else None
         self.weighted = None
         if s["choice"] == "weighted":
@@ -303,7 +306,7 @@ class _Mux(Stage):
     # -- where the run is -------------------------------------------------------------------------
     def state(self) -> dict:
         if not self.seeded:
-            raise _unseeded(self.name, None)
+            raise _unseeded(self.name, self.random_state)
         return {
             "epoch": self.epoch,
             "produced": self.produced,
@@ -359,7 +362,7 @@ class _Mux(Stage):
                                 "slots while a stream could fill another (a refill would have taken it)")
         self.draws.restore(fields["draws"], where + " (draws)")
         for i, left, bound, member in specs:
-            run = self.start(self.pool[i], member)
+            run = self.start(self.pool[i], member, bound - left)  # (its run has given what the slot says)
             self.slots.append(_Slot(run, left, bound, i))
         if self.share is not None:
             self.share.live = sum(self.share.W[i] for i in who)
@@ -376,25 +379,36 @@ class _Mux(Stage):
         if self.acts.base[i] <= 0:
             raise PescadorError(f"resumable: the state of {where}: a slot holds stream {i}, which this mux "
                                 "never activates (its weight is zero, or it is another worker's)")
-        if self.lam is None:
+        if self.lam is None:  # (left counts down from -1: the run has given -1 - left items, at most self.most)
             bound = check_int(named, "bound", where + " (slot)", -1, -1)
-            left = check_int(named, "left", where + " (slot)", None, -1)
+            left = check_int(named, "left", where + " (slot)", None if self.most is None else -1 - self.most, -1)
         else:
             bound = check_int(named, "bound", where + " (slot)", 1, _longest(self.lam, self.dist))
-            left = check_int(named, "left", where + " (slot)", 1, bound)
+            left = check_int(named, "left", where + " (slot)", 1 if self.most is None else max(1, bound - self.most),
+                             bound)
         member = self.pool[i]
         given = bound - left
-        if getattr(member, "step", 0) is None and named["run"] != {"pos": given}:  # (a source counts its items)
-            raise PescadorError(f"resumable: the state of {where}: the run of stream {i} has given {given} "
-                                f"items (bound - left); its state must be {{'pos': {given}}}; got {named['run']!r:.80}")
+        if getattr(member, "step", 0) is None:  # (a source counts its items)
+            if named["run"] != {"pos": given}:
+                raise PescadorError(f"resumable: the state of {where}: the run of stream {i} has given {given} "
+                                    f"items (bound - left); its state must be {{'pos': {given}}}; got {named['run']!r:.80}")
+        elif not isinstance(named["run"], dict):  # (null would start the stage's run again, silently)
+            raise PescadorError(f"resumable: the state of {where}: the run of stream {i} is a stage's run; its "
+                                f"state (the slot's last entry) must be that stage's state (a dict); got "
+                                f"{named['run']!r:.80}")
         return i, left, bound, named["run"]
 
 
 def _unseeded(where: str, random_state: Any) -> PescadorError:
-    what = "random_state=None, which draws from entropy" if random_state is None else (
-        f"a random_state {type(random_state).__name__}, whose draws are not part of the state")
+    if random_state is None:
+        return PescadorError(
+            f"resumable: {where} has random_state=None and this run was not started as a resumable run, so the "
+            "seed it drew is not recorded; run the recipe with pescador.resumable(recipe) to checkpoint it"
+        )
     return PescadorError(
-        f"resumable: {where} has {what}: its run could not be reproduced on resume; give an int random_state"
+        f"resumable: {where} has a random_state {type(random_state).__name__}, whose draws are not part of the "
+        "state: its run could not be reproduced on resume; give an int random_state, or None (a resumable run "
+        "then records the seed it draws)"
     )
 
 
@@ -575,11 +589,11 @@ class _Replayed(Stage):
     """A live iterator that a run of a pool makes afresh: resumed by drawing and dropping the items
     it had given."""
 
-    def __init__(self, it: Iterator, state: Any, where: str) -> None:
+    def __init__(self, it: Iterator, state: Any, where: str, most: int | None = None) -> None:
         self.it, self.pos = it, 0
         if state is None:
             return
-        self.pos = replay(it, check_int(check_fields(state, ("pos",), where), "pos", where, 0), where)
+        self.pos = replay(it, check_int(check_fields(state, ("pos",), where), "pos", where, 0, most), where)
 
     def __next__(self) -> Any:
         item = next(self.it)
@@ -607,13 +621,14 @@ class _LazyChain(Stage):
                  state: Any = None) -> None:
         self.source, self.mode, self.worker = pool, mode, worker_info()
         self.start = starter()
+        self.tracked = tracking() or state is not None  # (a plain run's pool has no state to keep)
         self.index, self.produced, self.finished = -1, False, False
         self.member: Any = None
         self.before: Any = None  # (the pool's state before its current stream was drawn)
         if state is None:
             self.up = self.start(pool)
             return
-        where = self.where
+        where, most = self.where, most_given()
         fields = check_fields(state, self.FIELDS, where)
         self.index = check_int(fields, "index", where, -1)
         self.produced = check_bool(fields, "produced", where)
@@ -622,7 +637,7 @@ class _LazyChain(Stage):
         if getattr(pool, "step", 0) is None and fields["pool"] != {"pos": self.index + (not live)}:
             raise PescadorError(f"resumable: the state of {where}: the pool's state must be "
                                 f"{{'pos': {self.index + (not live)}}} at stream {self.index}; got {fields['pool']!r:.80}")
-        self.up = self.start(pool, fields["pool"])
+        self.up = self.start(pool, fields["pool"], self.index + (not live))  # (the streams drawn this pass)
         if not live:
             return
         if self.finished or self.index < 0 or self.index % self.worker.count != self.worker.id:
@@ -633,16 +648,16 @@ class _LazyChain(Stage):
             member = next(self.up)
         except StopIteration:
             raise PescadorError(f"resumable: the state of {where}: the pool ended before stream {self.index}") from None
-        self.member = self._member(member, fields["member"])
+        self.member = self._member(member, fields["member"], most)
 
-    def _member(self, member: Any, state: Any) -> Any:
+    def _member(self, member: Any, state: Any, most: int | None = None) -> Any:
         if isinstance(member, Iterator):
-            return _Replayed(member, state, f"chain_mux: stream {self.index} of the pool (a live iterator)")
+            return _Replayed(member, state, f"chain_mux: stream {self.index} of the pool (a live iterator)", most)
         try:
             source = stream(member)
         except PescadorError as exc:
             raise PescadorError(f"chain_mux: stream {self.index} of the pool (a {type(member).__name__}): {exc}") from None
-        return self.start(source, state)
+        return self.start(source, state, most)
 
     def __next__(self) -> Any:
         while not self.finished:
@@ -654,10 +669,12 @@ class _LazyChain(Stage):
                     continue
                 self.produced = True
                 return item
-            try:
-                before = self.up.state()
-            except PescadorError as exc:  # (a pool that cannot say where it is: so cannot this chain)
-                before = exc
+            before = None
+            if self.tracked:
+                try:
+                    before = self.up.state()
+                except PescadorError as exc:  # (a pool that cannot say where it is: so cannot this chain)
+                    before = exc
             try:
                 member = next(self.up)
             except StopIteration:
@@ -918,9 +935,24 @@ def chain_mux(mode: str = "exhaustive", random_state: Any = None, stats: Any = N
 # here when it is imported: this module does not import the facade, not even lazily)
 
 
+def _call(self: Any, k: int, lam: float | None = 256.0, *, weights: Any = None, with_replacement: bool = True,
+          prune_empty: bool = True, revive: bool = False, random_state: Any = None, dist: str = "poisson",
+          stats: Any = None) -> PoolTransform:
+    return mux(k, lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty, revive=revive,
+               random_state=random_state, dist=dist, stats=stats)
+
+
+_call.__doc__ = mux.__doc__
+
+
 class _CallableModule(types.ModuleType):
     """Lets ``pescador.mux(k=3, lam=64)`` call :func:`mux` while
-    ``pescador.mux.Mux`` and ``from pescador.mux import ...`` keep working."""
+    ``pescador.mux.Mux`` and ``from pescador.mux import ...`` keep working.
+
+    ``help(pescador.mux)`` begins with mux's documentation, completion
+    (``dir``) lists the public names, and a call that does not fit mux's
+    signature says how it reads, naming ``mux``.
+    """
 
     @property
     def __signature__(self) -> Any:  # what inspect.signature(pescador.mux) and IDEs show
@@ -928,15 +960,17 @@ class _CallableModule(types.ModuleType):
 
         return inspect.signature(mux)
 
-    def __call__(self, k: int, lam: float | None = 256.0, *, weights: Any = None, with_replacement: bool = True,
-                 prune_empty: bool = True, revive: bool = False, random_state: Any = None, dist: str = "poisson",
-                 stats: Any = None) -> PoolTransform:
-        return mux(k, lam, weights=weights, with_replacement=with_replacement, prune_empty=prune_empty, revive=revive,
-                   random_state=random_state, dist=dist, stats=stats)
+    __call__ = _spelled(_call, "mux", "pescador.mux(k=3, lam=64)")
+
+    def __dir__(self) -> list[str]:
+        """The public names (and the 3.x classes the facade puts here), not what the module imports."""
+        names = vars(self)
+        facades = {name for name, value in names.items() if getattr(value, "__module__", "") == "pescador.streamer"}
+        return sorted(set(__all__) | facades | {name for name in names if name.startswith("__")})
 
 
 def _module_doc(doc: str | None) -> str | None:
-    """``help(pescador.mux)`` begins with mux's signature and summary, then this module's docstring."""
+    """``help(pescador.mux)`` begins with mux's signature and documentation, then this module's docstring."""
     import inspect
 
     if not doc or not mux.__doc__:  # (python -OO)
@@ -945,9 +979,9 @@ def _module_doc(doc: str | None) -> str | None:
     plain = sig.replace(parameters=[p.replace(annotation=p.empty) for p in sig.parameters.values()],
                         return_annotation=sig.empty)
     returns = f" -> {sig.return_annotation}" if isinstance(sig.return_annotation, str) else ""
-    summary = "\n\n".join(inspect.cleandoc(mux.__doc__).split("\n\n")[:2])
-    return f"``mux{plain}{returns}``\n\n{summary}\n\n{doc}"  # (literal: the bare * would be reST markup)
+    return f"mux{plain}{returns}\n\n{inspect.cleandoc(mux.__doc__)}\n\n{_MODULE_MARK}\n\n{doc}"
 
 
+_MODULE_MARK = "The module pescador.mux:"  # (where the module's own text begins: docs/conf.py shows only that)
 __doc__ = _module_doc(__doc__)
 sys.modules[__name__].__class__ = _CallableModule

@@ -27,7 +27,7 @@ import numpy as np
 
 from .core import ItemTransform, Stream, Transform
 from .exceptions import PescadorError
-from .stage import Stage, start
+from .stage import Stage, most_given, start
 from .workers import worker_info
 
 __all__ = ["MuxStats", "Meter", "measure", "Activation"]
@@ -68,16 +68,25 @@ def _check_count(value: Any, where: str, name: str, low: int) -> int:
     return int(value)
 
 
-def _pyplot(where: str) -> Any:
-    """matplotlib's pyplot, imported on demand (an optional dependency)."""
+def _figures(where: str) -> Any:
+    """:mod:`pescador._figure` (and so matplotlib), imported on demand: an optional dependency."""
     try:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot  # noqa: F401  (first: the error names matplotlib)
+
+        from . import _figure
     except ImportError as exc:
         raise PescadorError(
             f"{where}: plotting needs matplotlib, which cannot be imported here ({exc}); "
             "install it (pip install matplotlib, or the docs extra: pip install 'pescador[docs]')"
         ) from None
-    return plt
+    return _figure
+
+
+def _integer_ticks(axis: Any) -> None:
+    """Ticks at whole stream numbers, as many as fit (200 streams do not get 200 labels)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 class MuxStats:
@@ -170,7 +179,9 @@ class MuxStats:
             raise PescadorError(
                 f"{where}: this MuxStats is already counting a run of {holder.where} that has not ended; one "
                 "observer cannot count two runs at once (their counts would mix, and pool sizes may differ). "
-                "Give each mux its own MuxStats, or end (close) the first run before starting the next"
+                "Give each mux its own MuxStats, or end the first run before starting the next: close its "
+                "iterator (it.close()) or drop it (del it).  An iterator kept after a peek (it = iter(batches); "
+                "next(it)) keeps its run alive, and the workers of a zmq_offload in it, until then"
             )
         token = _Run(where)
         self._owner = weakref.ref(token)
@@ -292,14 +303,65 @@ class MuxStats:
             out += [Activation(s.who, born.get(id(s), now - s.given()), now, s.given(), self._worker) for s in slots]
         return out[-self._keep :] if self._keep else []
 
+    _ALL_UP_TO = 20  # str() shows every stream of a pool this small
+
     def __str__(self) -> str:
+        return self.table(None if len(self._items) <= self._ALL_UP_TO else 10)
+
+    def table(self, top: int | None = 10) -> str:
+        """The per-stream table: items, activations, observed share and expected share of each stream.
+
+        ``str(stats)`` (``print(stats)``) is ``table()`` for a pool of more
+        than 20 streams, and every stream's row for a smaller one.
+
+        Parameters
+        ----------
+        top : int >= 0 or None
+            Show the ``top`` streams that gave most items (most first), then
+            a line for the others and one for the whole pool; None shows
+            every stream, in pool order.
+
+        Returns
+        -------
+        str
+
+        Examples
+        --------
+        >>> import pescador
+        >>> stats = pescador.MuxStats()
+        >>> pool = [pescador.stream([{"v": v}] * (v + 1)) for v in range(30)]
+        >>> _ = list(pescador.mux.chain_mux(stats=stats)(pool))
+        >>> print(stats.table(top=2))
+        stream      items  activations  share  expected
+            29         30            1  0.065     0.033
+            28         29            1  0.062     0.033
+          (28 more streams: 406 items, shares 0.002 to 0.060)
+        30 streams, 465 items in 30 activations; largest gap between share and expected: 0.031 (stream 0).
+        table(top=None) shows every stream.
+        >>> len(stats.table(top=None).splitlines())
+        31
+        """
+        if top is not None:
+            top = _check_count(top, "MuxStats.table", "top", 0)
         # (each array read once: a report, or the next run, may replace them while we look)
         activations, expected, items = self._activations, self._expected, self.items
-        total = items.sum()
+        n = min(len(items), len(activations), len(expected))
+        items, activations, expected = items[:n], activations[:n], expected[:n]
+        total = int(items.sum())
+        shares = items / total if total else np.zeros(n)
+        shown = np.arange(n) if top is None else np.argsort(-items, kind="stable")[:top]
         lines = ["stream      items  activations  share  expected"]
-        for i in range(min(len(items), len(activations), len(expected))):
-            share = items[i] / total if total else 0.0
-            lines.append(f"{i:6d}  {items[i]:9,d}  {activations[i]:11,d}  {share:5.3f}  {expected[i]:8.3f}")
+        for i in shown:
+            lines.append(f"{i:6d}  {items[i]:9,d}  {activations[i]:11,d}  {shares[i]:5.3f}  {expected[i]:8.3f}")
+        if len(shown) < n:
+            rest = np.setdiff1d(np.arange(n), shown)
+            lines.append(f"  ({len(rest):,} more streams: {int(items[rest].sum()):,} items, "
+                         f"shares {shares[rest].min():.3f} to {shares[rest].max():.3f})")
+            gap = np.abs(shares - expected) if total else np.zeros(n)
+            worst = int(np.argmax(gap))
+            lines.append(f"{n:,} streams, {total:,} items in {int(activations.sum()):,} activations; largest gap "
+                         f"between share and expected: {gap[worst]:.3f} (stream {worst}).")
+            lines.append("table(top=None) shows every stream.")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -333,9 +395,9 @@ class MuxStats:
         if kind == "both" and ax is not None:
             raise PescadorError(f"{where}: kind='both' draws two panels in a new figure; give ax only with "
                                 "kind='sources' or kind='shares'")
-        plt = _pyplot(where)
+        figures = _figures(where)
         if ax is None:
-            fig, axes = plt.subplots(1, 2, figsize=(11, 3.2)) if kind == "both" else plt.subplots(figsize=(7, 3.2))
+            fig, axes = figures.subplots(1, 2, figsize=(11, 3.2)) if kind == "both" else figures.subplots(figsize=(7, 3.2))
             axes = list(axes) if kind == "both" else [axes]
         else:
             fig, axes = ax.figure, [ax]
@@ -351,15 +413,17 @@ class MuxStats:
         n = max(len(self._items), 1 + max((a.stream for a in history), default=-1))
         workers = sorted({a.worker for a in history})
         height = 0.8 / max(1, len(workers))
+        edge = 0.5 if n <= 50 else 0  # (white gaps between bars, where bars are tall enough to show them)
         for rank, worker in enumerate(workers):
             offset = (rank - (len(workers) - 1) / 2) * height
+            label = f"worker {worker}" if len(workers) > 1 else None
             for stream in range(n):
                 spans = [(a.start, a.stop - a.start) for a in history if a.worker == worker and a.stream == stream]
                 if spans:
                     ax.broken_barh(spans, (stream + offset - 0.35 * height, 0.7 * height), color=f"C{rank % 10}",
-                                   edgecolor="white", linewidth=0.5,
-                                   label=f"worker {worker}" if len(workers) > 1 and stream == 0 else None)
-        ax.set_yticks(range(n))
+                                   edgecolor="white", linewidth=edge, label=label)
+                    label = None  # (one legend entry per worker)
+        _integer_ticks(ax.yaxis)
         ax.set_ylim(-0.6, n - 0.4)
         ax.set_ylabel("stream")
         ax.set_xlabel("items given by the mux" + (" (in each worker)" if len(workers) > 1 else ""))
@@ -372,9 +436,10 @@ class MuxStats:
         n = min(len(shares), len(expected))
         shares, expected = shares[:n], expected[:n]
         x = np.arange(n)
-        ax.bar(x - 0.2, expected, width=0.4, label="weight", color="tab:gray")
-        ax.bar(x + 0.2, shares, width=0.4, label="observed share", color="tab:blue")
-        ax.set_xticks(x)
+        ax.bar(x, shares, width=0.8, label="observed share", color="tab:blue")
+        ax.stairs(expected, np.arange(n + 1) - 0.5, baseline=None, label="weight", color="black", linewidth=1.5)
+        _integer_ticks(ax.xaxis)
+        ax.set_xlim(-0.6, n - 0.4)
         ax.set_xlabel("stream")
         ax.set_ylabel("proportion of items")
         ax.set_title(f"{int(self.items.sum()):,} items: observed shares and weights")
@@ -542,16 +607,19 @@ class Meter:
         column = {"items": 1, "rows": 2, "megabytes": 3}.get(what)
         if column is None:
             raise PescadorError(f"{where}: what must be 'items', 'rows' or 'megabytes'; got {what!r}")
-        plt = _pyplot(where)
-        fig, ax = plt.subplots(figsize=(7, 3)) if ax is None else (ax.figure, ax)
+        figures = _figures(where)
+        fig, ax = figures.subplots(figsize=(7, 3)) if ax is None else (ax.figure, ax)
         series = self.series
         t, counts = series[:, 0], series[:, column] / (1e6 if what == "megabytes" else 1)
-        dt = np.diff(t)
-        keep = dt > 0
-        rates = np.diff(counts)[keep] / dt[keep]
-        ax.step(t[1:][keep], rates, where="pre", color="tab:blue")
+        later = np.diff(t, prepend=-np.inf) > 0  # (samples taken at the same instant: the first counts)
+        t, counts = t[later], counts[later]
+        top = 1.0
+        if len(t) > 1:  # a rate over each interval between samples, drawn across the interval
+            rates = np.diff(counts) / np.diff(t)
+            ax.stairs(rates, t, baseline=None, color="tab:blue", linewidth=1.5)
+            top = max(float(rates.max()) * 1.1, 1e-9)  # (room above the highest rate: on the frame it is hidden)
         ax.set_xlim(0, max(float(t[-1]) if len(t) else 0.0, 1e-9))
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, top)
         ax.set_xlabel("seconds since the run started")
         ax.set_ylabel(f"{what}/s")
         ax.set_title(f"{self.items:,} items, {self.rows:,} rows in {self.seconds:.1f} s")
@@ -570,7 +638,7 @@ class _Measure(Stage):
 
     def __init__(self, upstream: Stream, meter: Meter, state: Any = None) -> None:
         self.meter = meter
-        self.up = start(upstream, state)
+        self.up = start(upstream, state, most_given())  # (its state is its upstream's, item for item)
         self.phase = 0  # 0: no item asked yet; 1: counting; 2: ended
 
     def __next__(self) -> Any:

@@ -3,18 +3,25 @@ StochasticMux, ShuffledMux, RoundRobinMux, ChainMux (3.x).
 
 Each class builds a recipe with the functional layer (:mod:`pescador.core`
 and the combinator modules) and delegates to it; it adds only the old method
-names and the ``active`` flag.  The combinators recognise these objects
-through ``__pescador_stream__``; they never import this module.
+names, the ``active`` count and 3.x's ``with streamer as live:``.  The
+combinators recognise these objects through ``__pescador_stream__``; they
+never import this module.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from . import core
+from ._checks import _spelled
 from .exceptions import ParameterTypeError
+from .stage import start_plain
 
 __all__ = [
     "Streamer",
@@ -76,6 +83,7 @@ class Streamer:
     12
     """
 
+    @_spelled  # (a call whose arguments do not fit says how it reads; each subclass's too: __init_subclass__)
     def __init__(self, streamer: Any, *args: Any, **kwargs: Any) -> None:
         if (args or kwargs) and not callable(streamer) and not isinstance(streamer, core.Stream):
             # pescador 1.x stored the arguments and ignored them for a source that is
@@ -89,6 +97,14 @@ class Streamer:
             )
             args, kwargs = (), {}
         self._facade(core.stream(streamer, *args, **kwargs), streamer, args, kwargs)
+
+    _live: Any = None  # a live copy's run (``with streamer as live``); None in the streamer itself
+    _entered: tuple = ()  # the live copies of the ``with`` blocks open on this streamer, innermost last
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _spelled(cls.__init__)  # type: ignore[method-assign]
 
     def _facade(self, recipe: core.Stream, streamer: Any, args: tuple = (), kwargs: dict | None = None) -> None:
         self.stream = recipe
@@ -108,9 +124,9 @@ class Streamer:
 
     # -- activity ------------------------------------------------------------
     @property
-    def active(self) -> bool:
-        """True while a run of this Streamer is in progress."""
-        return self._active > 0
+    def active(self) -> int:
+        """How many runs of this Streamer are in progress (0 when none: false, as 1.0's flag was)."""
+        return self._active
 
     def activate(self) -> None:
         """Mark the streamer active (runs do this themselves)."""
@@ -123,9 +139,46 @@ class Streamer:
     def _run(self, recipe: Any) -> Iterator:
         self.activate()
         try:
-            yield from recipe
+            yield from start_plain(recipe)  # (this generator is the run's one frame over the plain run)
         finally:
             self.deactivate()
+
+    # -- 3.x: ``with streamer as live`` ---------------------------------------
+    def __enter__(self) -> Any:
+        """A live copy of this streamer, holding one run in progress (3.x's "activated copy").
+
+        The streamer counts it in :attr:`active` until the block ends, which
+        ends the run.  Iterating the copy (``live.iterate(n)``, ``iter(live)``,
+        ``live(max_iter=n)``) continues that run; a live copy enters a ``with``
+        block as itself.
+
+        Examples
+        --------
+        >>> import pescador
+        >>> s = pescador.Streamer("abcd")
+        >>> with s as live:
+        ...     s.active, list(live.iterate(2)), list(live.iterate())
+        (1, ['a', 'b'], ['c', 'd'])
+        >>> s.active
+        0
+        """
+        if self._live is not None:
+            return self
+        live = copy.copy(self)
+        live._live = iter(self.stream)
+        self._entered = (*self._entered, live)
+        self.activate()
+        return live
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None or not self._entered:
+            return
+        live = self._entered[-1]
+        self._entered = self._entered[:-1]
+        self.deactivate()
+        close = getattr(live._live, "close", None)
+        if close is not None:
+            close()
 
     # -- iteration -----------------------------------------------------------
     def generate(self, max_batches: int | None = None) -> Iterator:
@@ -142,6 +195,8 @@ class Streamer:
             Items from the stream.
         """
         limit = _limit("generate", max_batches=max_batches)
+        if self._live is not None:  # a live copy: its run goes on
+            return itertools.islice(self._live, limit)
         return self._run(self.stream if limit is None else core.take(limit, self.stream))
 
     def iterate(self, max_iter: int | None = None) -> Iterator:
@@ -212,6 +267,8 @@ class Streamer:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_active"] = 0  # a copy starts with no run in progress
+        state.pop("_live", None)
+        state.pop("_entered", None)
         return state
 
     def __repr__(self) -> str:
@@ -346,6 +403,13 @@ class ZMQStreamer(Streamer):
 # ----------------------------------------------------------------------------
 
 
+def _normalised(recipe: core.Stream) -> np.ndarray:
+    """A mux recipe's weights as 3.x kept them (its ``weights`` attribute): one per stream, summing to 1."""
+    weights = recipe.kwargs["weights"]
+    n = len(recipe.args[0])
+    return np.full(n, 1 / n) if weights is None else np.asarray(weights) / sum(weights)
+
+
 class StochasticMux(Streamer):
     """The 3.x ``StochasticMux``: a facade over :func:`pescador.mux.stochastic_mux`.
 
@@ -382,7 +446,7 @@ class StochasticMux(Streamer):
         step = stochastic_mux(n_active, rate, weights, mode, prune_empty_streams, dist, random_state)
         self._facade(step(streamers), streamers)
         self.streamers = streamers
-        self.n_active, self.rate, self.weights, self.mode = n_active, rate, weights, mode
+        self.n_active, self.rate, self.weights, self.mode = n_active, rate, _normalised(self.stream), mode
         self.prune_empty_streams, self.dist, self.random_state = prune_empty_streams, dist, random_state
 
 
@@ -401,7 +465,7 @@ class ShuffledMux(Streamer):
         from .mux import shuffled_mux
 
         self._facade(shuffled_mux(weights, random_state)(streamers), streamers)
-        self.streamers, self.weights, self.random_state = streamers, weights, random_state
+        self.streamers, self.weights, self.random_state = streamers, _normalised(self.stream), random_state
 
 
 class RoundRobinMux(Streamer):
@@ -454,13 +518,14 @@ class ChainMux(Streamer):
         self.streamers, self.mode, self.random_state = streamers, mode, random_state
 
 
-def _into_mux_module() -> None:
-    """``pescador.mux.Mux`` and ``from pescador.mux import StochasticMux`` (3.x names): the facades are
-    put into the mux module, which does not import this one."""
+def _into_3x_modules() -> None:
+    """Where 3.x code finds the classes: ``pescador.mux.Mux``, ``from pescador.mux import StochasticMux``
+    and ``pescador.core.Streamer``.  They are put into those modules, which do not import this one."""
     from . import mux
 
     for facade in (Mux, StochasticMux, ShuffledMux, RoundRobinMux, ChainMux):
         setattr(mux, facade.__name__, facade)
+    core.Streamer = Streamer  # type: ignore[attr-defined]
 
 
-_into_mux_module()
+_into_3x_modules()

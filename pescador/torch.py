@@ -27,7 +27,9 @@ the whole run repeats from one ``torch.manual_seed`` (or the loader's
 For most training loops the simpler path is :func:`pescador.zmq_offload`
 in front of a plain loop (see the frameworks page of the docs): it works
 with any framework and sends arrays without copying, while the DataLoader
-brings pinned memory and torch's own worker management.
+brings pinned memory and torch's own worker management.  Not both at once:
+DataLoader workers are daemonic and may not start processes, so a loader
+with workers over a recipe that holds ``zmq_offload`` is refused.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from .core import Stream, stream
+from . import _pickling
+from .core import Stream, cycle, stream, take
 from .exceptions import PescadorError
-from .extras import epoch_length
-from .workers import WorkerInfo, set_worker_info
+from .extras import check_even, even_count, rank_counts
+from .stage import stage_of
+from .workers import WorkerInfo, rank_info, set_worker_info, worker_info
 
 try:
     import torch
@@ -81,6 +85,32 @@ _DOUBLE_BATCHING = (
 )
 
 
+_BOTH = (
+    "{where}: the recipe runs {step!r}, which starts worker processes of its own, and num_workers={n} runs the "
+    "recipe inside each DataLoader worker: a daemonic process, which may not start processes.  Keep one of the "
+    "two: num_workers=0 (zmq_offload's workers produce in parallel, and the loader reads their items here), "
+    "or the recipe without zmq_offload (the DataLoader's workers produce in parallel)"
+)
+
+
+def _starting_processes(recipe: Any) -> Any:
+    """The first step of ``recipe`` whose runs start processes of their own (zmq_offload), or None."""
+    stack, seen = [recipe], set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, (list, tuple)):
+            stack.extend(node)
+        elif isinstance(node, Stream):
+            if getattr(stage_of(node), "starts_processes", False):
+                return node.step
+            stack.extend(node.args)
+            stack.extend(node.kwargs.values())
+    return None
+
+
 class StreamDataset(IterableDataset):
     """An ``IterableDataset`` over a pescador stream (see :func:`as_dataset` and :func:`loader`).
 
@@ -94,22 +124,33 @@ class StreamDataset(IterableDataset):
         None) is refused with a :class:`~pescador.PescadorError` when its
         iteration starts.  True: the items are single samples, and the
         ``DataLoader`` may batch them.
+    even : "drop", "pad" or None
+        Under distributed training, every rank's epoch holds the same
+        number of batches, so that the ranks stay in step: "drop" (the
+        default) the smallest rank's count (the larger ranks leave out
+        their last batches of each run), "pad" the largest rank's (the
+        smaller ranks go on into a new run of the recipe for the rest);
+        None: each rank its own count.  Where the counts cannot be known
+        (see :func:`pescador.epoch_length`), the runs are left as they are.
+        With one rank, nothing changes.
 
     Notes
     -----
-    ``len(dataset)`` is :func:`pescador.epoch_length` of the recipe where
-    that is known, and raises ``TypeError`` elsewhere.  Under a
-    ``DataLoader`` with workers this is the length of the whole loader when
-    the workers share out the epoch, as a mux that runs each stream once
-    and sources that read :func:`pescador.worker_info` do; a recipe that
-    every worker runs whole yields more than that, and torch warns
-    ("Length of IterableDataset ... was reported to be ...").
+    ``len(dataset)`` is the number of items an epoch of the recipe yields
+    on this rank, over the ``DataLoader``'s workers (each counted as it runs
+    the recipe: a mux that runs each stream once and ``epochs`` share the
+    pool out between workers and ranks, a stream over a list is run whole by
+    each worker), made even across ranks as ``even`` says; where
+    :func:`pescador.epoch_length` cannot know it, ``len()`` raises
+    ``TypeError``.
     """
 
-    def __init__(self, recipe: Stream, *, collate: bool = False) -> None:
+    def __init__(self, recipe: Stream, *, collate: bool = False, even: str | None = "drop") -> None:
         super().__init__()
         self.recipe = recipe
         self.collate = bool(collate)
+        self.even = check_even(even, "StreamDataset")
+        self.loader_workers: int | None = None  # (set by loader(); else read from the DataLoader asking len())
         self._epoch: list | None = None  # (in a DataLoader worker) [(base seed, worker id), epochs begun]
 
     def __iter__(self) -> Iterator:
@@ -118,7 +159,10 @@ class StreamDataset(IterableDataset):
         return self._run()
 
     def __len__(self) -> int:
-        length = epoch_length(self.recipe)
+        workers = self.loader_workers
+        if workers is None:
+            workers = _num_workers(sys._getframe(1), self)
+        length = even_count(rank_counts(self.recipe, workers), self.even, worker_info().rank)
         if length is None:
             raise TypeError(
                 f"{self!r} has no len(): pescador.epoch_length cannot tell how many items an epoch "
@@ -129,9 +173,41 @@ class StreamDataset(IterableDataset):
     def _run(self) -> Iterator:
         info = get_worker_info()
         if info is not None:  # inside a DataLoader worker: tell the sources who they are
+            step = _starting_processes(self.recipe)
+            if step is not None:
+                where = f"as_dataset (in DataLoader worker {info.id})"
+                raise PescadorError(_BOTH.format(where=where, step=step, n=info.num_workers))
             set_worker_info(WorkerInfo(info.id, info.num_workers, self._epoch_seed(info)))
-        for item in self.recipe:
+        recipe, limit = self.recipe, self._limit(info)
+        if limit is not None:
+            recipe = cycle(limit)(recipe) if self.even == "pad" else take(limit, recipe)
+        for item in recipe:
             yield _tensors(item)
+
+    def _limit(self, info: Any) -> int | None:
+        """How many items this process's run yields so that every rank's run holds as many, or None (one
+        rank, ``even=None``, or counts that cannot be known: the run as it is)."""
+        rank, world = rank_info()
+        if self.even is None or world == 1:
+            return None
+        counts = rank_counts(self.recipe, 0 if info is None else info.num_workers, run=True)
+        target = even_count(counts, self.even, rank)
+        if target is None:
+            return None
+        mine = counts[rank]
+        wid = 0 if info is None else info.id
+        if self.even == "drop":  # (the first workers keep theirs, the last leave out what is too many)
+            return max(0, min(mine[wid], target - sum(mine[:wid])))
+        extra = target - sum(mine)  # (spread over the workers that have items)
+        given = [w for w, count in enumerate(mine) if count]
+        if extra and not given:
+            raise PescadorError(
+                f"StreamDataset(even='pad'): rank {rank} has no items in a run of {self.recipe!r}, so it has "
+                "nothing to pad with; use even='drop', or give every rank data"
+            )
+        if wid not in given:
+            return 0
+        return mine[wid] + extra // len(given) + (given.index(wid) < extra % len(given))
 
     def _refuse_collation(self, frame: Any) -> None:
         """Raise if the DataLoader that starts this iteration batches its items.
@@ -171,8 +247,36 @@ class StreamDataset(IterableDataset):
         self._epoch[1] += 1
         return np.random.SeedSequence(base, spawn_key=(info.id, epoch))
 
+    def __reduce__(self) -> tuple:
+        """Pickled (for ``DataLoader`` workers not started by ``fork``) as :mod:`pescador._pickling` sends a recipe.
+
+        So a recipe defined in a notebook or ``__main__`` travels by value, and
+        what cannot travel is refused by name when the ``DataLoader`` starts
+        its workers, before any of them runs.
+        """
+        sending = "pescador.torch: the dataset's recipe cannot be sent to DataLoader workers not started by 'fork'"
+        fix = "or give the DataLoader multiprocessing_context='fork', where the platform has it"
+        return _unpickled, (_pickling.dumps(self.recipe, sending, fix), self.collate, self.even)
+
     def __repr__(self) -> str:
         return f"StreamDataset({self.recipe!r}{', collate=True' if self.collate else ''})"
+
+
+def _unpickled(recipe: bytes, collate: bool, even: str | None) -> StreamDataset:
+    """A :class:`StreamDataset` from its pickle (in a DataLoader worker)."""
+    return StreamDataset(_pickling.loads(recipe), collate=collate, even=even)
+
+
+def _num_workers(frame: Any, dataset: StreamDataset) -> int:
+    """``num_workers`` of the DataLoader over ``dataset`` that asks its length (a few frames up), else 0."""
+    for _ in range(4):
+        if frame is None:
+            break
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, DataLoader) and owner.dataset is dataset:
+            return owner.num_workers
+        frame = frame.f_back
+    return 0
 
 
 def _batch_size(frame: Any) -> Any:
@@ -236,6 +340,7 @@ def loader(
     recipe: Any,
     num_workers: int = 0,
     pin_memory: bool = False,
+    even: str | None = "drop",
     **dataloader_kwargs: Any,
 ) -> DataLoader:
     """A ``torch.utils.data.DataLoader`` over a stream, configured for pescador's batches.
@@ -252,6 +357,11 @@ def loader(
         (id, count, a seed new for every epoch): see :func:`as_dataset`.
     pin_memory : bool
         Copy each batch into page-locked memory (for faster transfers to a GPU).
+    even : "drop", "pad" or None
+        Under distributed training, every rank's epoch holds the same number
+        of batches (the ranks stay in step): "drop" (the default) the
+        smallest rank's count, "pad" the largest rank's, None each rank its
+        own (see :class:`StreamDataset`).  With one rank, nothing changes.
     **dataloader_kwargs
         Passed on to ``DataLoader``: ``persistent_workers``,
         ``prefetch_factor``, ``generator``, ``worker_init_fn``,
@@ -263,10 +373,9 @@ def loader(
     -------
     torch.utils.data.DataLoader
         With ``batch_size=None`` over :func:`as_dataset` of the recipe.  Its
-        ``len()`` is the number of batches in an epoch where
-        :func:`pescador.epoch_length` knows it (with workers: when they share
-        out the epoch, see :class:`StreamDataset`); elsewhere ``len()``
-        raises ``TypeError``.
+        ``len()`` is the number of batches in an epoch on this rank, over
+        its workers, where :func:`pescador.epoch_length` can know it (see
+        :class:`StreamDataset`); elsewhere ``len()`` raises ``TypeError``.
 
     Examples
     --------
@@ -283,5 +392,9 @@ def loader(
             "(or None), and set the batch size with buffer(n)"
         )
     dataloader_kwargs.pop("batch_size", None)
-    dataset = StreamDataset(_recipe(recipe, (), {}, "pescador.torch.loader"))
+    dataset = StreamDataset(_recipe(recipe, (), {}, "pescador.torch.loader"), even=check_even(even, "pescador.torch.loader"))
+    dataset.loader_workers = num_workers
+    step = _starting_processes(dataset.recipe) if num_workers else None
+    if step is not None:
+        raise PescadorError(_BOTH.format(where="pescador.torch.loader", step=step, n=num_workers))
     return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **dataloader_kwargs)

@@ -26,9 +26,9 @@ The header is a msgpack array whose first element is the kind of message:
   any other value's field is ``[key]``.  ``values`` is nil when every
   field is an array, else one list of the items' other values: the first
   item's, in field order, then the second's, and so on.  ``states`` is
-  nil, or one state (JSON text) per item: the sender's state after that
-  item.  The consumer views each block once and hands out its rows, one
-  item at a time, in order.
+  nil, or one entry per item: the sender's state after that item (JSON
+  text), or nil where it did not send one.  The consumer views each block
+  once and hands out its rows, one item at a time, in order.
 - ``[END]``: the worker's stream ended.
 - ``[ERROR, text, [module, qualname, args, pickled]]``: the worker's
   stream raised.  ``text`` holds the traceback (at most ``TEXT_MAX``
@@ -83,6 +83,7 @@ import threading
 import time
 from typing import Any
 
+import cloudpickle
 import msgpack
 import msgpack_numpy
 import numpy as np
@@ -529,7 +530,7 @@ class _Batch:
         self.fixed = _batch_cost(0, len(layout), dims)
         self.base = _batch_header_cost(layout) + self.fixed
         paid = (MEMORY_FACTOR - 2) * sum(dtype.itemsize * int(np.prod(shape)) for _, dtype, shape in arrays)
-        self.each = _batch_cost(1, len(layout), dims) - self.fixed - paid
+        self.each = _batch_cost(1, len(layout), dims) - self.fixed - paid + _SLOT  # (and its state's place: nil or not)
         self.extra = 0
         self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1), BATCH_CELLS // len(layout),
                                    (_COUNTED_BASE - self.base) // max(1, self.each + cost)))
@@ -548,7 +549,7 @@ class _Batch:
         arrays = self.arrays
         if arrays is None or type(item) is not dict or len(item) != len(arrays):
             return False
-        if state is not None and not self.fits(0, _SLOT + _str_cost(state)):
+        if state is not None and not self.fits(0, _str_cost(state)):
             return False
         n = self.count
         for (key, value), (want, dtype, shape, block) in zip(item.items(), arrays):
@@ -560,7 +561,7 @@ class _Batch:
         self.count = n + 1
         self.used += self.item_bytes  # (arrays only: every item of the layout holds as many bytes)
         if state is not None:
-            self.extra += _SLOT + _str_cost(state)
+            self.extra += _str_cost(state)
         return True
 
     def fits(self, nbytes: int, cost: int) -> bool:
@@ -596,7 +597,7 @@ class _Batch:
                 fields.append([key, block.dtype.str, list(shape), _data(block, False, frames)])
             else:
                 fields.append([part])
-        states = self.states if self.states[0] is not None else None
+        states = self.states if any(state is not None for state in self.states) else None
         header = [BATCH, self.count, fields, self.values or None, states]
         try:
             frames[0] = msgpack.packb(header, default=_pack_value, use_bin_type=True, unicode_errors="surrogatepass")
@@ -606,10 +607,12 @@ class _Batch:
             ) from None
         # (``fits`` kept what decoding costs within what the data pays for: never padded)
         objects = _batch_cost(self.count, len(self.layout), [len(part[2]) for part in self.layout if type(part) is tuple])
-        return _paid(frames, objects, self.base - self.fixed + self.extra)  # (a bound of the header's cost)
+        bound = self.base - self.fixed + self.extra + (0 if states is None else _SLOT * self.count)
+        return _paid(frames, objects, bound)  # (a bound of the header's cost)
 
 
-def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None) -> list:
+def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None,
+                 shared: list | None = None) -> list:
     """The frames of one message holding several items of one layout (see :func:`shared_layout`).
 
     Each array key's arrays travel stacked, as one block; the other values
@@ -625,6 +628,8 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
         The first item's position in its stream, for error messages.
     states : list of str, optional
         The sender's state after each item.
+    shared : list, optional
+        :func:`shared_layout` of each item, where the caller has it already.
 
     Raises
     ------
@@ -638,17 +643,44 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
     >>> [(int(item["x"][0]), item["name"]) for item in decode(frames)[1][0]]
     [(0, '0'), (1, '1'), (2, '2')]
     """
-    shared = [shared_layout(item) for item in items]
+    if shared is None:
+        shared = [shared_layout(item) for item in items]
     if not items or shared[0] is None or any(s is None or s[0] != shared[0][0] for s in shared):
         raise PescadorError(f"{_where(position)}these items cannot share a message (see shared_layout)")
     batch = _Batch(shared[0][0], max(s[1] for s in shared), max(s[2] for s in shared))
     for n, item in enumerate(items):
         state = None if states is None else states[n]
-        cost = shared[n][2] + (0 if state is None else _SLOT + _str_cost(state))
+        cost = shared[n][2] + (0 if state is None else _str_cost(state))
         if not batch.fits(shared[n][1], cost):
             raise PescadorError(f"{_where(position)}{len(items)} items do not fit in one message")
         batch.add(item, state, shared[n][1], cost)
     return batch.frames(position)
+
+
+def encode_run(items: list, shared: list, start: int = 0) -> tuple:
+    """``(frames, end)``: one message holding ``items[start:end]``, as many items from ``start`` on as
+    share its layout and fit (at least one), where ``shared`` holds :func:`shared_layout` of each item
+    (``shared[start]`` not None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> items = [{"x": np.array([i])} for i in range(2000)]
+    >>> frames, end = encode_run(items, [shared_layout(item) for item in items])
+    >>> end == len(decode(frames)[1][0]) < len(items)
+    True
+    """
+    first = shared[start]
+    batch = _Batch(*first)
+    batch.add(items[start], None, first[1], first[2])  # (the first item, whatever it costs: padded if need be)
+    end = start + 1
+    while end < len(items):
+        here = shared[end]
+        if here is None or here[0] != first[0] or not batch.fits(here[1], here[2]):
+            break
+        batch.add(items[end], None, here[1], here[2])
+        end += 1
+    return batch.frames(), end
 
 
 _FULL_POLL = 0.005  # seconds between the outbox thread's looks at a full queue while items are due
@@ -716,7 +748,7 @@ class Outbox:
                     self._flush()
                 return
             shared = shared_layout(item)
-            cost = 0 if shared is None else shared[2] + (0 if state is None else _SLOT + _str_cost(state))
+            cost = 0 if shared is None else shared[2] + (0 if state is None else _str_cost(state))
             if self.batch is not None and (shared is None or shared[0] != self.batch.layout
                                            or not self.batch.fits(shared[1], cost)):
                 self._flush()
@@ -882,11 +914,22 @@ def _plain_args(error: BaseException) -> list | None:
 
 
 def _pickled(error: BaseException) -> bytes | None:
-    """``error`` pickled, if it is an Exception that pickles, unpickles to its own type and is not too big."""
+    """``error`` pickled, if it is an Exception that pickles, unpickles to its own type and is not too big.
+
+    Its class goes by reference where the consumer has it under its name
+    (its module, or ``__main__`` in a forked worker), else by value, as the
+    recipe came (:mod:`pescador._pickling`): a class of ``__main__`` that the
+    recipe brought by value (a notebook's, a script's) goes back by value,
+    and cloudpickle makes it the consumer's own class again, so ``except
+    BadRecord`` catches it there.
+    """
     if not isinstance(error, Exception):
         return None
     try:
-        data = pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # (a class this process has by value only)
+            data = cloudpickle.dumps(error, protocol=pickle.HIGHEST_PROTOCOL)
         if len(data) > PICKLE_MAX or type(pickle.loads(data)) is not type(error):
             return None
     except Exception:  # arguments that do not pickle, or that do not fit the constructor
@@ -1329,8 +1372,7 @@ _NOT_REBUILT = (StopIteration, StopAsyncIteration)
 
 
 def _unpickled(data: bytes) -> Exception | None:
-    """A trusted worker's pickled exception.  (A spawned worker's ``__main__`` classes pickle as
-    ``__mp_main__``, which multiprocessing makes an alias of the consumer's ``__main__``.)"""
+    """A trusted worker's pickled exception (see :func:`_pickled`)."""
     try:
         error = pickle.loads(data)
     except Exception:  # a class not importable here, or a constructor that refuses the arguments
@@ -1503,9 +1545,10 @@ def _batch(header: list, frames: list, room: int) -> tuple:
     elif values is not None:
         raise _malformed("a batch of arrays only, with values")
     if states is not None and (
-        not isinstance(states, list) or len(states) != count or not all(type(state) is str for state in states)
+        not isinstance(states, list) or len(states) != count
+        or not all(state is None or type(state) is str for state in states)
     ):
-        raise _malformed(f"a batch's states are not {count} strings")
+        raise _malformed(f"a batch's states are not {count} strings or nils")
     columns = [
         values[c::others] if type(c) is int else [row.copy() for row in _array(*c, False)]  # (a view of the block)
         for c in columns

@@ -20,9 +20,12 @@ way) split the data across every worker of every rank, each item read once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import NamedTuple
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -70,6 +73,7 @@ class WorkerInfo(NamedTuple):
 
 _MAIN = WorkerInfo(0, 1, None)
 _current: WorkerInfo = _MAIN
+_counted = threading.local()  # (this thread, while a length is counted) the worker whose run is counted
 _composed: tuple = (None, None, None)  # (the info set, (rank, world_size), what worker_info() made of them)
 
 
@@ -146,6 +150,9 @@ def worker_info() -> WorkerInfo:
     ['a', 'b', 'c']
     """
     global _composed
+    counted = getattr(_counted, "info", None)
+    if counted is not None:
+        return counted
     local = _current
     if local.world_size != 1:  # (set with its ranks already: see set_worker_info)
         return local
@@ -169,3 +176,31 @@ def set_worker_info(info: WorkerInfo | None) -> None:
     """
     global _current
     _current = _MAIN if info is None else info
+
+
+@contextlib.contextmanager
+def counted_as(info: WorkerInfo) -> Iterator[None]:
+    """Within, in this thread, :func:`worker_info` says ``info``: a length is counted for that worker's run.
+
+    :func:`pescador.epoch_length` and the stages' ``run_length`` count the
+    items of one run; a stage that shards (a mux that runs each stream
+    once, ``epochs``) counts the members of the shard that
+    :func:`worker_info` names, as its run would take them.
+    """
+    before = getattr(_counted, "info", None)
+    _counted.info = info
+    try:
+        yield
+    finally:
+        _counted.info = before
+
+
+def over_workers(count: Callable[[], Any], workers: int) -> list:
+    """``count()`` for each of ``workers`` worker processes of the rank being counted (worker ``w`` of
+    ``workers`` on it, as an offload or a DataLoader numbers them)."""
+    here = worker_info()
+    results = []
+    for wid in range(workers):
+        with counted_as(compose(WorkerInfo(wid, workers, None), here.rank, here.world_size)):
+            results.append(count())
+    return results

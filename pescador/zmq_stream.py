@@ -4,11 +4,19 @@ A run of an offloaded stream starts ``workers`` processes.  Each iterates
 the upstream recipe and sends its items, one multipart message per item,
 or several small items to a message when they come fast (see
 ``batch_wait`` and :mod:`pescador.wire`), to the consumer, which yields
-them one at a time, in order, as they arrive.  The consumer binds one
-ROUTER socket on a private endpoint (an ``ipc://`` path in a new
-directory of mode 0700, or loopback TCP, where a peer must also show the
-run's secret during the handshake); each worker connects a DEALER socket
-with a secret identity, and messages from any other peer are dropped.
+them one at a time.  The consumer binds one ROUTER socket per worker on
+a private endpoint (``ipc://`` paths in a new directory of mode 0700, or
+loopback TCP, where a peer must also show the run's secret during the
+handshake); each worker connects a DEALER socket with a secret identity
+to its own, and messages from any other peer are dropped.
+
+Interleaving: each worker's items arrive in the order it yields them.
+Reading each worker's queue separately, the consumer goes round the
+workers in turn and takes one item from each that has one ready (ZeroMQ
+alone would fair-queue whole messages, and only as often as it processes
+its commands), so whatever the consumer's speed, the workers with items
+ready take turns item by item, and the small items that share a message
+are handed out one per round, not as a block.
 
 Lifecycle
 ---------
@@ -47,21 +55,25 @@ Lifecycle
   the consumer's memory.  A message holds one item, or up to 1,024 small
   items (64 KiB of data at most), so that is at most ``hwm`` large items
   or ``hwm`` times 64 KiB of small ones per queue (plus what the operating
-  system buffers on the connection, and what the worker holds, at most
-  64 KiB, for at most about ``batch_wait`` seconds beyond flow control).
+  system buffers on the connection, what the worker holds, at most
+  64 KiB, for at most about ``batch_wait`` seconds beyond flow control,
+  and the one message per worker that the consumer is handing out).
 
 Resumable runs
 --------------
 One stage, :class:`_Offload`, runs plain and resumable runs alike.  In a
 resumable run (:func:`pescador.resumable`) each worker starts its share
-with :func:`pescador.stage.start` and sends its state with each item; the
-stage's state is each worker's state after its last delivered item.  A
-plain run's workers send no state.  This module runs stages through
+with :func:`pescador.stage.start` and sends its state with an item now and
+then (``STATE_EVERY``), not with each: the stage's state is, for each
+worker, the latest state delivered and the items it delivered since, which
+a resumed worker draws again and drops, so that it continues after its
+last delivered item.  A plain run's workers send no state.  This module runs stages through
 :mod:`pescador.stage` alone: it does not import :mod:`pescador.resume`.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import errno
 import json
@@ -69,7 +81,6 @@ import multiprocessing
 import multiprocessing.connection
 import numbers
 import os
-import pickle
 import random
 import secrets
 import select
@@ -87,11 +98,11 @@ from typing import Any
 import numpy as np
 import zmq
 
-from . import _report, wire
-from .core import ItemTransform, Transform
+from . import _pickling, _report, wire
+from .core import ItemTransform, OneStream, Transform
 from .exceptions import ParameterError, ParameterTypeError, PescadorError
-from .stage import Offloaded, start, tracked
-from .workers import WorkerInfo, set_worker_info
+from .stage import Offloaded, delivered, replay, start_share
+from .workers import WorkerInfo, set_worker_info, worker_info
 
 __all__ = ["zmq_offload"]
 
@@ -144,8 +155,8 @@ def zmq_offload(
         ``np.random.SeedSequence`` spawned for it; the legacy global
         ``np.random`` and :mod:`random` are seeded from it), so sources can
         shard their data.  A mux without replacement shards its pool across
-        workers by itself.  With several workers, items interleave as they
-        arrive; with one, they arrive in order.
+        workers by itself.  Each worker's items arrive in order; with
+        several workers, those with items ready take turns, item by item.
     copy : bool
         If False (the default), large arrays are sent and received without
         copying: a generator must not modify an array after yielding it
@@ -164,25 +175,38 @@ def zmq_offload(
         worker's and the consumer's, per worker) before the worker blocks.
         A message holds one item, or up to 1,024 small items of one layout
         (64 KiB of data at most; see ``batch_wait``), so a queue holds at
-        most ``hwm`` large items, or ``hwm`` times 64 KiB of small ones.
+        most ``hwm`` large items, or ``hwm`` times 64 KiB of small ones
+        (and the consumer holds the one message of each worker that it is
+        handing out).  A run that nobody reads makes, per worker, what its
+        two queues hold, the message in its hands and what the operating
+        system buffers on the connection, then waits.
     transport : None, "ipc" or "tcp"
-        ``"ipc"``: a socket file in a new private directory (mode 0700);
-        ``"tcp"``: loopback TCP (127.0.0.1) on a port between ``min_port``
-        and ``max_port``, which any process on this host can reach: the
-        workers show the run's secret during ZeroMQ's handshake (PLAIN,
-        checked by a ZAP handler in the consumer), and any other peer is
-        cut off before anything it sends is kept.  (ZeroMQ's limit on a
-        message's size would not do: it bounds each frame, not how many
-        frames a message has, and a run's own items, a 1 GB batch too,
-        must travel.)  None chooses ipc where ZeroMQ supports it.
+        ``"ipc"``: a socket file per worker in a new private directory
+        (mode 0700); ``"tcp"``: loopback TCP (127.0.0.1) on a port per
+        worker between ``min_port`` and ``max_port``, which any process on
+        this host can reach: each worker shows the run's secret during
+        ZeroMQ's handshake (PLAIN, checked by a ZAP handler in the
+        consumer), and any other peer is cut off before anything it sends
+        is kept.  (ZeroMQ's limit on a message's size would not do: it
+        bounds each frame, not how many frames a message has, and a run's
+        own items, a 1 GB batch too, must travel.)  None chooses ipc where
+        ZeroMQ supports it.
     min_port, max_port : int
         The range of TCP ports to try (both included).
     max_tries : int >= 1
-        How many random ports to try before giving up.
+        How many random ports to try (for each worker) before giving up.
     start_method : None, "fork", "forkserver" or "spawn"
         How to start workers (see :mod:`multiprocessing`); None uses the
-        platform's default.  With "forkserver" and "spawn", the recipe is
-        pickled: it must be made of module-level functions.
+        platform's default.  Under "fork" the workers are copies of this
+        process and nothing is pickled.  Under "forkserver" and "spawn" the
+        recipe is sent by cloudpickle, once per run: functions, lambdas,
+        closures and classes defined in a notebook, ``python -c``, the
+        script being run or inside another function go by value, those of
+        importable modules by name.  What cannot travel (a live generator,
+        an open file, a socket, a lock, anything else that does not pickle)
+        is refused before any worker starts, with a
+        :class:`~pescador.PescadorError` naming it and where it sits in the
+        recipe.
     random_state : None or int
         The entropy from which the workers' seeds are spawned; an int makes
         every run start its workers with the same seeds.
@@ -245,7 +269,7 @@ def zmq_offload(
         random_state=random_state,
         batch_wait=float(batch_wait),
     )
-    return Transform("zmq_offload", _Offload, config.params())
+    return Transform("zmq_offload", _Offload, config.params(), coerce=OneStream("zmq_offload"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,15 +304,17 @@ class _Job:
     """What one worker is handed: the run's options, where to send, and its own share."""
 
     config: _Config
-    pickled: bool  # ``recipe`` is the recipe's pickle (spawn, forkserver), else the recipe itself (fork)
+    pickled: bool  # ``recipe`` is its bytes (spawn, forkserver: _pickling.dumps), else the recipe itself (fork)
     recipe: Any
     endpoint: str
     consumer: int  # the consumer's pid
-    tracked: bool  # a resumable run: send this worker's state with each item
+    tracked: bool  # a resumable run: send this worker's state with its items (now and then: _send_items)
     wid: int = 0
     identity: bytes = b""
     seed: Any = None  # its np.random.SeedSequence
     state: Any = None  # where its share resumes (a tracked run), or None: from the start
+    most: Any = None  # the most items its share can have given before ``state`` (None: unbounded)
+    skip: int = 0  # items it then draws and drops (delivered after that state, before the checkpoint)
     report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
     password: bytes = b""  # over TCP, what the worker shows the consumer to be let in (see _gate)
 
@@ -299,31 +325,29 @@ class _Job:
 
 
 def _payload(upstream: Any, method: str) -> tuple:
-    """What a worker receives: the recipe itself under fork, else its pickle."""
+    """What a worker receives: the recipe itself under fork, else its bytes (:mod:`pescador._pickling`)."""
     if method == "fork":
         return False, upstream
-    try:
-        return True, pickle.dumps(upstream, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise PescadorError(
-            f"zmq_offload: the recipe cannot be sent to workers started with {method!r}, because it "
-            f"cannot be pickled: {type(exc).__name__}: {exc}. Build recipes from module-level functions "
-            "and picklable arguments (no lambdas, closures, open files or sockets), or use "
-            "start_method='fork'"
-        ) from None
+    sending = f"zmq_offload: the recipe cannot be sent to workers started with {method!r}"
+    return True, _pickling.dumps(upstream, sending, "or use start_method='fork', where the platform has it")
 
 
-def _bind(sock: zmq.Socket, transport: str, min_port: int, max_port: int, max_tries: int) -> tuple:
-    """Bind ``sock`` privately; return its endpoint and the directory to remove (if any)."""
+def _bind(socks: list, transport: str, min_port: int, max_port: int, max_tries: int) -> tuple:
+    """Bind each socket (one per worker) privately; return their endpoints and the directory to remove (if any)."""
     if transport == "ipc":
         directory = tempfile.mkdtemp(prefix="pescador-")  # mode 0700: only this user may connect
-        endpoint = "ipc://" + os.path.join(directory, "s")
-        try:
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            shutil.rmtree(directory, ignore_errors=True)
-            raise PescadorError(f"zmq_offload: cannot bind {endpoint}: {exc}; try transport='tcp'") from None
-        return endpoint, directory
+        endpoints = ["ipc://" + os.path.join(directory, f"s{wid}") for wid in range(len(socks))]
+        for sock, endpoint in zip(socks, endpoints):
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                shutil.rmtree(directory, ignore_errors=True)
+                raise PescadorError(f"zmq_offload: cannot bind {endpoint}: {exc}; try transport='tcp'") from None
+        return endpoints, directory
+    return [_bind_tcp(sock, min_port, max_port, max_tries) for sock in socks], None
+
+
+def _bind_tcp(sock: zmq.Socket, min_port: int, max_port: int, max_tries: int) -> str:
     ports = range(min_port, max_port + 1)
     for port in random.Random().sample(ports, min(max_tries, len(ports))):  # (not the user's random)
         try:
@@ -332,15 +356,15 @@ def _bind(sock: zmq.Socket, transport: str, min_port: int, max_port: int, max_tr
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 continue
             raise PescadorError(f"zmq_offload: cannot bind tcp://127.0.0.1:{port}: {exc}") from None
-        return f"tcp://127.0.0.1:{port}", None
+        return f"tcp://127.0.0.1:{port}"
     raise PescadorError(
         f"zmq_offload: no free TCP port on 127.0.0.1 between {min_port} and {max_port} after "
-        f"{min(max_tries, len(ports))} tries; widen the range or raise max_tries"
+        f"{min(max_tries, len(ports))} tries (a run binds one port per worker); widen the range or raise max_tries"
     )
 
 
-def _gate(context: zmq.Context, sock: zmq.Socket) -> tuple:
-    """``(gate, password)``: let only the run's workers into ``sock`` (before it binds a TCP port).
+def _gate(context: zmq.Context, socks: list) -> tuple:
+    """``(gate, password)``: let only the run's workers into ``socks`` (before they bind TCP ports).
 
     Any process on this host can connect to a loopback port, and ZeroMQ
     holds what a peer sends until a whole message has come (with no bound
@@ -358,9 +382,10 @@ def _gate(context: zmq.Context, sock: zmq.Socket) -> tuple:
     gate = ThreadAuthenticator(context)
     gate.start()
     gate.configure_plain(domain="pescador", passwords={"worker": password})
-    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # (no handler, no entry)
-    sock.setsockopt(zmq.ZAP_DOMAIN, b"pescador")
-    sock.setsockopt(zmq.PLAIN_SERVER, 1)
+    for sock in socks:  # (every worker's socket: a stranger may connect to any of their ports)
+        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # (no handler, no entry)
+        sock.setsockopt(zmq.ZAP_DOMAIN, b"pescador")
+        sock.setsockopt(zmq.PLAIN_SERVER, 1)
     return gate, password.encode()
 
 
@@ -386,53 +411,74 @@ class _Offload(Offloaded):
     :func:`pescador.stage.start`."""
 
     name, unit, Config = "zmq_offload", "worker", _Config
+    starts_processes = True
 
     def launch(self, upstream: Any) -> Iterator:
-        return _run(upstream, self.config, self.starts if self.tracked else None, self.delivered)
+        return _run(upstream, self.config, self.starts if self.tracked else None, self.skips, self.delivered,
+                    self.seeds(), self.most)
+
+    def skip_bound(self) -> int:
+        return STATE_ITEMS - 1  # (a worker sends its state at least every STATE_ITEMS items)
 
 
-def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -> Iterator:
-    """A run: start the workers, yield their items, and always clean up.
+def _run(upstream: Any, config: _Config, starts: list | None, skips: list, delivered: dict, seeds: list,
+         most: int | None = None) -> Iterator:
+    """A run: start the workers (worker ``w`` with ``seeds[w]``), yield their items, and always clean up.
 
-    With ``starts`` (one state or None per worker) a tracked run, whose
-    workers send their state with each item: kept in ``delivered`` (worker
-    id -> JSON text) as their items are yielded.
+    With ``starts`` (one state or None per worker, each bounded by ``most``
+    items, each then dropping as many items as ``skips`` says) a tracked
+    run, whose workers send their state with some of their items: where
+    each worker is, is kept in ``delivered`` (see
+    :func:`pescador.stage.delivered`) as its items are
+    yielded.
     """
+    if multiprocessing.current_process().daemon:
+        raise PescadorError(
+            f"zmq_offload: this process ({multiprocessing.current_process().name}) is daemonic, and a daemonic "
+            "process may not start processes of its own, so zmq_offload cannot start its workers here.  A "
+            "DataLoader worker, a multiprocessing.Pool worker, a Process(daemon=True) and a zmq_offload worker "
+            "are daemonic: run zmq_offload in your main process, or take it out of the recipe run here"
+        )
     mp = multiprocessing.get_context(config.start_method)
     pickled, payload = _payload(upstream, mp.get_start_method())
-    seeds = np.random.SeedSequence(config.random_state).spawn(config.workers)
     context = zmq.Context()
-    sock = directory = guardian = relay = gate = None
+    directory = guardian = relay = gate = None
+    socks: list = []  # one per worker: the consumer reads from each worker's queue separately
     procs: list = []
-    identities: dict = {}
+    identities: list = []
     live: set = set()  # the workers that have not ended (END or ERROR) yet
     try:
-        sock = context.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, config.hwm)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        gate, password = _gate(context, sock) if config.transport == "tcp" else (None, b"")
-        endpoint, directory = _bind(sock, config.transport, config.min_port, config.max_port, config.max_tries)
-        relay = _report.Relay(upstream, context, endpoint, config)  # the workers' observers report to it
-        shared = _Job(config, pickled, payload, endpoint, os.getpid(), tracked=starts is not None,
+        if config.workers + 16 > context.get(zmq.MAX_SOCKETS):
+            context.set(zmq.MAX_SOCKETS, config.workers + 16)
+        for _ in range(config.workers):
+            sock = context.socket(zmq.ROUTER)
+            socks.append(sock)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, config.hwm)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        gate, password = _gate(context, socks) if config.transport == "tcp" else (None, b"")
+        endpoints, directory = _bind(socks, config.transport, config.min_port, config.max_port, config.max_tries)
+        relay = _report.Relay(upstream, context, endpoints[0], config)  # the workers' observers report to it
+        shared = _Job(config, pickled, payload, endpoints[0], os.getpid(), tracked=starts is not None,
                       report=relay.address, password=password)
         for wid in range(config.workers):
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
-            identities[identity] = wid
-            job = dataclasses.replace(shared, wid=wid, identity=identity, seed=seeds[wid],
-                                      state=None if starts is None else starts[wid])
+            identities.append(identity)
+            job = dataclasses.replace(shared, wid=wid, identity=identity, seed=seeds[wid], endpoint=endpoints[wid],
+                                      state=None if starts is None else starts[wid], most=most, skip=skips[wid])
             process = mp.Process(target=_worker, args=(job,), name=f"pescador-worker-{wid}", daemon=True)
             process.start()
             procs.append(process)
             live.add(wid)
         guardian = _start_guardian(procs, directory)
         relay.listen()
-        yield from _receive(sock, procs, identities, live, config.copy, None if starts is None else delivered)
+        inboxes = [_Inbox(wid, socks[wid], identities[wid], procs[wid]) for wid in range(config.workers)]
+        yield from _receive(inboxes, live, config.copy, None if starts is None else delivered)
         relay.finish()  # the observers hold the workers' final totals
     finally:
         try:
             try:
-                _shutdown(sock, procs, live, config.timeout)
+                _shutdown(socks, procs, live, config.timeout)
             finally:  # (after the workers: a run stopped early takes their last reports)
                 _report.close(relay)
         finally:  # (each step happens even if a second Ctrl-C interrupts the one before)
@@ -448,83 +494,207 @@ def _run(upstream: Any, config: _Config, starts: list | None, delivered: dict) -
                     _stop_guardian(guardian)
 
 
-def _receive(sock: zmq.Socket, procs: list, identities: dict, live: set, copy: bool,
-             states: dict | None = None) -> Iterator:
-    """Yield items until every worker has ended; raise on a worker's error or death.
+_QUIET = 0.1  # seconds: a dead worker's socket, empty this long after its death and its last message, holds no more
+_STRANGERS = 64  # a stranger's messages dropped at most at one look at a worker's socket (then the others' turn)
+_ENDED = "ended"
+_LOOK_EVERY = 50e-6  # seconds between looks at the socket of a worker found empty, while others' items are handed out
+
+
+class _Inbox:
+    """The consumer's end of one worker's queue: its own socket, what came from it, whether it died."""
+
+    __slots__ = ("wid", "sock", "identity", "process", "sent", "heard", "dead", "look", "items", "states", "pos")
+
+    def __init__(self, wid: int, sock: zmq.Socket, identity: bytes, process: Any) -> None:
+        self.wid, self.sock, self.identity, self.process = wid, sock, identity, process
+        self.sent = 0  # items handed out from it
+        self.heard = 0.0  # when its latest message was read (time.monotonic)
+        self.dead: float | None = None  # when its death was noticed
+        self.look = 0.0  # when to look at its socket again (it was found empty)
+        self.items: list = []  # the message it is handing out: its items, the worker's state after each
+        self.states: list | None = None  # (in a tracked run), and the position of the next item
+        self.pos = 0
+
+    def take(self, copy: bool, live: set) -> Any:
+        """The worker's next message as :func:`pescador.wire.decode` gives it (ITEM, ITEM_STATE or BATCH),
+        ``_ENDED`` (its END), or None when none waits now.
+
+        Messages from any other peer are dropped.  END and ERROR are acknowledged, and the worker leaves
+        ``live`` (it exits by itself); its ERROR is raised.
+        """
+        recv, more = self.sock.recv, self.sock.getsockopt
+        strangers = 0
+        while True:
+            try:
+                identity = recv(_NOBLOCK)
+            except zmq.Again:
+                return None
+            frames = [recv()]  # the header: small, so a copy is cheaper than a zmq.Frame
+            while more(_RCVMORE):
+                frames.append(recv(copy=False))
+            if identity == self.identity:
+                break
+            strangers += 1
+            if strangers == _STRANGERS:
+                return None
+        self.heard = time.monotonic()
+        message = wire.decode(frames, copy)
+        kind = message[0]
+        if kind == wire.ITEM or kind == wire.BATCH or kind == wire.ITEM_STATE:
+            return message
+        _send(self.sock, self.identity, _ACK)
+        live.discard(self.wid)
+        if kind == wire.END:
+            return _ENDED
+        when = f" after sending {self.sent} items"  # (our own worker process: its pickle is trusted)
+        raise wire.error_from(message[1], f"zmq_offload: worker {self.wid}", trusted=True, when=when)
+
+    def drained(self, now: float) -> bool:
+        """Whether this dead worker's socket has had time to receive all it sent (the socket is empty now)."""
+        return now - max(self.dead, self.heard) >= _QUIET
+
+    def death(self) -> PescadorError:
+        return _death(self.process, self.wid, self.sent)
+
+
+def _items(message: tuple) -> tuple:
+    """The items of an ITEM, ITEM_STATE or BATCH message, and the worker's state after each (or None)."""
+    kind, payload = message
+    if kind == wire.BATCH:
+        return payload
+    if kind == wire.ITEM:
+        return [payload], None
+    return [payload[0]], [payload[1]]
+
+
+def _notice_deaths(inboxes: list, live: set, now: float) -> float:
+    """Note when each live worker that has exited was first seen so; return when to look again."""
+    for inbox in inboxes:
+        if inbox.dead is None and inbox.wid in live and inbox.process.exitcode is not None:
+            inbox.dead = now
+    return now + _CHECK_EVERY
+
+
+def _receive(inboxes: list, live: set, copy: bool, states: dict | None = None) -> Iterator:
+    """Yield the workers' items, interleaved item by item, until every worker has ended; raise on a
+    worker's error or death.
+
+    Each worker sends on a socket of its own, so the consumer chooses whose
+    message it reads.  It holds at most one message per worker (the one it
+    is handing out), and goes round the live workers in turn, taking one
+    item from each that has one: held, or in a message waiting on its
+    socket.  A worker found without one is looked at again on the next
+    round (at most every ``_LOOK_EVERY`` seconds).  So whatever the
+    consumer's speed, the workers with items ready take turns, item by item,
+    and a message of up to 1,024 small items is handed out one item per
+    round, not as a block.  While every live worker holds items, the rounds
+    they all hold are handed out at once (no socket can change them); with
+    one worker, each message's items are.
 
     ``live`` holds the workers that have not ended; a worker leaves it when
-    its END or ERROR arrives.  A death is reported with the number of the
-    worker's items the consumer received (and yielded).
-
-    A dead worker is reported once everything it sent has been received:
-    at once when the socket is quiet, and otherwise once the other peers'
-    messages show that its queue is empty.  ZeroMQ serves the queues that
-    hold messages in turn, so a queue that still held some would have given
-    one among the next few; while a death is pending, the socket is made to
-    process its commands at every message, so that a queue that filled up
-    meanwhile takes its turn at once (ZeroMQ otherwise looks only every 100
-    messages).
+    its END or ERROR arrives; its ERROR is raised after every item it sent
+    before.  A dead worker is reported once everything it sent has been
+    received (its socket has stayed empty for ``_QUIET`` seconds after its
+    death was noticed and after its last message), counting the items the
+    consumer received (and yielded) from it.  In a tracked run (``states``
+    given), each worker's state after its item is kept there as the item is
+    yielded.
     """
-    sent = [0] * len(procs)  # items received from each worker
-    received = 0  # messages so far (from any peer: ZeroMQ serves them all in turn)
-    last = [0] * len(procs)  # ``received`` when each worker's latest message came
-    drained_after = 2 * len(procs) + 2  # others' messages that prove a queue empty
-    pending: dict = {}  # dead worker -> (``received``, time) when its death was noticed
+    if len(inboxes) == 1:
+        yield from _receive_one(inboxes[0], live, copy, states)
+        return
+    ring = list(inboxes)  # the live workers, in turn
+    poller = zmq.Poller()  # (their sockets: waited on when none has an item)
+    for inbox in inboxes:
+        poller.register(inbox.sock, zmq.POLLIN)
     next_check = time.monotonic() + _CHECK_EVERY
-    recv, more = sock.recv, sock.getsockopt
     while live:
-        try:
-            identity = recv(_NOBLOCK)
-        except zmq.Again:
-            if not sock.poll(_POLL_MS):  # quiet: whatever a dead worker sent has arrived
-                for wid in live:
-                    if procs[wid].exitcode is not None:
-                        raise _death(procs[wid], wid, sent[wid]) from None
-                next_check = time.monotonic() + _CHECK_EVERY
+        rounds = wire.BATCH_MAX
+        for inbox in ring:
+            if len(inbox.items) - inbox.pos < rounds:
+                rounds = len(inbox.items) - inbox.pos
+        if rounds > 1 and states is None:  # every live worker holds items: the rounds they all hold, at once
+            parts = []  # (no socket can change them)
+            for inbox in ring:
+                parts.append(inbox.items[inbox.pos : inbox.pos + rounds])
+                inbox.pos += rounds
+                inbox.sent += rounds
+            for row in zip(*parts):
+                yield from row
             continue
-        frames = [recv()]  # the header: small, so a copy is cheaper than a zmq.Frame
-        while more(_RCVMORE):
-            frames.append(recv(copy=False))
         now = time.monotonic()
-        if now >= next_check:  # messages are flowing: check on the workers now and then
-            next_check = now + _CHECK_EVERY
-            for wid in live:
-                if wid not in pending and procs[wid].exitcode is not None:
-                    pending[wid] = (received, now)
-        if pending:
-            more(_EVENTS)  # (processes the socket's commands: queues that filled up are served)
-            for wid, (noticed, when) in pending.items():
-                if received - max(noticed, last[wid]) >= drained_after and now - when >= 0.05:
-                    raise _death(procs[wid], wid, sent[wid])
-        received += 1
-        wid = identities.get(identity)
-        if wid is None:
-            continue  # not one of our workers: dropped
-        last[wid] = received
-        kind, payload = wire.decode(frames, copy)
-        if kind == wire.ITEM:
-            sent[wid] += 1
-            yield payload
-        elif kind == wire.BATCH:  # several items, handed out one at a time
-            items, item_states = payload
-            for n, item in enumerate(items):
-                sent[wid] += 1
-                if states is not None and item_states is not None:
-                    states[wid] = item_states[n]  # the worker's state once this item is delivered
-                yield item
-        elif kind == wire.ITEM_STATE and states is not None:  # (a tracked run's workers send these)
-            sent[wid] += 1
-            states[wid] = payload[1]  # the worker's state once this item is delivered
-            yield payload[0]
-        elif kind == wire.END:
-            live.discard(wid)
-            pending.pop(wid, None)  # it ended before it died: nothing was lost
-            _send(sock, identity, _ACK)
+        if now >= next_check:  # check on the workers now and then
+            next_check = _notice_deaths(inboxes, live, now)
+        handed = False
+        for inbox in ring:  # a round: an item from each worker that has one
+            if inbox.pos >= len(inbox.items):  # (it holds none: is a message of its waiting?)
+                if now < inbox.look:
+                    continue
+                message = inbox.take(copy, live)
+                if message is None:
+                    if inbox.dead is not None and inbox.drained(now):
+                        raise inbox.death()
+                    inbox.look = now + _LOOK_EVERY
+                    continue
+                if message is _ENDED:
+                    poller.unregister(inbox.sock)
+                    continue
+                if message[0] == wire.ITEM:  # (one item: handed out at once)
+                    inbox.sent += 1
+                    handed = True
+                    if states is not None:  # (where the worker is once this item is delivered)
+                        delivered(states, inbox.wid, None)
+                    yield message[1]
+                    continue
+                inbox.items, inbox.states = _items(message)
+                inbox.pos = 0
+                if not inbox.items:
+                    continue
+            pos = inbox.pos
+            inbox.pos = pos + 1
+            inbox.sent += 1
+            if states is not None:  # (where the worker is once this item is delivered)
+                delivered(states, inbox.wid, None if inbox.states is None else inbox.states[pos])
+            handed = True
+            yield inbox.items[pos]
+        if len(ring) > len(live):
+            ring = [inbox for inbox in ring if inbox.wid in live]
+        if not handed and live:  # nothing to hand out: wait for a message (and check on the workers when quiet)
+            if not poller.poll(_POLL_MS):
+                next_check = _notice_deaths(inboxes, live, time.monotonic())
+            for inbox in ring:
+                inbox.look = 0.0  # (look at each again at once)
+
+
+def _receive_one(inbox: _Inbox, live: set, copy: bool, states: dict | None) -> Iterator:
+    """:func:`_receive` for one worker: its items as they come, each message's at once."""
+    take, poller, next_check = inbox.take, zmq.Poller(), 0.0
+    poller.register(inbox.sock, zmq.POLLIN)
+    while live:
+        message = take(copy, live)
+        if message is None:  # nothing waits: check on the worker (its death matters only now), and wait
+            now = time.monotonic()
+            if now >= next_check:
+                next_check = _notice_deaths([inbox], live, now)
+            if inbox.dead is not None and inbox.drained(now):
+                raise inbox.death()
+            poller.poll(_POLL_MS)
+        elif message is _ENDED:
+            return
+        elif message[0] == wire.ITEM:
+            inbox.sent += 1
+            if states is not None:  # (where the worker is once this item is delivered)
+                delivered(states, inbox.wid, None)
+            yield message[1]
         else:
-            live.discard(wid)
-            _send(sock, identity, _ACK)
-            when = f" after sending {sent[wid]} items"  # (our own worker process: its pickle is trusted)
-            raise wire.error_from(payload, f"zmq_offload: worker {wid}", trusted=True, when=when)
+            items, item_states = _items(message)
+            inbox.sent += len(items)
+            if states is None:
+                yield from items
+            else:
+                for n, item in enumerate(items):  # (where the worker is once each item is delivered)
+                    delivered(states, inbox.wid, None if item_states is None else item_states[n])
+                    yield item
 
 
 def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
@@ -539,10 +709,10 @@ def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
 _GUARD_GRACE = 1.5  # seconds after the consumer's death before the guardian kills the workers left
 
 # The guardian of a run: a tiny Python process (no site, no pescador, no numpy) that the consumer starts
-# with subprocess (safe beside threads under every start method) and hands pidfds of itself and of its
-# workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds (their watcher threads end
-# them sooner), kills those left, and removes the run's ipc directory.  The consumer kills it at the end
-# of every run, after its own cleanup, and reaps it.
+# with subprocess (safe beside threads under every start method), in a session of its own, and hands
+# pidfds of itself and of its workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds
+# (their watcher threads end them sooner), kills those left, and removes the run's ipc directory.  The
+# consumer kills it at the end of every run, after its own cleanup, and reaps it.
 _GUARD = """
 import os, select, shutil, signal, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -568,16 +738,20 @@ def _start_guardian(procs: list, directory: str | None) -> subprocess.Popen | No
 
     Why a process: a worker's watcher thread needs the GIL, which a main
     thread stuck in C code may never let go, and the consumer's ipc
-    directory outlives workers that have already ended.  Why the consumer
-    opens the pidfds: its workers are its children, not yet reaped, so their
-    pids cannot have been reused.
+    directory outlives workers that have already ended.  Why a session of
+    its own: a signal to the consumer's whole process group (what a Jupyter
+    kernel restart sends, or Ctrl-C in a terminal) does not reach it, so it
+    outlives a consumer killed with its workers and removes the directory.
+    Why the consumer opens the pidfds: its workers are its children, not yet
+    reaped, so their pids cannot have been reused.
     """
     fds: list = []
     try:
         fds.append(os.pidfd_open(os.getpid()))
         fds += [os.pidfd_open(p.pid) for p in procs]
         args = [sys.executable, "-I", "-S", "-c", _GUARD, str(fds[0]), str(_GUARD_GRACE), directory or ""]
-        return subprocess.Popen(args + [str(fd) for fd in fds[1:]], pass_fds=fds, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(args + [str(fd) for fd in fds[1:]], pass_fds=fds, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
     except (AttributeError, OSError):
         return None
     finally:
@@ -604,7 +778,7 @@ def _wait_all(procs: list, seconds: float | None) -> None:
         multiprocessing.connection.wait(running, left)
 
 
-def _shutdown(sock: Any, procs: list, live: set, timeout: float | None) -> None:
+def _shutdown(socks: list, procs: list, live: set, timeout: float | None) -> None:
     """Stop the workers and release everything.
 
     Workers that ended (their END or ERROR was acknowledged) exit by
@@ -612,7 +786,7 @@ def _shutdown(sock: Any, procs: list, live: set, timeout: float | None) -> None:
     a worker unwind its source (its ``finally`` blocks run) and kills one
     that has not yet started its source (so a worker still starting costs
     nothing to stop).  Whatever still runs after ``timeout`` seconds (one
-    when None) is killed.  The socket stays open meanwhile, so that
+    when None) is killed.  The sockets stay open meanwhile, so that
     acknowledgements get out.
     """
     interrupted = None
@@ -631,7 +805,7 @@ def _shutdown(sock: Any, procs: list, live: set, timeout: float | None) -> None:
         for process in procs:
             process.close()
     finally:
-        if sock is not None:
+        for sock in socks:
             sock.close(linger=0)
     if interrupted is not None:
         raise interrupted
@@ -841,7 +1015,7 @@ def _worker(job: _Job) -> None:
         link = _Link(sock)
         outbox = wire.Outbox(link.send, link.writable, job.config.batch_wait, job.config.copy)
         try:
-            recipe = pickle.loads(job.recipe) if job.pickled else job.recipe
+            recipe = _pickling.loads(job.recipe) if job.pickled else job.recipe
             set_worker_info(WorkerInfo(job.wid, job.config.workers, job.seed))
             _seed_globals(job.seed)
             reporter = _report.worker_start(recipe, job.report, job.wid, context)
@@ -877,17 +1051,19 @@ def _worker(job: _Job) -> None:
 
 
 def _start_share(recipe: Any, job: _Job) -> Any:
-    """Start this worker's share of a resumable run, from its state (checked by its own stages)."""
-    with tracked(True):
-        try:
-            return start(recipe, job.state)
-        except PescadorError as exc:
-            if job.state is None:
-                raise
-            raise PescadorError(
-                f"zmq_offload: worker {job.wid} cannot start from its state (entry {job.wid} of the field "
-                f"'workers'): {exc}"
-            ) from None
+    """Start this worker's share of a resumable run, from its state (checked by its own stages), and drop
+    the items it had delivered after that state."""
+    try:
+        run = start_share(recipe, worker_info().seed, job.state, job.most)
+        replay(run, job.skip, f"zmq_offload: worker {job.wid}'s share (entry {job.wid} of the field 'skip')")
+        return run
+    except PescadorError as exc:
+        if job.state is None and not job.skip:
+            raise
+        raise PescadorError(
+            f"zmq_offload: worker {job.wid} cannot start from its state (entry {job.wid} of the fields "
+            f"'workers' and 'skip'): {exc}"
+        ) from None
 
 
 def _error_after(outbox: wire.Outbox, exc: BaseException) -> list:
@@ -906,13 +1082,33 @@ def _error_after(outbox: wire.Outbox, exc: BaseException) -> list:
     return wire.encode_error(text, exc, pickled=True)
 
 
+# In a resumable run a worker sends its state (after an item, as JSON) with its first item and then with
+# the first item after each STATE_EVERY seconds (more seldom where computing a state takes long: states take
+# at most 1/_STATE_SHARE of the worker's time), and at least with every STATE_ITEMS-th item.  A resume draws
+# again, and drops, the items the worker delivered after its last state: at most about STATE_EVERY seconds
+# of its work, and fewer than STATE_ITEMS items (so a state's 'skip' is bounded: see _Offload.skip_bound).
+STATE_EVERY = 0.01
+STATE_ITEMS = 4096
+_STATE_SHARE = 10
+
+
 def _send_items(iterator: Iterator, job: _Job, outbox: wire.Outbox) -> None:
-    """Put every item of the worker's run in the outbox; in a tracked run, each with the worker's state after it."""
+    """Put every item of the worker's run in the outbox; in a tracked run, some with the worker's state after
+    them (see STATE_EVERY): the consumer counts the items delivered after the last state it got."""
     put = outbox.put
     if not job.tracked:
         for item in iterator:
             put(item)
         return
-    state = iterator.state
+    state, clock, dumps = iterator.state, time.monotonic, json.dumps
+    due = clock()  # (the first item carries one)
+    left = STATE_ITEMS
     for item in iterator:
-        put(item, json.dumps(state()))
+        left -= 1
+        now = clock()
+        if now < due and left:
+            put(item)
+            continue
+        after = dumps(state())
+        due, left = now + max(STATE_EVERY, _STATE_SHARE * (clock() - now)), STATE_ITEMS
+        put(item, after)

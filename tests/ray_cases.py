@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import collections
 import gc
+import itertools
 import os
+import re
 import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
@@ -39,7 +43,13 @@ def cluster():
     docs = os.path.join(os.path.dirname(here), "docs")  # (docs/ray_example.py)
     os.environ["PYTHONPATH"] = os.pathsep.join([here, docs] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     sys.path.insert(0, docs)
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "_system_config": _SYSTEM})
+    # ("slot": one actor asking for it per node; test_placement_timeout_after_failover adds the second.  The
+    # dashboard, which the state API asks about actors, on a free port: another Ray may hold Ray's default.)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dashboard = probe.getsockname()[1]
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "resources": {"slot": 1}, "_system_config": _SYSTEM,
+                                                      "dashboard_port": dashboard})
     ray.init(address=c.address, log_to_driver=False)
     try:
         yield c
@@ -51,7 +61,8 @@ def cluster():
 def _alive_actors() -> list:
     from ray.util.state import list_actors
 
-    return [a for a in list_actors(filters=[("state", "!=", "DEAD")], raise_on_missing_output=False)
+    address = ray.get_runtime_context().gcs_address  # (this cluster: other Ray clusters may run on the machine)
+    return [a for a in list_actors(address=address, filters=[("state", "!=", "DEAD")], raise_on_missing_output=False)
             if a.class_name == "_Share"]
 
 
@@ -161,9 +172,28 @@ def test_items_and_sharding(cluster):
     recipe = pescador.buffer(4)(pescador.stream(sharded, 300))
     got = list(pescador.ray_offload(workers=3, chunk=8)(recipe))
     assert rows(got) == rows(in_process(recipe, 3)) == rows(pescador.stream(sharded, 300))
-    assert all(not item["x"].flags.writeable for item in got)  # (views of the object store)
+    assert all(item["x"].flags.writeable for item in got)  # (small items travel stacked: rebuilt as copies)
+    large = list(pescador.ray_offload()(pescador.stream([{"x": np.zeros(1 << 14)}] * 2)))  # (128 KiB: as it is)
+    assert all(not item["x"].flags.writeable for item in large)  # (views of the object store)
     copied = list(pescador.ray_offload(workers=1, copy=True)(pescador.stream(sharded, 10)))
     assert all(item["x"].flags.writeable for item in copied)
+
+
+def test_a_recipe_of_main_runs_on_the_actors(cluster):
+    """Functions, closures and lambdas of ``__main__`` (a notebook's cells) travel by value (Ray's cloudpickle)."""
+    main = {"__name__": "__main__", "np": np}  # (what it defines cannot be imported by name, as in a notebook)
+    exec(
+        "k = 10\n"
+        "def src(n):\n"
+        "    for i in range(n):\n"
+        "        yield {'x': np.array([[i * k, 0]])}\n"
+        "def scaled(factor):\n"
+        "    return lambda n: ({'x': np.array([[i * factor, 1]])} for i in range(n))\n",
+        main,
+    )
+    recipe = pescador.mux(k=2, lam=None, with_replacement=False, random_state=0)(
+        [pescador.stream(main["src"], 3), pescador.stream(main["scaled"](7), 3)])
+    assert rows(pescador.ray_offload(workers=2)(recipe)) == rows(recipe)
 
 
 def test_node_removed_mid_run(cluster):
@@ -289,6 +319,79 @@ def test_resumable_checkpoint(cluster):
     assert rows(first + rest) == rows(pescador.stream(sharded, 60))
 
 
+def by_worker(tag, n):
+    """Rows that say which share gave them: worker * 10000 + tag * 100 + i."""
+    info = pescador.worker_info()
+    for i in range(n):
+        yield {"x": np.array([[info.id * 10000 + tag * 100 + i, 0]], dtype=np.int64)}
+
+
+def test_an_unseeded_mux_runs_and_fails_over_exactly(cluster, tmp_path):
+    """A plain recipe with random_state=None runs under ray_offload as under zmq_offload (the shares draw
+    from their seeds), and a share restarted on a new actor draws on what it drew (its state holds how many
+    seeds its stages took): nothing lost, nothing doubled, nothing else."""
+    def recipe(marker, at):
+        return pescador.take(120, pescador.mux(2, 4.0)([pescador.stream(counted, 100 * v, 30, marker, at)
+                                                         for v in range(4)]))
+
+    with pytest.warns(FailoverWarning, match="restarts on a new actor"):
+        got = list(pescador.ray_offload(workers=2, chunk=4, random_state=5)(recipe(str(tmp_path / "exited"), 2)))
+    assert (tmp_path / "exited").exists()
+    expected = list(pescador.zmq_offload(workers=2, random_state=5)(recipe(None, -1)))
+    assert len(got) == 240 and rows(got) == rows(expected)
+
+
+def test_an_unseeded_run_resumes_as_it_would_have_gone_on(cluster):
+    """random_state=None everywhere: the checkpoint holds the entropy the shares' seeds came from, so each
+    share of a resumed run gives what that share gave after the checkpoint."""
+    recipe = pescador.ray_offload(workers=2, chunk=4)(
+        pescador.take(60, pescador.mux(2, 3.0)([pescador.stream(by_worker, t, 20) for t in range(3)])))
+    run = pescador.resumable(recipe)
+    head = [next(run) for _ in range(15)]
+    saved = run.state_dict()
+    tail = list(run)
+    resumed = list(pescador.resumable(recipe, saved))
+
+    def shares(items):
+        values = [int(x["x"][0, 0]) for x in items]
+        return {w: [v for v in values if v // 10000 == w] for w in range(2)}
+
+    assert shares(head + resumed) == shares(head + tail)
+    assert len(head + tail) == 120
+
+
+def doubled(item):
+    return {"x": item["x"] * 2}
+
+
+def not_threes(item):
+    return bool(item["x"][0, 0] % 3)
+
+
+def ragged(item):
+    return {"x": np.repeat(item["x"], 1 + int(item["x"][0, 0]) % 3, axis=0)}
+
+
+def combinators(n):
+    """map, filter, shuffle, unbatch, bucket (padded batches) and prefetch, in one recipe."""
+    rows = pescador.unbatch(pescador.buffer(4, pescador.stream(counted, 0, n)))
+    kept = pescador.shuffle(5, pescador.filter(not_threes, pescador.map(doubled, rows)), random_state=2)
+    return pescador.prefetch(2, pescador.bucket([2], 2, pescador.map(ragged, kept), pad="x", lengths=None,
+                                                strict=False))
+
+
+def test_the_combinators_run_in_an_actor_and_resume(cluster):
+    recipe = combinators(60)
+    expected = [item["x"].tolist() for item in recipe]
+    offloaded = pescador.ray_offload(workers=1, chunk=4)(recipe)
+    assert [item["x"].tolist() for item in offloaded] == expected
+    run = pescador.resumable(offloaded)
+    head = [next(run)["x"].tolist() for _ in range(len(expected) // 2)]
+    saved = run.state_dict()
+    del run
+    assert head + [item["x"].tolist() for item in pescador.resumable(offloaded, saved)] == expected
+
+
 def test_ranks_shard_ray_workers(cluster, monkeypatch):
     seen, everything = [], rows(pescador.stream(sharded, 101))
     for rank in range(2):
@@ -317,3 +420,183 @@ def test_the_docs_example_runs(cluster, capsys):
 
     assert ray_example.main(workers=2) == set(range(10))
     assert "read 10 files on 2 Ray actors" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# Shares take turns (issue 23): the checks of tests/test_fairness.py, on actors
+# ---------------------------------------------------------------------------
+
+# Actors run tests/test_fairness.py's sources; chunks of 64 items, 8 of them in flight, so each share can
+# run AHEAD (400) items ahead of a paused consumer (at most (hwm + 2) chunks are in flight: 640).
+FAIR = dict(chunk=64, hwm=8, resources={"num_cpus": 0.5})
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_shares_take_turns_item_by_item_with_a_slow_consumer(cluster, tmp_path, workers):
+    import test_fairness
+
+    seen = test_fairness.turns(pescador.ray_offload(workers=workers, **FAIR), workers, tmp_path)
+    assert test_fairness.worst_window(seen, workers) <= 1, collections.Counter(seen)
+
+
+def test_under_epochs_every_file_is_read_about_as_often(cluster, tmp_path):
+    import test_fairness
+
+    counts = test_fairness.files_read(pescador.ray_offload(workers=4, **FAIR), 4, tmp_path)
+    assert sorted(counts) == list(range(8))
+    assert max(counts.values()) - min(counts.values()) <= test_fairness.ROWS, counts
+
+
+# ---------------------------------------------------------------------------
+# placement_timeout whatever the other shares deliver (issue 23)
+# ---------------------------------------------------------------------------
+
+
+def _deliver_until_error(run, seconds):
+    """Take items from ``run`` until it raises (returned), or fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    try:
+        for _ in run:
+            assert time.monotonic() < deadline, f"no error within {seconds} s while the other shares delivered"
+    except PescadorError as exc:
+        return exc
+    pytest.fail("the run ended without an error")
+
+
+def by_share():
+    """Endless items that say which share made them."""
+    wid = pescador.worker_info().id
+    for i in itertools.count():
+        yield {"w": np.array([wid]), "i": np.array([i])}
+
+
+def test_placement_timeout_while_another_share_delivers(cluster):
+    """Two actors of 2 CPUs on a head of 3: one is placed and delivers, the other never starts.  (The
+    timeout leaves the placed actor time to start on a loaded machine.)"""
+    offload = pescador.ray_offload(workers=2, resources={"num_cpus": 2}, placement_timeout=8)
+    delivered = collections.Counter()
+    deadline = time.monotonic() + 60
+    with pytest.raises(PescadorError, match=r"share (\d)'s actor did not start within placement_timeout=8.0") as info:
+        for item in offload(pescador.stream(by_share)):
+            delivered[int(item["w"][0])] += 1
+            assert time.monotonic() < deadline, f"no error while share(s) {sorted(delivered)} delivered"
+    unplaced = int(re.search(r"share (\d)", str(info.value)).group(1))
+    assert delivered[1 - unplaced] > 0 and delivered[unplaced] == 0, delivered
+    assert _no_actor_left() == []
+
+
+def test_placement_timeout_after_failover(cluster):
+    """Share on a node that dies: its new actor cannot be placed (the one other "slot" is taken by the share
+    that goes on delivering), and the run ends with the error instead of going on with one share."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = cluster.add_node(num_cpus=1, resources={"slot": 1})
+    cluster.wait_for_nodes()
+    offload = pescador.ray_offload(workers=2, resources={"num_cpus": 0, "resources": {"slot": 1}},
+                                   placement_timeout=8, chunk=4)
+    run = iter(offload(pescador.stream(by_share)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = set()
+        while len(started) < 2:  # (both actors placed and delivering)
+            started.add(int(next(run)["w"][0]))
+        cluster.remove_node(node, allow_graceful=False)
+        _wait_until_dead(node.node_id)
+        error = _deliver_until_error(run, 60)
+    assert "new actor (restart 1, after a failure) did not start within placement_timeout=8.0 seconds" in str(error)
+    assert any(issubclass(w.category, FailoverWarning) for w in caught)
+    assert _no_actor_left() == []
+
+
+# ---------------------------------------------------------------------------
+# Bytes of every item kind count against chunk_bytes; copy=True for every kind (issue 23)
+# ---------------------------------------------------------------------------
+
+QUARTER = 1 << 18  # bytes of one item: 4 items fill a chunk of chunk_bytes=1 MiB
+
+
+def counted_items(path, kind):
+    """Endless items of QUARTER bytes (a tuple of arrays, a dict holding bytes, a dict of arrays); one byte
+    appended to ``path`` per item made."""
+    with open(path, "ab", buffering=0) as made:
+        for i in itertools.count():
+            made.write(b".")
+            if kind == "tuple":
+                yield (np.full(QUARTER // 8, i, dtype=np.int64),)
+            elif kind == "bytes":
+                yield {"blob": bytes(QUARTER), "i": i}
+            else:
+                yield {"x": np.full(QUARTER // 8, i, dtype=np.int64)}
+
+
+def _made_while_paused(paths, seconds=30.0):
+    """Items made by each source, once no count has moved for a second (the actors are held back)."""
+    deadline, last, since = time.monotonic() + seconds, None, time.monotonic()
+    while time.monotonic() < deadline:
+        made = [os.path.getsize(path) if os.path.exists(path) else 0 for path in paths]
+        if made != last:
+            last, since = made, time.monotonic()
+        elif time.monotonic() - since >= 1.0:
+            break
+        time.sleep(0.05)
+    return dict(zip(KINDS, last))
+
+
+KINDS = ("tuple", "bytes", "dict")
+
+
+def test_a_paused_consumer_holds_the_actor_back_by_chunk_bytes_for_every_item_kind(cluster, tmp_path):
+    """hwm=2 and 4 items to a chunk: at most hwm + 2 chunks are in flight (hwm waiting in Ray, one filling
+    in the actor, one in the consumer's hands) and the item the source made next: 17 items, 4 MiB, for
+    tuples, dicts holding bytes and dicts of arrays alike (three runs at once)."""
+    paths = [str(tmp_path / kind) for kind in KINDS]
+    hwm, per_chunk = 2, 4
+    offload = pescador.ray_offload(hwm=hwm, chunk=64, chunk_bytes=1 << 20)
+    runs = [iter(offload(pescador.stream(counted_items, path, kind))) for path, kind in zip(paths, KINDS)]
+    try:
+        for run in runs:
+            next(run)
+        made = _made_while_paused(paths)
+        assert all(count <= (hwm + 2) * per_chunk + 1 for count in made.values()), made
+    finally:
+        for run in runs:
+            run.close()
+
+
+def test_copy_gives_writeable_arrays_for_every_item_kind(cluster):
+    pairs = pescador.keras_tuples("x", "y")(pescador.stream([{"x": np.zeros((2, 3)), "y": np.ones((2, 1))}] * 3))
+    for item in pescador.ray_offload(copy=True)(pairs):
+        assert isinstance(item, tuple) and all(a.flags.writeable and a.flags.owndata for a in item)
+    for item in pescador.ray_offload()(pairs):
+        assert not any(a.flags.writeable for a in item)  # (views of the object store, as documented)
+
+
+# ---------------------------------------------------------------------------
+# Connecting (issue 23): joining a `ray start` cluster says so
+# ---------------------------------------------------------------------------
+
+JOINS = """
+import logging, sys
+import ray, ray._private.utils
+from pescador import ray_stream
+ray._private.utils.read_ray_address = lambda temp_dir=None: sys.argv[1]  # (as `ray start` left it)
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
+ray_stream._ray()  # (what a run does first: connect)
+print("connected to", ray.get_runtime_context().gcs_address)
+"""
+
+
+def test_a_process_that_joins_the_running_cluster_says_so(cluster):
+    """A process that never called ray.init, on a machine where `ray start` runs a cluster, joins it.
+
+    `ray start` leaves the cluster's address in /tmp/ray/ray_current_cluster, where ray.init() finds it;
+    the process here reads this cluster's address there instead (other Ray clusters may run on the
+    machine, and the file is theirs too).  (Only the connection: actors of a driver that joined a
+    cluster made by ray.cluster_utils this way die at once, with ray_offload or without it.)"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", JOINS, cluster.address], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "joined the Ray cluster running on this machine at " + cluster.address in done.stdout, done.stdout
+    assert "started a local Ray instance" not in done.stdout
+    assert done.stdout.strip().endswith("connected to " + cluster.address)

@@ -487,9 +487,11 @@ def address(array):
     return array.__array_interface__["data"][0]
 
 
-def test_a_batch_anyone_still_holds_is_never_written_again():
+@pytest.mark.parametrize("trail", [(4,), (), (2, 3)])  # (a batch's rows: arrays, or numbers for 1-d keys)
+def test_a_batch_anyone_still_holds_is_never_written_again(trail):
     torch = pytest.importorskip("torch")
-    items = [{"x": np.full((1, 4), i, np.float32)} for i in range(400)]
+    items = [{"x": np.full((1, *trail), i, np.float32)} for i in range(400)]
+    size = int(np.prod(trail))
     kept = []
     seen = set()
 
@@ -500,14 +502,14 @@ def test_a_batch_anyone_still_holds_is_never_written_again():
                 if holder is None:
                     continue
             held = holder["x"] if isinstance(holder, dict) else np.asarray(holder)
-            assert held.reshape(-1)[-4:].tolist() == expected
+            assert held.reshape(-1)[-size:].tolist() == expected
 
     for i, batch in enumerate(buffer(4, items)):
         x = batch["x"]
-        assert x[:, 0].tolist() == list(range(4 * i, 4 * i + 4))
+        assert x.reshape(4, -1)[:, 0].tolist() == list(range(4 * i, 4 * i + 4))
         holder = [None, batch, x, x[1:], memoryview(x), torch.from_numpy(x), weakref.ref(x), x.reshape(-1)][i % 8]
         if holder is not None:
-            kept.append((holder, [4.0 * i + 3] * 4))
+            kept.append((holder, [4.0 * i + 3] * size))
         seen.add(address(x))
         del batch, x, holder
         check()

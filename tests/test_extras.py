@@ -190,7 +190,8 @@ def test_epoch_length():
     assert epoch_length(zmq_offload()(listed[1])) == 5
     assert epoch_length(pescador.mux(2, 8.0)(listed)) is None  # with replacement: endless
     assert epoch_length(epochs()(pool())) is None  # generator functions: unknown
-    assert epoch_length(zmq_offload(workers=2)(listed[1])) is None
+    assert epoch_length(zmq_offload(workers=2)(listed[1])) == 10  # (each worker runs it whole)
+    assert epoch_length(zmq_offload(workers=2)(epochs()(listed))) == 8  # (the workers share the pool out)
     # an epoch is an epoch, while a run of anything built on epochs counts all of its items
     assert epoch_length(pescador.take(100, epochs()(listed))) == 100
     assert epoch_length(pescador.mux(2, None, with_replacement=False)([epochs(2)(listed)] * 2)) == 32

@@ -12,7 +12,7 @@ import pytest
 
 import pescador
 from pescador import core
-from pescador._fingerprint import MAX_DEPTH, fingerprint
+from pescador._fingerprint import MAX_DEPTH, examine, fingerprint
 from pescador.exceptions import PescadorError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -378,3 +378,179 @@ def test_the_same_recipe_has_the_same_fingerprint_in_other_processes_and_hash_se
     assert outputs[0] == outputs[1] == outputs[2]
     assert "0x" not in outputs[0]  # (no address in any repr)
     assert len(outputs[0].splitlines()) == 4
+
+
+# ----------------------------------------------------------------------------
+# What the source's own code reads: its module's constants and helpers, its class
+# ----------------------------------------------------------------------------
+
+SCALE = 2  # (a module-level constant that scaled() reads, through helper())
+SEEN = []  # (a module-level list that remembers() fills as it runs: a cache, not data)
+
+
+def helper(i):
+    return i * SCALE
+
+
+def other_helper(i):
+    return i * SCALE + 1
+
+
+def scaled(n):
+    for i in range(n):
+        yield {"i": np.array([helper(i)])}
+
+
+def remembers(n):
+    SEEN.append(n)
+    yield {"n": np.array([n])}
+
+
+class Scaler:
+    """A callable object and bound methods whose class holds the code and a constant."""
+
+    FACTOR = 2
+
+    def __init__(self, n):
+        self.n = n
+
+    def factor(self):
+        return self.FACTOR
+
+    def __call__(self):
+        for i in range(self.n):
+            yield {"i": np.array([i * self.factor()])}
+
+    def gen(self):
+        yield from self()
+
+
+def test_the_module_level_constants_and_helpers_a_source_reads_are_part_of_it(monkeypatch):
+    module = sys.modules[__name__]
+    before = fingerprint(pescador.stream(scaled, 3))
+    monkeypatch.setattr(module, "SCALE", 3)
+    assert fingerprint(pescador.stream(scaled, 3)) != before
+    monkeypatch.setattr(module, "SCALE", 2)
+    assert fingerprint(pescador.stream(scaled, 3)) == before
+    monkeypatch.setattr(module, "helper", other_helper)
+    assert fingerprint(pescador.stream(scaled, 3)) != before
+
+
+def test_a_module_level_object_that_changes_as_runs_go_is_seen_by_its_type_only():
+    before = fingerprint(pescador.stream(remembers, 3))
+    assert len(list(pescador.stream(remembers, 3))) == 1 and SEEN
+    assert fingerprint(pescador.stream(remembers, 3)) == before
+
+
+@pytest.mark.parametrize("make", [lambda: pescador.stream(Scaler(3)), lambda: pescador.stream(Scaler(3).gen)])
+def test_the_class_of_a_callable_object_or_a_bound_method_is_part_of_it(make, monkeypatch):
+    before = fingerprint(make())
+    monkeypatch.setattr(Scaler, "FACTOR", 5)
+    assert fingerprint(make()) != before
+    monkeypatch.setattr(Scaler, "FACTOR", 2)
+    assert fingerprint(make()) == before
+    monkeypatch.setattr(Scaler, "factor", lambda self: 7)
+    assert fingerprint(make()) != before
+
+
+# ----------------------------------------------------------------------------
+# Sets, whose order depends on the hash seed
+# ----------------------------------------------------------------------------
+
+
+def files_of_a_set(names):
+    for name in set(names):  # (the order changes with PYTHONHASHSEED)
+        yield {"name": name}
+
+
+def test_examine_names_the_sets_whose_order_depends_on_the_hash_seed():
+    assert examine(pescador.stream(files_of_a_set, ("a", "b")))[1] == [
+        "stream(files_of_a_set) function: the code of files_of_a_set builds or iterates a set"]
+    assert examine(pescador.take(2, pescador.stream(anything, {"x", "y"}, frozenset({b"z"}))))[1] == [
+        "take -> stream(anything) argument 1: a set of str",
+        "take -> stream(anything) argument 2: a frozenset of bytes",
+    ]
+    assert examine(pescador.stream(anything, {1, 2.5, (3, 4)}))[1] == []  # (numbers iterate in one order)
+    assert examine(pescador.stream(by_kind, "alpha"))[1] == []  # (a constant set only tested for membership)
+    assert examine(pescador.stream(counted, 3))[1] == []
+
+
+HASH_SEED = """
+import json, sys, warnings
+sys.path.insert(0, {tests!r})
+import pescador, test_fingerprint as t
+recipe = pescador.take(6, pescador.stream(t.files_of_a_set, tuple("abcdefghij")))
+if sys.argv[1] == "save":
+    run = pescador.resumable(recipe)
+    head = [next(run)["name"] for _ in range(3)]
+    print(json.dumps(run.state_dict()))
+else:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pescador.resumable(recipe, json.loads(sys.stdin.read()))
+    print(json.dumps([str(w.message) for w in caught if w.category is pescador.ResumeWarning]))
+"""
+
+
+def _hash_seeded(seed, mode, given=""):
+    env = dict(os.environ, PYTHONHASHSEED=str(seed), PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", HASH_SEED.format(tests=str(TESTS)), mode], input=given,
+                          capture_output=True, text=True, env=env, timeout=60, start_new_session=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_a_resume_under_another_hash_seed_warns_about_the_sets_by_name():
+    import json
+
+    saved = _hash_seeded(1, "save")
+    assert json.loads(_hash_seeded(1, "resume", saved)) == []
+    warned = json.loads(_hash_seeded(2, "resume", saved))
+    assert len(warned) == 1 and "hash seed (PYTHONHASHSEED) differs" in warned[0]
+    assert "the code of files_of_a_set builds or iterates a set" in warned[0] and "sorted(" in warned[0]
+
+
+# ----------------------------------------------------------------------------
+# Collections of samples: one pass, by value
+# ----------------------------------------------------------------------------
+
+
+def samples(n, change=None):
+    out = [{"X": np.full((1, 4), i, np.float32), "y": i % 3, "name": f"s{i}"} for i in range(n)]
+    if change is not None:
+        change(out)
+    return out
+
+
+def test_a_collection_of_samples_is_described_by_every_value():
+    fp = lambda items: fingerprint(pescador.stream(items))  # noqa: E731
+    base = fp(samples(50))
+    edits = [
+        lambda s: s[17]["X"].__setitem__((0, 2), 0.5),
+        lambda s: s[3].__setitem__("y", 3),
+        lambda s: s[3].__setitem__("y", 0.0),  # (a float where an int was)
+        lambda s: s[49].__setitem__("name", "s48"),
+        lambda s: s[5].__setitem__("X", s[5]["X"].astype(np.float64)),
+        lambda s: s[5].__setitem__("X", s[5]["X"].reshape(4, 1)),
+        lambda s: s[8].pop("name"),
+        lambda s: s[8].__setitem__("extra", None),
+        lambda s: s.append({"X": np.zeros((1, 4), np.float32), "y": 0, "name": "s50"}),
+        lambda s: s[9].__setitem__("X", [s[9]["X"]]),  # (a list holding the array: no longer a column)
+        lambda s: s.__setitem__(0, tuple(s[0].items())),
+    ]
+    prints = {fp(samples(50, edit)) for edit in edits}
+    assert base not in prints and len(prints) == len(edits)
+    # the same values, whatever their memory layout, key order, or sharing
+    same = [
+        lambda s: s[4].__setitem__("X", np.asfortranarray(np.full((1, 4), 4, np.float32))),
+        lambda s: s[6].__setitem__("X", np.full((1, 8), 6, np.float32)[:, ::2]),
+        lambda s: s.__setitem__(7, {"name": "s7", "y": 1, "X": s[7]["X"]}),
+        lambda s: s.__setitem__(slice(10, 12), [s[10], s[10] | {"y": 2, "name": "s11", "X": s[10]["X"] + 1}]),
+    ]
+    for edit in same:
+        assert fp(samples(50, edit)) == base
+    shared = samples(1)[0]
+    assert fp([shared, shared, [shared]]) == fp([dict(shared), dict(shared), [dict(shared)]])
+    large = [{"X": np.arange(200_000.0) + i} for i in range(3)]  # (arrays hashed on their own)
+    assert fp(large) != fp([large[0], large[1], {"X": large[2]["X"] + 1e-9 * (np.arange(200_000) == 7)}])

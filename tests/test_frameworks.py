@@ -5,10 +5,13 @@ These tests need the optional extras (``pip install '.[torch,keras]'``, or
 """
 
 import collections
+import importlib.util
 import operator
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
 import warnings
 
@@ -24,6 +27,7 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed (make test
 import pescador.torch  # noqa: E402
 from pescador.stage import Stage  # noqa: E402
 from pescador.torch import StreamDataset, as_dataset  # noqa: E402
+from test_faults import live_children  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -143,12 +147,10 @@ class Shard(Stage):
         return {"up": self.up.state()}
 
     @classmethod
-    def run_length(cls, upstream, params, length):  # the total over all the workers: one epoch
-        return length(upstream)
-
-    @classmethod
-    def epoch_length(cls, upstream, params, epoch):
-        return epoch(upstream)
+    def run_length(cls, upstream, params, length):  # the items of the run of the worker counted
+        info = pescador.worker_info()
+        total = length(upstream)
+        return None if total is None else len(range(info.id, total, info.count))
 
 
 shard = pescador.Transform("shard", Shard, {})
@@ -198,6 +200,19 @@ def test_loader_refuses_a_batch_size_and_bad_sources():
         pescador.torch.loader(iter([]))
 
 
+@pytest.mark.timeout(60)
+def test_dataloader_workers_around_zmq_offload_are_refused_naming_both():
+    """DataLoader workers are daemonic: zmq_offload cannot start its workers inside one."""
+    recipe = pescador.zmq_offload(workers=2)(batches(4))
+    with pytest.raises(pescador.PescadorError, match=r"loader: the recipe runs zmq_offload\(workers=2\).*"
+                       r"num_workers=2 runs the recipe inside each DataLoader worker.*num_workers=0.*without zmq_offload"):
+        pescador.torch.loader(recipe, num_workers=2)  # (before any worker starts)
+    assert [b["X"].shape for b in pescador.torch.loader(recipe)] == [(4, 3)] * 8  # either one alone runs
+    loader = torch.utils.data.DataLoader(as_dataset(recipe), batch_size=None, num_workers=1, timeout=30)
+    with pytest.raises(pescador.PescadorError, match=r"DataLoader worker 0\).*zmq_offload\(workers=2\).*num_workers=0"):
+        list(loader)
+
+
 def test_len_is_the_epoch_length_where_known_and_a_type_error_elsewhere():
     loader = pescador.torch.loader(pescador.take(5, batches(7)))
     assert len(loader) == len(loader.dataset) == 5 == len(list(loader))
@@ -225,17 +240,33 @@ def test_with_workers_that_share_out_the_epoch_len_is_the_whole_loaders(workers)
     assert len(loader) == 11 and sorted(out) == list(range(11))
 
 
-def test_with_workers_that_each_run_the_whole_recipe_torch_says_len_was_exceeded():
+def test_with_workers_that_each_run_the_whole_recipe_len_counts_every_workers_batches():
     loader = pescador.torch.loader(batches(3), num_workers=2)
-    assert len(loader) == 3
-    with pytest.warns(UserWarning, match="was reported to be 3"):
-        assert len(list(loader)) == 6
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(loader) == 6 == len(list(loader))
+    assert not [w for w in caught if "was reported to be" in str(w.message)]
 
 
 def test_import_pescador_imports_neither_torch_nor_keras():
     code = "import sys, pescador; print(sorted(m for m in ('torch', 'keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_keras_without_its_backend_says_to_set_keras_backend(tmp_path):
+    """Keras 3 installed, KERAS_BACKEND unset, and no TensorFlow (Keras's default backend)."""
+    pytest.importorskip("keras", reason="Keras is not installed (make test-frameworks installs it)")
+    if importlib.util.find_spec("tensorflow") is not None:
+        pytest.skip("TensorFlow is installed here: Keras's default backend imports")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)  # (no keras.json of this user's: Keras's default backend)
+    code = "import pescador.keras"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: pescador.keras: Keras is installed"), last
+    assert "No module named 'tensorflow'" in last and "KERAS_BACKEND=torch" in last
+    assert "needs Keras 3" not in last
 
 
 # -- Keras 3 ---------------------------------------------------------------------------------
@@ -357,6 +388,65 @@ def test_keras_dataset_takes_steps_for_an_endless_stream_and_says_when_it_needs_
             pk.dataset(xy_batches(2), steps=bad)
     with pytest.raises(pescador.PescadorError, match="no batch"):
         pk.dataset(stream([]))
+
+
+def endless_xy():
+    i = 0
+    while True:
+        yield {"X": np.full((4, 3), i, "float32"), "y": np.ones((4, 1), "float32")}
+        i += 1
+
+
+def _gone_within(seconds, condition):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.timeout(60)
+def test_an_interrupted_fit_stops_its_workers_whoever_keeps_the_traceback():
+    keras, pk = _keras()
+
+    class CtrlC(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 5:
+                os.kill(os.getpid(), signal.SIGINT)  # as if Ctrl-C were pressed during training
+
+    others = set(live_children())  # (another test's, say a DataLoader's persistent workers not yet collected)
+    data = pk.dataset(keras_tuples("X", "y")(pescador.zmq_offload(workers=2)(stream(endless_xy))), steps=100_000)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job may ignore SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt) as kept:  # (kept: the traceback, as a notebook keeps it)
+            tiny_model(keras).fit(data, epochs=1, verbose=0, callbacks=[CtrlC()])
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert kept.value.__traceback__ is not None
+    assert _gone_within(10, lambda: not set(live_children()) - others), set(live_children()) - others
+
+
+def recording(upstream, into):
+    """A stage in the consumer: notes the first value of each batch that passes."""
+    for item in upstream:
+        into.append(int(item["X"][0, 0]))
+        yield item
+
+
+@pytest.mark.timeout(60)
+def test_a_finished_fit_holds_no_workers_and_each_fit_reads_a_run_of_its_own():
+    keras, pk = _keras()
+    others = set(live_children())  # (another test's, say a DataLoader's persistent workers not yet collected)
+    seen = []
+    offloaded = pescador.zmq_offload(workers=1)(stream(endless_xy))
+    data = pk.dataset(keras_tuples("X", "y")(pescador.Transform("recording", recording, {"into": seen})(offloaded)), steps=3)
+    model = tiny_model(keras)
+    model.fit(data, epochs=2, verbose=0)
+    first = list(seen)
+    assert len(first) >= 6 and first == list(range(len(first)))  # one run across the fit's epochs
+    assert _gone_within(10, lambda: not set(live_children()) - others), set(live_children()) - others  # (data is kept)
+    model.fit(data, epochs=1, verbose=0)
+    assert seen[len(first):] == list(range(len(seen) - len(first)))  # the next fit: a run of its own
+    assert _gone_within(10, lambda: not set(live_children()) - others), set(live_children()) - others
 
 
 def test_keras_dataset_runs_the_stream_in_order_and_starts_a_new_run_when_one_ends():

@@ -345,7 +345,8 @@ def test_import_pescador_imports_neither_tqdm_nor_matplotlib():
 
 
 def test_plots_draw_from_a_real_run_and_return_the_figure():
-    matplotlib = pytest.importorskip("matplotlib", reason="matplotlib (the docs extra) is not installed")
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -358,16 +359,36 @@ def test_plots_draw_from_a_real_run_and_return_the_figure():
     sources, shares = fig.axes
     bars = sum(len(c.get_paths()) for c in sources.collections)
     assert bars == len(stats.history) > 0  # (one bar per activation)
-    assert [round(p.get_height(), 6) for p in shares.patches[3:]] == [round(s, 6) for s in stats.shares]
+    assert [round(bar.get_height(), 6) for bar in shares.containers[0]] == [round(s, 6) for s in stats.shares]
     fig2, ax = plt.subplots()
     assert stats.plot("shares", ax=ax) is fig2
     assert isinstance(meter.plot(), matplotlib.figure.Figure)
     assert isinstance(meter.plot("rows"), matplotlib.figure.Figure)
+    assert Meter().plot().axes[0].get_xlabel() == "seconds since the run started"  # (nothing measured yet)
     with pytest.raises(PescadorError, match="kind must be 'both', 'sources' or 'shares'"):
         stats.plot("pie")
     with pytest.raises(PescadorError, match="what must be 'items', 'rows' or 'megabytes'"):
         meter.plot("pies")
     plt.close("all")
+
+
+def test_the_table_of_a_large_pool_shows_the_top_and_a_summary():
+    stats = MuxStats()
+    pool = [stream(finite, t, 1 + t % 7) for t in range(40)]
+    out = list(pescador.mux.chain_mux(stats=stats)(pool))
+    full = stats.table(top=None).splitlines()
+    assert len(full) == 41 and [int(line.split()[0]) for line in full[1:]] == list(range(40))  # pool order
+    top = stats.table(top=3).splitlines()
+    assert [int(line.split()[1].replace(",", "")) for line in top[1:4]] == [7, 7, 7]  # most items first
+    assert f"37 more streams: {len(out) - 21:,} items" in top[4]
+    assert top[5].startswith(f"40 streams, {len(out):,} items in 40 activations")
+    assert str(stats) == stats.table(top=10)  # (more than 20 streams)
+    small = MuxStats()
+    list(pescador.mux.chain_mux(stats=small)(pool[:20]))
+    assert str(small) == small.table(top=None)
+    for bad in (-1, 2.5, "3"):
+        with pytest.raises(PescadorError, match="MuxStats.table: top must be an integer >= 0"):
+            stats.table(top=bad)
 
 
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch):

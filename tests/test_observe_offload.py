@@ -137,6 +137,17 @@ def test_a_mux_stats_counted_by_workers_and_by_the_consumer_at_once_is_refused()
     assert len(list(take(20, inner))) == 20  # the observer is free again
 
 
+def test_a_peeked_run_holds_its_mux_stats_and_the_refusal_names_the_fix():
+    stats = MuxStats()
+    batches = zmq_offload(workers=2)(pescador.mux(2, 4.0, random_state=0, stats=stats)([stream(endless, t) for t in range(3)]))
+    it = iter(batches)
+    next(it)  # a peek, in a notebook cell
+    with pytest.raises(PescadorError, match=r"already counting.*close its iterator \(it\.close\(\)\) or drop it \(del it\)"):
+        list(take(5, batches))  # the training cell
+    it.close()
+    assert len(list(take(5, batches))) == 5
+
+
 def test_a_recipe_without_observers_reports_nothing():
     recipe = zmq_offload(workers=2)(stream(finite, 0, 5))
     assert _report.observers(recipe) == []

@@ -102,13 +102,6 @@ BAD_CALLS = [
     # the 3.x names and the facade
     ("buffer_stream axis", lambda: pescador.buffer_stream(4, axis="0"), TypeError),
     ("Streamer two limits", lambda: list(pescador.Streamer(gen, 3)(max_items=3, max_batches=2)), TypeError),
-    # remote (checked when the recipe is built; nothing connects)
-    ("remote no endpoint", lambda: pescador.remote.remote(), TypeError),
-    ("remote endpoint int", lambda: pescador.remote.remote(5555), TypeError),
-    ("remote bad endpoint", lambda: pescador.remote.remote("http://x"), ValueError),
-    ("remote grace 0", lambda: pescador.remote.remote("ipc:///tmp/x/y", grace=0, insecure=True), ValueError),
-    ("remote grace str", lambda: pescador.remote.remote("ipc:///tmp/x/y", grace="1", insecure=True), TypeError),
-    ("remote plain tcp", lambda: pescador.remote.remote("tcp://127.0.0.1:5555"), ValueError),
 ]
 
 
@@ -153,3 +146,69 @@ def test_data_errors_stay_data_errors():
     with pytest.raises(PescadorError) as info:
         list(pescador.cycle(3, []))  # a run failure (it would spin)
     assert not isinstance(info.value, (ValueError, TypeError))
+
+
+# -- the usual mistakes of a newcomer, and of code from older releases -------------------------
+
+
+def message(call):
+    with pytest.raises(PescadorError) as info:
+        call()
+    return str(info.value)
+
+
+def test_mux_without_k_says_what_k_is():
+    for call in (lambda: pescador.mux(), lambda: pescador.mux(lam=64), lambda: pescador.mux(weights=[1, 2])):
+        text = message(call)
+        assert text.startswith("mux: ") and "_CallableModule" not in text, text
+        assert "missing the argument 'k' (the number of streams active at once)" in text, text
+        assert "pescador.mux(k=3, lam=64)" in text, text
+    with pytest.raises(TypeError):  # (still a TypeError, as before)
+        pescador.mux()
+    assert "mux: too many positional arguments" in message(lambda: pescador.mux(1, 2, 3))
+
+
+@pytest.mark.parametrize("call, says", [
+    # the 2.x Mux spelled lam, pool_weights, ... as 3.x does
+    (lambda pool: pescador.Mux(pool, 2, rate=4), ["Mux: no parameter 'rate'", "lam=", "StochasticMux(streamers"]),
+    (lambda pool: pescador.Mux(pool, n_active=2), ["Mux: no parameter 'n_active'", "k=", "StochasticMux"]),
+    (lambda pool: pescador.Mux(pool, 2, weights=[1, 1]), ["'weights'", "pool_weights="]),
+    (lambda pool: pescador.Mux(pool, 2, prune_empty_streams=False), ["prune_empty_seeds="]),
+    (lambda pool: pescador.Mux(streamers=pool, k=2), ["'streamers'", "seed_pool="]),
+    # the 1.0 names given to the 3.x classes
+    (lambda pool: pescador.StochasticMux(pool, 2, lam=4), ["StochasticMux: no parameter 'lam'", "rate=", "Mux(seed_pool"]),
+    (lambda pool: pescador.StochasticMux(pool, k=2, rate=4), ["'k'", "n_active="]),
+    (lambda pool: pescador.ShuffledMux(pool, pool_weights=[1, 1]), ["ShuffledMux: no parameter 'pool_weights'", "weights="]),
+    (lambda pool: pescador.StochasticMux(pool, 2), ["StochasticMux: missing the argument 'rate'",
+                                                     "StochasticMux(streamers, n_active, rate"]),
+    # the pipe style's mux, given the 3.x names
+    (lambda pool: pescador.mux(2, rate=4), ["mux: no parameter 'rate'", "lam="]),
+    (lambda pool: pescador.mux(n_active=2), ["mux: no parameter 'n_active'", "k="]),
+], ids=["Mux rate", "Mux n_active", "Mux weights", "Mux prune_empty_streams", "Mux streamers", "StochasticMux lam",
+        "StochasticMux k", "ShuffledMux pool_weights", "StochasticMux no rate", "mux rate", "mux n_active"])
+def test_old_spellings_name_the_ones_to_use(call, says):
+    pool = [pescador.Streamer("ab"), pescador.Streamer("cd")]
+    with pytest.raises(ParameterTypeError) as info:
+        call(pool)
+    for words in says:
+        assert words in str(info.value), str(info.value)
+
+
+def streams_of_streams():
+    yield pescador.stream(gen, 2)
+
+
+@pytest.mark.parametrize("stage", [lambda: pescador.buffer(4), lambda: pescador.zmq_offload(workers=1)],
+                         ids=["buffer", "zmq_offload"])
+def test_a_list_of_streams_where_one_stream_belongs_says_mux_them_first(stage):
+    from toolz import pipe
+
+    name = repr(stage()).split("(")[0]
+    pool = [pescador.stream(gen, 2), pescador.Streamer(gen, 2)]
+    with pytest.raises(ParameterTypeError) as info:
+        pipe(pool, stage())  # when the recipe is built: nothing runs, no worker starts
+    text = str(info.value)
+    assert text.startswith(f"{name}: got a list of 2 streams") and "pescador.mux(" in text, text
+    with pytest.raises(PescadorError) as info:  # streams produced at run time: the item says so
+        list(pipe(pescador.stream(streams_of_streams), pescador.buffer(4)))
+    assert "buffer: item 0" in str(info.value) and "pescador.mux(" in str(info.value)

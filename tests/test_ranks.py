@@ -39,7 +39,7 @@ def _rank_main(rank: int, store: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from pescador.torch import as_dataset
+    from pescador.torch import as_dataset, loader as torch_loader
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
@@ -51,6 +51,9 @@ def _rank_main(rank: int, store: str) -> None:
             "zmq": numbers(pescador.zmq_offload(workers=2, start_method="fork")(pescador.stream(sharded, N))),
             "mux": numbers(pescador.mux(2, None, with_replacement=False, random_state=0)(pool)),
         }
+        uneven = pescador.mux(2, None, with_replacement=False)(uneven_pool())  # 5 batches on rank 0, 4 on rank 1
+        even = torch_loader(uneven)  # (even="drop" by default)
+        out["even"] = [pescador.epoch_length(uneven), len(even), len(list(even))]
     finally:
         dist.destroy_process_group()
     print(json.dumps(out))
@@ -80,6 +83,7 @@ def test_two_gloo_ranks_read_disjoint_complete_shares(tmp_path):
             except ProcessLookupError:
                 pass
     assert [r["info"] for r in results] == [[0, 2], [1, 2]]
+    assert [r["even"] for r in results] == [[5, 4, 4], [4, 4, 4]]  # each rank's share; the same count on both
     for kind, everything in [("dataloader", list(range(N))), ("zmq", list(range(N))),
                              ("mux", sorted(100 * v + k for v in range(6) for k in range(5)))]:
         a, b = results[0][kind], results[1][kind]
@@ -112,6 +116,67 @@ def test_rank_times_worker_shards_and_seeds():
     draws = {tuple(np.random.default_rng(i.seed).integers(0, 2**32, 4)) for i in infos}
     assert len(draws) == 6  # (every rank x worker draws its own numbers)
     assert compose(WorkerInfo(1, 2, seeds[1]), 0, 1) == WorkerInfo(1, 2, seeds[1])  # (one rank: as it was)
+
+
+# -- lengths per rank, and the same number of batches on every rank --------------------------------
+
+FILES = (3, 2, 2, 2)  # batches in each file: rank 0 of 2 reads files 0 and 2 (5), rank 1 files 1 and 3 (4)
+
+
+def uneven_pool():
+    return [pescador.stream([{"i": np.array([10 * f + b])} for b in range(n)]) for f, n in enumerate(FILES)]
+
+
+def on_rank(monkeypatch, rank, world=2):
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: pescador.mux(2, None, with_replacement=False)(uneven_pool()),
+    lambda: pescador.epochs(1)(uneven_pool()),
+    lambda: pescador.zmq_offload(workers=2)(pescador.mux(2, None, with_replacement=False)(uneven_pool())),
+])
+def test_epoch_length_counts_this_ranks_share(monkeypatch, make):
+    recipe = make()
+    for rank in range(2):
+        on_rank(monkeypatch, rank)
+        assert pescador.epoch_length(recipe) == len(list(recipe)), rank
+        assert pescador.epoch_length(recipe, even="drop") == 4
+        assert pescador.epoch_length(recipe, even="pad") == 5
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("even, expected", [("drop", 4), ("pad", 5), (None, None)])
+def test_every_rank_gets_the_same_number_of_batches_from_the_loader(monkeypatch, workers, even, expected):
+    pytest.importorskip("torch")
+    import pescador.torch
+
+    epoch = pescador.mux(2, None, with_replacement=False)(uneven_pool())
+    for rank in range(2):
+        on_rank(monkeypatch, rank)
+        loader = pescador.torch.loader(epoch, num_workers=workers, even=even)
+        got = [int(batch["i"][0]) for batch in loader]
+        assert len(loader) == len(got) == (expected or (5, 4)[rank]), (rank, got)
+        assert len(set(got)) == min(len(got), (5, 4)[rank])  # (dropped or padded, not duplicated otherwise)
+
+
+def test_keras_steps_are_the_same_on_every_rank(monkeypatch):
+    pytest.importorskip("keras")
+    import pescador.keras
+
+    epoch = pescador.keras_tuples("i")(pescador.mux(2, None, with_replacement=False)(uneven_pool()))
+    for rank in range(2):
+        on_rank(monkeypatch, rank)
+        assert len(pescador.keras.dataset(epoch)) == 4
+        assert len(pescador.keras.dataset(epoch, even="pad")) == 5
+        assert len(pescador.keras.dataset(epoch, even=None)) == (5, 4)[rank]
+
+
+def test_a_bad_even_is_refused_by_name():
+    with pytest.raises(pescador.PescadorError, match=r"epoch_length: even must be None .*'drop'.*'pad'.*got 'trim'"):
+        pescador.epoch_length(pescador.stream([1]), even="trim")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import pescador
@@ -44,6 +45,38 @@ def test_without_ray_a_run_says_how_to_install_it():
     assert "pip install 'pescador[ray]'" in done.stdout, done.stdout + done.stderr
 
 
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed: pip install 'pescador[ray]'")
+def test_ray_client_is_refused_with_the_way_to_connect():
+    done = _python(
+        "import sys, pescador\n"
+        "import ray.util.client\n"
+        "recipe = pescador.ray_offload()(pescador.stream([{'x': 1}]))\n"
+        "try:\n"
+        "    list(recipe)\n"  # (RAY_ADDRESS is a Ray Client address: refused before connecting)
+        "except pescador.PescadorError as exc:\n"
+        "    print('A:', exc)\n"
+        "ray.util.client.ray.is_connected = lambda: True\n"  # (as after ray.init('ray://...'))
+        "try:\n"
+        "    list(recipe)\n"
+        "except pescador.PescadorError as exc:\n"
+        "    print('B:', exc)\n",
+        RAY_ADDRESS="ray://127.0.0.1:10001",
+    )
+    assert "A: ray_offload: RAY_ADDRESS=ray://127.0.0.1:10001 is a Ray Client address" in done.stdout, done.stdout + done.stderr
+    assert "B: ray_offload: this process is connected to Ray through Ray Client" in done.stdout, done.stdout
+    assert "ray job submit" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_a_run_in_a_dataloader_worker_is_refused_before_ray_starts():
+    torch = pytest.importorskip("torch")
+    from pescador.torch import as_dataset
+
+    recipe = pescador.ray_offload()(pescador.stream([{"x": np.zeros(2)}] * 3))
+    loader = torch.utils.data.DataLoader(as_dataset(recipe), batch_size=None, num_workers=1)
+    with pytest.raises(PescadorError, match="ray_offload: this run is in a PyTorch DataLoader worker process"):
+        list(loader)
+
+
 def test_repr_shows_the_options_chosen():
     assert repr(pescador.ray_offload(workers=3, max_restarts=0)) == "ray_offload(workers=3, max_restarts=0)"
     assert repr(pescador.ray_offload()) == "ray_offload()"
@@ -78,9 +111,13 @@ def test_bad_options_are_refused_at_once(options, kind, message):
 @pytest.mark.parametrize(
     "state, message",
     [
-        ({"workers": [None]}, "field 'workers' must have 2 entries; got 1"),
-        ({"workers": [None, 3]}, "entry 1 .* must be null or a dict; got 3"),
-        ({"shares": [None, None]}, "missing \\['workers'\\]"),
+        ({"workers": [None], "skip": [0, 0], "entropy": 1}, "field 'workers' must have 2 entries; got 1"),
+        ({"workers": [None, 3], "skip": [0, 0], "entropy": 1}, "entry 1 .* must be null or a dict; got 3"),
+        ({"workers": [None, {"pos": 3}], "skip": [0, 0], "entropy": 1},
+         "entry 1 .* must have the fields \\['spawned', 'up'\\]"),
+        ({"workers": [None, None], "skip": [0, 0], "entropy": 2**128}, "field 'entropy' must be an integer from 0 to"),
+        ({"workers": [None, None], "skip": [0, -1], "entropy": 1}, "field 'skip' must be an integer from 0 to"),
+        ({"shares": [None, None], "entropy": 1}, "missing \\['workers', 'skip'\\]"),
     ],
 )
 def test_bad_states_are_refused_before_ray_starts(state, message):

@@ -1,5 +1,6 @@
 """Checkpoint and resume: after a resume, the items equal the tail of an uninterrupted run."""
 
+import copy
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 import pescador
 from pescador import PescadorError, buffer, cycle, measure, resumable, stream, take, tuples
 from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mux
+from pescador.resume import _sign
 from states import edited
 
 
@@ -84,7 +86,10 @@ def advance(run, count, out):
     for _ in range(count):
         try:
             out.append(key(next(run)))
-        except (StopIteration, PescadorError):
+        except StopIteration:
+            return
+        except PescadorError as exc:  # (it ends the run: a state taken after it resumes to nothing)
+            out.append(("error", str(exc)[:40]))
             return
 
 
@@ -168,8 +173,8 @@ def test_states_that_do_not_match_are_refused_saying_what_differs():
 
 
 def test_what_cannot_resume_says_so():
-    with pytest.raises(PescadorError, match="random_state=None"):
-        resumable(pescador.mux(2, 4.0)([listed(0, 5)])).state_dict()
+    with pytest.raises(PescadorError, match="random_state Generator"):
+        resumable(pescador.mux(2, 4.0, random_state=np.random.default_rng(0))([listed(0, 5)]))
     with pytest.raises(PescadorError, match="cache stage cannot be resumed"):
         resumable(pescador.cache(4, random_state=0)(listed(0, 5)))
 
@@ -231,11 +236,147 @@ def test_a_buffer_after_several_workers_keeps_its_unused_rows_in_the_state(stop)
     assert per_source(rows(head) + rows(rest)) == {t: [1000 * t + i for i in range(12) for _ in range(3)] for t in range(4)}
 
 
-def test_an_unseeded_mux_is_refused_when_the_resumable_run_starts():
-    recipe = take(5)(pescador.mux(2, 4.0)([listed(0, 9), listed(1, 9)]))
-    with pytest.raises(PescadorError, match="random_state=None.*give an int"):
-        resumable(recipe)
-    assert len(list(recipe)) == 5  # (a plain run draws from entropy, as asked)
+def test_unseeded_muxes_resume_as_the_run_would_have_gone_on():
+    """random_state=None: the resumable run records the entropy it drew and how many seeds its stages took
+    (muxes inside a mux are started again and again), so a resume draws exactly what the run drew on."""
+    inner = [pescador.mux(2, 2.0)([listed(10 * j + t, 6) for t in range(3)]) for j in range(3)]
+    recipe = take(150)(pescador.mux(2, 3.0)(inner))
+    for cut in (0, 1, 40, 149, 150):
+        run = resumable(recipe)
+        head = [key(next(run)) for _ in range(cut)]
+        state = json.loads(json.dumps(run.state_dict()))
+        tail = [key(x) for x in run]
+        assert len(head + tail) == 150
+        assert [key(x) for x in resumable(recipe, state)] == tail, cut
+        again = resumable(recipe, state)  # (a resumed run checkpoints in turn)
+        middle = [key(next(again)) for _ in range(min(9, len(tail)))]
+        assert middle + [key(x) for x in resumable(recipe, json.loads(json.dumps(again.state_dict())))] == tail
+    assert len(list(recipe)) == 150  # (a plain run draws from entropy, as asked)
+
+
+def by_worker(tag):
+    """Endless items drawn from the worker's own seed, as docs/parallel.rst shows: worker, tag, a draw."""
+    info = pescador.worker_info()
+    rng = np.random.default_rng(info.seed)
+    while True:
+        yield {"x": np.array([[info.id, tag, int(rng.integers(1 << 40))]])}
+
+
+def per_worker(keys):
+    return {w: [k for k in keys if k[0] == w] for w in {k[0] for k in keys}}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sources_seeded_by_their_worker_resume_as_the_run_would_have_gone_on(workers):
+    """zmq_offload with random_state=None: the consumer records the entropy its workers' seeds come from,
+    so a resumed run's workers draw what they drew on (a source seeded by worker_info().seed, and a mux
+    with random_state=None in the worker)."""
+    for inner in (stream(by_worker, 7), pescador.mux(2, 3.0)([stream(by_worker, t) for t in range(3)])):
+        recipe = pescador.zmq_offload(workers=workers, timeout=10)(take(150)(inner))  # (150 items a worker)
+        run = resumable(recipe)
+        head = [key(next(run)) for _ in range(25)]
+        state = json.loads(json.dumps(run.state_dict()))
+        tail = [key(x) for x in run]
+        resumed = [key(x) for x in resumable(recipe, state)]
+        if workers == 1:
+            assert resumed == tail
+        else:  # (the workers' items interleave as they arrive: each worker's continue exactly)
+            assert per_worker(head + resumed) == per_worker(head + tail)
+        assert len(head + tail) == 150 * workers
+
+
+# -- what a state may not make a run do --------------------------------------------------------
+
+
+def endless(tag=0):
+    i = 0
+    while True:
+        yield {"x": np.full((1, 2), tag * 1000 + i, dtype=np.int64)}
+        i += 1
+
+
+@pytest.mark.timeout(60)
+def test_a_replay_is_bounded_by_what_the_stages_around_it_allow():
+    """A count re-signed far beyond what the run can have drawn is refused at once, naming the field,
+    not replayed (an endless source would replay for ever)."""
+    cases = [
+        (take(10)(stream(endless)), 3, ("up", "pos"), "field 'pos' must be an integer from 0 to 3"),
+        (take(10)(tuples("x")(stream(endless))), 3, ("up", "up", "pos"), "field 'pos' must be an integer from 0 to 3"),
+        (take(10)(tuples("x")(stream(endless))), 3, ("up", "pos"), "field 'pos' must be an integer from 0 to 3"),
+        (cycle(50)(take(4)(stream(endless))), 6, ("up", "up", "pos"), "field 'pos' must be an integer from 0 to 2"),
+        (take(10)(measure(pescador.Meter())(stream(endless))), 3, ("up", "pos"), "from 0 to 3"),
+    ]
+    for recipe, cut, path, message in cases:
+        run = resumable(recipe)
+        for _ in range(cut):
+            next(run)
+        with pytest.raises(PescadorError, match=message):
+            resumable(recipe, edited(run.state_dict(), path, 10**12))
+    # a live stream of a mux can have given what its slot says, and a run of lam=None what the mux gave
+    for lam in (4.0, None):
+        recipe = take(30)(pescador.mux(2, lam, random_state=1)([take(10**9)(stream(endless, t)) for t in range(3)]))
+        run = resumable(recipe)
+        for _ in range(5):
+            next(run)
+        saved = run.state_dict()
+        slot = saved["stages"]["up"]["slots"][0]
+        with pytest.raises(PescadorError, match="field 'count' must be an integer from 0 to"):
+            resumable(recipe, edited(saved, ("up", "slots", 0, 3, "count"), 10**12))
+        if lam is None:
+            with pytest.raises(PescadorError, match="field 'left' must be an integer from -6"):
+                resumable(recipe, edited(saved, ("up", "slots", 0, 1), -10**12))
+        assert slot[3]["count"] <= 5
+
+
+def test_a_null_state_for_a_stage_in_a_mux_is_refused():
+    """A null state would start that stage's run again, silently (as start_from refuses a null upstream)."""
+    recipe = pescador.mux(2, 3.0, random_state=1)([take(50)(stream(endless)), take(50)(stream(endless, 1))])
+    run = resumable(recipe)
+    for _ in range(4):
+        next(run)
+    saved = run.state_dict()
+    for i in range(len(saved["stages"]["slots"])):
+        with pytest.raises(PescadorError, match=f"the run of stream {saved['stages']['slots'][i][0]} is a stage's run"):
+            resumable(recipe, edited(saved, ("slots", i, 3), None))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("dtype", "|S200000000", r"field 'layout\['x'\].dtype' is \|S200000000, elements of 200000000 bytes"),
+    ("trail", [2**40], "field 'layout' describes batches of .* more than this machine's memory"),
+])
+def test_a_buffer_layout_that_no_batch_could_hold_is_refused(field, value, message):
+    from pescador.buffered import _digest
+
+    recipe = take(10)(buffer(4)(stream(endless)))
+    run = resumable(recipe)
+    next(run)
+    saved = run.state_dict()
+    own = saved["stages"]["up"]
+    own["layout"]["x"][field] = value
+    own["digest"] = _digest(4, True, {k: own[k] for k in ("pos", "done", "layout", "rest")})  # (re-signed too)
+    with pytest.raises(PescadorError, match=message):
+        next(resumable(recipe, edited(saved, ("up",), own)))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("depth", [300, 500, 990, 5000])
+def test_a_state_nested_at_any_depth_is_a_pescador_error(depth):
+    recipe = take(10)(stream(endless))
+    run = resumable(recipe)
+    next(run)
+    saved = run.state_dict()
+    deep: list = []
+    for _ in range(depth):
+        deep = [deep]
+    state = copy.deepcopy(saved)
+    state["stages"]["up"]["pos"] = deep
+    try:
+        state["check"] = _sign(state)  # (re-signed where signing can: deliberately)
+    except RecursionError:
+        pass
+    with pytest.raises(PescadorError, match="nests deeper than|field 'pos' must be an integer"):
+        resumable(recipe, state)
 
 
 def test_muxes_that_draw_nothing_need_no_seed():
@@ -287,7 +428,7 @@ FINGERPRINT = """
 import functools, sys
 sys.path.insert(0, {tests!r})
 import pescador, test_resume
-from pescador.resume import _fingerprint
+from pescador._fingerprint import fingerprint as _fingerprint
 class Config:
     def __init__(self):
         self.size = 3

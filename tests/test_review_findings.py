@@ -85,6 +85,7 @@ def slow_finally():
                 pass
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job inherits SIGINT ignored)
     recipe = pescador.zmq_offload(workers=1, timeout=3, start_method="fork")(pescador.stream(slow_finally))
     try:
         for i, _ in enumerate(recipe):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import types
 
 import numpy as np
 import pytest
@@ -27,13 +28,17 @@ from pescador.mux import chain_mux, round_robin_mux, shuffled_mux, stochastic_mu
 from pescador.stage import Stage, check_fields, check_int
 from states import DELETE, edited, places
 
-CALLS = []
+CALLS = []  # the generator sources started, by tag
+ENDED = []  # ... and those whose run ended (its finally ran)
 
 
 def counted(tag, n, rows=1):
     CALLS.append(tag)
-    for i in range(n):
-        yield {"x": np.full((rows, 2), tag * 1000 + i, dtype=np.int64)}
+    try:
+        for i in range(n):
+            yield {"x": np.full((rows, 2), tag * 1000 + i, dtype=np.int64)}
+    finally:
+        ENDED.append(tag)
 
 
 def listed(tag, n, rows=1):
@@ -48,7 +53,25 @@ def files(n):
 def key(item):
     if isinstance(item, tuple):
         return tuple(None if v is None else tuple(np.asarray(v).ravel().tolist()) for v in item)
-    return tuple(item["x"].ravel().tolist())
+    return tuple((k, np.shape(item[k]), tuple(np.asarray(item[k]).ravel().tolist())) for k in sorted(item))
+
+
+def varying(tag, n):
+    """Items of varying length (the first axis of "x"), for the padding stages."""
+    CALLS.append(tag)
+    try:
+        for i in range(n):
+            yield {"x": np.full((1 + (i * 7 + tag) % 6, 2), tag * 1000 + i, dtype=np.int64), "i": i}
+    finally:
+        ENDED.append(tag)
+
+
+def doubled_x(item):
+    return {"x": item["x"] * 2}
+
+
+def odd_x(item):
+    return bool(item["x"][0, 0] % 2)
 
 
 def pool(n=4, length=12, rows=1):
@@ -111,6 +134,18 @@ STAGES = {
     "user-stage": lambda: pescador.take(40, shift(100)(pescador.mux(2, 2.0, random_state=13)(pool(3, 6)))),
     "deep": lambda: pescador.tuples("x")(pescador.take(25, pescador.buffer(3)(
         pescador.mux(3, 2.0, random_state=14)(pool(5, 9, 2))))),
+    "map": lambda: pescador.map(doubled_x)(pescador.take(30, pescador.mux(2, 3.0, random_state=15)(pool(3, 8)))),
+    "filter": lambda: pescador.filter(odd_x)(pescador.take(30, pescador.mux(2, 3.0, random_state=16)(pool(3, 8)))),
+    "shuffle": lambda: pescador.shuffle(5, random_state=17)(pescador.take(30, pescador.mux(2, 3.0, random_state=18)(
+        pool(3, 9)))),
+    "shuffle-large": lambda: pescador.shuffle(40, random_state=19)(stream(counted, 4, 70)),
+    "unbatch": lambda: pescador.unbatch()(pescador.buffer(4)(stream(counted, 5, 9, 3))),
+    "padded_batch": lambda: pescador.padded_batch(3)(stream(varying, 6, 14)),
+    "padded_batch-loose": lambda: pescador.padded_batch(4, pad={"x": -1}, strict=False)(stream(varying, 7, 14)),
+    "bucket": lambda: pescador.bucket([3, 5], [2, 3, 2], strict=False)(pescador.mux(2, None, with_replacement=False,
+                                                                                      random_state=20)(
+        [stream(varying, t, 12) for t in (8, 9)])),
+    "prefetch": lambda: pescador.prefetch(3)(pescador.take(30, pescador.mux(2, 3.0, random_state=21)(pool(3, 8)))),
 }
 
 
@@ -139,6 +174,63 @@ def test_the_contract(name):
         state = json.loads(json.dumps(run.state_dict()))
         assert head + items(resumable(recipe, state)) == plain, cut
         assert head + items(resumable(recipe, copy.deepcopy(state))) == plain  # a state serves twice
+
+
+# the stages whose recipe above runs a generator source
+GENERATED = sorted(set(STAGES) - {"list", "cycle", "tuples", "keras_tuples", "measure"})
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_closing_a_plain_run_closes_its_sources(name):
+    """A run stopped early and closed runs its sources' finally blocks at once (no garbage collection
+    needed: no reference cycle keeps them)."""
+    run = iter(STAGES[name]())
+    del CALLS[:], ENDED[:]
+    while len(CALLS) == len(ENDED):  # (until a generator source is under way)
+        next(run)
+    run.close()
+    assert sorted(ENDED) == sorted(CALLS)
+
+
+@pytest.mark.parametrize("name", sorted(set(STAGES) - {"list"}))
+def test_a_plain_run_is_a_generator(name):
+    """Keras takes generators and no other iterator; so does 3.x code that calls a recipe's iterate()."""
+    recipe = STAGES[name]()
+    assert all(isinstance(run, types.GeneratorType) for run in (iter(recipe), recipe.iterate(), recipe.iterate(3),
+                                                                 recipe.cycle(3)))
+
+
+def failing(n, bad):
+    for i in range(n):
+        if i == bad:
+            raise KeyError(f"bad record {i}")
+        yield {"x": np.full((1, 2), i, dtype=np.int64)}
+
+
+FAILING = {  # a plain run of each, whose source raises at its fourth item
+    "take": lambda s: pescador.take(50, s),
+    "cycle": lambda s: pescador.cycle(None, s),
+    "tuples": lambda s: pescador.tuples("x")(s),
+    "buffer": lambda s: pescador.buffer(2)(s),
+    "mux": lambda s: pescador.mux(2, 3.0, random_state=0)([s, listed(1, 30)]),
+    "take of cycle": lambda s: pescador.take(50, pescador.cycle(None, s)),
+    "map": lambda s: pescador.map(doubled_x)(s),
+    "filter": lambda s: pescador.filter(odd_x)(s),
+    "shuffle": lambda s: pescador.shuffle(2, random_state=0)(s),
+    "unbatch": lambda s: pescador.unbatch()(s),
+    "padded_batch": lambda s: pescador.padded_batch(1)(s),
+    "bucket": lambda s: pescador.bucket([2], 1)(s),
+    "prefetch": lambda s: pescador.prefetch(2)(s),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAILING))
+def test_a_plain_run_is_over_once_an_exception_has_escaped_it(name):
+    run = iter(FAILING[name](stream(failing, 10, 3)))
+    with pytest.raises(KeyError, match="bad record 3"):
+        for _ in range(60):
+            next(run)
+    assert list(run) == []
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -187,7 +279,8 @@ def _apply(saved, path, mutation):
 
 MUTATED = ["take", "cycle", "buffer", "buffer-loose", "mux", "mux-weighted", "mux-once", "mux-lam-none",
            "stochastic", "shuffled", "round_robin-permuted", "chain-lazy", "epochs", "deep", "user-stage", "list",
-           "generator", "tuples"]
+           "generator", "tuples", "map", "filter", "shuffle", "shuffle-large", "unbatch", "padded_batch",
+           "padded_batch-loose", "bucket", "prefetch"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -241,7 +334,94 @@ def test_field_errors_name_the_field():
         resumable(recipe, state)
 
 
+# -- a run is over once an exception has escaped it ------------------------------------------------
+
+
+def bad_record(tag, n, bad):
+    """A source that raises on its record ``bad`` (the consumer may catch that and go on)."""
+    for i in range(n):
+        if i == bad:
+            raise ValueError(f"bad record {tag}:{i}")
+        yield {"x": np.full((1, 2), tag * 1000 + i, dtype=np.int64)}
+
+
+# Recipes whose source raises once, in the middle of the run.
+RAISING = {
+    "source": lambda: stream(bad_record, 1, 20, 6),
+    "take": lambda: pescador.take(15, stream(bad_record, 1, 20, 6)),
+    "cycle": lambda: pescador.cycle(40, stream(bad_record, 1, 20, 6)),
+    "tuples": lambda: pescador.tuples("x")(stream(bad_record, 1, 20, 6)),
+    "buffer": lambda: pescador.buffer(3)(stream(bad_record, 1, 20, 7)),
+    "mux": lambda: pescador.mux(2, 3.0, random_state=1)([stream(bad_record, 1, 20, 6), listed(2, 30)]),
+    "chain": lambda: chain_mux()([listed(2, 4), stream(bad_record, 1, 20, 6), listed(3, 4)]),
+    "user-stage": lambda: shift(100)(stream(bad_record, 1, 20, 6)),
+}
+
+
+def caught(run):
+    """The items of a run whose consumer catches each ValueError (a bad record) and goes on."""
+    out = []
+    while len(out) < 500:  # (a run that would not end)
+        try:
+            item = next(run)
+        except StopIteration:
+            break
+        except ValueError as exc:
+            out.append(("error", str(exc)))
+        else:
+            out.append(key(item))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(RAISING))
+def test_a_run_is_over_once_an_exception_escaped_it(name):
+    """As for a generator: after an exception escaped next(), next() raises StopIteration, in a plain run
+    and in a resumable run alike; a state taken after it resumes to nothing, as the run gave nothing more;
+    a state taken before it resumes to the rest, the exception included."""
+    recipe = RAISING[name]()
+    plain = caught(iter(recipe))
+    assert plain[-1][0] == "error" and len(plain) > 1
+    run = resumable(recipe)
+    assert caught(run) == plain
+    with pytest.warns(pescador.ResumeWarning, match="taken after a ValueError escaped the run"):
+        after = resumable(recipe, json.loads(json.dumps(run.state_dict())))
+    assert caught(after) == []
+    for cut in (0, len(plain) - 2):
+        run = resumable(recipe)
+        head = [key(next(run)) for _ in range(cut)]
+        assert head + caught(resumable(recipe, json.loads(json.dumps(run.state_dict())))) == plain
+
+
 # -- a user's stage --------------------------------------------------------------------------------
+
+
+class Forgetful(Shift):
+    """Leaves its upstream's state out of its own."""
+
+    def state(self):
+        return {"seen": self.seen}
+
+
+class Numpyish(Shift):
+    """Returns a numpy integer, which JSON cannot hold."""
+
+    def state(self):
+        return {"seen": np.int64(self.seen), "up": self.up.state()}
+
+
+@pytest.mark.parametrize("cls, message", [
+    (Forgetful, r"Forgetful.state\(\) must hold its upstream's state under 'up' .* and lacks it"),
+    (Numpyish, r"Numpyish.state\(\) holds a numpy.int64 \(np.int64\(1\)\) at \['seen'\], which JSON cannot hold"),
+])
+def test_a_users_stage_state_is_checked_when_it_is_taken(cls, message):
+    """A user's stage whose state() would make a state that cannot resume is named when the state is taken,
+    not when a resume fails (or with a JSON TypeError naming nothing)."""
+    recipe = pescador.take(5)(pescador.Transform("mine", cls, {"by": 1})(listed(1, 9)))
+    run = resumable(recipe)
+    next(run)
+    with pytest.raises(PescadorError, match=message):
+        run.state_dict()
+    assert len(list(recipe)) == 5  # (a plain run asks for no state)
 
 
 def doubled(upstream):

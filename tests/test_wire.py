@@ -26,6 +26,7 @@ from pescador.wire import (
     ERROR,
     INLINE_MAX,
     ITEM,
+    ITEM_STATE,
     MEMORY_BASE,
     MEMORY_FACTOR,
     NAME_MAX,
@@ -904,6 +905,31 @@ def test_the_outbox_keeps_order_and_shares_messages_when_the_source_is_fast():
     assert list(got[3000]) == ["big"]
     assert len(fake.messages) < 10
     assert all(len(payload[0]) <= BATCH_MAX for kind, payload in fake.messages if kind == BATCH)
+
+
+def _make_arrays(i):
+    return {"i": np.array([i % 256], dtype=np.uint8)}
+
+
+@pytest.mark.parametrize("make", [_make_arrays, lambda i: {"i": i % 100, "n": None}], ids=["arrays", "values"])
+def test_items_with_a_state_now_and_then_share_messages_within_the_bound(make):
+    """A resumable zmq_offload run's worker sends its state with some items only: the others' places in a
+    batch's list of states (nil) count against the bound too (FakeWire decodes each message within it)."""
+    fake = FakeWire()
+    outbox = Outbox(fake.send, fake.writable, wait=60.0)
+    states = ['{"n": %d}' % i if i % 997 == 0 else None for i in range(5000)]
+    for i, state in enumerate(states):
+        outbox.put(make(i), state)
+    outbox.finish()
+    got = []
+    for kind, payload in fake.messages:
+        if kind == BATCH:
+            got += zip(payload[0], payload[1] or [None] * len(payload[0]))
+        else:
+            got.append(payload if kind == ITEM_STATE else (payload, None))
+    assert [int(item["i"]) if type(item["i"]) is int else int(item["i"][0]) for item, _ in got] == [
+        int(make(i)["i"][0]) if make is _make_arrays else make(i)["i"] for i in range(5000)]
+    assert [state for _, state in got] == states and len(fake.messages) < 20
 
 
 def test_the_outbox_sends_an_item_held_while_the_source_blocks():

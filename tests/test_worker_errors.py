@@ -26,7 +26,6 @@ import zmq
 
 import pescador
 from pescador import PescadorError, WorkerError, stream, zmq_offload
-from pescador.remote import ProducerWarning, remote
 from pescador.wire import ERROR, decode, error_from
 
 pytestmark = pytest.mark.timeout(60)
@@ -263,47 +262,3 @@ def test_an_untrusted_error_is_never_unpickled(tmp_path, qualname, args, expecte
     assert type(error) is expected and not os.path.exists(target)
     if expected is ValueError:
         assert error.args == ("crafted",) and error.__cause__.traceback_text == "Traceback (crafted)"
-
-
-@pytest.fixture
-def private_dir():
-    path = tempfile.mkdtemp(prefix="pesc")  # (mode 0700; short, for the ipc path's limit)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def serve_frames(endpoint, messages, done):
-    """A fake producer: a PUSH socket that sends ``messages`` (lists of frames) and waits for ``done``."""
-    context = zmq.Context()
-    sock = context.socket(zmq.PUSH)
-    try:
-        sock.bind(endpoint)
-        for frames in messages:
-            sock.send_multipart(frames)
-        done.wait(50)
-    finally:
-        sock.close(linger=0)
-        context.term()
-
-
-@pytest.mark.parametrize("qualname, expected", [("ValueError", ValueError), ("Custom", WorkerError)])
-def test_a_remote_stream_never_unpickles_a_producers_error(private_dir, tmp_path, qualname, expected):
-    endpoint = f"ipc://{private_dir}/producer"
-    target = str(tmp_path / "made")
-    item = pescador.wire.encode_item({"i": np.array([0])}, copy=True)
-    module = "builtins" if expected is ValueError else __name__
-    done = threading.Event()
-    thread = threading.Thread(target=serve_frames, args=(endpoint, [item, crafted_error(target, module, qualname)], done))
-    thread.start()
-    got = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ProducerWarning)
-            with pytest.raises(expected) as info:
-                for x in remote(endpoint):
-                    got.append(int(x["i"][0]))
-    finally:
-        done.set()
-        thread.join(30)
-    assert got == [0] and not os.path.exists(target)
-    assert f"remote: producer {endpoint} raised" in str(info.value if expected is WorkerError else info.value.__cause__)

@@ -305,8 +305,33 @@ def test_a_busy_worker_is_terminated_after_timeout():
     assert not workers_of_this_process()
 
 
+def _run_in_a_daemon(recipe, pipe):
+    try:
+        pipe.send(("ran", len(list(recipe))))
+    except BaseException as exc:
+        pipe.send((type(exc).__name__, str(exc)))
+
+
+@pytest.mark.timeout(60)
+def test_a_run_started_in_a_daemonic_process_is_refused_by_name():
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    daemon = context.Process(target=_run_in_a_daemon, args=(zmq_offload()(stream(counting, 3)), send), daemon=True)
+    daemon.start()
+    try:
+        assert receive.poll(30)
+        kind, message = receive.recv()
+    finally:
+        daemon.join(5)
+        daemon.kill()
+        daemon.join()
+    assert kind == "PescadorError", (kind, message)
+    assert "is daemonic" in message and "zmq_offload cannot start its workers here" in message
+
+
 def processes_of_this_group():
-    """(pid, state) of every process in this process group (a run's guardian keeps it, orphaned or not)."""
+    """(pid, state) of every process in this process group, and of every child of this process, zombies
+    included (a run's guardian is a child in a session of its own)."""
     out = []
     for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -314,7 +339,7 @@ def processes_of_this_group():
                 fields = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[2]) == os.getpgrp() and int(entry) != os.getpid():
+        if (int(fields[2]) == os.getpgrp() or int(fields[1]) == os.getpid()) and int(entry) != os.getpid():
             out.append((int(entry), fields[0]))
     return out
 
@@ -444,14 +469,15 @@ def test_start_methods(method):
     assert sorted(x["i"] for x in out) == sorted(list(range(50)) * 2)
 
 
-def test_an_unpicklable_recipe_is_named_under_spawn():
-    def local_generator():
-        yield {"x": 1}
+def test_a_generator_defined_inside_a_function_runs_under_spawn_too():
+    """It travels by value (tests/test_pickling.py has the rest); under fork nothing is pickled."""
+    base = 5
 
-    with pytest.raises(PescadorError, match=r"cannot be pickled.*local_generator"):
-        list(zmq_offload(start_method="spawn")(stream(local_generator)))
-    # fork needs no pickling
-    assert list(zmq_offload(start_method="fork")(stream(local_generator))) == [{"x": 1}]
+    def local_generator():
+        yield {"x": base}
+
+    for method in ("spawn", "fork"):
+        assert list(zmq_offload(start_method=method)(stream(local_generator))) == [{"x": 5}]
 
 
 # -- several workers ---------------------------------------------------------------
@@ -501,6 +527,35 @@ def test_a_fast_producer_is_held_back_by_the_high_water_mark():
     assert produced <= 16
 
 
+def small_items(size):
+    i = 0
+    while True:
+        yield {"x": np.full(size, i % 256, np.uint8)}
+        i += 1
+
+
+@pytest.mark.timeout(60)
+def test_a_peeked_run_of_small_items_stops_once_its_queues_and_connection_are_full():
+    """``it = iter(batches); next(it)``, then nothing: items that share messages fill each worker's two
+    queues (``hwm`` messages of at most 64 KiB of data each), the message in its hands and the connection's
+    operating-system buffers, then the worker waits."""
+    meter, hwm, workers = pescador.Meter(), 4, 2
+    it = iter(zmq_offload(workers=workers, hwm=hwm)(pescador.measure(meter)(stream(small_items, 64))))
+    next(it)
+    made, since = -1, time.monotonic()
+    while time.monotonic() - since < 1.0:  # until the workers' reports stop changing for a second
+        if meter.bytes != made:
+            made, since = meter.bytes, time.monotonic()
+        time.sleep(0.05)
+    with open("/proc/sys/net/core/wmem_default") as f:  # (a connection's buffers, charged to the sender)
+        connection = int(f.read())
+    bound = workers * ((2 * hwm + 1) * 64 * 1024 + connection)
+    assert 0 < meter.bytes <= bound
+    time.sleep(0.5)
+    assert meter.bytes <= bound, (made, meter.bytes)  # (waiting)
+    it.close()
+
+
 # -- binding ----------------------------------------------------------------------
 
 
@@ -538,7 +593,7 @@ def test_a_stranger_cannot_inject_items(private_tmp):
     context = zmq.Context()
     stranger = context.socket(zmq.DEALER)
     stranger.setsockopt(zmq.LINGER, 0)
-    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s"))
+    stranger.connect("ipc://" + os.path.join(tempfile.gettempdir(), new, "s0"))
     forged = pescador.wire.encode_item({"x": np.full(3, 666.0)})
     for _ in range(20):
         stranger.send_multipart(forged)
@@ -663,6 +718,30 @@ def test_two_workers_head_and_resumed_tail_hold_every_item_once(stop):
     assert {w: h + r for (w, h), r in zip(by_worker(head).items(), by_worker(rest).values())} == by_worker(full)
 
 
+def numbered(n):
+    for i in range(n):
+        yield {"i": np.array([i])}
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_sends_states_now_and_then_and_a_resume_draws_again_what_it_delivered_since():
+    """A fast worker does not send its state with every item: a checkpoint holds its latest state delivered
+    and the count of items delivered since (skip), which the resumed worker draws again and drops."""
+    recipe = zmq_offload(workers=1)(stream(numbered, 5000))
+    first = pescador.resumable(recipe)
+    head, with_state = [], 0
+    for item in itertools.islice(first, 3000):
+        head.append(int(item["i"][0]))
+        stages = first.state_dict()["stages"]
+        state_items = stages["workers"][0]["up"]["pos"] if stages["workers"][0] else 0  # (the share's source)
+        assert state_items + stages["skip"][0] == len(head)  # (where the worker is: its state, and then skip)
+        with_state += stages["skip"][0] == 0
+    assert with_state < 300  # (a state every 10 ms of the worker's work, or so)
+    saved = json.loads(json.dumps(first.state_dict()))
+    del first
+    assert head + _ints(pescador.resumable(recipe, saved)) == list(range(5000))
+
+
 def test_collecting_a_resumable_run_reaps_its_workers():
     gc.collect()  # (runs of earlier tests left in reference cycles)
     run = pescador.resumable(zmq_offload(workers=2)(stream(endless)))
@@ -673,9 +752,10 @@ def test_collecting_a_resumable_run_reaps_its_workers():
     assert not workers_of_this_process()
 
 
-def test_the_offload_is_one_to_one_only_with_one_worker():
+def test_an_offloads_length_counts_every_workers_items():
     assert pescador.epoch_length(zmq_offload()(listed(7))) == 7
-    assert pescador.epoch_length(zmq_offload(workers=2)(listed(7))) is None
+    # several workers each run the recipe: an epoch holds every worker's items (each counted as it runs)
+    assert pescador.epoch_length(zmq_offload(workers=2)(listed(7))) == 14 == len(list(zmq_offload(workers=2)(listed(7))))
 
 
 MALFORMED = r"""
@@ -691,13 +771,19 @@ for _ in range(5):
     next(run)
 good = json.loads(json.dumps(run.state_dict()))
 del run
-assert sorted(good["stages"]) == ["workers"] and len(good["stages"]["workers"]) == 2
+assert sorted(good["stages"]) == ["entropy", "skip", "workers"] and len(good["stages"]["workers"]) == 2
 
 def stages(value):
     return value
 
 def entry(value):
-    return {"workers": [value, good["stages"]["workers"][1]]}
+    return dict(good["stages"], workers=[value, good["stages"]["workers"][1]])
+
+def nested(value):  # (the share's stages' state: checked by the worker's own stages)
+    return entry({"spawned": 0, "up": value})
+
+def skips(value):
+    return dict(good["stages"], skip=value)
 
 cases = {
     "not a dict": stages([]),
@@ -706,17 +792,30 @@ cases = {
     "workers not a list": stages({"workers": {"0": None}}),
     "too few workers": stages({"workers": good["stages"]["workers"][:1]}),
     "too many workers": stages({"workers": good["stages"]["workers"] + [None]}),
+    "no skip": stages({"workers": good["stages"]["workers"], "entropy": good["stages"]["entropy"]}),
+    "skip not a list": skips(3),
+    "too few skips": skips([0]),
+    "a negative skip": skips([-1, 0]),
+    "a text skip": skips(["1", 0]),
+    "a skip past the bound": skips([10**6, 0]),
+    "a skip past the end": skips([4000, 0]),
     "an int worker": entry(5),
     "a list worker": entry([]),
     "a text worker": entry("pos"),
-    "nested: empty": entry({}),
-    "nested: negative": entry({"pos": -1}),
-    "nested: past the end": entry({"pos": 11}),
-    "nested: huge": entry({"pos": 10**12}),
-    "nested: text": entry({"pos": "3"}),
-    "nested: bool": entry({"pos": True}),
-    "nested: float": entry({"pos": 3.0}),
-    "nested: extra": entry({"pos": 3, "x": 1}),
+    "a share without its seeds": entry({"up": {"pos": 3}}),
+    "a share with negative seeds": entry({"spawned": -1, "up": {"pos": 3}}),
+    "a share with a null state": entry({"spawned": 0, "up": None}),
+    "no entropy": stages({"workers": good["stages"]["workers"], "skip": good["stages"]["skip"]}),
+    "a negative entropy": stages(dict(good["stages"], entropy=-1)),
+    "a text entropy": stages(dict(good["stages"], entropy="7")),
+    "nested: empty": nested({}),
+    "nested: negative": nested({"pos": -1}),
+    "nested: past the end": nested({"pos": 11}),
+    "nested: huge": nested({"pos": 10**12}),
+    "nested: text": nested({"pos": "3"}),
+    "nested: bool": nested({"pos": True}),
+    "nested: float": nested({"pos": 3.0}),
+    "nested: extra": nested({"pos": 3, "x": 1}),
 }
 for name, value in cases.items():
     state = dict(good, stages=value)
@@ -751,12 +850,19 @@ def test_a_malformed_offload_state_is_a_pescador_error_naming_the_field():
     results = _run_bounded(MALFORMED, 120)
     assert results[-1] == ["left", 0]
     results = results[:-1]
-    assert len(results) == 17
+    assert len(results) == 30
     for name, kind, message in results:
         assert kind == "PescadorError", (name, kind, message)
-        if name.startswith("nested"):  # (checked by the worker's own stage, and sent back)
-            assert "worker 0 cannot start from its state (entry 0 of the field 'workers')" in message, (name, message)
-            assert "'pos'" in message.splitlines()[-1], (name, message)
+        if name.startswith("nested") or name == "a skip past the end":  # (checked where the worker runs)
+            assert "worker 0 cannot start from its state (entry 0 of the fields 'workers' and 'skip')" in message, (
+                name, message)
+            assert ("'pos'" if name.startswith("nested") else "on replay") in message.splitlines()[-1], (name, message)
+        elif name.startswith("a share"):  # (the share's own fields: checked before any worker starts)
+            assert "field 'workers' entry 0 (worker 0's state)" in message, (name, message)
+        elif "entropy" in name:
+            assert "entropy" in message, (name, message)
+        elif "skip" in name:
+            assert "skip" in message, (name, message)
         else:
             assert "workers" in message or (name == "not a dict" and "'stages'" in message), (name, message)
 

@@ -1,0 +1,219 @@
+"""``prefetch(n)``: a thread that keeps up to ``n`` items of a stream ready.
+
+For sources that wait on I/O (files, object stores, a database), where
+worker processes (``zmq_offload``) are not worth their start-up and their
+copies: the thread draws the next items while the consumer works.  Threads
+overlap only where the source waits without the GIL (reading files and
+sockets, sleeping, numpy and most decoders in C); a source that computes in
+Python holds the GIL, and wants ``zmq_offload``.
+
+The promises are ``zmq_offload``'s:
+
+- order: the items come in the upstream's order; an exception raised by the
+  upstream arrives after every item it yielded before, as itself;
+- an early stop (``break`` and ``close()``, the run dropped, Ctrl-C in the
+  consumer, an exception, the interpreter exiting) stops the thread: it
+  closes the upstream's run (its ``finally`` blocks run) as soon as the item
+  it is drawing is done, or at once if it waits for room in the queue; the
+  consumer waits for that at most a second (``_WAIT``), so a source blocked
+  in I/O that never returns is not waited on for ever: its thread ends when
+  the read does;
+- no thread is left behind a run that ended, was closed or was collected;
+- a resumable run resumes exactly: each item travels with the upstream's
+  state after it, and the stage's state is the one after the last item
+  given, so items drawn ahead but not given are drawn again on resume, not
+  kept in the state.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, overload
+
+from ._checks import check_count
+from .core import _MISSING, ItemTransform, Source, Stream, Transform
+from .stage import Stage, start_plain
+
+__all__ = ["prefetch"]
+
+_T = TypeVar("_T")
+
+_WAIT = 1.0  # seconds an early stop waits for the thread to close its upstream
+
+
+class _End:
+    """The upstream ended (the thread's last entry)."""
+
+    __slots__ = ()
+
+
+_END = _End()
+
+
+class _Failed:
+    """The upstream raised ``error`` (the thread's last entry)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _fill(run: Iterator, entries: queue.Queue, stopping: threading.Event, state_of: Callable | None) -> None:
+    """The thread: put the items of ``run`` (with the upstream's state after each, given ``state_of``) into
+    ``entries``, then the end or the error; close ``run`` when it ends or the consumer stops."""
+    put = entries.put
+    try:
+        for item in run:
+            put(item if state_of is None else (item, state_of()))
+            if stopping.is_set():
+                return
+        put(_END)
+    except BaseException as error:  # (whatever it is, the consumer raises it, after the items before it)
+        put(_Failed(error))
+    finally:
+        close = getattr(run, "close", None)
+        if close is not None:
+            close()
+
+
+class _Pump:
+    """A prefetch thread and its queue.  Stopped by its run's end, by ``stop`` (an early stop), or at the
+    interpreter's exit (while daemon threads still run: so the upstream's ``finally`` blocks run)."""
+
+    __slots__ = ("entries", "stopping", "thread", "__weakref__")
+
+    def __init__(self, run: Iterator, n: int, state_of: Callable | None) -> None:
+        self.entries: queue.Queue = queue.Queue(n)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=_fill, args=(run, self.entries, self.stopping, state_of),
+                                       name="pescador prefetch", daemon=True)
+        with _LOCK:
+            _LIVE.add(self)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to stop, make room for the item it may be putting, and wait (a bounded time) for
+        it to close its upstream."""
+        self.stopping.set()
+        try:
+            while True:
+                self.entries.get_nowait()
+        except queue.Empty:
+            pass
+        if self.thread is not threading.current_thread():
+            self.thread.join(_WAIT)
+        with _LOCK:
+            _LIVE.discard(self)
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # the pumps of runs under way (in any thread)
+_LOCK = threading.Lock()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """At exit, stop the runs nobody closed (a run held by a traceback after Ctrl-C, say)."""
+    with _LOCK:
+        pumps = list(_LIVE)
+    for pump in pumps:
+        pump.stop()
+
+
+def _prefetched(run: Iterator, n: int, state_of: Callable | None = None) -> Iterator:
+    """The consumer's side: the thread's entries, as they come (its thread starts at the first ``next``)."""
+    pump = _Pump(run, n, state_of)
+    get = pump.entries.get
+    try:
+        while True:
+            entry = get()
+            if entry.__class__ is _Failed:
+                raise entry.error
+            if entry is _END:
+                return
+            yield entry
+    finally:
+        pump.stop()
+
+
+def _state_text(up: Any) -> str:
+    return json.dumps(up.state())
+
+
+class _Prefetch(Stage):
+    """prefetch's run.  State: the upstream's state after the last item given (see the module)."""
+
+    one_to_one = True
+
+    def __init__(self, upstream: Any, n: int, state: dict | None = None) -> None:
+        self.up = self.start_upstream(upstream, state)
+        self.given = _state_text(self.up)
+        self.run = _prefetched(self.up, n, functools.partial(_state_text, self.up))
+
+    def __next__(self) -> Any:
+        item, self.given = next(self.run)
+        return item
+
+    def state(self) -> dict:
+        return {"up": json.loads(self.given)}
+
+    def close(self) -> None:
+        """End the run now: stop the thread (its upstream is closed)."""
+        self.run.close()
+
+    @classmethod
+    def plain(cls, upstream: Any, n: int) -> Iterator:
+        return _prefetched(start_plain(upstream), n)
+
+
+@overload
+def prefetch(n: int) -> ItemTransform: ...
+@overload
+def prefetch(n: int, source: Source[_T]) -> Stream[_T]: ...
+def prefetch(n: int, source: Any = _MISSING) -> Transform | Stream:
+    """Draw up to ``n`` items ahead in a thread, so that a source that waits on I/O waits while the
+    consumer works.
+
+    Items come in order; an exception of the upstream arrives after the
+    items before it; an early stop (``break`` and ``close()``, the run
+    dropped, Ctrl-C, an exception, the end of the program) stops the thread,
+    which closes the upstream's run (its ``finally`` blocks run) as soon as
+    the item it is drawing is done; the consumer waits for that at most a
+    second.  No thread outlives its run, but for one blocked in a read that
+    has not returned yet.  A resumable run resumes exactly: the items drawn
+    ahead but not given are drawn again on resume.
+
+    The thread draws while the consumer works only where the source waits
+    without the GIL (file and network reads, ``time.sleep``, most decoding
+    in C); for a source that computes in Python, use
+    :func:`pescador.zmq_offload` (processes).  Curried and data-last, and
+    one-to-one: :func:`pescador.epoch_length` looks through it.
+
+    Parameters
+    ----------
+    n : int >= 1
+        How many items wait ready at most (the thread draws one more while
+        the queue is full).
+    source : optional
+        Anything :func:`pescador.stream` accepts.
+
+    Examples
+    --------
+    >>> import time, pescador
+    >>> def slow_reads(n):
+    ...     for i in range(n):
+    ...         time.sleep(0.01)          # a read that waits on the disk
+    ...         yield {"i": i}
+    >>> [x["i"] for x in pescador.prefetch(4, pescador.stream(slow_reads, 5))]
+    [0, 1, 2, 3, 4]
+    >>> pescador.prefetch(8)
+    prefetch(n=8)
+    """
+    step = ItemTransform("prefetch", _Prefetch, {"n": check_count(n, "prefetch", "n", minimum=1)})
+    return step if source is _MISSING else step(source)
