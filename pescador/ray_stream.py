@@ -904,4 +904,4 @@ def _raise_remote(wid: int, frames: list, sent: int) -> None:
     kind, report = wire.decode(frames, False)
     if kind != wire.ERROR:
         raise PescadorError(f"ray_offload: share {wid} sent a malformed error message")
-    raise wire.error_from(report, f"ray_offload: share {wid}", trusted=True, when=f" after sending {sent} items")
+    raise wire.error_from(report, f"ray_offload: share {wid}", when=f" after sending {sent} items")

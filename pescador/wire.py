@@ -39,9 +39,8 @@ The header is a msgpack array whose first element is the kind of message:
   ``pickled`` is nil or the exception pickled (at most ``PICKLE_MAX``
   bytes), sent only by :func:`pescador.zmq_offload`'s workers.  ``[ERROR,
   text]`` (no type) is accepted too.  :func:`decode` returns an
-  :class:`ErrorReport` and never unpickles: :func:`error_from` does, and
-  only when told that the sender is trusted (one of the consumer's own
-  worker processes).
+  :class:`ErrorReport` and never unpickles: :func:`error_from` does (the
+  report is from one of the consumer's own workers).
 
 A kind plus ``0x40`` marks a *padded* message: its last frame is zeros,
 which pay for what the rest makes the receiver build (see below).
@@ -856,7 +855,7 @@ def encode_error(text: str, error: BaseException | None = None, pickled: bool = 
     >>> report = decode(encode_error("Traceback ...", KeyError("k")))[1]
     >>> report.type_name, report.args
     ('builtins.KeyError', ('k',))
-    >>> repr(error_from(report, "worker 0", trusted=False))
+    >>> repr(error_from(report, "worker 0"))
     "KeyError('k')"
     """
     text = _bounded_text(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))  # lone surrogates
@@ -1326,7 +1325,7 @@ def _error_report(header: list) -> ErrorReport:
 # ----------------------------------------------------------------------------
 
 
-def error_from(report: ErrorReport, where: str, trusted: bool, when: str = "") -> Exception:
+def error_from(report: ErrorReport, where: str, when: str = "") -> Exception:
     """The exception to raise for a worker's error: its own type where it can be rebuilt, else a WorkerError.
 
     The rebuilt exception has the worker's arguments, a
@@ -1342,17 +1341,18 @@ def error_from(report: ErrorReport, where: str, trusted: bool, when: str = "") -
         Who raised it, for the messages (``"zmq_offload: worker 0"``).
     when : str
         When, for the messages (``" after sending 7 items"``).
-    trusted : bool
-        True only for a message from one of the consumer's own worker
-        processes (same user, same machine): its pickled exception is
-        unpickled.  Otherwise nothing is unpickled, and only built-in
-        exception types are rebuilt, from their plain arguments.
+
+    The report comes from one of the consumer's own workers (a
+    :func:`pescador.zmq_offload` process or a :func:`pescador.ray_offload`
+    actor: the consumer lets no other peer in), so its pickled exception is
+    unpickled; without one, only built-in exception types are rebuilt, from
+    their plain arguments.
     """
     kind = report.type_name
     shown = (report.qualname if report.module == "builtins" else kind) or "an exception"
     message = f"{where} raised {shown}{when}; its traceback:\n{report.text.rstrip()}"
     cause = WorkerError(message, report.text, kind)
-    error = _unpickled(report.pickled) if trusted and report.pickled is not None else None
+    error = _unpickled(report.pickled) if report.pickled is not None else None
     if error is None:
         error = _builtin(report)
     if error is None:
@@ -1372,7 +1372,7 @@ _NOT_REBUILT = (StopIteration, StopAsyncIteration)
 
 
 def _unpickled(data: bytes) -> Exception | None:
-    """A trusted worker's pickled exception (see :func:`_pickled`)."""
+    """A worker's pickled exception (see :func:`_pickled`)."""
     try:
         error = pickle.loads(data)
     except Exception:  # a class not importable here, or a constructor that refuses the arguments

@@ -547,7 +547,7 @@ class _Inbox:
         if kind == wire.END:
             return _ENDED
         when = f" after sending {self.sent} items"  # (our own worker process: its pickle is trusted)
-        raise wire.error_from(message[1], f"zmq_offload: worker {self.wid}", trusted=True, when=when)
+        raise wire.error_from(message[1], f"zmq_offload: worker {self.wid}", when=when)
 
     def drained(self, now: float) -> bool:
         """Whether this dead worker's socket has had time to receive all it sent (the socket is empty now)."""

@@ -533,22 +533,23 @@ class _NoPickle:
 
 @settings(max_examples=400)
 @given(st.one_of(st.text(max_size=20), st.binary(max_size=8), st.integers(-(2**63), 2**64 - 1)), error_infos)
-def test_malformed_errors_raise_and_untrusted_ones_are_never_unpickled(text, info):
-    raw = [header(ERROR, text, info)]
-    decoded = decode_bounded(raw)
-    if decoded is None:
-        return
-    kind, report = decoded
-    assert kind == ERROR and report.text == text
+def test_malformed_errors_raise_and_error_reports_are_never_unpickled_by_decoding(text, info):
     import pescador.wire as wire
 
     stand_in = _NoPickle()
     wire.pickle = stand_in  # (restored below: hypothesis runs many examples in one test)
     try:
-        error = error_from(report, "worker 0", trusted=False)
+        decoded = decode_bounded([header(ERROR, text, info)])
     finally:
         wire.pickle = pickle
     assert stand_in.attempts == 0
+    if decoded is None:
+        return
+    kind, report = decoded
+    assert kind == ERROR and report.text == text
+    if report.pickled is not None:
+        return
+    error = error_from(report, "worker 0")
     assert isinstance(error, Exception)
     if not isinstance(error, pescador.WorkerError):  # rebuilt: a built-in Exception, from the plain arguments
         assert type(error).__module__ == "builtins" and type(error).__name__ == report.qualname
@@ -564,7 +565,7 @@ def test_malformed_errors_raise_and_untrusted_ones_are_never_unpickled(text, inf
 def test_built_in_errors_are_rebuilt_from_their_arguments_without_pickle(error):
     kind, report = decode(encode_error("Traceback ...", error))  # (no pickle sent)
     assert report.pickled is None
-    rebuilt = error_from(report, "worker 0", trusted=False)
+    rebuilt = error_from(report, "worker 0")
     assert type(rebuilt) is type(error) and rebuilt.args == error.args and repr(rebuilt) == repr(error)
     if isinstance(error, OSError):
         assert (rebuilt.errno, rebuilt.strerror, rebuilt.filename) == (error.errno, error.strerror, error.filename)
@@ -582,12 +583,11 @@ def test_a_long_traceback_keeps_its_start_and_end_within_the_bound():
 def test_big_or_unusual_arguments_travel_as_text_only():
     long = ValueError("y" * (TEXT_MAX + 1))  # too long to travel as an argument, small enough to pickle
     report = decode(encode_error("tb", long, pickled=True))[1]
-    assert report.args is None and error_from(report, "w", trusted=True).args == long.args
-    assert isinstance(error_from(report, "w", trusted=False), pescador.WorkerError)
+    assert report.args is None and error_from(report, "w").args == long.args
     huge = ValueError(np.zeros(PICKLE_MAX // 8 + 1))  # too big to pickle onto the wire
     report = decode(encode_error("tb", huge, pickled=True))[1]
     assert report.pickled is None and report.args is None
-    error = error_from(report, "worker 3", trusted=True, when=" after sending 2 items")
+    error = error_from(report, "worker 3", when=" after sending 2 items")
     assert type(error) is pescador.WorkerError and isinstance(error, PescadorError)
     assert error.type_name == "builtins.ValueError"
     assert str(error) == "worker 3 raised ValueError after sending 2 items; its traceback:\ntb"
@@ -614,7 +614,7 @@ def test_an_exception_that_refuses_every_question_still_sends_its_text():
     finally:
         del Hostile.armed
     assert report.text == "Traceback ..." and report.pickled is None and report.args is None
-    assert isinstance(error_from(report, "worker 0", trusted=True), pescador.WorkerError)
+    assert isinstance(error_from(report, "worker 0"), pescador.WorkerError)
 
 
 # ----------------------------------------------------------------------------
