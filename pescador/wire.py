@@ -462,15 +462,7 @@ def shared_layout(item: Any) -> tuple | None:
         if type(key) is not str:
             return None
         kind = type(value)
-        if kind is str or kind is bytes:
-            nbytes += (4 * len(value) if kind is str else len(value)) + _VALUE_COST  # (UTF-8: at most 4 bytes a character)
-            cost += _SLOT + (_str_cost(value) if kind is str else _BIN + len(value))  # (and its place in the list)
-            parts.append(key)
-        elif kind in _PLAIN_VALUES or (kind is int and -(2**63) <= value < 2**64):
-            nbytes += _VALUE_COST
-            cost += _SLOT + _INT
-            parts.append(key)
-        elif kind is np.ndarray or isinstance(value, _SCALAR):
+        if kind is np.ndarray or (kind not in _PLAIN_KINDS and isinstance(value, _SCALAR)):
             dtype, shape = value.dtype, value.shape  # (a numpy scalar's shape is (): a row of a 1-d block)
             shares = _SHARES.get(dtype)
             if shares is None:
@@ -481,6 +473,20 @@ def shared_layout(item: Any) -> tuple | None:
                 return None  # numpy allows 64.  A 0-d array travels alone)
             nbytes += value.nbytes
             parts.append((key, dtype, shape))
+        elif kind is str:
+            nbytes += 4 * len(value) + _VALUE_COST  # (UTF-8: at most 4 bytes a character)
+            cost += _SLOT + _str_cost(value)  # (and its place in the list)
+            parts.append(key)
+        elif kind is int:
+            if not -(2**63) <= value < 2**64:
+                return None
+            nbytes += _VALUE_COST
+            cost += _SLOT + _INT
+            parts.append(key)
+        elif kind in _PLAIN_KINDS:  # (float, bool, None, np.float64; bytes)
+            nbytes += (len(value) if kind is bytes else 0) + _VALUE_COST
+            cost += _SLOT + (_BIN + len(value) if kind is bytes else _INT)
+            parts.append(key)
         else:
             return None
     if nbytes > SHARE_MAX or cost > SHARE_COST or not parts:
@@ -490,8 +496,7 @@ def shared_layout(item: Any) -> tuple | None:
 
 _SHARES: dict = {}  # dtype -> whether its arrays travel
 _VALUE_COST = 16  # bytes counted for a value that is not an array, beyond a string's or bytes' own
-_IMMUTABLE = (str, bytes, float, bool, type(None))
-_PLAIN_VALUES = frozenset({float, bool, type(None), np.float64})  # (np.float64 is a float, packed as one)
+_PLAIN_KINDS = frozenset({str, int, bytes, float, bool, type(None), np.float64})  # (np.float64: a float, packed as one)
 
 
 def _str_cost(text: str) -> int:
@@ -985,6 +990,9 @@ def _dict_cost(keys: int) -> int:
     return 224 if keys <= 5 else 192 + 64 * keys
 
 
+_DICT_COSTS = tuple(map(_dict_cost, range(64)))  # (a lookup costs less than a call: _item's)
+
+
 # An item whose header's bytes, plus _FIELD_BYTES a field, are at most _SMALL_ITEM fits (encode_item counts no
 # further)
 _FIELD_BYTES = -(-(_FIELD_MAX + _dict_cost(1) - _dict_cost(0)) // _QUICK)
@@ -1012,6 +1020,11 @@ def _token_table() -> tuple:
 
 
 _FIXED = _token_table()
+# The same, one tuple per column, for _unpack_cost's loop: a token's bytes (0: its length follows its first
+# byte, see _SIZED), its cost, and the elements it opens less itself
+_SIZES = tuple(0 if token is None else token[0] for token in _FIXED)
+_COSTS = tuple(0 if token is None else token[1] for token in _FIXED)
+_OPENS = tuple(0 if token is None else token[2] - 1 for token in _FIXED)
 # first byte -> (bytes of its length, kind) for the tokens whose length follows their first byte
 _SIZED = {0xD9: (1, "str"), 0xDA: (2, "str"), 0xDB: (4, "str"), 0xC4: (1, "bin"), 0xC5: (2, "bin"), 0xC6: (4, "bin"),
           0xC7: (1, "ext"), 0xC8: (2, "ext"), 0xC9: (4, "ext"), 0xDC: (2, "list"), 0xDD: (4, "list"),
@@ -1030,38 +1043,39 @@ def _unpack_cost(data: Any, limit: float = float("inf")) -> int:
     end = len(data)
     i = cost = 0
     pending = 1  # tokens still to read
-    fixed = _FIXED
-    while pending and cost <= limit:
-        if i >= end:
-            raise _malformed("the header is not valid msgpack (it ends inside an object)")
-        byte = data[i]
-        token = fixed[byte]
-        if token is not None:
-            i += token[0]
-            cost += token[1]
-            pending += token[2] - 1
-            continue
-        pending -= 1
-        sized = _SIZED.get(byte)
-        if sized is None:
-            raise _malformed("the header is not valid msgpack (it holds the byte 0xc1)")
-        width, kind = sized
-        n = int.from_bytes(data[i + 1:i + 1 + width], "big") if width else byte & 0x0F
-        i += 1 + width + (kind == "ext")  # (an extension's type follows its length)
-        if kind == "str":
-            cost += _STR + (n if bytes(data[i:i + n]).isascii() else 5 * n)
-            i += n
-        elif kind == "bin" or kind == "ext":
-            cost += (_BIN if kind == "bin" else _EXT) + n
-            i += n
-        elif kind == "list":
-            cost += _LIST + _SLOT * n
-            pending += n
-        else:
-            cost += _MAP + _ENTRY * n + (_TABLE if n else 0)
-            if n > 1 and i < end and data[i] in _BINS:  # (only those may become numpy values or complex numbers)
-                cost += _HOOK_ARRAY if n >= 5 else _HOOK_VALUE
-            pending += 2 * n
+    sizes, costs, opens = _SIZES, _COSTS, _OPENS
+    try:
+        while pending and cost <= limit:
+            byte = data[i]  # (past the end: IndexError)
+            size = sizes[byte]
+            if size:
+                i += size
+                cost += costs[byte]
+                pending += opens[byte]
+                continue
+            pending -= 1
+            sized = _SIZED.get(byte)
+            if sized is None:
+                raise _malformed("the header is not valid msgpack (it holds the byte 0xc1)")
+            width, kind = sized
+            n = int.from_bytes(data[i + 1:i + 1 + width], "big") if width else byte & 0x0F
+            i += 1 + width + (kind == "ext")  # (an extension's type follows its length)
+            if kind == "str":
+                cost += _STR + (n if bytes(data[i:i + n]).isascii() else 5 * n)
+                i += n
+            elif kind == "bin" or kind == "ext":
+                cost += (_BIN if kind == "bin" else _EXT) + n
+                i += n
+            elif kind == "list":
+                cost += _LIST + _SLOT * n
+                pending += n
+            else:
+                cost += _MAP + _ENTRY * n + (_TABLE if n else 0)
+                if n > 1 and i < end and data[i] in _BINS:  # (only those may become numpy values or complex numbers)
+                    cost += _HOOK_ARRAY if n >= 5 else _HOOK_VALUE
+                pending += 2 * n
+    except IndexError:
+        raise _malformed("the header is not valid msgpack (it ends inside an object)") from None
     if i != end and cost <= limit:
         raise _malformed(f"the header is not valid msgpack ({end - i} bytes after its end)")
     return cost
@@ -1109,8 +1123,8 @@ def _shape(shape: Any) -> tuple:
     return tuple(shape)
 
 
-def _sized(buffer: Any, dtype: np.dtype, shape: tuple) -> int:
-    """The number of elements of ``shape``, where ``buffer`` holds exactly their bytes; else raise."""
+def _array(buffer: Any, dtype: np.dtype, shape: tuple, copy: bool) -> np.ndarray:
+    """An array over ``buffer`` (a frame) or, for inline bytes, a copy of them."""
     count = 1
     for dim in shape:
         count *= dim
@@ -1120,12 +1134,6 @@ def _sized(buffer: Any, dtype: np.dtype, shape: tuple) -> int:
             f"an array of dtype {dtype.str} and shape {shape} needs {count * dtype.itemsize} bytes; "
             f"its frame holds {size}"
         )
-    return count
-
-
-def _array(buffer: Any, dtype: np.dtype, shape: tuple, copy: bool) -> np.ndarray:
-    """An array over ``buffer`` (a frame) or, for inline bytes, a copy of them."""
-    count = _sized(buffer, dtype, shape)
     try:
         if type(buffer) is bytes and not copy:  # inline: one copy, into a private bytearray (aligned by malloc)
             array = np.ndarray(shape, dtype, bytearray(buffer))
@@ -1204,14 +1212,19 @@ def decode(frames: list, copy: bool = False) -> tuple:
     if not frames:
         raise _malformed("an empty message")
     first = frames[0]
-    size = len(first) if len(frames) == 1 else sum(map(len, frames))  # (zmq.Frame and a bytes view: their bytes)
+    count = len(frames)  # (the bytes of all frames: zmq.Frame and a bytes view say theirs)
+    size = len(first) if count == 1 else len(first) + len(frames[1]) if count == 2 else sum(map(len, frames))
     budget = _COUNTED_BASE + MEMORY_FACTOR * size
     head = first if type(first) is bytes else _frame_buffer(first)
     spent, header = _QUICK * len(head), None
     if spent <= budget:  # (the common case: a small header, unpacked at once)
         try:
-            header = msgpack.unpackb(head, raw=False, object_hook=_unpack_hook, strict_map_key=False,
-                                     unicode_errors="surrogatepass", max_array_len=_QUICK_LIST)
+            if len(head) <= _QUICK_LIST:  # (msgpack's own limit on a list's length: the header's bytes)
+                header = msgpack.unpackb(head, raw=False, object_hook=_unpack_hook, strict_map_key=False,
+                                         unicode_errors="surrogatepass")
+            else:
+                header = msgpack.unpackb(head, raw=False, object_hook=_unpack_hook, strict_map_key=False,
+                                         unicode_errors="surrogatepass", max_array_len=_QUICK_LIST)
         except PescadorError:
             raise
         except Exception:  # (a longer list, or not msgpack: the count of its tokens says which)
@@ -1395,9 +1408,10 @@ def _builtin(report: ErrorReport) -> Exception | None:
 
 def _item(fields: list, frames: list, copy: bool, room: int) -> dict:
     """The item of an ITEM message's fields; what it builds costs at most ``room`` (else _OverBudget)."""
-    room -= _dict_cost(len(fields))
+    keys = len(fields)
+    room -= _DICT_COSTS[keys] if keys < 64 else _dict_cost(keys)
     if room < 0:
-        raise _OverBudget(f"an item of {len(fields)} keys")
+        raise _OverBudget(f"an item of {keys} keys")
     item = {}
     frame = 1
     small = _SMALL
@@ -1502,7 +1516,8 @@ def _batch(header: list, frames: list, room: int) -> tuple:
     """``(items, states)`` of a BATCH message: each array key's block viewed once, its rows copied out.
 
     Every field, value and state is checked, and what the items will cost
-    counted against ``room``, before any block or row is built.  Each row
+    counted against ``room``, before any row is built (each block is viewed
+    once what its rows cost is counted).  Each row
     is a copy of its own: an item a consumer keeps holds its own few bytes,
     not the whole message's block.
     """
@@ -1533,8 +1548,7 @@ def _batch(header: list, frames: list, room: int) -> tuple:
         if len(shape) >= 64:  # (none: numpy scalars, the rows of a 1-d block)
             raise _malformed(f"the arrays of key {key!r} in a batch have {len(shape)} dimensions (at most 63)")
         buffer, frame = _field_buffer(key, inline, frames, frame)
-        columns.append((buffer, dtype, (count, *shape)))
-        _sized(*columns[-1])
+        columns.append(_array(buffer, dtype, (count, *shape), False))  # (a view of its frame, or of a copy)
     if room < 0:
         raise _OverBudget(f"a batch of {count} items of {len(fields)} keys")
     if frame != len(frames):
@@ -1550,7 +1564,7 @@ def _batch(header: list, frames: list, room: int) -> tuple:
     ):
         raise _malformed(f"a batch's states are not {count} strings or nils")
     columns = [
-        values[c::others] if type(c) is int else [row.copy() for row in _array(*c, False)]  # (a view of the block)
+        values[c::others] if type(c) is int else [row.copy() for row in c]
         for c in columns
     ]
     return [dict(zip(keys, row)) for row in zip(*columns)], states
