@@ -555,10 +555,13 @@ def as_generator(run: Iterator) -> Iterator:
     return run if type(run) is GeneratorType else _drain(run)
 
 
-def _drain(run: Iterator) -> Iterator:
+def _drain(run: Iterator | None, recipe: Any = None) -> Iterator:
     """A stage's run as a generator, which closes the run however it ends: at its end, by ``close()``, or by
     an exception, even one raised in the stage between two items (Ctrl-C may land there: the traceback then
-    holds these frames, and without the close it would hold the run, and a zmq_offload's workers)."""
+    holds these frames, and without the close it would hold the run, and a zmq_offload's workers).  With
+    ``recipe`` (and ``run`` None), the recipe's plain run, started at the first item asked for."""
+    if run is None:
+        run = start_plain(recipe)
     try:
         yield from run
     finally:
