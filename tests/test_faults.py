@@ -466,14 +466,20 @@ def test_a_stranger_over_tcp_cannot_make_the_consumer_hold_what_it_sends():
 
 
 def _listening_ports():
-    ports = []
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            local, state = line.split()[1], line.split()[3]
-            if state == "0A" and local.startswith("0100007F:"):
-                ports.append(int(local.split(":")[1], 16))
-    return ports
+    """The loopback TCP ports this process listens on (not the machine's: another process's new port
+    would be taken for the run's)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    with open("/proc/self/net/tcp") as f:
+        rows = [line.split() for line in list(f)[1:]]
+    return [int(row[1].split(":")[1], 16) for row in rows
+            if row[3] == "0A" and row[1].startswith("0100007F:") and row[9] in inodes]
 
 
 # -- nothing lost ------------------------------------------------------------------------
