@@ -383,10 +383,15 @@ def _gate(context: zmq.Context, socks: list) -> tuple:
     gate.start()
     gate.configure_plain(domain="pescador", passwords={"worker": password})
     for sock in socks:  # (every worker's socket: a stranger may connect to any of their ports)
-        sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # (no handler, no entry)
-        sock.setsockopt(zmq.ZAP_DOMAIN, b"pescador")
-        sock.setsockopt(zmq.PLAIN_SERVER, 1)
+        _guard(sock)
     return gate, password.encode()
+
+
+def _guard(sock: Any) -> None:
+    """Make ``sock`` (before it binds) let in only peers that show the run's password (see :func:`_gate`)."""
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # (no handler, no entry)
+    sock.setsockopt(zmq.ZAP_DOMAIN, b"pescador")
+    sock.setsockopt(zmq.PLAIN_SERVER, 1)
 
 
 def _death(process: Any, wid: int, received: int) -> PescadorError:
@@ -458,7 +463,8 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         gate, password = _gate(context, socks) if config.transport == "tcp" else (None, b"")
         endpoints, directory = _bind(socks, config.transport, config.min_port, config.max_port, config.max_tries)
-        relay = _report.Relay(upstream, context, endpoints[0], config)  # the workers' observers report to it
+        relay = _report.Relay(upstream, context, endpoints[0], config,  # the workers' observers report to it
+                              _guard if gate is not None else None, password)
         shared = _Job(config, pickled, payload, endpoints[0], os.getpid(), tracked=starts is not None,
                       report=relay.address, password=password)
         for wid in range(config.workers):
