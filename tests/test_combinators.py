@@ -490,6 +490,64 @@ def test_ctrl_c_in_the_consumer_while_the_thread_waits_for_room_closes_the_sourc
     assert out.splitlines() == ["interrupting", "source closed"], (out, err)
 
 
+_STALLED_OFFLOAD = textwrap.dedent("""
+    import gc, multiprocessing, os, signal, sys, threading, time
+    import numpy as np, pescador
+
+    def source():
+        for i in range(3):
+            yield {"i": np.array([i])}
+        time.sleep(40)  # a read that stalls, in the workers
+        yield {"i": np.array([99])}
+
+    def gone_after(stop):
+        run = iter(pescador.prefetch(2, pescador.zmq_offload(workers=2, timeout=1)(pescador.stream(source))))
+        for _ in range(6):
+            next(run)
+        if stop == "ctrl-c":
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            try:
+                next(run)
+            except KeyboardInterrupt:
+                pass
+        elif stop == "close":
+            run.close()
+        else:
+            del run
+            gc.collect()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20 and (multiprocessing.active_children() or
+                                              any(t.name == "pescador prefetch" for t in threading.enumerate())):
+            time.sleep(0.05)
+        return "%s: %s workers, %s threads" % (stop, len(multiprocessing.active_children()),
+                                                 sum(t.name == "pescador prefetch" for t in threading.enumerate()))
+
+    print(gone_after(sys.argv[1]), flush=True)
+    os._exit(0)  # (without the fix, a thread stays blocked)
+""")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stop", ["ctrl-c", "close", "drop"])
+def test_stopping_a_prefetch_over_a_stalled_offload_ends_its_workers(stop):
+    # The thread waits in zmq_offload's receive while the workers' source stalls: a stop interrupts that
+    # wait, so the offload's run ends (its workers stop within its timeout), as it does without prefetch.
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_OFFLOAD, stop], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=50)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the process did not end")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # (any worker left behind)
+        except ProcessLookupError:
+            pass
+    assert out.splitlines() == [f"{stop}: 0 workers, 0 threads"], (out, err)
+
+
 def test_runs_in_consumer_threads_each_get_every_item():
     recipe = pescador.prefetch(3, stream(numbered, 200))
     results: dict = {}
