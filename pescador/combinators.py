@@ -346,6 +346,8 @@ class _Shuffle(Stage):
     are ``size`` draws apart).
     """
 
+    replays = True  # (over an upstream that replays exactly: resumable() checks it)
+
     def __init__(self, upstream: Any, size: int, random_state: Any = None, state: dict | None = None) -> None:
         self.size = size
         self.where = where = f"shuffle(size={size}, random_state={random_state!r})"
@@ -585,6 +587,8 @@ class _Unbatch(Stage):
     (``row``); a resume draws that batch again and skips them (so no row is in the state).  ``pos``
     counts the batches drawn (for the messages).
     """
+
+    replays = True  # (over an upstream that replays exactly: resumable() checks it)
 
     def __init__(self, upstream: Any, state: dict | None = None) -> None:
         self.position, self.row, self.rows = 0, 0, 0

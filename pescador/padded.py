@@ -464,6 +464,8 @@ class _Bucket(Stage):
     again from the snapshot and sorts the items into the buckets as before.
     """
 
+    replays = True  # (over an upstream that replays exactly: resumable() checks it)
+
     def __init__(self, upstream: Any, boundaries: tuple, n: tuple, by: Any = None, pad: dict | None = None,
                  lengths: str | None = "{key}_lengths", strict: bool = True, state: dict | None = None) -> None:
         self.n, self.strict = n, strict

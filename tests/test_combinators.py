@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 import pytest
+import toolz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,6 +172,26 @@ def test_an_unseeded_shuffle_resumes_from_the_seed_its_run_recorded():
 def test_a_shuffle_with_a_generator_is_refused_by_a_resumable_run_saying_why():
     with pytest.raises(PescadorError, match=r"shuffle\(size=4, random_state=Generator.*int random_state"):
         resumable(pescador.shuffle(4, [{"v": 1}], random_state=np.random.default_rng(0)))
+
+
+REPLAYING = {"shuffle": lambda: pescador.shuffle(8, random_state=0), "bucket": lambda: pescador.bucket([2], 3),
+             "unbatch": pescador.unbatch}
+
+
+@pytest.mark.parametrize("offload", [pescador.zmq_offload, pescador.ray_offload])
+@pytest.mark.parametrize("name", sorted(REPLAYING))
+def test_a_stage_that_resumes_by_replay_is_refused_over_several_workers_saying_why(name, offload):
+    # Several workers' items interleave as their timing says: a replay from an earlier state would draw
+    # other items (the reviewer's runs lost and repeated them), so resumable() refuses it at once.
+    several = toolz.pipe(stream(numbered, 40), offload(workers=2), pescador.map(dict), REPLAYING[name]())
+    with pytest.raises(PescadorError, match=rf"resumable: {name}\(.*its upstream holds {offload.__name__}\(workers=2\)"
+                                            rf".* lose and repeat items.*Put {name} before {offload.__name__}"):
+        resumable(several)
+    # ... but not before the offload (it runs in each worker), over one worker, or a stage that does not replay
+    for fine in (toolz.pipe(stream(numbered, 40), REPLAYING[name](), offload(workers=2)),
+                 toolz.pipe(stream(numbered, 40), offload(workers=1), REPLAYING[name]()),
+                 toolz.pipe(stream(numbered, 40), offload(workers=2), pescador.prefetch(2), pescador.padded_batch(2))):
+        resumable(fine)  # (nothing starts before the first item)
 
 
 def test_a_shuffles_state_holds_no_item_and_a_resume_replays_only_since_the_buffers_oldest_item():
