@@ -40,7 +40,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
-from ._checks import check_count
+from ._checks import check_size
 from .core import _MISSING, ItemTransform, Source, Stream, Transform
 from .stage import Stage, start_plain
 
@@ -236,7 +236,7 @@ def prefetch(n: int, source: Any = _MISSING) -> Transform | Stream:
 
     Parameters
     ----------
-    n : int >= 1
+    n : int, 1 to 2**31 - 1
         How many items wait ready at most (the thread draws one more while
         the queue is full).
     source : optional
@@ -254,5 +254,5 @@ def prefetch(n: int, source: Any = _MISSING) -> Transform | Stream:
     >>> pescador.prefetch(8)
     prefetch(n=8)
     """
-    step = ItemTransform("prefetch", _Prefetch, {"n": check_count(n, "prefetch", "n", minimum=1)})
+    step = ItemTransform("prefetch", _Prefetch, {"n": check_size(n, "prefetch", "n")})
     return step if source is _MISSING else step(source)

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 import pescador
 from pescador import DataError, ParameterError, ParameterTypeError, PescadorError, resumable, stream
+from states import edited
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -377,26 +378,41 @@ def test_bucket_by_a_key_or_a_function_and_batch_sizes_per_bucket():
     (lambda: pescador.map(stream(numbered, 3), twice), ParameterTypeError, r"map: fn must be a function of one "
                                                                           r"item; got stream\(numbered, 3\); the "
                                                                           r"function comes first"),
-    (lambda: pescador.shuffle(0), ParameterError, r"shuffle: size must be an integer >= 1; got 0"),
-    (lambda: pescador.shuffle(2.5), ParameterError, r"shuffle: size must be an integer >= 1; got 2.5"),
+    (lambda: pescador.shuffle(0), ParameterError, r"shuffle: size must be an integer from 1 to 2,147,483,647; got 0"),
+    (lambda: pescador.shuffle(10**30), ParameterError, r"shuffle: size must be an integer from 1 to 2,147,483,647; got 1"),
+    (lambda: pescador.shuffle(2.0), ParameterTypeError, r"shuffle: size must be an integer .*; got 2.0"),
+    (lambda: pescador.shuffle(2.5), ParameterTypeError, r"shuffle: size must be an integer .*; got 2.5"),
     (lambda: pescador.shuffle([3, 1, 2]), ParameterTypeError, r"shuffle: size .* to shuffle a list in place, use "
                                                               "random.shuffle"),
     (lambda: pescador.shuffle(10, random_state="x"), ParameterTypeError, r"shuffle: random_state must be None"),
-    (lambda: pescador.padded_batch(0), ParameterError, r"padded_batch: n must be an integer >= 1; got 0"),
+    (lambda: pescador.padded_batch(0), ParameterError, r"padded_batch: n must be an integer from 1 to .*; got 0"),
+    (lambda: pescador.padded_batch(10**30), ParameterError, r"padded_batch: n must be an integer from 1 to 2,147,4"),
+    (lambda: pescador.padded_batch(4.0), ParameterTypeError, r"padded_batch: n must be an integer .*; got 4.0"),
     (lambda: pescador.padded_batch(4, pad=3), ParameterTypeError, r"padded_batch: pad must be None, a key, a list"),
     (lambda: pescador.padded_batch(4, pad={"x": "zero"}), ParameterTypeError, r"pad\['x'\] must be a number"),
     (lambda: pescador.padded_batch(4, pad={}), ParameterError, r"padded_batch: pad is empty"),
-    (lambda: pescador.padded_batch(4, length=0), ParameterError, r"padded_batch: length must be an integer >= 1"),
+    (lambda: pescador.padded_batch(4, length=0), ParameterError, r"padded_batch: length must be an integer from 1 "),
+    (lambda: pescador.padded_batch(4, length=2**40), ParameterError, r"padded_batch: length must be an integer from 1 "),
     (lambda: pescador.padded_batch(4, lengths="n"), ParameterError, r"padded_batch: lengths='n' names one key, but "
                                                                     r"every array key is padded .*put '\{key\}' in it"),
     (lambda: pescador.padded_batch(4, strict=None), ParameterTypeError, r"padded_batch: strict must be True or False"),
     (lambda: pescador.bucket([], 4), ParameterTypeError, r"bucket: boundaries must be a non-empty list"),
     (lambda: pescador.bucket([5, 5], 4), ParameterError, r"bucket: boundaries must increase; got \[5, 5\]"),
     (lambda: pescador.bucket([5, 9], [4, 2]), ParameterError, r"bucket: n has 2 batch sizes for 3 buckets"),
+    (lambda: pescador.bucket([2.5], 4), ParameterTypeError, r"bucket: each boundary must be an integer .*; got 2.5"),
+    (lambda: pescador.bucket([5], [4, 10**30]), ParameterError, r"bucket: each batch size in n must be an integer "
+                                                                r"from 1 to 2,147,483,647"),
+    (lambda: pescador.bucket([5], 4.0), ParameterTypeError, r"bucket: n must be an integer .*; got 4.0"),
     (lambda: pescador.bucket([5], 4, by=3), ParameterTypeError, r"bucket: by must be None, a key or a function"),
-    (lambda: pescador.prefetch(0), ParameterError, r"prefetch: n must be an integer >= 1; got 0"),
+    (lambda: pescador.prefetch(0), ParameterError, r"prefetch: n must be an integer from 1 to .*; got 0"),
+    (lambda: pescador.prefetch(10**30), ParameterError, r"prefetch: n must be an integer from 1 to 2,147,483,647"),
+    (lambda: pescador.prefetch(np.int64(3)), None, "prefetch(n=3)"),
+    (lambda: pescador.shuffle(np.int64(3)), None, "shuffle(size=3)"),
 ])
 def test_bad_parameters_are_refused_when_the_step_is_built(build, kind, message):
+    if kind is None:  # (a numpy integer is an integer)
+        assert repr(build()) == message
+        return
     with pytest.raises(kind, match=message):
         build()
 
@@ -408,6 +424,42 @@ def test_configured_steps_print_their_parameters():
         "map(fn=twice)", "filter(pred=odd)", "shuffle(size=100, random_state=1)", "unbatch()",
         "padded_batch(n=8, pad={'x': 0}, length=50)", "bucket(boundaries=(10, 20), n=(4, 4, 4))", "prefetch(n=2)"]
     assert "0x" not in repr(pescador.map(lambda item: item))
+
+
+def endless_rows():
+    i = 0
+    while True:
+        yield {"x": np.full((1, 2), i)}
+        i += 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stage, edits, message", [
+    (pescador.shuffle(4, random_state=0), {"drawn": 10**5 + 4, "given": 10**5},
+     r"shuffle\(size=4, random_state=0\): field 'drawn' must be an integer from \d+ to 9;"),
+    (pescador.shuffle(4, random_state=0), {"at": 10**5, ("up", "pos"): 10**5, "drawn": 10**5 + 4, "given": 10**5},
+     r"shuffle\(size=4, random_state=0\): field 'at' must be an integer from 0 to 9;"),
+    (pescador.shuffle(4, random_state=0), {("up", "pos"): 10**5}, r"field 'pos' must be an integer from 0 to \d;"),
+    (pescador.padded_batch(3), {"pos": 10**5, ("up", "pos"): 10**5},
+     r"padded_batch\(n=3\): field 'pos' must be an integer from 0 to 15;"),
+    (pescador.padded_batch(3), {("up", "pos"): 10**5}, r"field 'pos' must be an integer from 0 to 15;"),
+    (pescador.bucket([5], 2), {"at": 10**5, ("up", "pos"): 10**5, "drawn": 10**5 + 1},
+     r"bucket\(boundaries=\[5\]\): field 'at' must be an integer from 0 to 14;"),
+    (pescador.bucket([5], 2), {"drawn": 10**5}, r"bucket\(boundaries=\[5\]\): field 'drawn' must be an integer from \d+ to 14;"),
+])
+def test_a_count_edited_beyond_what_the_run_can_have_drawn_is_refused_not_replayed(stage, edits, message):
+    # Under take(10), cut after 5 items: the stage can have given 5, and drawn what they and what it holds
+    # took; an edited, re-signed state that says more is refused by the field's name (not replayed from an
+    # endless source), and the stage passes its upstream the most it can have drawn.
+    recipe = pescador.take(10, stage(stream(endless_rows)))
+    run = resumable(recipe)
+    for _ in range(5):
+        next(run)
+    state = run.state_dict()
+    for path, value in edits.items():
+        state = edited(state, ("up",) + (path if isinstance(path, tuple) else (path,)), value)
+    with pytest.raises(PescadorError, match=message):
+        next(resumable(recipe, state))
 
 
 # ----------------------------------------------------------------------------
