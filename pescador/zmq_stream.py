@@ -698,6 +698,10 @@ def read():
             message, fds, _, _ = socket.recv_fds(link, 65536, 64)
         except BlockingIOError:
             return True
+        except ConnectionResetError:  # (the consumer died before reading our message; told once)
+            continue
+        except OSError:
+            return False
         if not message:
             return False
         workers.extend(fds)
