@@ -337,7 +337,7 @@ def _bind(socks: list, directory: str | None, min_port: int, max_port: int, max_
                 shutil.rmtree(directory, ignore_errors=True)
                 raise PescadorError(f"zmq_offload: cannot bind {endpoint}: {exc}; try transport='tcp'") from None
         return endpoints
-    return [_bind_tcp(sock, min_port, max_port, max_tries) for sock in socks], None
+    return [_bind_tcp(sock, min_port, max_port, max_tries) for sock in socks]
 
 
 def _bind_tcp(sock: zmq.Socket, min_port: int, max_port: int, max_tries: int) -> str:
@@ -782,9 +782,13 @@ def _start_guardian(ipc: bool) -> tuple:
 
 
 def _guard(guardian: _Guardian | None, pid: int) -> None:
-    """Hand the guardian a pidfd of worker ``pid`` (the consumer's child, not yet reaped)."""
+    """Hand the guardian a pidfd of worker ``pid`` (the consumer's child, not yet reaped; under forkserver
+    the forkserver's, which may have reaped it already: then there is nothing left to guard)."""
     if guardian is not None:
-        fd = os.pidfd_open(pid)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
         try:
             socket.send_fds(guardian.link, [b"+"], [fd])
         finally:
