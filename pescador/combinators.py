@@ -29,7 +29,7 @@ import numpy as np
 from ._checks import _check_random_state, check_count
 from ._choice import _check_rng_state, _restore_block
 from ._random import _rng
-from .core import (_MISSING, ItemTransform, Source, Stream, Transform, _Map, _name, is_item, not_a_dict,
+from .core import (_MISSING, CHUNK, ItemTransform, Source, Stream, Transform, _Map, _name, is_item, not_a_dict,
                    short_repr)
 from .exceptions import DataError, ParameterTypeError, PescadorError
 from .mux import _unseeded
@@ -99,16 +99,13 @@ class _Apply(_Map):
         return _mapped(start_plain(upstream), fn)
 
 
-_CHUNK = range(256)  # (positions counted in chunks of small ints, which Python does not allocate)
-
-
 def _mapped(run: Iterator, fn: Callable) -> Iterator:
     """map's plain run.  A try costs nothing where no exception is raised (from Python 3.11); the item's
     position, for the note, is counted in chunks of 256 (cheaper than enumerate's new int per item)."""
     base = 0
     while True:
         i = -1
-        for i, item in zip(_CHUNK, run):  # (the range first: a full chunk ends without drawing an item)
+        for i, item in zip(CHUNK, run):  # (the range first: a full chunk ends without drawing an item)
             try:
                 out = fn(item)
             except Exception as exc:
@@ -208,7 +205,7 @@ def _kept(run: Iterator, pred: Callable) -> Iterator:
     base = 0
     while True:
         i = -1
-        for i, item in zip(_CHUNK, run):
+        for i, item in zip(CHUNK, run):
             try:
                 drop = not pred(item)
             except Exception as exc:
