@@ -270,17 +270,26 @@ def _stable(value: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _scan(code: types.CodeType) -> tuple[tuple, bool]:
-    """The global names ``code`` (and code nested in it) reads, and whether it builds or iterates a set
-    (a ``set``/``frozenset`` call, a set display or comprehension, a constant set not only tested for
+def _scan(code: types.CodeType) -> tuple[tuple, tuple, bool]:
+    """The global names ``code`` (and code nested in it) reads, the attribute paths it reads through
+    them (``("mymod", ("f",))`` for ``mymod.f``), and whether it builds or iterates a set (a
+    ``set``/``frozenset`` call, a set display or comprehension, a constant set not only tested for
     membership)."""
     names: list = []
+    paths: list = []
     sets = False
     instructions = list(dis.get_instructions(code))
     for i, ins in enumerate(instructions):
         if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
             names.append(ins.argval)
             sets = sets or ins.argval in ("set", "frozenset")
+            attributes = []
+            for after in instructions[i + 1 :]:
+                if after.opname not in ("LOAD_ATTR", "LOAD_METHOD"):
+                    break
+                attributes.append(after.argval)
+            if attributes:
+                paths.append((ins.argval, tuple(attributes)))
         elif ins.opname in ("SET_ADD", "SET_UPDATE"):
             sets = True
         elif ins.opname == "BUILD_SET" or (
@@ -290,10 +299,11 @@ def _scan(code: types.CodeType) -> tuple[tuple, bool]:
             sets = sets or after != "CONTAINS_OP"  # (a set only tested for membership: its order never shows)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            inner, inner_sets = _scan(const)
+            inner, inner_paths, inner_sets = _scan(const)
             names += inner
+            paths += inner_paths
             sets = sets or inner_sets
-    return tuple(dict.fromkeys(names)), sets
+    return tuple(dict.fromkeys(names)), tuple(dict.fromkeys(paths)), sets
 
 
 _DTYPE, _SHAPE, _NBYTES = operator.attrgetter("dtype"), operator.attrgetter("shape"), operator.attrgetter("nbytes")
@@ -774,13 +784,31 @@ class _Walker:
         if fn.__dict__:
             out.append(self.compound(fn.__dict__, where, "dict", self._attribute_items))
         if _user_module(fn.__module__):  # (the user's own code: what it reads from its module, as cloudpickle)
-            names, sets = _scan(fn.__code__)
+            names, paths, sets = _scan(fn.__code__)
             if sets:
                 self.hash_ordered.append(f"{_where(where)}: the code of {name} builds or iterates a set")
             space = fn.__globals__
             for variable in names:
                 if variable in space:
                     out += [variable, self._named(space[variable], (where, f"global {variable!r} of {name}"))]
+            for variable, attributes in paths:
+                out += self._through_modules(space.get(variable), variable, attributes, where, name)
+        return out
+
+    def _through_modules(self, value: Any, path: str, attributes: tuple, where: Any, name: str) -> list:
+        """What code reads through a module of the user's own code (``mymod.f``, ``pkg.sub.SCALE``): each
+        attribute reached, as if the code named it directly (see :meth:`_named`).  A module of library
+        code is not followed, and a module's ``__getattr__`` is not called."""
+        out = []
+        for attribute in attributes:
+            if not (isinstance(value, types.ModuleType) and _user_module(value.__name__)):
+                break
+            path = f"{path}.{attribute}"
+            if attribute not in vars(value):
+                out += [path, "unbound"]
+                break
+            value = vars(value)[attribute]
+            out += [path, self._named(value, (where, f"global {path!r} of {name}"))]
         return out
 
     def _code(self, code: types.CodeType, where: Any) -> list:

@@ -79,6 +79,7 @@ import errno
 import json
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.util
 import numbers
 import os
 import random
@@ -86,6 +87,7 @@ import secrets
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -332,10 +334,9 @@ def _payload(upstream: Any, method: str) -> tuple:
     return True, _pickling.dumps(upstream, sending, "or use start_method='fork', where the platform has it")
 
 
-def _bind(socks: list, transport: str, min_port: int, max_port: int, max_tries: int) -> tuple:
-    """Bind each socket (one per worker) privately; return their endpoints and the directory to remove (if any)."""
-    if transport == "ipc":
-        directory = tempfile.mkdtemp(prefix="pescador-")  # mode 0700: only this user may connect
+def _bind(socks: list, directory: str | None, min_port: int, max_port: int, max_tries: int) -> list:
+    """Bind each socket (one per worker) privately: in ``directory`` (ipc), else on loopback; return the endpoints."""
+    if directory is not None:
         endpoints = ["ipc://" + os.path.join(directory, f"s{wid}") for wid in range(len(socks))]
         for sock, endpoint in zip(socks, endpoints):
             try:
@@ -343,8 +344,8 @@ def _bind(socks: list, transport: str, min_port: int, max_port: int, max_tries: 
             except zmq.ZMQError as exc:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise PescadorError(f"zmq_offload: cannot bind {endpoint}: {exc}; try transport='tcp'") from None
-        return endpoints, directory
-    return [_bind_tcp(sock, min_port, max_port, max_tries) for sock in socks], None
+        return endpoints
+    return [_bind_tcp(sock, min_port, max_port, max_tries) for sock in socks]
 
 
 def _bind_tcp(sock: zmq.Socket, min_port: int, max_port: int, max_tries: int) -> str:
@@ -461,12 +462,14 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, config.hwm)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        guardian, directory = _start_guardian(config.transport == "ipc")  # first: it removes what the run leaves
         gate, password = _gate(context, socks) if config.transport == "tcp" else (None, b"")
-        endpoints, directory = _bind(socks, config.transport, config.min_port, config.max_port, config.max_tries)
+        endpoints = _bind(socks, directory, config.min_port, config.max_port, config.max_tries)
         relay = _report.Relay(upstream, context, endpoints[0], config,  # the workers' observers report to it
                               _guard if gate is not None else None, password)
         shared = _Job(config, pickled, payload, endpoints[0], os.getpid(), tracked=starts is not None,
                       report=relay.address, password=password)
+        _guard_forkserver_directory(guardian, mp.get_start_method())
         for wid in range(config.workers):
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities.append(identity)
@@ -476,7 +479,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
             process.start()
             procs.append(process)
             live.add(wid)
-        guardian = _start_guardian(procs, directory)
+            _watch_worker(guardian, process.pid)
         relay.listen()
         inboxes = [_Inbox(wid, socks[wid], identities[wid], procs[wid]) for wid in range(config.workers)]
         yield from _receive(inboxes, live, config.copy, None if starts is None else delivered)
@@ -715,16 +718,41 @@ def _send(sock: zmq.Socket, identity: bytes, message: bytes) -> bool:
 _GUARD_GRACE = 1.5  # seconds after the consumer's death before the guardian kills the workers left
 
 # The guardian of a run: a tiny Python process (no site, no pescador, no numpy) that the consumer starts
-# with subprocess (safe beside threads under every start method), in a session of its own, and hands
-# pidfds of itself and of its workers.  When the consumer dies, it gives the workers _GUARD_GRACE seconds
-# (their watcher threads end them sooner), kills those left, and removes the run's ipc directory.  The
-# consumer kills it at the end of every run, after its own cleanup, and reaps it.
+# with subprocess (safe beside threads under every start method), in a session of its own, first thing in
+# the run.  It makes the run's ipc directory itself, so no moment exists where the directory is there and
+# nobody would remove it, and it is handed, over a Unix socket, a pidfd of each worker as it starts (and
+# the temporary directory of a forkserver that the run starts).  When the consumer dies, it gives the
+# workers _GUARD_GRACE seconds (their watcher threads end them sooner), kills those left, and removes the
+# directories.  The consumer kills it at the end of every run, after its own cleanup, and reaps it.
 _GUARD = """
-import os, select, shutil, signal, sys, time
+import os, select, shutil, signal, socket, sys, tempfile, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
-consumer, grace, directory = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
-workers = [int(fd) for fd in sys.argv[4:]]
-select.select([consumer], [], [])
+consumer, grace, link = int(sys.argv[1]), float(sys.argv[2]), socket.socket(fileno=int(sys.argv[3]))
+paths = [tempfile.mkdtemp(prefix="pescador-", dir=sys.argv[4])] if sys.argv[4] else []
+try:
+    link.send(("+" + "".join(paths)).encode())
+except OSError:  # the consumer is dead already
+    pass
+link.setblocking(False)
+workers = []
+def read():
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(link, 65536, 64)
+        except BlockingIOError:
+            return True
+        except ConnectionResetError:  # (the consumer died before reading our message; told once)
+            continue
+        except OSError:
+            return False
+        if not message:
+            return False
+        workers.extend(fds)
+        paths.extend(filter(None, message[1:].decode().split("\\0")))
+listening = True
+while consumer not in select.select([consumer] + [link] * listening, [], [])[0]:
+    listening = read()
+read()
 deadline = time.monotonic() + grace
 while workers and time.monotonic() < deadline:
     ready = select.select(workers, [], [], max(0.0, deadline - time.monotonic()))[0]
@@ -734,13 +762,30 @@ for fd in workers:
         signal.pidfd_send_signal(fd, signal.SIGKILL)
     except OSError:
         pass
-if directory:
-    shutil.rmtree(directory, ignore_errors=True)
+for path in paths:
+    shutil.rmtree(path, ignore_errors=True)
 """
 
 
-def _start_guardian(procs: list, directory: str | None) -> subprocess.Popen | None:
-    """Start the run's guardian (see ``_GUARD``); None where the system has no pidfds.
+class _Guardian:
+    """The consumer's handle on its run's guardian (see ``_GUARD``): the process and the socket to it."""
+
+    def __init__(self, process: subprocess.Popen, link: socket.socket) -> None:
+        self.process, self.link = process, link
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.link.close()
+
+
+def _start_guardian(ipc: bool) -> tuple:
+    """Start the run's guardian (see ``_GUARD``) and make the run's ipc directory (mode 0700), if ``ipc``.
+
+    Returns the guardian (None where the system has no pidfds) and the
+    directory (None over tcp).  The guardian makes the directory itself, so
+    that whenever the directory exists, someone outside the consumer's
+    process group will remove it.
 
     Why a process: a worker's watcher thread needs the GIL, which a main
     thread stuck in C code may never let go, and the consumer's ipc
@@ -751,24 +796,68 @@ def _start_guardian(procs: list, directory: str | None) -> subprocess.Popen | No
     Why the consumer opens the pidfds: its workers are its children, not yet
     reaped, so their pids cannot have been reused.
     """
-    fds: list = []
     try:
-        fds.append(os.pidfd_open(os.getpid()))
-        fds += [os.pidfd_open(p.pid) for p in procs]
-        args = [sys.executable, "-I", "-S", "-c", _GUARD, str(fds[0]), str(_GUARD_GRACE), directory or ""]
-        return subprocess.Popen(args + [str(fd) for fd in fds[1:]], pass_fds=fds, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    except (AttributeError, OSError):
-        return None
+        consumer = os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):  # no pidfds here: the consumer makes the directory, its workers watch it
+        return None, tempfile.mkdtemp(prefix="pescador-") if ipc else None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        args = [sys.executable, "-I", "-S", "-c", _GUARD, str(consumer), str(_GUARD_GRACE), str(theirs.fileno()),
+                tempfile.gettempdir() if ipc else ""]
+        process = subprocess.Popen(args, pass_fds=[consumer, theirs.fileno()], stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
+    except BaseException:
+        ours.close()
+        raise
     finally:
-        for fd in fds:
+        os.close(consumer)
+        theirs.close()
+    guardian = _Guardian(process, ours)
+    try:
+        made = ours.recv(65536)  # ("+" and the directory; nothing if the guardian could not start)
+        if not made:
+            raise PescadorError(f"zmq_offload: the run's guardian ({sys.executable}) exited at its start "
+                                f"with code {process.wait()}; its error is above")
+    except BaseException:
+        guardian.stop()
+        raise
+    return guardian, made[1:].decode() or None
+
+
+def _watch_worker(guardian: _Guardian | None, pid: int) -> None:
+    """Hand the guardian a pidfd of worker ``pid`` (the consumer's child, not yet reaped; under forkserver
+    the forkserver's, which may have reaped it already: then there is nothing left to guard)."""
+    if guardian is not None:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        try:
+            socket.send_fds(guardian.link, [b"+"], [fd])
+        finally:
             os.close(fd)
 
 
-def _stop_guardian(guardian: subprocess.Popen | None) -> None:
+_FORKSERVER_DIRECTORY: dict = {}  # pid -> the temporary directory a forkserver started by a run of it made
+
+
+def _guard_forkserver_directory(guardian: _Guardian | None, method: str) -> None:
+    """Under forkserver, have the guardian also remove multiprocessing's ``pymp-*`` directory, which holds
+    the forkserver's socket, where a run of this process made it: a consumer that is killed never
+    removes it.  (A directory that was there before, made by the user's own multiprocessing or
+    inherited from a parent, is not pescador's to remove.)"""
+    if guardian is None or method != "forkserver":
+        return
+    made = _FORKSERVER_DIRECTORY.get(os.getpid())
+    if made is None and multiprocessing.process.current_process()._config.get("tempdir") is None:
+        made = _FORKSERVER_DIRECTORY[os.getpid()] = multiprocessing.util.get_temp_dir()
+    if made is not None:
+        guardian.link.send(b"+\0" + made.encode())
+
+
+def _stop_guardian(guardian: _Guardian | None) -> None:
     if guardian is not None:
-        guardian.kill()
-        guardian.wait()
+        guardian.stop()
 
 
 def _wait_all(procs: list, seconds: float | None) -> None:

@@ -759,6 +759,65 @@ def test_killing_the_consumers_whole_process_group_leaves_no_process_or_director
             os.kill(pid, signal.SIGKILL)
 
 
+STARTING_CONSUMER = """
+    import pescador, test_faults
+    print("asking", flush=True)
+    for item in pescador.zmq_offload(workers=2, start_method={method!r})(pescador.stream(test_faults.endless)):
+        pass
+"""
+
+
+@pytest.mark.parametrize("whom", ["group", "consumer"])
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+@pytest.mark.timeout(90)
+def test_a_consumer_killed_while_its_run_starts_leaves_no_process_or_directory(method, whom, tmp_path):
+    """A consumer killed (alone, or with its whole process group) 0, 0.05, 0.1 and 0.2 s after it asks
+    for a run, while the run makes its directory and starts its workers (and, under forkserver,
+    multiprocessing's forkserver with its own ``pymp-*`` directory): nothing of the run is left."""
+    header = "import sys\nsys.path.insert(0, {!r})\n".format(os.path.dirname(__file__))
+    script = header + textwrap.dedent(STARTING_CONSUMER).format(method=method)
+    moments = {moment: tmp_path / f"at-{moment}" for moment in (0, 0.05, 0.1, 0.2)}
+    consumers = {}
+
+    def kill_at(moment, consumer):
+        if consumer.stdout.readline() == "asking\n":
+            time.sleep(moment)
+        if whom == "group":
+            os.killpg(consumer.pid, signal.SIGKILL)
+        else:
+            consumer.kill()
+        consumer.wait()
+
+    try:
+        for moment, tmp in moments.items():  # (one consumer per moment, side by side, each in its TMPDIR)
+            tmp.mkdir()
+            consumers[moment] = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
+                                                 stdout=subprocess.PIPE, text=True, env=dict(os.environ, TMPDIR=str(tmp)))
+        killers = [threading.Thread(target=kill_at, args=item) for item in consumers.items()]
+        for killer in killers:
+            killer.start()
+        for killer in killers:
+            killer.join()
+
+        def left():
+            return {moment: (os.listdir(tmp), _session(consumers[moment].pid), _processes_mentioning(str(tmp)))
+                    for moment, tmp in moments.items()}
+
+        killed = time.monotonic()
+        while time.monotonic() < killed + 10 and any(any(what) for what in left().values()):
+            time.sleep(0.05)
+        assert left() == {moment: ([], [], []) for moment in moments}
+    finally:
+        for consumer in consumers.values():
+            consumer.kill()
+            consumer.wait()
+            consumer.stdout.close()
+            _kill_session(consumer.pid)
+        for tmp in moments.values():
+            for pid in _processes_mentioning(str(tmp)):  # (a guardian, in a session of its own)
+                os.kill(pid, signal.SIGKILL)
+
+
 def cleans_up(marker, how):
     """A source that starts a helper process and stops it in its ``finally``, then marks that it did."""
     helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"], stdout=subprocess.DEVNULL)

@@ -14,6 +14,7 @@ import pescador
 from pescador import core
 from pescador._fingerprint import MAX_DEPTH, examine, fingerprint
 from pescador.exceptions import PescadorError
+import user_module  # (a module of the user's own code, beside the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -401,6 +402,11 @@ def scaled(n):
         yield {"i": np.array([helper(i)])}
 
 
+def through_a_module(n):
+    for i in range(n):  # (user_module, the user's own module beside the script, imported whole)
+        yield {"i": np.array([user_module.f(i)])}
+
+
 def remembers(n):
     SEEN.append(n)
     yield {"n": np.array([n])}
@@ -434,6 +440,20 @@ def test_the_module_level_constants_and_helpers_a_source_reads_are_part_of_it(mo
     assert fingerprint(pescador.stream(scaled, 3)) == before
     monkeypatch.setattr(module, "helper", other_helper)
     assert fingerprint(pescador.stream(scaled, 3)) != before
+
+
+def test_what_a_source_reads_through_a_module_of_the_users_own_code_is_part_of_it(monkeypatch):
+    """``import mymod; mymod.f(i)`` is followed as ``from mymod import f`` is: f's code, and the constants
+    f reads in its own module."""
+    before = fingerprint(pescador.stream(through_a_module, 3))
+    monkeypatch.setattr(user_module, "OFFSET", 1)  # (a constant that f reads, in its own module)
+    assert fingerprint(pescador.stream(through_a_module, 3)) != before
+    monkeypatch.setattr(user_module, "OFFSET", 0)
+    assert fingerprint(pescador.stream(through_a_module, 3)) == before
+    monkeypatch.setattr(user_module, "f", lambda i: i)  # (f's code)
+    assert fingerprint(pescador.stream(through_a_module, 3)) != before
+    monkeypatch.delattr(user_module, "f")
+    assert fingerprint(pescador.stream(through_a_module, 3)) != before
 
 
 def test_a_module_level_object_that_changes_as_runs_go_is_seen_by_its_type_only():
