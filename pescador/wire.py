@@ -579,6 +579,8 @@ class Outbox:
     copy : bool
         As in :func:`encode_item` (for items that travel alone).
 
+    Notes
+    -----
     Not thread-safe: one thread puts; ``send`` and ``writable`` are called
     with the outbox's lock held, from that thread or the outbox's own.
     """
@@ -1007,13 +1009,13 @@ def error_from(report: ErrorReport, where: str, trusted: bool, when: str = "") -
         The error, as :func:`decode` returned it.
     where : str
         Who raised it, for the messages (``"zmq_offload: worker 0"``).
-    when : str
-        When, for the messages (``" after sending 7 items"``).
     trusted : bool
         True only for a message from one of the consumer's own worker
         processes (same user, same machine): its pickled exception is
         unpickled.  Otherwise nothing is unpickled, and only built-in
         exception types are rebuilt, from their plain arguments.
+    when : str
+        When, for the messages (``" after sending 7 items"``).
     """
     kind = report.type_name
     shown = (report.qualname if report.module == "builtins" else kind) or "an exception"
