@@ -4,8 +4,12 @@
 builds the docs first unless given ``--no-build``.  Each page is loaded at a
 desktop width (1280 px) and at a phone width (390 px), and fails when
 
-- a code block (``pre``) is wider than its box and neither it nor the box
-  around it scrolls horizontally (its end would be cut off),
+- a code block (``pre``) is wider than its box, whether it scrolls
+  sideways or is clipped: either way the end of its longest line is hidden
+  (at 1280 px the text column is wide enough for the docs' lines; at 390 px
+  docs/_static/pescador.css wraps long lines instead),
+- inline code (a ``code`` element outside a block) runs past the right
+  edge of the text block it sits in (a long unbroken name),
 - an image is missing or broken (``naturalWidth`` 0), or a raster figure
   has fewer than two pixels per CSS pixel (blurry on a high-density screen),
 - the page as a whole scrolls sideways, or something sticks out past the
@@ -49,7 +53,9 @@ BUILD = os.path.join(DOCS, "_build")
 HTML = os.path.join(BUILD, "html")
 SCREENS = os.path.join(BUILD, "screens")
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
-SCREENSHOT_PAGES = ["index.html", "multiplexing.html", "api.html", "parallel.html"]
+SCREENSHOT_PAGES = [
+    "index.html", "usage.html", "multiplexing.html", "parallel.html", "frameworks.html", "tuning.html", "api.html",
+]
 SEARCH_TERM = "zmq_offload"
 SKIP_DIRS = {"_static", "_sources", "_images", "_downloads"}
 
@@ -71,25 +77,45 @@ function describe(el) {
 function checkPage(win) {
   const doc = win.document, problems = [], info = {pre: 0, pre_scrolling: 0, img: 0};
   const W = win.innerWidth;
-  // 1. code blocks: clipped without a scroll bar, here or by a box around them.
+  // 1. code blocks: every line shown whole.  A block wider than its box is
+  // a problem whether it scrolls or not: a scroll bar hides the end of the
+  // longest line (where an error message says what to do).  At desktop width
+  // the column is wide enough; at phone width pescador.css wraps the lines.
   for (const pre of doc.querySelectorAll('pre')) {
     if (!visible(win, pre)) continue;
     info.pre++;
     const ox = win.getComputedStyle(pre).overflowX;
     if (pre.scrollWidth > pre.clientWidth + 1) {
-      if (scrolls(ox)) info.pre_scrolling++;
-      else problems.push('code block clipped (' + pre.scrollWidth + ' px of content in ' +
-                         pre.clientWidth + ' px, overflow-x ' + ox + '): ' + describe(pre));
+      if (scrolls(ox)) {
+        info.pre_scrolling++;
+        problems.push('code block scrolls sideways, its longest line hidden (' + pre.scrollWidth +
+                      ' px of content in ' + pre.clientWidth + ' px): ' + describe(pre));
+      } else problems.push('code block clipped (' + pre.scrollWidth + ' px of content in ' +
+                           pre.clientWidth + ' px, overflow-x ' + ox + '): ' + describe(pre));
     }
     const r = pre.getBoundingClientRect();
     for (let a = pre.parentElement; a && a !== doc.body; a = a.parentElement) {
       const aox = win.getComputedStyle(a).overflowX;
       if (aox === 'visible') continue;
       const ar = a.getBoundingClientRect();
-      if (!scrolls(aox) && (r.right > ar.right + 1 || r.left < ar.left - 1))
+      if (r.right > ar.right + 1 || r.left < ar.left - 1)
         problems.push('code block cut off by ' + describe(a).slice(0, 60) + ': ' + describe(pre));
       break;
     }
+  }
+  // 1b. inline code: each of its line boxes ends inside the text column
+  // (the block it sits in, within the page's article).
+  const column = doc.querySelector('.bd-article') || doc.body;
+  const columnRight = column.getBoundingClientRect().right;
+  for (const code of column.querySelectorAll('code, tt, kbd')) {
+    if (code.closest('pre') || !visible(win, code)) continue;
+    let block = code.parentElement;
+    while (block !== column && win.getComputedStyle(block).display.startsWith('inline')) block = block.parentElement;
+    const limit = Math.min(block.getBoundingClientRect().right, columnRight);
+    const right = Math.max(...[...code.getClientRects()].map(b => b.right));
+    if (right > limit + 1)
+      problems.push('inline code runs past the text column (to ' + Math.round(right) + ' px, the column ends at ' +
+                    Math.round(limit) + ' px, ' + describe(block).slice(0, 40) + '): ' + describe(code));
   }
   // 2. images: present, decoded, sharp on a 2x screen.
   for (const img of doc.images) {
@@ -355,12 +381,16 @@ BROKEN_PAGE = """<!doctype html><html><head><meta name="viewport" content="width
 <pre id="clipped" style="width: 200px; overflow: hidden">CLIPPED {line}</pre>
 <div class="box"><pre id="cut" style="width: 900px">CUT {line}</pre></div>
 <pre id="scrolls" style="width: 200px; overflow-x: auto">SCROLLS {line}</pre>
+<pre id="fits" style="width: 200px; overflow-x: auto">FITS short</pre>
+<pre id="wraps" style="width: 200px; overflow-x: auto; white-space: pre-wrap; overflow-wrap: anywhere">WRAPS {line}</pre>
+<p style="width: 300px">Some prose with <code>INLINE{line}</code> in it.</p>
+<p style="width: 300px">Some prose with <code>SHORT</code> in it.</p>
 <img src="no-such-image.png" alt="missing">
 <div style="width: 1600px">wide</div>
 </body></html>"""
 
 
-def test_the_check_finds_clipped_code_broken_images_and_sideways_scrolling(tmp_path):
+def test_the_check_finds_hidden_code_broken_images_and_sideways_scrolling(tmp_path):
     """The checks fail on a page that has each fault (so a pass means something)."""
     _needs_chromium()
     (tmp_path / "broken.html").write_text(BROKEN_PAGE.replace("{line}", "x" * 300))
@@ -373,9 +403,12 @@ def test_the_check_finds_clipped_code_broken_images_and_sideways_scrolling(tmp_p
         found = "\n".join(results[label]["broken.html"]["problems"])
         assert "code block clipped" in found and '"CLIPPED' in found
         assert "code block cut off by div.box" in found and '"CUT' in found
-        assert "SCROLLS" not in found  # a code block that scrolls is fine
+        assert "code block scrolls sideways, its longest line hidden" in found and '"SCROLLS' in found
+        assert "inline code runs past the text column" in found and '"INLINE' in found
+        for fine in ("FITS", "WRAPS", "SHORT"):  # a block that fits or wraps, inline code that fits
+            assert fine not in found
         assert "image missing or broken: no-such-image.png" in found
-        assert f"the page scrolls horizontally: 1600 px wide in a {width} px window" in found
+        assert "the page scrolls horizontally: " in found and f" px wide in a {width} px window" in found
         assert results[label]["broken.html"]["width"] == width
 
 

@@ -21,7 +21,7 @@ autodoc_member_order = "bysource"
 # The numpydoc sections carry the types; "description" would add a second
 # Parameters list of the annotations under numpydoc's own.
 autodoc_typehints = "none"
-autodoc_mock_imports = ["torch"]  # pescador.torch is documented without installing PyTorch
+autodoc_mock_imports = ["torch", "keras"]  # pescador.torch and pescador.keras are documented without PyTorch or Keras
 exclude_patterns = ["_build"]
 
 # numpydoc renders the Parameters / Returns / Examples sections of the

@@ -718,6 +718,8 @@ class Outbox:
     copy : bool
         As in :func:`encode_item` (for items that travel alone).
 
+    Notes
+    -----
     Not thread-safe: one thread puts; ``send`` and ``writable`` are called
     with the outbox's lock held, from that thread or the outbox's own.
     """
@@ -1355,6 +1357,8 @@ def error_from(report: ErrorReport, where: str, when: str = "") -> Exception:
     when : str
         When, for the messages (``" after sending 7 items"``).
 
+    Notes
+    -----
     The report comes from one of the consumer's own workers (a
     :func:`pescador.zmq_offload` process or a :func:`pescador.ray_offload`
     actor: the consumer lets no other peer in), so its pickled exception is
