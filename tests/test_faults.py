@@ -376,12 +376,20 @@ def test_a_chattering_stranger_does_not_hide_a_dead_worker(tmp_path, monkeypatch
 
 
 def _listening_ports():
+    """The loopback TCP ports this process listens on (other processes, tests in parallel included, aside)."""
+    mine = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            mine.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # (the descriptor listdir itself used, closed since)
+            pass
     ports = []
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
-            local, state = line.split()[1], line.split()[3]
-            if state == "0A" and local.startswith("0100007F:"):
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and local.startswith("0100007F:") and f"socket:[{inode}]" in mine:
                 ports.append(int(local.split(":")[1], 16))
     return ports
 
