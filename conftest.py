@@ -1,19 +1,14 @@
 """Collection rules for the whole repository (pytest runs pescador/, tests/, docs/ and README.md)."""
 
-import atexit
 import importlib.util
 import os
-import shutil
-import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # (Keras defaults to TensorFlow, which is not a test extra)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # (make test: pytest -n 2)
-    # Each worker its own temporary directory (the ipc directories of zmq_offload, the kernels' files, what
-    # the processes a test starts make): tests that look at what runs left behind see only their own worker's.
-    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix=f"tests-{os.environ['PYTEST_XDIST_WORKER']}-")
-    tempfile.tempdir = None  # (gettempdir() reads TMPDIR again)
-    atexit.register(shutil.rmtree, os.environ["TMPDIR"], True)
+    # One thread per worker for PyTorch's (OpenMP's) kernels: two workers, each with a thread per core,
+    # on a 2-core machine would wait on each other's spinning threads (the frameworks page's training).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 collect_ignore = ["docs/conf.py", "docs/plots.py", "docs/_build", "docs/conftest.py", "tests/conftest.py",
                   "docs/check_rendering.py",
