@@ -212,6 +212,11 @@ class Resumable(Generic[_T]):
         """
         if self.over is not None:
             stages: Any = {}  # (an ended run: nothing to resume)
+            warnings.warn(
+                f"resumable: this run is over (a {self.over} escaped next()), so a run resumed from this state "
+                "yields nothing. To go on later (after a Ctrl-C, say), save the state you took after the last "
+                "item you used, before the exception", ResumeWarning, stacklevel=2,
+            )
         else:
             try:
                 stages = self.node.state()

@@ -16,6 +16,7 @@ import copy
 import json
 import pickle
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -383,8 +384,10 @@ def test_a_run_is_over_once_an_exception_escaped_it(name):
     assert plain[-1][0] == "error" and len(plain) > 1
     run = resumable(recipe)
     assert caught(run) == plain
+    with pytest.warns(pescador.ResumeWarning, match=r"this run is over \(a ValueError escaped next\(\)\)"):
+        ended = json.loads(json.dumps(run.state_dict()))  # (said when the state is taken, and when it is used)
     with pytest.warns(pescador.ResumeWarning, match="taken after a ValueError escaped the run"):
-        after = resumable(recipe, json.loads(json.dumps(run.state_dict())))
+        after = resumable(recipe, ended)
     assert caught(after) == []
     for cut in (0, len(plain) - 2):
         run = resumable(recipe)
@@ -453,3 +456,31 @@ def test_a_users_stage_in_a_worker_resumes_through_zmq_offload():
     state = json.loads(json.dumps(run.state_dict()))
     del run
     assert head + items(resumable(recipe, state)) == plain
+
+
+
+def interrupted(n, at):
+    for i in range(n):
+        if i == at:
+            raise KeyboardInterrupt  # (where a Ctrl-C lands while the run waits for an item)
+        yield {"tag": np.array([1]), "i": np.array([i])}
+
+
+def test_a_state_taken_after_a_ctrl_c_inside_next_says_it_resumes_to_nothing():
+    """The usual checkpoint-on-Ctrl-C loop: when the interrupt lands inside next(run), the run is over (as a
+    generator's is), and the state saved in the except clause would resume to nothing: said when it is taken,
+    not only when it is used; the state taken after the last item still resumes to the rest."""
+    recipe = pescador.mux(2, 2.0, random_state=0)([stream(interrupted, 10, 5), listed(2, 30)])
+    run, keys, last = resumable(recipe), [], None
+    with pytest.raises(KeyboardInterrupt):
+        for item in run:
+            keys.append(key(item))
+            last = run.state_dict()
+    with pytest.warns(pescador.ResumeWarning, match=r"a KeyboardInterrupt escaped next\(\).*yields nothing"):
+        run.state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rest = resumable(recipe, json.loads(json.dumps(last)))
+    assert len(keys) > 1
+    with pytest.raises(KeyboardInterrupt):  # (a live run again: it goes on to where the interrupt came, not over)
+        next(rest)
