@@ -18,7 +18,7 @@ $(VENV)/.demo-installed: pyproject.toml Makefile | $(PY)
 # whole of `make test` stays well under five minutes.  The extras state the
 # supported ranges; constraints.txt pins the exact releases the tests use.
 $(VENV)/.test-installed: pyproject.toml constraints.txt Makefile | $(PY)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,torch,keras,ray]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,torch,torchdata,keras,ray]'
 	touch $@
 
 demo: $(VENV)/.demo-installed

@@ -83,6 +83,21 @@ def check_count(value: Any, where: str, name: str, *, minimum: int = 0, allow_no
     return int(value)
 
 
+MOST_HELD = 2**31 - 1  # the most items (or rows) a stage may be asked to hold at once
+
+
+def check_size(value: Any, where: str, name: str, *, minimum: int = 1, maximum: int = MOST_HELD) -> int:
+    """Return ``value``, an integer (a Python or numpy int, not a bool or a float) from ``minimum`` to
+    ``maximum``, as an int; else raise a ParameterTypeError (not an integer) or a ParameterError (out of
+    range) saying what was expected.  For the parameters of stages that have no 1.0 form to stay
+    compatible with (a float such as ``2.0`` is refused, not read as 2)."""
+    integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not integer or not minimum <= value <= maximum:
+        raise (ParameterError if integer else ParameterTypeError)(
+            f"{where}: {name} must be an integer from {minimum} to {maximum:,}; got {value!r}")
+    return int(value)
+
+
 _OBJECTS = (np.random.Generator, np.random.RandomState)
 
 

@@ -26,15 +26,15 @@ from typing import Any, TypeVar, overload
 
 import numpy as np
 
-from ._checks import _check_random_state, check_count
+from ._checks import _check_random_state, check_size
 from ._choice import _check_rng_state, _restore_block
 from ._random import _rng
-from .core import (_MISSING, ItemTransform, Source, Stream, Transform, _Map, _name, is_item, not_a_dict,
+from .core import (_MISSING, CHUNK, ItemTransform, Source, Stream, Transform, _Map, _name, is_item, not_a_dict,
                    short_repr)
 from .exceptions import DataError, ParameterTypeError, PescadorError
 from .mux import _unseeded
-from .stage import (NO_EPOCHS, Block, Stage, check_fields, check_int, rng_state, run_seeds, set_rng_state,
-                    start_from, start_plain)
+from .stage import (NO_EPOCHS, Block, Stage, check_fields, check_int, most_given, rng_state, run_seeds,
+                    set_rng_state, start_from, start_plain)
 from .workers import worker_info
 
 __all__ = ["map", "filter", "shuffle", "unbatch"]
@@ -99,16 +99,13 @@ class _Apply(_Map):
         return _mapped(start_plain(upstream), fn)
 
 
-_CHUNK = range(256)  # (positions counted in chunks of small ints, which Python does not allocate)
-
-
 def _mapped(run: Iterator, fn: Callable) -> Iterator:
     """map's plain run.  A try costs nothing where no exception is raised (from Python 3.11); the item's
     position, for the note, is counted in chunks of 256 (cheaper than enumerate's new int per item)."""
     base = 0
     while True:
         i = -1
-        for i, item in zip(_CHUNK, run):  # (the range first: a full chunk ends without drawing an item)
+        for i, item in zip(CHUNK, run):  # (the range first: a full chunk ends without drawing an item)
             try:
                 out = fn(item)
             except Exception as exc:
@@ -208,7 +205,7 @@ def _kept(run: Iterator, pred: Callable) -> Iterator:
     base = 0
     while True:
         i = -1
-        for i, item in zip(_CHUNK, run):
+        for i, item in zip(CHUNK, run):
             try:
                 drop = not pred(item)
             except Exception as exc:
@@ -346,6 +343,8 @@ class _Shuffle(Stage):
     are ``size`` draws apart).
     """
 
+    replays = True  # (over an upstream that replays exactly: resumable() checks it)
+
     def __init__(self, upstream: Any, size: int, random_state: Any = None, state: dict | None = None) -> None:
         self.size = size
         self.where = where = f"shuffle(size={size}, random_state={random_state!r})"
@@ -357,12 +356,12 @@ class _Shuffle(Stage):
         self.index: list = []  # the upstream position of each item in the buffer
         self.drawn = self.given = 0
         self.ended = False
-        self.up = self.start_upstream(upstream, None if state is None else _at_snapshot(state, where, _SHUFFLE_FIELDS))
         self.snaps = _Snapshots(max(size, 16))
         if state is None:
+            self.up = self.start_upstream(upstream, None)
             self._snap()
         else:
-            self._restore(state)
+            self._restore(upstream, state)
 
     def _snap(self) -> None:
         block = self.block
@@ -407,15 +406,17 @@ class _Shuffle(Stage):
     def state(self) -> dict:
         return {**self.snaps.state(min(self.index, default=self.drawn)), "drawn": self.drawn, "given": self.given}
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, upstream: Any, state: dict) -> None:
         """Replay from the snapshot to where the state says the run was (see the class)."""
-        where, size = self.where, self.size
-        at = state["at"]
-        drawn = check_int(state, "drawn", where, at)
-        given = check_int(state, "given", where, max(0, at - size), drawn)
+        where, size, most = self.where, self.size, most_given()
+        high = None if most is None else most + size  # (the items given, and those in the buffer)
+        at = check_int(check_fields(state, _SHUFFLE_FIELDS, where), "at", where, 0, high)
+        drawn = check_int(state, "drawn", where, at, high)
+        given = check_int(state, "given", where, max(0, at - size), drawn if most is None else min(drawn, most))
         if drawn - given > size:
             raise PescadorError(f"resumable: the state of {where}: it says {drawn} items were drawn and {given} "
                                 f"given, which leaves more than the buffer's {size} in it")
+        self.up = start_from(upstream, state, "up", where, at)  # (the snapshot's: taken when `at` had been drawn)
         _restore_rng(self.block, state, where)
         self.snaps.restored(at, {k: state[k] for k in ("up", "rng", "block")})
         self.drawn, self.given = at, max(0, at - size)
@@ -443,13 +444,6 @@ class _Shuffle(Stage):
     @classmethod
     def epoch_length(cls, upstream: Any, params: dict, epoch: Callable) -> Any:
         return epoch(upstream)
-
-
-def _at_snapshot(state: Any, where: str, names: tuple) -> dict:
-    """The state of a stage that resumes from a snapshot (shuffle, bucket), with its fields ``names`` there
-    and ``at`` checked: its upstream starts from its ``up`` field, the snapshot's."""
-    check_int(check_fields(state, names, where), "at", where, 0)
-    return state
 
 
 def _shuffled(run: Iterator, size: int, rng: Any) -> Iterator:
@@ -493,7 +487,7 @@ def shuffle(size: int, source: Any = _MISSING, *, random_state: Any = None) -> T
 
     Parameters
     ----------
-    size : int >= 1
+    size : int, 1 to 2**31 - 1
         How many items the buffer holds.
     source : optional
         Anything :func:`pescador.stream` accepts.
@@ -528,9 +522,9 @@ def shuffle(size: int, source: Any = _MISSING, *, random_state: Any = None) -> T
     shuffle(size=1000, random_state=0)
     """
     if isinstance(size, list) and source is _MISSING:  # (random.shuffle(x) after `from pescador import *`)
-        raise ParameterTypeError("shuffle: size must be an integer >= 1; got a list. pescador.shuffle(size) makes a "
+        raise ParameterTypeError("shuffle: size must be an integer from 1 to 2,147,483,647; got a list. pescador.shuffle(size) makes a "
                                  "shuffle buffer for a stream; to shuffle a list in place, use random.shuffle")
-    params = {"size": check_count(size, "shuffle", "size", minimum=1),
+    params = {"size": check_size(size, "shuffle", "size"),
               "random_state": _check_random_state(random_state, "shuffle")}
     step = ItemTransform("shuffle", _Shuffle, params)
     return step if source is _MISSING else step(source)
@@ -585,6 +579,8 @@ class _Unbatch(Stage):
     (``row``); a resume draws that batch again and skips them (so no row is in the state).  ``pos``
     counts the batches drawn (for the messages).
     """
+
+    replays = True  # (over an upstream that replays exactly: resumable() checks it)
 
     def __init__(self, upstream: Any, state: dict | None = None) -> None:
         self.position, self.row, self.rows = 0, 0, 0

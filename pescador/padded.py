@@ -25,12 +25,13 @@ from typing import Any, overload
 
 import numpy as np
 
-from ._checks import check_count
+from ._checks import check_size
 from .buffered import _descr, _read_dims, _read_dtype
-from .combinators import _GONE, _Snapshots, _at_snapshot
+from .combinators import _GONE, _Snapshots
 from .core import _MISSING, Source, Stream, Transform, _name, is_item, not_a_dict, short_repr
 from .exceptions import DataError, ParameterError, ParameterTypeError, PescadorError
-from .stage import NO_EPOCHS, Stage, check_bool, check_fields, check_int, check_list, start_from, start_plain
+from .stage import (NO_EPOCHS, Stage, check_bool, check_fields, check_int, check_list, most_given, start_from,
+                    start_plain)
 
 __all__ = ["padded_batch", "bucket"]
 
@@ -238,15 +239,15 @@ class _PaddedBatch(Stage):
         if state is None:
             self.up = self.start_upstream(upstream, None)
             return
-        where = f"padded_batch(n={n})"
+        where, most = f"padded_batch(n={n})", most_given()
         check_fields(state, ("pos", "done", "layout", "up"), where)
-        self.position = check_int(state, "pos", where, 0)
+        self.position = check_int(state, "pos", where, 0, None if most is None else most * n)  # (n items a batch)
         self.done = check_bool(state, "done", where)
         self.padder.restore(state["layout"], where)
         if (self.padder.layout is None) != (self.position == 0):
             raise PescadorError(f"resumable: the state of {where}: field 'layout' must be null exactly when no item "
                                 f"was drawn (pos = 0); got pos = {self.position}")
-        self.up = start_from(upstream, state, "up", where)
+        self.up = start_from(upstream, state, "up", where, self.position)
 
     def __next__(self) -> dict:
         if self.done:
@@ -371,7 +372,7 @@ def padded_batch(n: int, source: Any = _MISSING, *, pad: Any = None, length: int
 
     Parameters
     ----------
-    n : int >= 1
+    n : int, 1 to 2**31 - 1
         Items per batch.
     source : optional
         Anything :func:`pescador.stream` accepts.
@@ -379,7 +380,7 @@ def padded_batch(n: int, source: Any = _MISSING, *, pad: Any = None, length: int
         The keys to pad along their first axis, with 0 or with the value
         given per key (``{"x": 0.0, "labels": -100}``).  None: every key
         whose value in the first item has at least one dimension, with 0.
-    length : int >= 1, optional
+    length : int, 1 to 2**31 - 1, optional
         Pad every padded key to this length, whatever the batch's longest
         item (a fixed shape, as compiled models want); a longer item raises.
     lengths : str or None
@@ -413,8 +414,8 @@ def padded_batch(n: int, source: Any = _MISSING, *, pad: Any = None, length: int
     padded_batch(n=16, pad={'audio': 0.0})
     """
     where = "padded_batch"
-    params = {"n": check_count(n, where, "n", minimum=1), **_padding(where, pad, lengths, strict)}
-    params["length"] = None if length is None else check_count(length, where, "length", minimum=1)
+    params = {"n": check_size(n, where, "n"), **_padding(where, pad, lengths, strict)}
+    params["length"] = None if length is None else check_size(length, where, "length")
     step = Transform("padded_batch", _PaddedBatch, params)
     return step if source is _MISSING else step(source)
 
@@ -464,6 +465,8 @@ class _Bucket(Stage):
     again from the snapshot and sorts the items into the buckets as before.
     """
 
+    replays = True  # (over an upstream that replays exactly: resumable() checks it)
+
     def __init__(self, upstream: Any, boundaries: tuple, n: tuple, by: Any = None, pad: dict | None = None,
                  lengths: str | None = "{key}_lengths", strict: bool = True, state: dict | None = None) -> None:
         self.n, self.strict = n, strict
@@ -473,12 +476,12 @@ class _Bucket(Stage):
         self.buckets: list = [[] for _ in n]
         self.first: list = [-1] * len(n)  # (the upstream position of each bucket's first item)
         self.drawn, self.ended, self.flushed = 0, False, 0
-        self.up = self.start_upstream(upstream, None if state is None else _at_snapshot(state, where, _BUCKET_FIELDS))
         self.snaps = _Snapshots(max(sum(n), 16))
         if state is None:
+            self.up = self.start_upstream(upstream, None)
             self._snap()
         else:
-            self._restore(state)
+            self._restore(upstream, state)
 
     def _snap(self) -> None:
         held = [len(b) for b in self.buckets]
@@ -517,11 +520,12 @@ class _Bucket(Stage):
         snapshot = self.snaps.state(min((f for f in self.first if f >= 0), default=self.drawn))
         return {**snapshot, "drawn": self.drawn, "ended": self.ended, "flushed": self.flushed}
 
-    def _restore(self, state: dict) -> None:
+    def _restore(self, upstream: Any, state: dict) -> None:
         """Replay from the snapshot to where the state says the run was (see the class)."""
-        where, n = self.where, self.n
-        at = state["at"]
-        drawn = check_int(state, "drawn", where, at)
+        where, n, most = self.where, self.n, most_given()
+        high = None if most is None else most * max(n) + sum(n)  # (batches given, and items held: fewer than n)
+        at = check_int(check_fields(state, _BUCKET_FIELDS, where), "at", where, 0, high)
+        drawn = check_int(state, "drawn", where, at, high)
         ended = check_bool(state, "ended", where)
         flushed = check_int(state, "flushed", where, 0, 0 if self.strict or not ended else len(n))
         held = check_list(state, "held", where, length=len(n))
@@ -531,6 +535,7 @@ class _Bucket(Stage):
         if (self.padder.layout is None) != (at == 0) or (at == 0 and any(held)):
             raise PescadorError(f"resumable: the state of {where}: fields 'layout' and 'held' must be null and zeros "
                                 f"exactly when no item had been drawn (at = 0); got at = {at}")
+        self.up = start_from(upstream, state, "up", where, at)  # (the snapshot's: taken when `at` had been drawn)
         self.snaps.restored(at, {k: state[k] for k in ("up", "held", "layout")})
         self.drawn = at
         self.buckets = [[_GONE] * count for count in held]
@@ -615,7 +620,8 @@ def bucket(boundaries: Sequence[int], n: int | Sequence[int], source: Any = _MIS
     Parameters
     ----------
     boundaries : list of int
-        Increasing lengths >= 1, one fewer than the buckets.
+        Increasing lengths (integers from 1 to 2**31 - 1), one fewer than the
+        buckets.
     n : int or list of int
         The batch size, of every bucket or of each (one more than
         ``boundaries``: larger batches of short items keep the batches'
@@ -661,16 +667,16 @@ def bucket(boundaries: Sequence[int], n: int | Sequence[int], source: Any = _MIS
     if isinstance(boundaries, (str, bytes)) or not isinstance(boundaries, Sequence) or not boundaries:
         raise ParameterTypeError(f"{where}: boundaries must be a non-empty list of increasing lengths; got "
                                  f"{short_repr(boundaries, 60)}")
-    bounds = tuple(check_count(b, where, "each boundary", minimum=1) for b in boundaries)
+    bounds = tuple(check_size(b, where, "each boundary") for b in boundaries)
     if any(a >= b for a, b in zip(bounds, bounds[1:])):
         raise ParameterError(f"{where}: boundaries must increase; got {list(boundaries)}")
     if isinstance(n, Sequence) and not isinstance(n, (str, bytes)):
-        sizes = tuple(check_count(size, where, "each batch size in n", minimum=1) for size in n)
+        sizes = tuple(check_size(size, where, "each batch size in n") for size in n)
         if len(sizes) != len(bounds) + 1:
             raise ParameterError(f"{where}: n has {len(sizes)} batch sizes for {len(bounds) + 1} buckets "
                                  f"({len(bounds)} boundaries); give one per bucket, or one int for all")
     else:
-        sizes = (check_count(n, where, "n", minimum=1),) * (len(bounds) + 1)
+        sizes = (check_size(n, where, "n"),) * (len(bounds) + 1)
     if by is not None and not isinstance(by, str) and not callable(by):
         raise ParameterTypeError(f"{where}: by must be None, a key or a function of the item; got {short_repr(by, 60)}")
     params = {"boundaries": bounds, "n": sizes, "by": by, **_padding(where, pad, lengths, strict)}

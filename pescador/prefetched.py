@@ -15,9 +15,12 @@ The promises are ``zmq_offload``'s:
   consumer, an exception, the interpreter exiting) stops the thread: it
   closes the upstream's run (its ``finally`` blocks run) as soon as the item
   it is drawing is done, or at once if it waits for room in the queue; the
-  consumer waits for that at most a second (``_WAIT``), so a source blocked
-  in I/O that never returns is not waited on for ever: its thread ends when
-  the read does;
+  consumer waits for that at most a second (``_WAIT``); a thread still
+  drawing half-way through is interrupted (an exception raised in it), so an
+  upstream that waits in Python, as ``zmq_offload`` and ``ray_offload``
+  wait for their workers, ends its run then (its workers stop as without
+  prefetch), and a source blocked in a call into C (a read that never
+  returns) is not waited on for ever: its thread ends when the call does;
 - no thread is left behind a run that ended, was closed or was collected;
 - a resumable run resumes exactly: each item travels with the upstream's
   state after it, and the stage's state is the one after the last item
@@ -28,6 +31,7 @@ The promises are ``zmq_offload``'s:
 from __future__ import annotations
 
 import atexit
+import ctypes
 import functools
 import json
 import queue
@@ -36,7 +40,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
-from ._checks import check_count
+from ._checks import check_size
 from .core import _MISSING, ItemTransform, Source, Stream, Transform
 from .stage import Stage, start_plain
 
@@ -65,42 +69,70 @@ class _Failed:
         self.error = error
 
 
-def _fill(run: Iterator, entries: queue.Queue, stopping: threading.Event, state_of: Callable | None) -> None:
+def _fill(pump: "_Pump", run: Iterator, state_of: Callable | None) -> None:
     """The thread: put the items of ``run`` (with the upstream's state after each, given ``state_of``) into
-    ``entries``, then the end or the error; close ``run`` when it ends or the consumer stops."""
-    put = entries.put
+    the pump's queue, then the end or the error; close ``run`` when it ends or the consumer stops.  While it
+    draws, ``pump.drawing`` says so (under ``pump.lock``): a stop may then interrupt the draw."""
+    put, draw, lock, stopping = pump.entries.put, run.__next__, pump.lock, pump.stopping
     try:
-        for item in run:
-            put(item if state_of is None else (item, state_of()))
-            if stopping.is_set():
+        while True:
+            with lock:
+                if stopping.is_set():
+                    return
+                pump.drawing = True
+            try:
+                item = draw()
+            except StopIteration:
+                put(_END)
                 return
-        put(_END)
+            finally:
+                with lock:
+                    pump.drawing = False
+            put(item if state_of is None else (item, state_of()))
+    except _Interrupted:
+        pass  # (the consumer stopped while the upstream was blocked: nobody reads the queue)
     except BaseException as error:  # (whatever it is, the consumer raises it, after the items before it)
-        put(_Failed(error))
+        if not stopping.is_set():
+            put(_Failed(error))
     finally:
         close = getattr(run, "close", None)
         if close is not None:
             close()
 
 
+class _Interrupted(BaseException):
+    """Raised in a prefetch thread that still draws from its upstream when its consumer has stopped (a draw
+    blocked in an offload's receive, say): the upstream's run ends by it, its ``finally`` blocks run."""
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise :class:`_Interrupted` in ``thread`` at its next Python instruction (a thread blocked in a call
+    into C gets it when the call returns)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(_Interrupted))
+
+
 class _Pump:
     """A prefetch thread and its queue.  Stopped by its run's end, by ``stop`` (an early stop), or at the
     interpreter's exit (while daemon threads still run: so the upstream's ``finally`` blocks run)."""
 
-    __slots__ = ("entries", "stopping", "thread", "__weakref__")
+    __slots__ = ("entries", "stopping", "lock", "drawing", "thread", "__weakref__")
 
     def __init__(self, run: Iterator, n: int, state_of: Callable | None) -> None:
         self.entries: queue.Queue = queue.Queue(n)
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=_fill, args=(run, self.entries, self.stopping, state_of),
-                                       name="pescador prefetch", daemon=True)
+        self.lock = threading.Lock()
+        self.drawing = False
+        self.thread = threading.Thread(target=_fill, args=(self, run, state_of), name="pescador prefetch",
+                                       daemon=True)
         with _LOCK:
             _LIVE.add(self)
         self.thread.start()
 
     def stop(self) -> None:
         """Ask the thread to stop, make room for the item it may be putting, and wait (a bounded time) for
-        it to close its upstream."""
+        it to close its upstream; a thread still drawing from its upstream half-way through that wait is
+        interrupted (an upstream blocked in Python, such as an offload waiting for its workers, then ends
+        its run; one blocked in a call into C ends it when the call returns)."""
         self.stopping.set()
         try:
             while True:
@@ -108,7 +140,12 @@ class _Pump:
         except queue.Empty:
             pass
         if self.thread is not threading.current_thread():
-            self.thread.join(_WAIT)
+            self.thread.join(_WAIT / 2)
+            with self.lock:
+                if self.drawing:
+                    _interrupt(self.thread)
+                    self.drawing = False  # (once)
+            self.thread.join(_WAIT / 2)
         with _LOCK:
             _LIVE.discard(self)
 
@@ -185,8 +222,10 @@ def prefetch(n: int, source: Any = _MISSING) -> Transform | Stream:
     dropped, Ctrl-C, an exception, the end of the program) stops the thread,
     which closes the upstream's run (its ``finally`` blocks run) as soon as
     the item it is drawing is done; the consumer waits for that at most a
-    second.  No thread outlives its run, but for one blocked in a read that
-    has not returned yet.  A resumable run resumes exactly: the items drawn
+    second, and interrupts a draw that has not finished half-way through
+    (an offload's workers then stop, as without prefetch).  No thread
+    outlives its run, but for one blocked in a read that has not returned
+    yet.  A resumable run resumes exactly: the items drawn
     ahead but not given are drawn again on resume.
 
     The thread draws while the consumer works only where the source waits
@@ -197,7 +236,7 @@ def prefetch(n: int, source: Any = _MISSING) -> Transform | Stream:
 
     Parameters
     ----------
-    n : int >= 1
+    n : int, 1 to 2**31 - 1
         How many items wait ready at most (the thread draws one more while
         the queue is full).
     source : optional
@@ -215,5 +254,5 @@ def prefetch(n: int, source: Any = _MISSING) -> Transform | Stream:
     >>> pescador.prefetch(8)
     prefetch(n=8)
     """
-    step = ItemTransform("prefetch", _Prefetch, {"n": check_count(n, "prefetch", "n", minimum=1)})
+    step = ItemTransform("prefetch", _Prefetch, {"n": check_size(n, "prefetch", "n")})
     return step if source is _MISSING else step(source)

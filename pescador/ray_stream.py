@@ -544,18 +544,11 @@ def _stacked(items: list) -> list:
             parts.append(items[start:end])
             start = end
             continue
-        layout, widest, total = first[0], first[1], first[1]
-        cells = wire.BATCH_CELLS // len(layout)
-        while end < n and layouts[end] is not None and layouts[end][0] == layout:  # (what one message holds)
-            wider, more = max(widest, layouts[end][1]), layouts[end][1]
-            if end + 1 - start > min(wire.BATCH_MAX, wire.BATCH_BYTES // max(wider, 1), cells) or total + more > wire.BATCH_BYTES:
-                break
-            widest, total, end = wider, total + more, end + 1
-        group = items[start:end]
         try:
-            parts.append(tuple(wire.encode_batch(group, shared=layouts[start:end])))
+            frames, end = wire.encode_run(items, layouts, start)  # (what one message holds)
+            parts.append(tuple(frames))
         except PescadorError:  # (not expected: the items travel as they are)
-            parts.append(group)
+            parts.append(items[start:end])
         start = end
     return parts
 
@@ -911,4 +904,4 @@ def _raise_remote(wid: int, frames: list, sent: int) -> None:
     kind, report = wire.decode(frames, False)
     if kind != wire.ERROR:
         raise PescadorError(f"ray_offload: share {wid} sent a malformed error message")
-    raise wire.error_from(report, f"ray_offload: share {wid}", trusted=True, when=f" after sending {sent} items")
+    raise wire.error_from(report, f"ray_offload: share {wid}", when=f" after sending {sent} items")

@@ -132,8 +132,35 @@ def _check_resumes(s: Any) -> None:
     cls = stage_of(s)
     if cls is None or not cls.resumes:
         raise not_resumable(s)
+    if cls.replays and s.args:
+        inexact = _inexact(s.args[0])
+        if inexact is not None:
+            raise PescadorError(
+                f"resumable: {s.step!r} resumes by drawing its upstream again from an earlier state, but its "
+                f"upstream holds {inexact!r}, whose items come in another order in each run (its workers take "
+                f"turns as their timing says): a resume would lose and repeat items.  Put {s.step.name} before "
+                f"{inexact.name} (it then runs in each worker), or give {inexact.name} one worker"
+            )
     if s.args:
         _check_resumes(s.args[0])
+
+
+def _inexact(s: Any) -> Any:
+    """The first step in recipe ``s`` (or a pool of them) whose runs do not replay exactly, or None."""
+    for member in s if isinstance(s, tuple) else (s,):
+        while isinstance(member, Stream) and member.step is not None:
+            cls = stage_of(member)
+            if cls is not None and not cls.replays_exactly(member.step.params):
+                return member.step
+            if not member.args:
+                break
+            if isinstance(member.args[0], tuple):
+                found = _inexact(member.args[0])
+                if found is not None:
+                    return found
+                break
+            member = member.args[0]
+    return None
 
 
 def _hash_seed() -> str:

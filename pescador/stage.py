@@ -135,6 +135,11 @@ class Stage:
         True for a stage whose runs start processes of their own (as
         ``zmq_offload`` does): such a run cannot start inside a daemonic
         process, a ``DataLoader`` worker for one.
+    replays : bool
+        True for a stage that resumes by drawing its upstream again from an
+        earlier state (as ``shuffle`` does): a resumable run refuses it at
+        once over an upstream that does not give the same items again in
+        the same order (see :meth:`replays_exactly`).
 
     Examples
     --------
@@ -159,6 +164,7 @@ class Stage:
     one_to_one: bool = False
     resumes: bool = True
     starts_processes: bool = False
+    replays: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -218,6 +224,12 @@ class Stage:
     def is_one_to_one(cls, params: dict) -> bool:
         """Whether a stage with these parameters yields one item per upstream item, in order."""
         return cls.one_to_one
+
+    @classmethod
+    def replays_exactly(cls, params: dict) -> bool:
+        """Whether a run of the stage with these parameters, started again from a state, gives the same
+        items in the same order as the run that state was taken from did (given an upstream that does)."""
+        return True
 
     @classmethod
     def run_length(cls, upstream: Any, params: dict, length: Callable[[Any], float | None]) -> float | None:
@@ -851,6 +863,7 @@ class Offloaded(Stage):
 
     name = unit = ""
     Config: Any = None
+    replays = True  # (a resumed share draws again the items it delivered after its last state)
 
     def __init__(self, upstream: Any, state: dict | None = None, **options: Any) -> None:
         self.config = self.Config(**options)
@@ -936,6 +949,10 @@ class Offloaded(Stage):
     @classmethod
     def is_one_to_one(cls, params: dict) -> bool:
         return cls.Config(**params).workers == 1  # (several shares each run the recipe, and interleave)
+
+    @classmethod
+    def replays_exactly(cls, params: dict) -> bool:
+        return cls.Config(**params).workers == 1  # (several shares interleave as their timing says)
 
     @classmethod
     def run_length(cls, upstream: Any, params: dict, length: Callable[[Any], Any]) -> float | None:

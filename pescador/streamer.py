@@ -11,8 +11,10 @@ never import this module.
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +23,7 @@ import numpy as np
 from . import core
 from ._checks import _spelled
 from .exceptions import ParameterTypeError
-from .stage import start_plain
+from .stage import stage_of, start_plain
 
 __all__ = [
     "Streamer",
@@ -33,6 +35,19 @@ __all__ = [
     "RoundRobinMux",
     "ChainMux",
 ]
+
+
+_IN_PROGRESS = (inspect.GEN_RUNNING, inspect.GEN_SUSPENDED)
+_LAZY_STAGES = (core._Take, core._Cycle, core._Tuples)
+
+
+def _starts_lazily(recipe: Any) -> bool:
+    """Whether starting the plain run of ``recipe`` runs none of its code: a source that is a generator
+    function (calling it runs nothing) under any number of take, cycle and tuples, whose plain forms
+    are iterators made without drawing an item."""
+    while stage_of(recipe) in _LAZY_STAGES:
+        recipe = recipe.args[0]
+    return stage_of(recipe) is None and isinstance(recipe, core.Stream) and inspect.isgeneratorfunction(recipe.fn)
 
 
 def _limit(where: str, **limits: Any) -> int | None:
@@ -99,6 +114,7 @@ class Streamer:
         self._facade(core.stream(streamer, *args, **kwargs), streamer, args, kwargs)
 
     _live: Any = None  # a live copy's run (``with streamer as live``); None in the streamer itself
+    _runs: Any = None  # the generators of the runs started here (a WeakSet, made at the first run)
     _entered: tuple = ()  # the live copies of the ``with`` blocks open on this streamer, innermost last
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -126,22 +142,30 @@ class Streamer:
     @property
     def active(self) -> int:
         """How many runs of this Streamer are in progress (0 when none: false, as 1.0's flag was)."""
-        return self._active
+        runs = self._runs
+        if runs is None:
+            return self._active
+        return self._active + sum(1 for run in list(runs) if inspect.getgeneratorstate(run) in _IN_PROGRESS)
 
     def activate(self) -> None:
-        """Mark the streamer active (runs do this themselves)."""
+        """Count one more run in progress (``with`` blocks do; runs are counted by themselves)."""
         self._active += 1
 
     def deactivate(self) -> None:
-        """Mark a run of the streamer as finished (runs do this themselves)."""
+        """Count one run fewer in progress, of those :meth:`activate` counted."""
         self._active = max(0, self._active - 1)
 
     def _run(self, recipe: Any) -> Iterator:
-        self.activate()
-        try:
-            yield from start_plain(recipe)  # (this generator is the run's one frame over the plain run)
-        finally:
-            self.deactivate()
+        """The recipe's plain run as a generator that starts nothing before its first item, counted in
+        :attr:`active` from its first item until it ends (by its end, ``close()`` or an exception): the
+        generator's own state says which, so a run costs nothing per item for counting.  Where starting the
+        plain run runs none of the recipe's code (see :func:`_starts_lazily`) the generator is
+        ``iter(recipe)`` itself; else one generator starts it at the first item."""
+        run = core.as_generator(start_plain(recipe)) if _starts_lazily(recipe) else core._drain(None, recipe)
+        if self._runs is None:
+            self._runs = weakref.WeakSet()
+        self._runs.add(run)
+        return run
 
     # -- 3.x: ``with streamer as live`` ---------------------------------------
     def __enter__(self) -> Any:
@@ -267,6 +291,7 @@ class Streamer:
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_active"] = 0  # a copy starts with no run in progress
+        state.pop("_runs", None)
         state.pop("_live", None)
         state.pop("_entered", None)
         return state

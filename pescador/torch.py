@@ -24,6 +24,12 @@ N times.  The seed is new for every epoch, persistent workers included, and
 the whole run repeats from one ``torch.manual_seed`` (or the loader's
 ``generator``); every ``random_state`` in the recipe is combined with it.
 
+Exact checkpoints in the middle of an epoch: under torchdata's
+``StatefulDataLoader`` (``loader(recipe, stateful=True)``), each iteration
+of the dataset says where it is after every batch, in the process that
+runs it, and a new loader given ``state_dict()`` resumes every worker's run
+there, without drawing the earlier items again (see :class:`StreamDataset`).
+
 For most training loops the simpler path is :func:`pescador.zmq_offload`
 in front of a plain loop (see the frameworks page of the docs): it works
 with any framework and sends arrays without copying, while the DataLoader
@@ -34,6 +40,7 @@ with workers over a recipe that holds ``zmq_offload`` is refused.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -41,11 +48,13 @@ from typing import Any
 import numpy as np
 
 from . import _pickling
+from ._fingerprint import examine
 from .core import Stream, cycle, stream, take
 from .exceptions import PescadorError
 from .extras import check_even, even_count, rank_counts
-from .stage import stage_of
+from .stage import check_fields, check_int, stage_of, start_share
 from .workers import WorkerInfo, rank_info, set_worker_info, worker_info
+from .resume import _check_resumes
 
 try:
     import torch
@@ -143,6 +152,28 @@ class StreamDataset(IterableDataset):
     each worker), made even across ranks as ``even`` says; where
     :func:`pescador.epoch_length` cannot know it, ``len()`` raises
     ``TypeError``.
+
+    Under torchdata's ``StatefulDataLoader``, each iteration (the iterator
+    ``iter(dataset)`` returns) keeps a state: ``state_dict()`` after any
+    item is a small JSON dict (the recipe's fingerprint, the epoch's seed,
+    the run's state), and ``load_state_dict(state)`` before the first item
+    makes the iteration yield what that one would have yielded next.  The
+    dataset's own ``state_dict()`` counts the epochs a loader worker has
+    begun.  Elsewhere (a plain ``DataLoader``) the recipe runs plainly and
+    pays nothing for states; an iteration asked for its state before its
+    first item keeps one too:
+
+    >>> import json, numpy as np, pescador
+    >>> from pescador.torch import as_dataset
+    >>> dataset = as_dataset(pescador.stream([{"x": np.array([i])} for i in range(6)]))
+    >>> run = iter(dataset)
+    >>> _ = run.state_dict()                      # (asked before the first item: the run keeps states)
+    >>> [int(next(run)["x"]) for _ in range(2)]
+    [0, 1]
+    >>> again = iter(dataset)
+    >>> again.load_state_dict(json.loads(json.dumps(run.state_dict())))
+    >>> [int(item["x"]) for item in again]
+    [2, 3, 4, 5]
     """
 
     def __init__(self, recipe: Stream, *, collate: bool = False, even: str | None = "drop") -> None:
@@ -152,11 +183,35 @@ class StreamDataset(IterableDataset):
         self.even = check_even(even, "StreamDataset")
         self.loader_workers: int | None = None  # (set by loader(); else read from the DataLoader asking len())
         self._epoch: list | None = None  # (in a DataLoader worker) [(base seed, worker id), epochs begun]
+        self._fingerprint_of_recipe: str | None = None  # (for the states of its runs: see _Run)
 
     def __iter__(self) -> Iterator:
+        caller = sys._getframe(1)
         if not self.collate:
-            self._refuse_collation(sys._getframe(1))
-        return self._run()
+            self._refuse_collation(caller)
+        return _Run(self, _under_torchdata(caller))
+
+    def state_dict(self) -> dict:
+        """The dataset's part of a ``StatefulDataLoader``'s state: how many epochs this worker has begun.
+
+        The position in an epoch is the state of the iterator (``iter(dataset)``): see :class:`StreamDataset`.
+        """
+        epoch = self._epoch
+        return {"epochs": None if epoch is None else [epoch[0][0], epoch[0][1], epoch[1]]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on from a :meth:`state_dict` (in a ``StatefulDataLoader`` worker started again)."""
+        where = "StreamDataset (the epochs a loader worker has begun)"
+        epochs = check_fields(state, ("epochs",), where)["epochs"]
+        if epochs is None:
+            self._epoch = None
+            return
+        if not (isinstance(epochs, list) and len(epochs) == 3):
+            raise PescadorError(f"resumable: the state of {where}: field 'epochs' must be null or [base seed, worker "
+                                f"id, epochs begun]; got {str(epochs)[:80]}")
+        fields = dict(zip(("base", "worker", "begun"), epochs))
+        base, wid, begun = (check_int(fields, k, where, 0, 2**64 - 1) for k in ("base", "worker", "begun"))
+        self._epoch = [(base, wid), begun]
 
     def __len__(self) -> int:
         workers = self.loader_workers
@@ -170,19 +225,19 @@ class StreamDataset(IterableDataset):
             )
         return length
 
-    def _run(self) -> Iterator:
-        info = get_worker_info()
+    def _begin(self, info: Any, seed: np.random.SeedSequence | None) -> Stream:
+        """Set up this process's run: the recipe it runs (bounded for even ranks); in a loader worker, the
+        worker's :func:`pescador.worker_info` with ``seed`` (this epoch's)."""
         if info is not None:  # inside a DataLoader worker: tell the sources who they are
             step = _starting_processes(self.recipe)
             if step is not None:
                 where = f"as_dataset (in DataLoader worker {info.id})"
                 raise PescadorError(_BOTH.format(where=where, step=step, n=info.num_workers))
-            set_worker_info(WorkerInfo(info.id, info.num_workers, self._epoch_seed(info)))
+            set_worker_info(WorkerInfo(info.id, info.num_workers, seed))
         recipe, limit = self.recipe, self._limit(info)
         if limit is not None:
             recipe = cycle(limit)(recipe) if self.even == "pad" else take(limit, recipe)
-        for item in recipe:
-            yield _tensors(item)
+        return recipe
 
     def _limit(self, info: Any) -> int | None:
         """How many items this process's run yields so that every rank's run holds as many, or None (one
@@ -247,6 +302,14 @@ class StreamDataset(IterableDataset):
         self._epoch[1] += 1
         return np.random.SeedSequence(base, spawn_key=(info.id, epoch))
 
+    def _fingerprint(self, recipe: Stream) -> str:
+        """The fingerprint of ``recipe`` (this dataset's, computed once; or it bounded for even ranks)."""
+        if recipe is not self.recipe:
+            return examine(recipe)[0]
+        if self._fingerprint_of_recipe is None:
+            self._fingerprint_of_recipe = examine(recipe)[0]
+        return self._fingerprint_of_recipe
+
     def __reduce__(self) -> tuple:
         """Pickled (for ``DataLoader`` workers not started by ``fork``) as :mod:`pescador._pickling` sends a recipe.
 
@@ -260,6 +323,147 @@ class StreamDataset(IterableDataset):
 
     def __repr__(self) -> str:
         return f"StreamDataset({self.recipe!r}{', collate=True' if self.collate else ''})"
+
+
+_STATE_FIELDS = ("pescador_torch", "recipe", "seed", "run")
+
+
+class _Run:
+    """One iteration of a :class:`StreamDataset` (an epoch in one process): its items, as tensors.
+
+    Under torchdata's ``StatefulDataLoader`` (which asks ``state_dict()`` of
+    the iterator after every batch, in the process that runs it), or when
+    ``state_dict()`` or ``load_state_dict()`` is called before the first
+    item, the recipe runs as a resumable share (the run a ``zmq_offload``
+    worker makes: it draws exactly what the plain run would, from the same
+    seed) and the state is ``{"pescador_torch": 1, "recipe": fingerprint,
+    "seed": [entropy, spawn key] of the epoch's seed, "run": [the share's
+    state]}`` (JSON; "run" is null before the first item, "recipe" too
+    where no item was drawn).  The share's state is in a list because
+    torchdata sends a state's nested dicts field by field (what changed)
+    and may reorder their keys; a list it sends whole.  Elsewhere the recipe
+    runs plainly, and asks for a state are refused.
+    """
+
+    __slots__ = ("dataset", "stateful", "loaded", "recipe", "run", "share", "seed", "fingerprint")
+
+    def __init__(self, dataset: StreamDataset, stateful: bool) -> None:
+        self.dataset, self.stateful = dataset, stateful
+        self.loaded: dict | None = None
+        self.recipe: Any = None
+        self.run: Any = None  # (what the items come from: the plain run, or the share's stages)
+        self.share: Any = None
+        self.seed: np.random.SeedSequence | None = None
+        self.fingerprint: str | None = None
+
+    def __iter__(self) -> _Run:
+        return self
+
+    def __next__(self) -> Any:
+        if self.run is None:
+            self._start()
+        return _tensors(next(self.run))
+
+    def _choose_seed(self, info: Any) -> None:
+        """This iteration's seed, chosen once (at its first item, or at the first state asked before it)."""
+        loaded = self.loaded
+        if loaded is not None and loaded["seed"] is not None:
+            entropy, key = loaded["seed"]
+            self.seed = np.random.SeedSequence(entropy, spawn_key=tuple(key))
+            if info is not None:  # (this worker goes on counting epochs from the saved one)
+                self.dataset._epoch = [(entropy, info.id), key[1] + 1]
+        elif info is not None:
+            self.seed = self.dataset._epoch_seed(info)
+        elif self.stateful:
+            self.seed = np.random.SeedSequence()
+
+    def _start(self) -> None:
+        info, loaded = get_worker_info(), self.loaded
+        if self.seed is None:
+            self._choose_seed(info)
+        self.recipe = recipe = self.dataset._begin(info, self.seed)
+        if not self.stateful:
+            self.run = iter(recipe)
+            return
+        _check_resumes(recipe)
+        self.fingerprint = self.dataset._fingerprint(recipe)
+        if loaded is not None:
+            self._check_recipe(loaded)
+        state = None if loaded is None or loaded["run"] is None else loaded["run"][0]
+        self.share = start_share(recipe, self.seed, state)
+        self.run = iter(self.share)
+        self.loaded = None
+
+    def _refusal(self, what: str) -> PescadorError:
+        return PescadorError(
+            f"as_dataset: {what} of a run already begun without states (by a plain DataLoader, or iter() of the "
+            "dataset): use torchdata's StatefulDataLoader (pescador.torch.loader(recipe, stateful=True)), or ask "
+            "state_dict() of iter(dataset) before its first item"
+        )
+
+    def state_dict(self) -> dict:
+        """Where this iteration is: a small JSON-serialisable dict (see :class:`_Run`)."""
+        if self.run is None:
+            self.stateful = True
+            if self.seed is None:
+                self._choose_seed(get_worker_info())
+            recipe, run = None if self.loaded is None else self.loaded["recipe"], None
+        elif not self.stateful:
+            raise self._refusal("a state was asked")
+        else:
+            recipe, run = self.fingerprint, [self.share.state()]  # (a list: see _Run)
+        seed = self.seed
+        return {
+            "pescador_torch": 1,
+            "recipe": recipe,
+            "seed": [int(seed.entropy), list(seed.spawn_key)],
+            "run": run,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Go on from a :meth:`state_dict` (before the first item): the run yields what that run would have
+        yielded next."""
+        if self.run is not None:
+            raise self._refusal("load_state_dict() was called after the first item")
+        where = "as_dataset's run"
+        fields = check_fields(state, _STATE_FIELDS, where)
+        if fields["pescador_torch"] != 1:
+            raise PescadorError(f"resumable: the state of {where} is of version {str(fields['pescador_torch'])[:20]}; "
+                                "this pescador reads version 1")
+        seed, run = fields["seed"], fields["run"]
+        if run is not None and not (isinstance(run, list) and len(run) == 1 and seed is not None):
+            raise PescadorError(f"resumable: the state of {where}: field 'run' must be null or [the run's state] "
+                                f"(with a seed); got {str(run)[:80]}")
+        if seed is not None:
+            ok = isinstance(seed, list) and len(seed) == 2 and isinstance(seed[1], list)
+            ok = ok and all(type(v) is int and v >= 0 for v in [seed[0], *seed[1]])
+            info = get_worker_info()
+            if not ok or (info is not None and (len(seed[1]) != 2 or seed[1][0] != info.id)):
+                raise PescadorError(
+                    f"resumable: the state of {where}: field 'seed' must be [entropy, spawn key] of "
+                    + ("this loader worker's seed ([base, [worker id, epoch]])" if info is not None else "the run's seed")
+                    + f"; got {str(seed)[:80]} (a state of another loader worker, or of a loader with another num_workers?)"
+                )
+        self.stateful, self.loaded = True, json.loads(json.dumps(fields))  # (a copy: a state may serve twice)
+
+    def _check_recipe(self, state: dict) -> None:
+        if state["recipe"] is not None and state["recipe"] != self.fingerprint:
+            raise PescadorError(
+                f"resumable: the state of as_dataset's run is of another recipe than {self.dataset.recipe!r} (sources, "
+                "parameters, seeds or the number of DataLoader workers or ranks differ)"
+            )
+
+
+def _under_torchdata(frame: Any) -> bool:
+    """Whether torchdata's ``StatefulDataLoader`` (its single-process iterator or its worker loop) starts
+    this iteration: the caller of ``iter(dataset)``, a few frames up."""
+    for _ in range(5):
+        if frame is None:
+            return False
+        if frame.f_globals.get("__name__", "").startswith("torchdata."):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _unpickled(recipe: bytes, collate: bool, even: str | None) -> StreamDataset:
@@ -341,6 +545,7 @@ def loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     even: str | None = "drop",
+    stateful: bool = False,
     **dataloader_kwargs: Any,
 ) -> DataLoader:
     """A ``torch.utils.data.DataLoader`` over a stream, configured for pescador's batches.
@@ -362,6 +567,15 @@ def loader(
         of batches (the ranks stay in step): "drop" (the default) the
         smallest rank's count, "pad" the largest rank's, None each rank its
         own (see :class:`StreamDataset`).  With one rank, nothing changes.
+    stateful : bool
+        True: a ``torchdata.stateful_dataloader.StatefulDataLoader`` (needs
+        ``pip install 'pescador[torchdata]'``), whose ``state_dict()``, saved
+        mid-epoch (through JSON too) and given to ``load_state_dict()`` of a
+        new loader over the same recipe, resumes the epoch with exactly the
+        batches the uninterrupted loader would have given, without drawing
+        the earlier ones again: each loader worker's run reports where it
+        is after every batch.  The recipe must be resumable (see
+        :func:`pescador.resumable`).
     **dataloader_kwargs
         Passed on to ``DataLoader``: ``persistent_workers``,
         ``prefetch_factor``, ``generator``, ``worker_init_fn``,
@@ -397,4 +611,13 @@ def loader(
     step = _starting_processes(dataset.recipe) if num_workers else None
     if step is not None:
         raise PescadorError(_BOTH.format(where="pescador.torch.loader", step=step, n=num_workers))
-    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **dataloader_kwargs)
+    cls = DataLoader
+    if stateful:
+        try:
+            from torchdata.stateful_dataloader import StatefulDataLoader as cls
+        except ImportError:
+            raise ImportError(
+                "pescador.torch.loader(stateful=True) needs torchdata's StatefulDataLoader: pip install "
+                "'pescador[torchdata]' (or pip install torchdata)"
+            ) from None
+    return cls(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **dataloader_kwargs)

@@ -21,12 +21,14 @@ The header is a msgpack array whose first element is the kind of message:
   shape), which share one message.  ``fields`` lists the keys in order: an
   array's field is ``[key, dtype, shape, inline]`` as above, where
   ``shape`` is one item's and the data is the ``count`` arrays stacked (a
-  C-contiguous block of shape ``(count, *shape)``, inline when it is small);
+  C-contiguous block of shape ``(count, *shape)``, inline when it is small;
+  ``shape`` ``[]``: the values are numpy scalars of that dtype, a row each);
   any other value's field is ``[key]``.  ``values`` is nil when every
-  field is an array, else one list per item of its other values, in field
-  order.  ``states`` is nil, or one entry per item: the sender's state
-  after that item (JSON text), or nil where it did not send one.  The consumer views each block once and
-  hands out its rows, one item at a time, in order.
+  field is an array, else one list of the items' other values: the first
+  item's, in field order, then the second's, and so on.  ``states`` is
+  nil, or one entry per item: the sender's state after that item (JSON
+  text), or nil where it did not send one.  The consumer views each block
+  once and hands out its rows, one item at a time, in order.
 - ``[END]``: the worker's stream ended.
 - ``[ERROR, text, [module, qualname, args, pickled]]``: the worker's
   stream raised.  ``text`` holds the traceback (at most ``TEXT_MAX``
@@ -37,9 +39,11 @@ The header is a msgpack array whose first element is the kind of message:
   ``pickled`` is nil or the exception pickled (at most ``PICKLE_MAX``
   bytes), sent only by :func:`pescador.zmq_offload`'s workers.  ``[ERROR,
   text]`` (no type) is accepted too.  :func:`decode` returns an
-  :class:`ErrorReport` and never unpickles: :func:`error_from` does, and
-  only when told that the sender is trusted (one of the consumer's own
-  worker processes).
+  :class:`ErrorReport` and never unpickles: :func:`error_from` does (the
+  report is from one of the consumer's own workers).
+
+A kind plus ``0x40`` marks a *padded* message: its last frame is zeros,
+which pay for what the rest makes the receiver build (see below).
 
 Arrays larger than ``INLINE_MAX`` bytes are sent without copying, one frame
 each, and received without copying: the consumer builds each array over its
@@ -53,9 +57,19 @@ frames of 1 to 4 KiB often arrive misaligned, and are.)
 Strings are UTF-8 that may hold lone surrogates (``'surrogatepass'``), so
 a file name that Python decoded with ``surrogateescape`` arrives unchanged.
 Object arrays and anything else that would need pickle never travel, and the
-decoder never unpickles: every check on a received message happens before
-any array is built, and any malformed message raises
+decoder never unpickles; any malformed message raises
 :class:`~pescador.PescadorError`.
+
+Decoding a message of B bytes (all its frames) allocates at most
+``MEMORY_FACTOR * B + MEMORY_BASE`` bytes (4 B + 256 KiB), whatever the
+message holds: what unpacking its header and building its items would
+allocate is counted from the message alone, before it is allocated, and a
+message that would cost more is refused.  The encoder keeps every message
+it makes within that bound: a batch holds only as many items as its bytes
+pay for (up to 1,024 items and 64 KiB of data; a few hundred items of a
+few bytes each), and an item whose values cost more than its bytes (long
+lists of small values, thousands of small arrays or of numpy scalars, long
+non-ASCII strings) travels padded.
 """
 
 from __future__ import annotations
@@ -113,7 +127,8 @@ def _pack_value(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if not _plain(obj) or not _travels(obj.dtype) or obj.dtype.kind == "V":  # msgpack-numpy's V is structured
             raise _Unsendable(obj)
-        return msgpack_numpy.encode(np.ascontiguousarray(obj))
+        # msgpack-numpy's form, with its shape as it is (0-d too) and its bytes (any dtype: datetimes too)
+        return {b"nd": True, b"type": obj.dtype.str, b"kind": b"", b"shape": list(obj.shape), b"data": obj.tobytes()}
     if isinstance(obj, _SCALAR):
         return {b"nd": False, b"type": obj.dtype.str, b"kind": b"", b"data": obj.tobytes()}
     if isinstance(obj, complex):
@@ -222,6 +237,7 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None, stat
     fields = []
     frames: list = [None]
     codes = _CODES
+    masked = False
     for key, value in item.items():
         if type(key) is not str:
             where = "an item" if position is None else f"item {position}"
@@ -244,6 +260,7 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None, stat
                 fields.append([key, value.dtype.str, list(value.shape), inline])
             elif type(value) is np.ma.MaskedArray or type(value) is np.ma.core.MaskedConstant:
                 fields.append(_masked_field(key, value, copy, frames))
+                masked = True
             else:
                 raise _unsendable(key, value, position)
         else:
@@ -253,8 +270,43 @@ def encode_item(item: Any, copy: bool = False, position: int | None = None, stat
                     raise _unsendable(key, bad, position, True)
             fields.append([key, value])
     header = [ITEM, fields] if state is None else [ITEM_STATE, fields, state]
-    frames[0] = _pack_header(header, item, position)
+    frames[0] = head = _pack_header(header, item, position)
+    if masked or len(head) + _FIELD_BYTES * len(fields) > _SMALL_ITEM:  # (else what it costs fits at once)
+        inline = sum(len(field[3]) for field in fields if len(field) > 3 and type(field[3]) is bytes)
+        bound = _QUICK * (len(head) - inline) + inline  # (an inline array's bytes cost one a byte)
+        if masked or bound + _dict_cost(len(fields)) + len(fields) * _FIELD_MAX > _COUNTED_BASE:
+            frames = _paid(frames, _item_objects(fields), bound)
     return frames
+
+
+def _item_objects(fields: list) -> int:
+    """What the decoder builds for an item's fields, beyond what unpacking its header builds."""
+    cost = _dict_cost(len(fields))
+    for field in fields:
+        if len(field) > 2:
+            cost += _field_cost(field[2], len(field) == 5)
+            if len(field) == 5:
+                cost += _fill_cost(np.dtype(field[1]), field[4][1])
+    return cost
+
+
+def _paid(frames: list, objects: int, bound: int) -> list:
+    """``frames``, or where what decoding them builds (unpacking the header, then ``objects``) costs
+    more than their bytes pay for, ``frames`` padded: the kind marked, and a last frame of zeros.
+
+    ``bound``: a bound of what unpacking the header costs (at least what _unpack_cost counts), which
+    spares counting its tokens when it leaves room enough.  (An inline array's bytes cost one a byte;
+    every other byte of a header that encode_item packs, less than _QUICK.)
+    """
+    head = frames[0]
+    room = _COUNTED_BASE + (MEMORY_FACTOR - 2) * sum(map(len, frames)) - objects  # (as decode counts)
+    if bound <= room:
+        return frames
+    need = _unpack_cost(head) - room
+    if need <= 0:
+        return frames
+    marked = bytes((head[0], head[1] + _PADDED)) + head[2:]  # (a fixarray of the kind and the rest)
+    return [marked, *frames[1:], bytes(-(-need // MEMORY_FACTOR))]  # (padding is not data: it pays in full)
 
 
 def _data(value: np.ndarray, copy: bool, frames: list) -> bytes | None:
@@ -381,17 +433,22 @@ def _contains(container: Any, value: Any) -> bool:
 # ----------------------------------------------------------------------------
 
 SHARE_MAX = BATCH_BYTES // 4  # bytes of arrays in an item that may share a message
+SHARE_COST = 1 << 16  # what unpacking the values of an item that may share a message costs, at most
 
 
 def shared_layout(item: Any) -> tuple | None:
-    """``(layout, nbytes)`` of an item that may share a message with others of its layout, else None.
+    """``(layout, nbytes, cost)`` of an item that may share a message with others of its layout, else None.
 
     An item may share when it is a dict with str keys whose arrays are plain
     ndarrays of 1 to 63 dimensions, of a dtype that travels, and whose other
     values are immutable scalars (str, bytes, int of 64 bits, float, bool,
     None, numpy numbers), holding at most ``SHARE_MAX`` bytes in all (its
     arrays' bytes, its strings' and bytes' lengths, ``_VALUE_COST`` bytes for
-    each other value).  ``nbytes`` is that count.
+    each other value).  ``nbytes`` is that count; ``cost``, what unpacking its
+    values from a message's header costs the receiver, at most (_unpack_cost's
+    count).  A numpy scalar (but ``np.float64``, a float that travels as one)
+    is in the layout as an array of no dimension: its key's values travel as
+    a block of their dtype, as arrays do.
     Such an item is captured whole when it is put in a message (its arrays
     copied, its other values immutable), so a source may change or reuse
     what it yielded.  Any other item travels alone (where
@@ -400,46 +457,87 @@ def shared_layout(item: Any) -> tuple | None:
     if type(item) is not dict:
         return None
     parts = []
-    nbytes = 0
+    nbytes = cost = 0
     for key, value in item.items():
         if type(key) is not str:
             return None
         kind = type(value)
-        if kind is np.ndarray:
-            dtype, shape = value.dtype, value.shape
+        if kind is np.ndarray or (kind not in _PLAIN_KINDS and isinstance(value, _SCALAR)):
+            dtype, shape = value.dtype, value.shape  # (a numpy scalar's shape is (): a row of a 1-d block)
             shares = _SHARES.get(dtype)
             if shares is None:
                 shares = _travels(dtype)
                 if len(_SHARES) < 256:
                     _SHARES[dtype] = shares
-            if not shares or not shape or len(shape) >= 64:  # (a block adds a dimension; numpy allows 64)
-                return None
+            if not shares or len(shape) >= 64 or not (shape or kind is not np.ndarray):  # (a block adds a dimension;
+                return None  # numpy allows 64.  A 0-d array travels alone)
             nbytes += value.nbytes
             parts.append((key, dtype, shape))
-        elif kind is str or kind is bytes:
-            nbytes += (4 * len(value) if kind is str else len(value)) + _VALUE_COST  # (UTF-8: at most 4 bytes a character)
+        elif kind is str:
+            nbytes += 4 * len(value) + _VALUE_COST  # (UTF-8: at most 4 bytes a character)
+            cost += _SLOT + _str_cost(value)  # (and its place in the list)
             parts.append(key)
-        elif kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64) or isinstance(value, _SCALAR):
+        elif kind is int:
+            if not -(2**63) <= value < 2**64:
+                return None
             nbytes += _VALUE_COST
+            cost += _SLOT + _INT
+            parts.append(key)
+        elif kind in _PLAIN_KINDS:  # (float, bool, None, np.float64; bytes)
+            nbytes += (len(value) if kind is bytes else 0) + _VALUE_COST
+            cost += _SLOT + (_BIN + len(value) if kind is bytes else _INT)
             parts.append(key)
         else:
             return None
-    if nbytes > SHARE_MAX or not parts:
+    if nbytes > SHARE_MAX or cost > SHARE_COST or not parts:
         return None
-    return tuple(parts), nbytes
+    return tuple(parts), nbytes, cost
 
 
 _SHARES: dict = {}  # dtype -> whether its arrays travel
 _VALUE_COST = 16  # bytes counted for a value that is not an array, beyond a string's or bytes' own
-_IMMUTABLE = (str, bytes, float, bool, type(None))
+_PLAIN_KINDS = frozenset({str, int, bytes, float, bool, type(None), np.float64})  # (np.float64: a float, packed as one)
+
+
+def _str_cost(text: str) -> int:
+    """What _unpack_cost counts for ``text`` (at most: its UTF-8 bytes are counted as 4 a character
+    unless it is ASCII)."""
+    if text.isascii():
+        return _STR + (5 * len(text) if len(text) < 32 else len(text))
+    return _STR + 20 * len(text)
+
+
+def _batch_header_cost(layout: tuple) -> int:
+    """What _unpack_cost counts for a batch's header of this layout, at most, beyond its items' values
+    and states: the header's lists, its count, and each key's field (with an inline block)."""
+    cost = 4 * _LIST + _SLOT * (5 + len(layout)) + _INT
+    for part in layout:
+        if type(part) is tuple:
+            key, dtype, shape = part
+            cost += 2 * _LIST + 4 * _SLOT + _str_cost(key) + _str_cost(dtype.str) + len(shape) * (_SLOT + _INT)
+            cost += _BIN + INLINE_MAX
+        else:
+            cost += _LIST + _SLOT + _str_cost(part)
+    return cost
 
 
 class _Batch:
     """Items of one layout captured for one message: each array key's arrays copied into one block."""
 
-    def __init__(self, layout: tuple, nbytes: int) -> None:
+    def __init__(self, layout: tuple, nbytes: int, cost: int = 0) -> None:
         self.layout, self.item_bytes = layout, nbytes
-        self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1), BATCH_CELLS // len(layout)))
+        arrays = [part for part in layout if type(part) is tuple]
+        dims = [len(shape) for _, _, shape in arrays]
+        # What decoding the message costs the receiver (see decode), kept within what the message's data
+        # pays for (_COUNTED_BASE beyond it): unpacking the header (its fixed part, and each item's values and
+        # state: ``extra``), and the objects built (fixed, and ``each`` an item, less what its arrays pay).
+        self.fixed = _batch_cost(0, len(layout), dims)
+        self.base = _batch_header_cost(layout) + self.fixed
+        paid = (MEMORY_FACTOR - 2) * sum(dtype.itemsize * int(np.prod(shape)) for _, dtype, shape in arrays)
+        self.each = _batch_cost(1, len(layout), dims) - self.fixed - paid + _SLOT  # (and its state's place: nil or not)
+        self.extra = 0
+        self.capacity = max(1, min(BATCH_MAX, BATCH_BYTES // max(nbytes, 1), BATCH_CELLS // len(layout),
+                                   (_COUNTED_BASE - self.base) // max(1, self.each + cost)))
         self.used = 0  # bytes of data held (items of one layout may differ in their strings' and bytes' lengths)
         self.blocks = {part[0]: np.empty((self.capacity, *part[2]), part[1]) for part in layout if type(part) is tuple}
         self.value_keys = [part for part in layout if type(part) is str]
@@ -447,13 +545,15 @@ class _Batch:
         self.states: list = []
         self.count = 0
         # (key, dtype, shape, block) per key, for ``take``; None when some values are not arrays
-        self.arrays = None if self.value_keys else [(p[0], p[1], p[2], self.blocks[p[0]]) for p in layout]
+        self.arrays = None if self.value_keys or 0 in dims else [(p[0], p[1], p[2], self.blocks[p[0]]) for p in layout]
 
     def take(self, item: Any, state: str | None) -> bool:
         """Add ``item`` when it is a dict of plain arrays of exactly this batch's layout (checked and copied
         in one pass: the common case); else return False, having added nothing."""
         arrays = self.arrays
         if arrays is None or type(item) is not dict or len(item) != len(arrays):
+            return False
+        if state is not None and not self.fits(0, _str_cost(state)):
             return False
         n = self.count
         for (key, value), (want, dtype, shape, block) in zip(item.items(), arrays):
@@ -464,21 +564,29 @@ class _Batch:
         self.states.append(state)
         self.count = n + 1
         self.used += self.item_bytes  # (arrays only: every item of the layout holds as many bytes)
+        if state is not None:
+            self.extra += _str_cost(state)
         return True
 
-    def fits(self, nbytes: int) -> bool:
-        """Whether an item of this layout holding ``nbytes`` bytes of data fits in the message."""
-        return self.count < self.capacity and self.used + nbytes <= BATCH_BYTES
+    def fits(self, nbytes: int, cost: int) -> bool:
+        """Whether an item of this layout holding ``nbytes`` bytes of data fits in the message, its values
+        (and state) costing ``cost`` to unpack."""
+        return (
+            self.count < self.capacity and self.used + nbytes <= BATCH_BYTES
+            and self.base + (self.count + 1) * self.each + self.extra + cost <= _COUNTED_BASE
+        )
 
-    def add(self, item: dict, state: str | None, nbytes: int) -> None:
+    def add(self, item: dict, state: str | None, nbytes: int, cost: int) -> None:
+        """Add ``item``, which fits (its values and state costing ``cost``)."""
         n = self.count
         for key, block in self.blocks.items():
             block[n] = item[key]
         if self.value_keys:
-            self.values.append([item[key] for key in self.value_keys])
+            self.values += [item[key] for key in self.value_keys]
         self.states.append(state)
         self.count = n + 1
         self.used += nbytes
+        self.extra += cost
 
     def full(self) -> bool:
         return self.count >= self.capacity
@@ -501,7 +609,10 @@ class _Batch:
             raise PescadorError(
                 f"{_where(position)}a message of {self.count} items could not be packed ({exc!r})"
             ) from None
-        return frames
+        # (``fits`` kept what decoding costs within what the data pays for: never padded)
+        objects = _batch_cost(self.count, len(self.layout), [len(part[2]) for part in self.layout if type(part) is tuple])
+        bound = self.base - self.fixed + self.extra + (0 if states is None else _SLOT * self.count)
+        return _paid(frames, objects, bound)  # (a bound of the header's cost)
 
 
 def encode_batch(items: list, copy: bool = False, position: int | None = None, states: list | None = None,
@@ -540,12 +651,40 @@ def encode_batch(items: list, copy: bool = False, position: int | None = None, s
         shared = [shared_layout(item) for item in items]
     if not items or shared[0] is None or any(s is None or s[0] != shared[0][0] for s in shared):
         raise PescadorError(f"{_where(position)}these items cannot share a message (see shared_layout)")
-    batch = _Batch(shared[0][0], max(s[1] for s in shared))
+    batch = _Batch(shared[0][0], max(s[1] for s in shared), max(s[2] for s in shared))
     for n, item in enumerate(items):
-        if not batch.fits(shared[n][1]):
+        state = None if states is None else states[n]
+        cost = shared[n][2] + (0 if state is None else _str_cost(state))
+        if not batch.fits(shared[n][1], cost):
             raise PescadorError(f"{_where(position)}{len(items)} items do not fit in one message")
-        batch.add(item, None if states is None else states[n], shared[n][1])
+        batch.add(item, state, shared[n][1], cost)
     return batch.frames(position)
+
+
+def encode_run(items: list, shared: list, start: int = 0) -> tuple:
+    """``(frames, end)``: one message holding ``items[start:end]``, as many items from ``start`` on as
+    share its layout and fit (at least one), where ``shared`` holds :func:`shared_layout` of each item
+    (``shared[start]`` not None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> items = [{"x": np.array([i])} for i in range(2000)]
+    >>> frames, end = encode_run(items, [shared_layout(item) for item in items])
+    >>> end == len(decode(frames)[1][0]) < len(items)
+    True
+    """
+    first = shared[start]
+    batch = _Batch(*first)
+    batch.add(items[start], None, first[1], first[2])  # (the first item, whatever it costs: padded if need be)
+    end = start + 1
+    while end < len(items):
+        here = shared[end]
+        if here is None or here[0] != first[0] or not batch.fits(here[1], here[2]):
+            break
+        batch.add(items[end], None, here[1], here[2])
+        end += 1
+    return batch.frames(), end
 
 
 _FULL_POLL = 0.005  # seconds between the outbox thread's looks at a full queue while items are due
@@ -613,8 +752,9 @@ class Outbox:
                     self._flush()
                 return
             shared = shared_layout(item)
+            cost = 0 if shared is None else shared[2] + (0 if state is None else _str_cost(state))
             if self.batch is not None and (shared is None or shared[0] != self.batch.layout
-                                           or not self.batch.fits(shared[1])):
+                                           or not self.batch.fits(shared[1], cost)):
                 self._flush()
             slow, self.last = now - self.last >= self.wait, now
             if shared is None or (self.batch is None and slow and self._writable()):  # alone, at once
@@ -625,7 +765,7 @@ class Outbox:
                 self.batch, self.since = _Batch(*shared), now
                 self._start_thread()
                 self.due.set()
-            self.batch.add(item, state, shared[1])
+            self.batch.add(item, state, shared[1], cost)
             if self.batch.full() or now - self.since >= self.wait:
                 self._flush()  # (blocks until there is room: flow control)
 
@@ -720,18 +860,19 @@ def encode_error(text: str, error: BaseException | None = None, pickled: bool = 
     >>> report = decode(encode_error("Traceback ...", KeyError("k")))[1]
     >>> report.type_name, report.args
     ('builtins.KeyError', ('k',))
-    >>> repr(error_from(report, "worker 0", trusted=False))
+    >>> repr(error_from(report, "worker 0"))
     "KeyError('k')"
     """
     text = _bounded_text(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))  # lone surrogates
-    if error is None:
-        return [msgpack.packb([ERROR, text], use_bin_type=True)]
-    try:  # (the type's names and the arguments were checked, but the exception is the user's: never fail here)
-        info = [*_type_names(type(error)), _plain_args(error), _pickled(error) if pickled else None]
-        header = msgpack.packb([ERROR, text, info], use_bin_type=True, unicode_errors="surrogatepass")
-    except Exception:
-        header = msgpack.packb([ERROR, text], use_bin_type=True)
-    return [header]
+    header = None
+    if error is not None:
+        try:  # (the type's names and the arguments were checked, but the exception is the user's: never fail here)
+            info = [*_type_names(type(error)), _plain_args(error), _pickled(error) if pickled else None]
+            header = msgpack.packb([ERROR, text, info], use_bin_type=True, unicode_errors="surrogatepass")
+        except Exception:
+            pass
+    header = header or msgpack.packb([ERROR, text], use_bin_type=True)
+    return _paid([header], _ERROR, _QUICK * len(header))
 
 
 def _bounded_text(text: str) -> str:
@@ -801,7 +942,151 @@ def _pickled(error: BaseException) -> bytes | None:
 
 
 # ----------------------------------------------------------------------------
-# Decoding (in the consumer): every check before any array is built
+# What decoding a message may allocate: counted before it is allocated
+# ----------------------------------------------------------------------------
+#
+# A message of B bytes (all its frames) makes the decoder allocate at most
+# MEMORY_FACTOR * B + MEMORY_BASE bytes.  Of that, 2 * B (less any padding)
+# is kept for copies of the message's data (an inline array's bytes, a
+# misaligned frame, a batch's block and its rows); the rest pays for the
+# Python objects: what msgpack builds from the header, then the arrays,
+# dicts and lists of the items.  Each is counted, from the message alone,
+# before it is built: the header by a bound of what msgpack may allocate
+# for it (_QUICK per byte while its lists have at most _QUICK_LIST elements,
+# else what _unpack_cost counts token by token), then each array and item
+# (_field_cost, _batch_cost).  A sender whose items cost more than their
+# bytes pay for (long lists of small values, many small arrays, long
+# non-ASCII strings) pads its message with a last frame of zeros.
+
+MEMORY_FACTOR = 4  # a message of B bytes makes the decoder allocate at most MEMORY_FACTOR * B + MEMORY_BASE bytes
+MEMORY_BASE = 1 << 18
+_COUNTED_BASE = MEMORY_BASE - (16 << 10)  # (what is counted; the rest: the decoder's own frames, a refusal's error)
+_PADDED = 0x40  # added to a message's kind: its last frame is padding, which pays for what the header builds
+
+# What unpacking a msgpack token may allocate, at most, in bytes (CPython 3.9 to 3.13, 64-bit), beyond
+# its payload's bytes (a str's counted at 5 per byte unless ASCII: a str of UTF-8 bytes may become a
+# UCS-4 str, decoded through a buffer of that size; a bin's at 1).  A list's element adds _SLOT (its
+# pointer); a map's entry adds _ENTRY (a dict's table grows by doubling; its first, of five entries,
+# adds _TABLE more), and a map whose first key is a bin, msgpack-numpy's form of a numpy value or
+# complex number (see _unpack_hook), adds what the value is: _HOOK_ARRAY where the map has the five
+# entries of an array (of at most 64 dimensions) or more, else _HOOK_VALUE.  (Measured with
+# tracemalloc; the tests check decoding against the bound, with headers of every shape.)
+_INT, _FLOAT, _STR, _BIN, _EXT, _LIST, _SLOT, _MAP, _ENTRY, _TABLE = 36, 24, 80, 40, 160, 56, 8, 96, 96, 64
+_HOOK_VALUE, _HOOK_ARRAY = 256, 640 + 24 * 64
+_QUICK = 192  # bytes msgpack may allocate per byte of a header whose lists have at most _QUICK_LIST elements
+_QUICK_LIST = 64  # (3 bytes that claim a list of 64 elements allocate 568 bytes: the most a byte can cost)
+
+# What building the items may allocate: an array (its object, its views, shape and strides, a
+# bytearray's header, an entry in the decoder's caches of layouts and dtypes) plus _PER_DIM a
+# dimension; a masked array's extra objects; a batch's row (viewed, then copied), plus _PER_DIM a
+# dimension; an item's dict (_dict_cost).
+_ARRAY, _PER_DIM, _MASKED, _ROW, _ERROR = 640, 32, 2048, 128, 4096
+_FIELD_MAX = _ARRAY + _PER_DIM * 64  # an array field that is not masked
+
+
+def _dict_cost(keys: int) -> int:
+    """What a dict of this many keys, built one key at a time, allocates at most (its first table holds
+    five keys; then it doubles)."""
+    return 224 if keys <= 5 else 192 + 64 * keys
+
+
+_DICT_COSTS = tuple(map(_dict_cost, range(64)))  # (a lookup costs less than a call: _item's)
+
+
+# An item whose header's bytes, plus _FIELD_BYTES a field, are at most _SMALL_ITEM fits (encode_item counts no
+# further)
+_FIELD_BYTES = -(-(_FIELD_MAX + _dict_cost(1) - _dict_cost(0)) // _QUICK)
+_SMALL_ITEM = (_COUNTED_BASE - _dict_cost(0)) // _QUICK
+
+
+def _token_table() -> tuple:
+    """Per first byte of a msgpack token whose size that byte tells: ``(bytes, cost, elements)``; else None."""
+    table: list = [None] * 256
+    for byte in (*range(0x80), 0xC0, 0xC2, 0xC3):  # positive fixint, nil, false, true (cached objects)
+        table[byte] = (1, 0, 0)
+    for byte in range(0xE0, 0x100):  # negative fixint
+        table[byte] = (1, _INT, 0)
+    for n in range(16):  # fixarray
+        table[0x90 + n] = (1, _LIST + _SLOT * n, n)
+    for n in range(32):  # fixstr
+        table[0xA0 + n] = (1 + n, _STR + 5 * n, 0)
+    table[0xCC] = (2, 0, 0)  # uint 8 (cached objects)
+    for byte, width in ((0xCD, 2), (0xCE, 4), (0xCF, 8), (0xD0, 1), (0xD1, 2), (0xD2, 4), (0xD3, 8)):
+        table[byte] = (1 + width, _INT, 0)
+    table[0xCA], table[0xCB] = (5, _FLOAT, 0), (9, _FLOAT, 0)
+    for byte, n in ((0xD4, 1), (0xD5, 2), (0xD6, 4), (0xD7, 8), (0xD8, 16)):  # fixext
+        table[byte] = (2 + n, _EXT + n, 0)
+    return tuple(table)
+
+
+_FIXED = _token_table()
+# The same, one tuple per column, for _unpack_cost's loop: a token's bytes (0: its length follows its first
+# byte, see _SIZED), its cost, and the elements it opens less itself
+_SIZES = tuple(0 if token is None else token[0] for token in _FIXED)
+_COSTS = tuple(0 if token is None else token[1] for token in _FIXED)
+_OPENS = tuple(0 if token is None else token[2] - 1 for token in _FIXED)
+# first byte -> (bytes of its length, kind) for the tokens whose length follows their first byte
+_SIZED = {0xD9: (1, "str"), 0xDA: (2, "str"), 0xDB: (4, "str"), 0xC4: (1, "bin"), 0xC5: (2, "bin"), 0xC6: (4, "bin"),
+          0xC7: (1, "ext"), 0xC8: (2, "ext"), 0xC9: (4, "ext"), 0xDC: (2, "list"), 0xDD: (4, "list"),
+          0xDE: (2, "map"), 0xDF: (4, "map"), **{0x80 + n: (0, "map") for n in range(16)}}
+_BINS = (0xC4, 0xC5, 0xC6)
+
+
+def _unpack_cost(data: Any, limit: float = float("inf")) -> int:
+    """What unpacking ``data`` (one msgpack object) may allocate, at most, counted without unpacking it;
+    the count stops once it passes ``limit``.
+
+    Raises PescadorError where ``data`` is not one msgpack object (it ends inside one, or goes on
+    after it, or holds the unused byte 0xc1).  Every list's and map's elements are tokens that
+    follow: a length that the data does not back is found here, before msgpack allocates for it.
+    """
+    end = len(data)
+    i = cost = 0
+    pending = 1  # tokens still to read
+    sizes, costs, opens = _SIZES, _COSTS, _OPENS
+    try:
+        while pending and cost <= limit:
+            byte = data[i]  # (past the end: IndexError)
+            size = sizes[byte]
+            if size:
+                i += size
+                cost += costs[byte]
+                pending += opens[byte]
+                continue
+            pending -= 1
+            sized = _SIZED.get(byte)
+            if sized is None:
+                raise _malformed("the header is not valid msgpack (it holds the byte 0xc1)")
+            width, kind = sized
+            n = int.from_bytes(data[i + 1:i + 1 + width], "big") if width else byte & 0x0F
+            i += 1 + width + (kind == "ext")  # (an extension's type follows its length)
+            if kind == "str":
+                cost += _STR + (n if bytes(data[i:i + n]).isascii() else 5 * n)
+                i += n
+            elif kind == "bin" or kind == "ext":
+                cost += (_BIN if kind == "bin" else _EXT) + n
+                i += n
+            elif kind == "list":
+                cost += _LIST + _SLOT * n
+                pending += n
+            else:
+                cost += _MAP + _ENTRY * n + (_TABLE if n else 0)
+                if n > 1 and i < end and data[i] in _BINS:  # (only those may become numpy values or complex numbers)
+                    cost += _HOOK_ARRAY if n >= 5 else _HOOK_VALUE
+                pending += 2 * n
+    except IndexError:
+        raise _malformed("the header is not valid msgpack (it ends inside an object)") from None
+    if i != end and cost <= limit:
+        raise _malformed(f"the header is not valid msgpack ({end - i} bytes after its end)")
+    return cost
+
+
+class _OverBudget(Exception):
+    """What a message would have the decoder build costs more than the message pays for."""
+
+
+# ----------------------------------------------------------------------------
+# Decoding (in the consumer): every check before what it guards is allocated
 # ----------------------------------------------------------------------------
 
 
@@ -863,10 +1148,13 @@ def _array(buffer: Any, dtype: np.dtype, shape: tuple, copy: bool) -> np.ndarray
 
 
 def _unpack_hook(obj: dict) -> Any:
-    """msgpack-numpy's decoder, after checks that keep pickle and bad sizes out."""
-    if b"nd" not in obj and b"complex" not in obj:
+    """msgpack-numpy's forms (a map whose first key is ``b"nd"``: a numpy value; ``b"complex"``: a complex
+    number), after checks that keep pickle and bad sizes out; any other map as it is."""
+    for first in obj:
+        break
+    else:
         return obj
-    if b"complex" in obj:
+    if first == b"complex":
         data = obj.get(b"data")
         if not isinstance(data, (str, bytes)) or len(data) > 128:
             raise _malformed("a complex number is not encoded as text")
@@ -874,17 +1162,23 @@ def _unpack_hook(obj: dict) -> Any:
             return complex(data.decode() if isinstance(data, bytes) else data)
         except ValueError:
             raise _malformed(f"{data!r} is not a complex number") from None
+    if first != b"nd":
+        return obj
     kind = obj.get(b"kind", b"")
     if kind != b"" or not isinstance(obj.get(b"type"), str) or not isinstance(obj.get(b"data"), bytes):
         raise _malformed("a numpy value of a kind that does not travel (object, structured or unknown)")
     dtype = _dtype(obj[b"type"])
-    if obj[b"nd"] is True:
-        return _array(obj[b"data"], dtype, _shape(obj.get(b"shape")), True)
+    if obj[b"nd"] is True and len(obj) == 5:  # (nd, type, kind, shape, data)
+        return _array(obj[b"data"], dtype, _shape(obj.get(b"shape")), False)  # (over a copy of its own)
     if obj[b"nd"] is False:
         if len(obj[b"data"]) != dtype.itemsize:
             raise _malformed("a numpy scalar whose bytes do not match its dtype")
         return np.frombuffer(obj[b"data"], dtype=dtype)[0]
     raise _malformed("a numpy value with a bad marker")
+
+
+# How a header is unpacked (decode's first try spells these out: keywords cost less than a dict there)
+_UNPACK = {"raw": False, "object_hook": _unpack_hook, "strict_map_key": False, "unicode_errors": "surrogatepass"}
 
 
 def _frame_buffer(frame: Any) -> Any:
@@ -898,6 +1192,9 @@ def decode(frames: list, copy: bool = False) -> tuple:
 
     A batch's ``states`` is None or one state per item.
     An error's ``report`` is an :class:`ErrorReport`; nothing is unpickled.
+    Decoding a message of B bytes (all its frames) allocates at most
+    ``MEMORY_FACTOR * B + MEMORY_BASE`` bytes: what the message would
+    have built is counted, from the message alone, before it is built.
 
     Parameters
     ----------
@@ -909,40 +1206,88 @@ def decode(frames: list, copy: bool = False) -> tuple:
     Raises
     ------
     PescadorError
-        If the message is malformed in any way.
+        If the message is malformed in any way, or would cost more to
+        decode than that bound.
     """
     if not frames:
         raise _malformed("an empty message")
-    try:
-        header = msgpack.unpackb(
-            _frame_buffer(frames[0]),
-            raw=False,
-            object_hook=_unpack_hook,
-            strict_map_key=False,
-            unicode_errors="surrogatepass",
+    first = frames[0]
+    count = len(frames)  # (the bytes of all frames: zmq.Frame and a bytes view say theirs)
+    size = len(first) if count == 1 else len(first) + len(frames[1]) if count == 2 else sum(map(len, frames))
+    budget = _COUNTED_BASE + MEMORY_FACTOR * size
+    head = first if type(first) is bytes else _frame_buffer(first)
+    spent, header = _QUICK * len(head), None
+    if spent <= budget:  # (the common case: a small header, unpacked at once)
+        try:
+            if len(head) <= _QUICK_LIST:  # (msgpack's own limit on a list's length: the header's bytes)
+                header = msgpack.unpackb(head, raw=False, object_hook=_unpack_hook, strict_map_key=False,
+                                         unicode_errors="surrogatepass")
+            else:
+                header = msgpack.unpackb(head, raw=False, object_hook=_unpack_hook, strict_map_key=False,
+                                         unicode_errors="surrogatepass", max_array_len=_QUICK_LIST)
+        except PescadorError:
+            raise
+        except Exception:  # (a longer list, or not msgpack: the count of its tokens says which)
+            pass
+    exact = header is None
+    if exact:
+        header, spent = _unpack_counted(head, budget)
+    if not isinstance(header, list) or not header or not isinstance(header[0], int):
+        raise _malformed("the header is not a list starting with a message kind")
+    kind, data = header[0], size  # (data: bytes that may be copied)
+    if kind >= _PADDED:  # (its last frame pays for what the header builds; it is not data)
+        if len(frames) < 2:
+            raise _malformed("a padded message without its padding")
+        kind -= _PADDED
+        data -= len(frames[-1])
+        frames = frames[:-1]
+    while True:
+        try:
+            if kind == ITEM and len(header) == 2 and type(header[1]) is list:  # (the common case, at once)
+                return ITEM, _item(header[1], frames, copy, budget - 2 * data - spent)
+            return _message(kind, header, frames, copy, budget - 2 * data - spent)
+        except _OverBudget as over:
+            if exact:
+                raise _malformed(f"{over} (at most {budget} bytes for a message of {size} bytes)") from None
+        spent, exact = _unpack_cost(head), True  # (the quick bound of the header's cost was loose)
+
+
+def _unpack_counted(head: Any, budget: int) -> tuple:
+    """``(header, spent)``: the header unpacked once the count of its tokens says that unpacking it
+    allocates ``spent`` bytes, at most ``budget``."""
+    spent = _unpack_cost(head, budget)
+    if spent > budget:
+        raise _malformed(
+            f"a header of {len(head)} bytes that would take more than {budget} bytes to unpack (at most "
+            f"{budget} bytes for a message of {(budget - _COUNTED_BASE) // MEMORY_FACTOR} bytes)"
         )
+    try:
+        return msgpack.unpackb(head, **_UNPACK), spent
     except PescadorError:
         raise
     except Exception as exc:
         raise _malformed(f"the header is not valid msgpack ({type(exc).__name__}: {exc})") from None
-    if not isinstance(header, list) or not header or not isinstance(header[0], int):
-        raise _malformed("the header is not a list starting with a message kind")
-    kind = header[0]
+
+
+def _message(kind: int, header: list, frames: list, copy: bool, room: int) -> tuple:
+    """The decoded message of a header already unpacked; what it builds costs at most ``room``."""
     if kind == ITEM:
         if len(header) != 2 or not isinstance(header[1], list):
             raise _malformed("an item header without a list of fields")
-        return ITEM, _item(header[1], frames, copy)
+        return ITEM, _item(header[1], frames, copy, room)
     if kind == ITEM_STATE:
         if len(header) != 3 or not isinstance(header[1], list) or not isinstance(header[2], str):
             raise _malformed("an item header without a list of fields and a state")
-        return ITEM_STATE, (_item(header[1], frames, copy), header[2])
+        return ITEM_STATE, (_item(header[1], frames, copy, room), header[2])
     if kind == BATCH:
-        return BATCH, _batch(header, frames, copy)
+        return BATCH, _batch(header, frames, room)
     if len(frames) != 1:
         raise _malformed(f"a control message of kind {kind} with {len(frames) - 1} extra frames")
     if kind == END and len(header) == 1:
         return END, None
     if kind == ERROR and len(header) in (2, 3) and isinstance(header[1], str):
+        if room < _ERROR:
+            raise _OverBudget("an error report")
         return ERROR, _error_report(header)
     raise _malformed(f"unknown message kind {kind!r}")
 
@@ -993,7 +1338,7 @@ def _error_report(header: list) -> ErrorReport:
 # ----------------------------------------------------------------------------
 
 
-def error_from(report: ErrorReport, where: str, trusted: bool, when: str = "") -> Exception:
+def error_from(report: ErrorReport, where: str, when: str = "") -> Exception:
     """The exception to raise for a worker's error: its own type where it can be rebuilt, else a WorkerError.
 
     The rebuilt exception has the worker's arguments, a
@@ -1009,17 +1354,18 @@ def error_from(report: ErrorReport, where: str, trusted: bool, when: str = "") -
         Who raised it, for the messages (``"zmq_offload: worker 0"``).
     when : str
         When, for the messages (``" after sending 7 items"``).
-    trusted : bool
-        True only for a message from one of the consumer's own worker
-        processes (same user, same machine): its pickled exception is
-        unpickled.  Otherwise nothing is unpickled, and only built-in
-        exception types are rebuilt, from their plain arguments.
+
+    The report comes from one of the consumer's own workers (a
+    :func:`pescador.zmq_offload` process or a :func:`pescador.ray_offload`
+    actor: the consumer lets no other peer in), so its pickled exception is
+    unpickled; without one, only built-in exception types are rebuilt, from
+    their plain arguments.
     """
     kind = report.type_name
     shown = (report.qualname if report.module == "builtins" else kind) or "an exception"
     message = f"{where} raised {shown}{when}; its traceback:\n{report.text.rstrip()}"
     cause = WorkerError(message, report.text, kind)
-    error = _unpickled(report.pickled) if trusted and report.pickled is not None else None
+    error = _unpickled(report.pickled) if report.pickled is not None else None
     if error is None:
         error = _builtin(report)
     if error is None:
@@ -1039,7 +1385,7 @@ _NOT_REBUILT = (StopIteration, StopAsyncIteration)
 
 
 def _unpickled(data: bytes) -> Exception | None:
-    """A trusted worker's pickled exception (see :func:`_pickled`)."""
+    """A worker's pickled exception (see :func:`_pickled`)."""
     try:
         error = pickle.loads(data)
     except Exception:  # a class not importable here, or a constructor that refuses the arguments
@@ -1060,7 +1406,12 @@ def _builtin(report: ErrorReport) -> Exception | None:
         return None
 
 
-def _item(fields: list, frames: list, copy: bool) -> dict:
+def _item(fields: list, frames: list, copy: bool, room: int) -> dict:
+    """The item of an ITEM message's fields; what it builds costs at most ``room`` (else _OverBudget)."""
+    keys = len(fields)
+    room -= _DICT_COSTS[keys] if keys < 64 else _dict_cost(keys)
+    if room < 0:
+        raise _OverBudget(f"an item of {keys} keys")
     item = {}
     frame = 1
     small = _SMALL
@@ -1076,6 +1427,9 @@ def _item(fields: list, frames: list, copy: bool) -> dict:
                 except TypeError:  # (a code that is not hashable: the checks below say what is wrong)
                     pass
             if known is not None and type(field[0]) is str and len(field[3]) == known[2]:
+                room -= known[3]
+                if room < 0:
+                    raise _OverBudget(f"the arrays of an item of {len(fields)} keys")
                 item[field[0]] = np.ndarray(known[1], known[0], bytearray(field[3]))  # (its own, aligned memory)
                 continue
         if not isinstance(field, list) or len(field) not in (2, 4, 5) or not isinstance(field[0], str):
@@ -1084,6 +1438,9 @@ def _item(fields: list, frames: list, copy: bool) -> dict:
             item[field[0]] = field[1]
             continue
         key, code, shape, inline = field[:4]
+        room -= _field_cost(shape, len(field) == 5)
+        if room < 0:
+            raise _OverBudget(f"the arrays of an item of {len(fields)} keys")
         dtype, shape = _dtype(code), _shape(shape)
         buffer, frame = _field_buffer(key, inline, frames, frame)
         if len(field) == 5:
@@ -1094,20 +1451,35 @@ def _item(fields: list, frames: list, copy: bool) -> dict:
             if masked[0] is not False:
                 mask_buffer, frame = _field_buffer(key, masked[0], frames, frame)
             _fill(key, masked[1])
+            room -= _fill_cost(dtype, masked[1])
+            if room < 0:
+                raise _OverBudget(f"the fill value of key {key!r}, of dtype {dtype.str}")
             data = _array(buffer, dtype, shape, copy)
             mask = np.ma.nomask if mask_buffer is None else _array(mask_buffer, _BOOL, shape, copy)
             item[key] = _masked(key, data, mask, masked[1], masked[2])
         else:
             item[key] = array = _array(buffer, dtype, shape, copy)
             if type(buffer) is bytes and dtype.alignment <= _BYTEARRAY_ALIGNMENT and len(small) < 1024:
-                small[(code, *shape)] = (dtype, shape, array.nbytes)
+                small[(code, *shape)] = (dtype, shape, array.nbytes, _field_cost(field[2], False))
     if frame != len(frames):
         raise _malformed(f"{len(frames) - frame} frames more than the header describes")
     return item
 
 
-# The inline arrays' layouts already checked, by (dtype code, *shape): (dtype, shape, bytes).  The
-# next array of such a layout is built at once over a copy of its bytes; a bytearray's memory
+def _field_cost(shape: Any, masked: bool) -> int:
+    """What building an item's array of this shape (as sent) allocates beyond its data, at most."""
+    array = _ARRAY + _PER_DIM * (len(shape) if type(shape) is list else 0)
+    return 2 * array + _MASKED if masked else array  # (a masked array's data, mask and the masked array)
+
+
+def _fill_cost(dtype: np.dtype, fill: Any) -> int:
+    """A masked array's fill value becomes a value of its dtype (whose items may be far larger than the
+    message: an empty array of dtype S1000000000)."""
+    return 0 if fill is None else 2 * dtype.itemsize
+
+
+# The inline arrays' layouts already checked, by (dtype code, *shape): (dtype, shape, bytes, cost).
+# The next array of such a layout is built at once over a copy of its bytes; a bytearray's memory
 # comes from malloc, aligned for any dtype of at most this alignment.
 _SMALL: dict = {}
 _BYTEARRAY_ALIGNMENT = 8
@@ -1140,12 +1512,13 @@ def _masked(key: str, data: np.ndarray, mask: Any, fill: Any, hard: bool) -> np.
         raise _malformed(f"the masked array of key {key!r}: {exc}") from None
 
 
-def _batch(header: list, frames: list, copy: bool) -> tuple:
+def _batch(header: list, frames: list, room: int) -> tuple:
     """``(items, states)`` of a BATCH message: each array key's block viewed once, its rows copied out.
 
-    Every field, value and state is checked before any row is built, and
-    what is built is bounded by ``BATCH_CELLS``.  Each row is a copy of its
-    own (``copy`` is moot): an item a consumer keeps holds its own few bytes,
+    Every field, value and state is checked, and what the items will cost
+    counted against ``room``, before any row is built (each block is viewed
+    once what its rows cost is counted).  Each row
+    is a copy of its own: an item a consumer keeps holds its own few bytes,
     not the whole message's block.
     """
     if len(header) != 5:
@@ -1157,6 +1530,7 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
         raise _malformed("a batch header without a list of fields")
     if count * len(fields) > BATCH_CELLS:
         raise _malformed(f"a batch of {count} items of {len(fields)} keys (at most {BATCH_CELLS} values in all)")
+    room -= _batch_cost(count, len(fields), ())
     keys, columns, frame, others = [], [], 1, 0
     for field in fields:
         if not isinstance(field, list) or len(field) not in (1, 4) or not isinstance(field[0], str):
@@ -1167,18 +1541,21 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
             others += 1
             continue
         key, code, shape, inline = field
+        room -= _column_cost(count, len(shape) if type(shape) is list else 0)
+        if room < 0:
+            break
         dtype, shape = _dtype(code), _shape(shape)
-        if not shape or len(shape) >= 64:
-            raise _malformed(f"the arrays of key {key!r} in a batch have {len(shape)} dimensions (1 to 63)")
+        if len(shape) >= 64:  # (none: numpy scalars, the rows of a 1-d block)
+            raise _malformed(f"the arrays of key {key!r} in a batch have {len(shape)} dimensions (at most 63)")
         buffer, frame = _field_buffer(key, inline, frames, frame)
         columns.append(_array(buffer, dtype, (count, *shape), False))  # (a view of its frame, or of a copy)
+    if room < 0:
+        raise _OverBudget(f"a batch of {count} items of {len(fields)} keys")
     if frame != len(frames):
         raise _malformed(f"{len(frames) - frame} frames more than the header describes")
     if others:
-        if not isinstance(values, list) or len(values) != count or not all(
-            isinstance(row, list) and len(row) == others for row in values
-        ):
-            raise _malformed(f"a batch's values are not {count} lists of {others} values")
+        if not isinstance(values, list) or len(values) != count * others:
+            raise _malformed(f"a batch's values are not a list of {count * others} values ({others} an item)")
     elif values is not None:
         raise _malformed("a batch of arrays only, with values")
     if states is not None and (
@@ -1186,5 +1563,20 @@ def _batch(header: list, frames: list, copy: bool) -> tuple:
         or not all(state is None or type(state) is str for state in states)
     ):
         raise _malformed(f"a batch's states are not {count} strings or nils")
-    columns = [[row[c] for row in values] if type(c) is int else [row.copy() for row in c] for c in columns]
+    columns = [
+        values[c::others] if type(c) is int else [row.copy() for row in c]
+        for c in columns
+    ]
     return [dict(zip(keys, row)) for row in zip(*columns)], states
+
+
+def _batch_cost(count: int, keys: int, dims: Any) -> int:
+    """What decoding a batch builds beyond its data, at most: ``count`` items of ``keys`` keys, one array
+    key per number of dimensions in ``dims`` (a row's)."""
+    items = count * (_dict_cost(keys) + 8 * (keys + 1)) + (keys + 1) * _LIST  # (the dicts; a list per key, of items)
+    return items + sum(_column_cost(count, ndim) for ndim in dims)
+
+
+def _column_cost(count: int, ndim: int) -> int:
+    """An array key's block, viewed once, and its ``count`` rows, each viewed and copied."""
+    return _ARRAY + _PER_DIM * (ndim + 1) + count * (_ROW + _PER_DIM * ndim)

@@ -6,8 +6,9 @@ or several small items to a message when they come fast (see
 ``batch_wait`` and :mod:`pescador.wire`), to the consumer, which yields
 them one at a time.  The consumer binds one ROUTER socket per worker on
 a private endpoint (``ipc://`` paths in a new directory of mode 0700, or
-loopback TCP); each worker connects a DEALER socket with a secret
-identity to its own, and messages from any other peer are dropped.
+loopback TCP, where a peer must also show the run's secret during the
+handshake); each worker connects a DEALER socket with a secret identity
+to its own, and messages from any other peer are dropped.
 
 Interleaving: each worker's items arrive in the order it yields them.
 Reading each worker's queue separately, the consumer goes round the
@@ -182,8 +183,14 @@ def zmq_offload(
     transport : None, "ipc" or "tcp"
         ``"ipc"``: a socket file per worker in a new private directory
         (mode 0700); ``"tcp"``: loopback TCP (127.0.0.1) on a port per
-        worker between ``min_port`` and ``max_port``.  None chooses ipc
-        where ZeroMQ supports it.
+        worker between ``min_port`` and ``max_port``, which any process on
+        this host can reach: each worker shows the run's secret during
+        ZeroMQ's handshake (PLAIN, checked by a ZAP handler in the
+        consumer), and any other peer is cut off before anything it sends
+        is kept.  (ZeroMQ's limit on a message's size would not do: it
+        bounds each frame, not how many frames a message has, and a run's
+        own items, a 1 GB batch too, must travel.)  None chooses ipc where
+        ZeroMQ supports it.
     min_port, max_port : int
         The range of TCP ports to try (both included).
     max_tries : int >= 1
@@ -309,6 +316,7 @@ class _Job:
     most: Any = None  # the most items its share can have given before ``state`` (None: unbounded)
     skip: int = 0  # items it then draws and drops (delivered after that state, before the checkpoint)
     report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
+    password: bytes = b""  # over TCP, what the worker shows the consumer to be let in (see _gate)
 
 
 # ----------------------------------------------------------------------------
@@ -353,6 +361,37 @@ def _bind_tcp(sock: zmq.Socket, min_port: int, max_port: int, max_tries: int) ->
         f"zmq_offload: no free TCP port on 127.0.0.1 between {min_port} and {max_port} after "
         f"{min(max_tries, len(ports))} tries (a run binds one port per worker); widen the range or raise max_tries"
     )
+
+
+def _gate(context: zmq.Context, socks: list) -> tuple:
+    """``(gate, password)``: let only the run's workers into ``socks`` (before they bind TCP ports).
+
+    Any process on this host can connect to a loopback port, and ZeroMQ
+    holds what a peer sends until a whole message has come (with no bound
+    on its frames), so a stranger could pile bytes up in the consumer.  A
+    worker shows the run's secret (PLAIN), which a ZAP handler in the
+    consumer checks during the handshake, before ZeroMQ accepts any
+    message: a peer without it is cut off having sent nothing that is kept.
+    The handler's thread starts before the workers (it answers their first
+    handshakes); forked while it waits in poll, they inherit no lock of it
+    that they take (logging's locks are made anew in a forked child).
+    """
+    from zmq.auth.thread import ThreadAuthenticator  # (only TCP runs need it)
+
+    password = secrets.token_hex(16)
+    gate = ThreadAuthenticator(context)
+    gate.start()
+    gate.configure_plain(domain="pescador", passwords={"worker": password})
+    for sock in socks:  # (every worker's socket: a stranger may connect to any of their ports)
+        _guard(sock)
+    return gate, password.encode()
+
+
+def _guard(sock: Any) -> None:
+    """Make ``sock`` (before it binds) let in only peers that show the run's password (see :func:`_gate`)."""
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # (no handler, no entry)
+    sock.setsockopt(zmq.ZAP_DOMAIN, b"pescador")
+    sock.setsockopt(zmq.PLAIN_SERVER, 1)
 
 
 def _death(process: Any, wid: int, received: int) -> PescadorError:
@@ -408,7 +447,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
     mp = multiprocessing.get_context(config.start_method)
     pickled, payload = _payload(upstream, mp.get_start_method())
     context = zmq.Context()
-    directory = guardian = relay = None
+    directory = guardian = relay = gate = None
     socks: list = []  # one per worker: the consumer reads from each worker's queue separately
     procs: list = []
     identities: list = []
@@ -422,10 +461,12 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, config.hwm)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        gate, password = _gate(context, socks) if config.transport == "tcp" else (None, b"")
         endpoints, directory = _bind(socks, config.transport, config.min_port, config.max_port, config.max_tries)
-        relay = _report.Relay(upstream, context, endpoints[0], config)  # the workers' observers report to it
+        relay = _report.Relay(upstream, context, endpoints[0], config,  # the workers' observers report to it
+                              _guard if gate is not None else None, password)
         shared = _Job(config, pickled, payload, endpoints[0], os.getpid(), tracked=starts is not None,
-                      report=relay.address)
+                      report=relay.address, password=password)
         for wid in range(config.workers):
             identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
             identities.append(identity)
@@ -448,6 +489,8 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
                 _report.close(relay)
         finally:  # (each step happens even if a second Ctrl-C interrupts the one before)
             try:
+                if gate is not None:
+                    gate.stop()  # (its thread's sockets close: the context can end)
                 context.term()
             finally:
                 try:
@@ -510,7 +553,7 @@ class _Inbox:
         if kind == wire.END:
             return _ENDED
         when = f" after sending {self.sent} items"  # (our own worker process: its pickle is trusted)
-        raise wire.error_from(message[1], f"zmq_offload: worker {self.wid}", trusted=True, when=when)
+        raise wire.error_from(message[1], f"zmq_offload: worker {self.wid}", when=when)
 
     def drained(self, now: float) -> bool:
         """Whether this dead worker's socket has had time to receive all it sent (the socket is empty now)."""
@@ -971,6 +1014,9 @@ def _worker(job: _Job) -> None:
         sock.setsockopt(zmq.IDENTITY, job.identity)
         sock.setsockopt(zmq.SNDHWM, job.config.hwm)
         sock.setsockopt(zmq.LINGER, 0)
+        if job.password:  # (over TCP: the consumer lets in only the run's workers, see _gate)
+            sock.setsockopt(zmq.PLAIN_USERNAME, b"worker")
+            sock.setsockopt(zmq.PLAIN_PASSWORD, job.password)
         sock.connect(job.endpoint)
         link = _Link(sock)
         outbox = wire.Outbox(link.send, link.writable, job.config.batch_wait, job.config.copy)

@@ -22,11 +22,13 @@ import time
 
 import numpy as np
 import pytest
+import toolz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pescador
 from pescador import DataError, ParameterError, ParameterTypeError, PescadorError, resumable, stream
+from states import edited
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -171,6 +173,26 @@ def test_an_unseeded_shuffle_resumes_from_the_seed_its_run_recorded():
 def test_a_shuffle_with_a_generator_is_refused_by_a_resumable_run_saying_why():
     with pytest.raises(PescadorError, match=r"shuffle\(size=4, random_state=Generator.*int random_state"):
         resumable(pescador.shuffle(4, [{"v": 1}], random_state=np.random.default_rng(0)))
+
+
+REPLAYING = {"shuffle": lambda: pescador.shuffle(8, random_state=0), "bucket": lambda: pescador.bucket([2], 3),
+             "unbatch": pescador.unbatch}
+
+
+@pytest.mark.parametrize("offload", [pescador.zmq_offload, pescador.ray_offload])
+@pytest.mark.parametrize("name", sorted(REPLAYING))
+def test_a_stage_that_resumes_by_replay_is_refused_over_several_workers_saying_why(name, offload):
+    # Several workers' items interleave as their timing says: a replay from an earlier state would draw
+    # other items (the reviewer's runs lost and repeated them), so resumable() refuses it at once.
+    several = toolz.pipe(stream(numbered, 40), offload(workers=2), pescador.map(dict), REPLAYING[name]())
+    with pytest.raises(PescadorError, match=rf"resumable: {name}\(.*its upstream holds {offload.__name__}\(workers=2\)"
+                                            rf".* lose and repeat items.*Put {name} before {offload.__name__}"):
+        resumable(several)
+    # ... but not before the offload (it runs in each worker), over one worker, or a stage that does not replay
+    for fine in (toolz.pipe(stream(numbered, 40), REPLAYING[name](), offload(workers=2)),
+                 toolz.pipe(stream(numbered, 40), offload(workers=1), REPLAYING[name]()),
+                 toolz.pipe(stream(numbered, 40), offload(workers=2), pescador.prefetch(2), pescador.padded_batch(2))):
+        resumable(fine)  # (nothing starts before the first item)
 
 
 def test_a_shuffles_state_holds_no_item_and_a_resume_replays_only_since_the_buffers_oldest_item():
@@ -356,26 +378,41 @@ def test_bucket_by_a_key_or_a_function_and_batch_sizes_per_bucket():
     (lambda: pescador.map(stream(numbered, 3), twice), ParameterTypeError, r"map: fn must be a function of one "
                                                                           r"item; got stream\(numbered, 3\); the "
                                                                           r"function comes first"),
-    (lambda: pescador.shuffle(0), ParameterError, r"shuffle: size must be an integer >= 1; got 0"),
-    (lambda: pescador.shuffle(2.5), ParameterError, r"shuffle: size must be an integer >= 1; got 2.5"),
+    (lambda: pescador.shuffle(0), ParameterError, r"shuffle: size must be an integer from 1 to 2,147,483,647; got 0"),
+    (lambda: pescador.shuffle(10**30), ParameterError, r"shuffle: size must be an integer from 1 to 2,147,483,647; got 1"),
+    (lambda: pescador.shuffle(2.0), ParameterTypeError, r"shuffle: size must be an integer .*; got 2.0"),
+    (lambda: pescador.shuffle(2.5), ParameterTypeError, r"shuffle: size must be an integer .*; got 2.5"),
     (lambda: pescador.shuffle([3, 1, 2]), ParameterTypeError, r"shuffle: size .* to shuffle a list in place, use "
                                                               "random.shuffle"),
     (lambda: pescador.shuffle(10, random_state="x"), ParameterTypeError, r"shuffle: random_state must be None"),
-    (lambda: pescador.padded_batch(0), ParameterError, r"padded_batch: n must be an integer >= 1; got 0"),
+    (lambda: pescador.padded_batch(0), ParameterError, r"padded_batch: n must be an integer from 1 to .*; got 0"),
+    (lambda: pescador.padded_batch(10**30), ParameterError, r"padded_batch: n must be an integer from 1 to 2,147,4"),
+    (lambda: pescador.padded_batch(4.0), ParameterTypeError, r"padded_batch: n must be an integer .*; got 4.0"),
     (lambda: pescador.padded_batch(4, pad=3), ParameterTypeError, r"padded_batch: pad must be None, a key, a list"),
     (lambda: pescador.padded_batch(4, pad={"x": "zero"}), ParameterTypeError, r"pad\['x'\] must be a number"),
     (lambda: pescador.padded_batch(4, pad={}), ParameterError, r"padded_batch: pad is empty"),
-    (lambda: pescador.padded_batch(4, length=0), ParameterError, r"padded_batch: length must be an integer >= 1"),
+    (lambda: pescador.padded_batch(4, length=0), ParameterError, r"padded_batch: length must be an integer from 1 "),
+    (lambda: pescador.padded_batch(4, length=2**40), ParameterError, r"padded_batch: length must be an integer from 1 "),
     (lambda: pescador.padded_batch(4, lengths="n"), ParameterError, r"padded_batch: lengths='n' names one key, but "
                                                                     r"every array key is padded .*put '\{key\}' in it"),
     (lambda: pescador.padded_batch(4, strict=None), ParameterTypeError, r"padded_batch: strict must be True or False"),
     (lambda: pescador.bucket([], 4), ParameterTypeError, r"bucket: boundaries must be a non-empty list"),
     (lambda: pescador.bucket([5, 5], 4), ParameterError, r"bucket: boundaries must increase; got \[5, 5\]"),
     (lambda: pescador.bucket([5, 9], [4, 2]), ParameterError, r"bucket: n has 2 batch sizes for 3 buckets"),
+    (lambda: pescador.bucket([2.5], 4), ParameterTypeError, r"bucket: each boundary must be an integer .*; got 2.5"),
+    (lambda: pescador.bucket([5], [4, 10**30]), ParameterError, r"bucket: each batch size in n must be an integer "
+                                                                r"from 1 to 2,147,483,647"),
+    (lambda: pescador.bucket([5], 4.0), ParameterTypeError, r"bucket: n must be an integer .*; got 4.0"),
     (lambda: pescador.bucket([5], 4, by=3), ParameterTypeError, r"bucket: by must be None, a key or a function"),
-    (lambda: pescador.prefetch(0), ParameterError, r"prefetch: n must be an integer >= 1; got 0"),
+    (lambda: pescador.prefetch(0), ParameterError, r"prefetch: n must be an integer from 1 to .*; got 0"),
+    (lambda: pescador.prefetch(10**30), ParameterError, r"prefetch: n must be an integer from 1 to 2,147,483,647"),
+    (lambda: pescador.prefetch(np.int64(3)), None, "prefetch(n=3)"),
+    (lambda: pescador.shuffle(np.int64(3)), None, "shuffle(size=3)"),
 ])
 def test_bad_parameters_are_refused_when_the_step_is_built(build, kind, message):
+    if kind is None:  # (a numpy integer is an integer)
+        assert repr(build()) == message
+        return
     with pytest.raises(kind, match=message):
         build()
 
@@ -387,6 +424,42 @@ def test_configured_steps_print_their_parameters():
         "map(fn=twice)", "filter(pred=odd)", "shuffle(size=100, random_state=1)", "unbatch()",
         "padded_batch(n=8, pad={'x': 0}, length=50)", "bucket(boundaries=(10, 20), n=(4, 4, 4))", "prefetch(n=2)"]
     assert "0x" not in repr(pescador.map(lambda item: item))
+
+
+def endless_rows():
+    i = 0
+    while True:
+        yield {"x": np.full((1, 2), i)}
+        i += 1
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stage, edits, message", [
+    (pescador.shuffle(4, random_state=0), {"drawn": 10**5 + 4, "given": 10**5},
+     r"shuffle\(size=4, random_state=0\): field 'drawn' must be an integer from \d+ to 9;"),
+    (pescador.shuffle(4, random_state=0), {"at": 10**5, ("up", "pos"): 10**5, "drawn": 10**5 + 4, "given": 10**5},
+     r"shuffle\(size=4, random_state=0\): field 'at' must be an integer from 0 to 9;"),
+    (pescador.shuffle(4, random_state=0), {("up", "pos"): 10**5}, r"field 'pos' must be an integer from 0 to \d;"),
+    (pescador.padded_batch(3), {"pos": 10**5, ("up", "pos"): 10**5},
+     r"padded_batch\(n=3\): field 'pos' must be an integer from 0 to 15;"),
+    (pescador.padded_batch(3), {("up", "pos"): 10**5}, r"field 'pos' must be an integer from 0 to 15;"),
+    (pescador.bucket([5], 2), {"at": 10**5, ("up", "pos"): 10**5, "drawn": 10**5 + 1},
+     r"bucket\(boundaries=\[5\]\): field 'at' must be an integer from 0 to 14;"),
+    (pescador.bucket([5], 2), {"drawn": 10**5}, r"bucket\(boundaries=\[5\]\): field 'drawn' must be an integer from \d+ to 14;"),
+])
+def test_a_count_edited_beyond_what_the_run_can_have_drawn_is_refused_not_replayed(stage, edits, message):
+    # Under take(10), cut after 5 items: the stage can have given 5, and drawn what they and what it holds
+    # took; an edited, re-signed state that says more is refused by the field's name (not replayed from an
+    # endless source), and the stage passes its upstream the most it can have drawn.
+    recipe = pescador.take(10, stage(stream(endless_rows)))
+    run = resumable(recipe)
+    for _ in range(5):
+        next(run)
+    state = run.state_dict()
+    for path, value in edits.items():
+        state = edited(state, ("up",) + (path if isinstance(path, tuple) else (path,)), value)
+    with pytest.raises(PescadorError, match=message):
+        next(resumable(recipe, state))
 
 
 # ----------------------------------------------------------------------------
@@ -488,6 +561,64 @@ def test_ctrl_c_in_the_consumer_while_the_thread_waits_for_room_closes_the_sourc
         pytest.fail("the process did not end after Ctrl-C")
     assert "KeyboardInterrupt" in err
     assert out.splitlines() == ["interrupting", "source closed"], (out, err)
+
+
+_STALLED_OFFLOAD = textwrap.dedent("""
+    import gc, multiprocessing, os, signal, sys, threading, time
+    import numpy as np, pescador
+
+    def source():
+        for i in range(3):
+            yield {"i": np.array([i])}
+        time.sleep(40)  # a read that stalls, in the workers
+        yield {"i": np.array([99])}
+
+    def gone_after(stop):
+        run = iter(pescador.prefetch(2, pescador.zmq_offload(workers=2, timeout=1)(pescador.stream(source))))
+        for _ in range(6):
+            next(run)
+        if stop == "ctrl-c":
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            try:
+                next(run)
+            except KeyboardInterrupt:
+                pass
+        elif stop == "close":
+            run.close()
+        else:
+            del run
+            gc.collect()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20 and (multiprocessing.active_children() or
+                                              any(t.name == "pescador prefetch" for t in threading.enumerate())):
+            time.sleep(0.05)
+        return "%s: %s workers, %s threads" % (stop, len(multiprocessing.active_children()),
+                                                 sum(t.name == "pescador prefetch" for t in threading.enumerate()))
+
+    print(gone_after(sys.argv[1]), flush=True)
+    os._exit(0)  # (without the fix, a thread stays blocked)
+""")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stop", ["ctrl-c", "close", "drop"])
+def test_stopping_a_prefetch_over_a_stalled_offload_ends_its_workers(stop):
+    # The thread waits in zmq_offload's receive while the workers' source stalls: a stop interrupts that
+    # wait, so the offload's run ends (its workers stop within its timeout), as it does without prefetch.
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED_OFFLOAD, stop], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=50)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the process did not end")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # (any worker left behind)
+        except ProcessLookupError:
+            pass
+    assert out.splitlines() == [f"{stop}: 0 workers, 0 threads"], (out, err)
 
 
 def test_runs_in_consumer_threads_each_get_every_item():

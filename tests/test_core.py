@@ -282,6 +282,42 @@ def test_tuples_non_dict_item():
         list(tuples("X")(stream([[1, 2]])))
 
 
+class Record(dict):
+    pass
+
+
+@pytest.mark.parametrize(
+    "keys, bad, error",
+    [
+        (("x",), {"x": 1, 2: 3}, "key 2 of type int"),  # the key asked for, and a key that is not a string
+        (("x",), {2: 3}, "key 2 of type int"),  # as many keys as asked for, none of them a string
+        (("x",), {"y": 1}, "has no key 'x'"),
+        (("x", "y"), {"x": 1, "z": 2}, "has no key 'y'"),  # as many keys as asked for, one missing
+        (("x", "x"), {"x": 1, 0: 2}, "key 0 of type int"),  # a key asked for twice counts once
+        (("x",), Record({"x": 1, 0: 2}), "key 0 of type int"),  # a dict subclass is checked key by key
+        (("x",), None, "item 300 is a NoneType"),
+    ],
+)
+def test_tuples_names_a_bad_item_at_its_position_in_plain_and_resumable_runs(keys, bad, error):
+    """Every item but the bad one passes (subclasses of dict, keys asked for twice, past many chunks of
+    positions); the bad one raises the same error, naming it, in a plain run and in a resumable one."""
+    good = [{"x": i, "y": -i} for i in range(150)] + [Record(x=i, y=-i) for i in range(150)]
+    recipe = tuples(*keys)(stream(good + [bad, {"x": 0, "y": 0}]))
+    runs = {"plain": iter(recipe), "resumable": pescador.resumable(recipe)}
+    for name, run in runs.items():
+        expected = [tuple(item[k] for k in keys) for item in good]
+        assert [next(run) for _ in good] == expected, name
+        with pytest.raises(PescadorError) as info:
+            next(run)
+        assert "tuples: item 300" in str(info.value) and error in str(info.value), (name, str(info.value))
+    messages = set()
+    for run in (iter(recipe), pescador.resumable(recipe)):
+        with pytest.raises(PescadorError) as info:
+            list(run)
+        messages.add(str(info.value))
+    assert len(messages) == 1, messages
+
+
 def test_tuples_needs_keys():
     with pytest.raises(PescadorError, match="at least one key"):
         tuples()

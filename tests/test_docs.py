@@ -19,7 +19,7 @@ import textwrap
 import pytest
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
-NEEDS = {"frameworks.rst": ["torch", "keras"]}
+NEEDS = {"frameworks.rst": ["torch", "torchdata", "keras"]}
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,8 +6,9 @@ Every test here is bounded in time: a hang fails fast instead of eating CI.
 import collections
 import faulthandler
 import os
-import signal
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -376,23 +377,114 @@ def test_a_chattering_stranger_does_not_hide_a_dead_worker(tmp_path, monkeypatch
         context.term()
 
 
+STRANGER_CONSUMER = textwrap.dedent(
+    """
+    import os, select, sys, time
+    import numpy as np, pescador
+
+    def paced():
+        w = pescador.worker_info().id
+        for i in range(10**6):
+            time.sleep(0.002)
+            yield {"i": np.array([i]), "w": np.array([w])}
+
+    def listening():  # (the loopback ports this process listens on: one per worker)
+        inodes = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        with open("/proc/self/net/tcp") as f:
+            rows = [line.split() for line in list(f)[1:]]
+        return sorted(int(row[1].split(":")[1], 16) for row in rows if row[3] == "0A" and row[9] in inodes)
+
+    meter = pescador.Meter()  # (with an observer in the workers, the consumer also listens for their reports)
+    recipe = pescador.measure(meter)(pescador.stream(paced)) if sys.argv[1] == "observed" else pescador.stream(paced)
+    got, last = [], None
+    for item in pescador.zmq_offload(workers=2, transport="tcp")(recipe):
+        got.append((int(item["w"][0]), int(item["i"][0])))
+        if len(got) == 1:
+            print(*listening(), flush=True)
+        if last is None and select.select([sys.stdin], [], [], 0)[0]:  # (the stranger is done: 50 items more)
+            last = len(got) + 50
+        if len(got) == last:
+            break
+    mine = [[i for w, i in got if w == wid] for wid in (0, 1)]  # (each worker's items: every one once, in order)
+    print("done", all(items == list(range(len(items))) for items in mine), flush=True)
+    """
+)
+
+
+def _kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+
+
+def _zmtp_flood(port, mib):
+    """A stranger that speaks ZMTP itself: the NULL handshake, then ``mib`` MiB in frames of one message
+    that never ends (each frame says more follow).  Returns how many MiB went out before it was cut off."""
+    chunk = b"x" * (1 << 20)
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(b"\xff" + b"\x00" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\x00") + b"\x00" * 32)
+        ready = b"\x05READY\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
+        conn.sendall(b"\x04" + bytes([len(ready)]) + ready)
+        try:
+            for _ in range(mib):
+                conn.sendall(b"\x03" + len(chunk).to_bytes(8, "big") + chunk)
+                sent += 1
+        except OSError:  # (cut off)
+            pass
+    return sent
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("observed", ["plain", "observed"])
+def test_a_stranger_over_tcp_cannot_make_the_consumer_hold_what_it_sends(observed):
+    """ZeroMQ keeps a message's frames until its last one comes, whatever their number: a stranger
+    that reaches the consumer's loopback port made it hold 256 MiB (47 to 485 MiB seen, with 512).
+    Each worker has a port of its own, and with an observer in the workers the consumer listens for
+    their reports on one more: the stranger tries every one."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", STRANGER_CONSUMER, observed],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    try:
+        ports = [int(port) for port in child.stdout.readline().split()]
+        assert len(ports) == (3 if observed == "observed" else 2), child.stderr.read()
+        before = _kib(child.pid, "VmRSS")
+        sent = [_zmtp_flood(port, 256) for port in ports]
+        held = _kib(child.pid, "VmHWM") - before
+        out, err = child.communicate("done\n", timeout=60)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)  # (the consumer and its workers)
+            child.wait()
+    assert max(sent) < 256, f"the stranger was never cut off (MiB sent to each port: {sent})"
+    assert held < 32 * 1024, f"the consumer's memory grew by {held // 1024} MiB"
+    assert out.strip() == "done True", err  # (the run went on: 50 items more, no item twice)
+
+
 def _listening_ports():
-    """The loopback TCP ports this process listens on (other processes, tests in parallel included, aside)."""
-    mine = set()
+    """The loopback TCP ports this process listens on (not the machine's: another process's new port
+    would be taken for the run's)."""
+    inodes = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
-            mine.add(os.readlink(f"/proc/self/fd/{fd}"))
-        except OSError:  # (the descriptor listdir itself used, closed since)
-            pass
-    ports = []
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if state == "0A" and local.startswith("0100007F:") and f"socket:[{inode}]" in mine:
-                ports.append(int(local.split(":")[1], 16))
-    return ports
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    with open("/proc/self/net/tcp") as f:
+        rows = [line.split() for line in list(f)[1:]]
+    return [int(row[1].split(":")[1], 16) for row in rows
+            if row[3] == "0A" and row[1].startswith("0100007F:") and row[9] in inodes]
 
 
 # -- nothing lost ------------------------------------------------------------------------

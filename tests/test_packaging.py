@@ -134,7 +134,8 @@ def _extra_requirements(requires: list[str], extra: str) -> dict:
 
 
 @needs_source
-@pytest.mark.parametrize("extra, frameworks", [("torch", {"torch"}), ("keras", {"keras", "torch"}), ("ray", {"ray"})])
+@pytest.mark.parametrize("extra, frameworks", [("torch", {"torch"}), ("keras", {"keras", "torch"}), ("ray", {"ray"}),
+                                              ("torchdata", {"torchdata", "torch"})])
 def test_framework_extras_state_ranges_and_constraints_pin_them(metadata, extra, frameworks):
     pytest.importorskip("packaging")
     from packaging.requirements import Requirement
@@ -157,7 +158,7 @@ def test_framework_extras_state_ranges_and_constraints_pin_them(metadata, extra,
         assert pin.operator == "==", f"constraints.txt: {name}{pins[name]}"
         assert spec.contains(pin.version), f"constraints.txt pins {name}=={pin.version}, outside {extra}'s {spec}"
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"pip install [^\n]*-c constraints\.txt[^\n]*\[test,torch,keras,ray\]", makefile)
+    assert re.search(r"pip install [^\n]*-c constraints\.txt[^\n]*\[test,torch,torchdata,keras,ray\]", makefile)
 
 
 # ----------------------------------------------------------------------------

@@ -252,7 +252,8 @@ def test_a_resumed_run_checkpoints_and_resumes_in_turn(name, first, second):
 
 
 def _mutations(value):
-    """Changes that make a field wrong: out of range, of another type, or gone.  (Not null: it is a valid
+    """Changes that make a field wrong: out of range, of another type, or gone.  (Below -1: -1 is a valid
+    value of some fields, a round-robin's rotation before its first slot.  Not null: it is a valid
     value of some fields, a block of draws not under way; changes to valid values are the envelope's
     check's to refuse: test_a_changed_state_that_was_not_re_signed_is_refused.)"""
     out = ["drop", ("set", "seven"), ("set", [value]), ("set", {"x": value})]
@@ -260,7 +261,7 @@ def _mutations(value):
         out += [("set", 1), ("set", "true")]
     elif isinstance(value, int):
         huge = value + 10**12 if abs(value) < 2**62 else 10**40  # (a generator's 128-bit words: beyond them)
-        out += [("set", -1 - abs(value)), ("set", huge), ("set", float(value) + 0.5), ("set", True)]
+        out += [("set", -2 - abs(value)), ("set", huge), ("set", float(value) + 0.5), ("set", True)]
     elif isinstance(value, list):
         out += [("set", [["not", "an", "entry"]] * max(1, len(value)))]
     elif isinstance(value, dict):

@@ -1,6 +1,8 @@
 """The 1.0 Streamer facade, as the spec documents it, plus the 2.x/3.x names."""
 
+import os
 import pickle
+import traceback
 
 import numpy as np
 import pytest
@@ -94,6 +96,49 @@ def test_active_only_while_a_run_is_in_progress():
     assert GS.active
     GS.deactivate()
     assert not GS.active
+
+
+def _frames(error):
+    return [(frame.filename, frame.name) for frame in traceback.extract_tb(error.__traceback__)]
+
+
+@pytest.mark.parametrize("run", ["generate", "iterate", "iter", "call"])
+def test_a_streamers_run_of_a_generator_function_has_no_frame_of_pescador_per_item(run):
+    """Streamer(gen)'s runs are the generator itself: an error in the source reaches the loop through no
+    frame of pescador's (each such frame costs every item its time), and the run still counts as active."""
+
+    def failing():
+        yield {"X": 0}
+        raise KeyError("in the source")
+
+    s = Streamer(failing)
+    started = {"generate": s.generate, "iterate": s.iterate, "iter": lambda: iter(s), "call": s}[run]()
+    next(started)
+    assert s.active == 1
+    with pytest.raises(KeyError, match="in the source") as caught:
+        next(started)
+    assert not s.active
+    frames = _frames(caught.value)
+    assert frames[-1][1] == "failing" and not [f for f in frames if "pescador" + os.sep in f[0]], frames
+
+
+def test_a_streamers_run_starts_nothing_before_its_first_item():
+    """Whatever the recipe (a function that is not a generator function, a stage over it), generate() and
+    cycle() call nothing before the first item is asked for, as 1.0's generator methods did."""
+    calls = []
+
+    def listing():
+        calls.append(1)
+        return [{"X": np.zeros((1, 2))}] * 4
+
+    for s in (Streamer(listing), pescador.BufferedStreamer(listing, 2), Streamer(pescador.take(3, listing))):
+        runs = [s.generate(), s.iterate(2), s.cycle(5), s(cycle=True), iter(s)]
+        assert not calls and not s.active
+        assert next(runs[2]) is not None and calls and s.active == 1
+        for r in runs:
+            r.close()
+        assert not s.active
+        calls.clear()
 
 
 def test_streamer_pickles_with_no_run_in_progress():
