@@ -6,6 +6,7 @@ Every test here is bounded in time: a hang fails fast instead of eating CI.
 import collections
 import faulthandler
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -663,13 +664,14 @@ STUCK_CONSUMER = """
 def test_a_worker_stuck_anywhere_exits_soon_after_its_consumer_is_killed(where, method, tmp_path):
     marker = tmp_path / "markers"
     marker.mkdir()
-    ipc = tmp_path / "ipc"
-    ipc.mkdir()
+    # (the consumer's TMPDIR: a short path, as the forkserver's socket under it must be shorter than 108 bytes,
+    # which one under pytest's own temporary directory is not, in a pytest-xdist worker's)
+    ipc = tempfile.mkdtemp(prefix="ipc-")
     script = "import sys\nsys.path.insert(0, {!r})\n".format(os.path.dirname(__file__)) + textwrap.dedent(
         STUCK_CONSUMER.format(where=where, marker=str(marker), method=method)
     )
     consumer = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
-                                env=dict(os.environ, TMPDIR=str(ipc)))
+                                env=dict(os.environ, TMPDIR=ipc))
     try:
         deadline = time.monotonic() + 60
         while len(os.listdir(marker)) < 2 and time.monotonic() < deadline:
@@ -693,6 +695,7 @@ def test_a_worker_stuck_anywhere_exits_soon_after_its_consumer_is_killed(where, 
         consumer.kill()
         consumer.wait()
         _kill_session(consumer.pid)
+        shutil.rmtree(ipc, ignore_errors=True)
 
 
 GROUP_CONSUMER = """
