@@ -131,10 +131,8 @@ class Relay:
     the run has ended normally; :meth:`close` always.
     """
 
-    def __init__(self, recipe: Any, context: zmq.Context, endpoint: str, config: Any,
-                 guard: Any = None, password: bytes = b"") -> None:
+    def __init__(self, recipe: Any, context: zmq.Context, endpoint: str, config: Any) -> None:
         self.observers = observers(recipe)
-        self.password = password  # (over TCP: what a worker shows to be let in, as on its item socket)
         self.workers = config.workers
         self.endpoint: str | None = None
         self.secret = secrets.token_bytes(16)
@@ -157,8 +155,6 @@ class Relay:
         try:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE)
-            if guard is not None:
-                guard(sock)  # (over TCP a stranger could connect to this port too, and pile up frames)
             self.endpoint = _bind(sock, endpoint, config)
         except BaseException:
             sock.close(linger=0)  # (an open socket would keep the run's context.term() waiting)
@@ -168,8 +164,8 @@ class Relay:
 
     @property
     def address(self) -> tuple | None:
-        """What each worker is handed: where to report, the run's secret and password (None: nothing to report)."""
-        return None if self.endpoint is None else (self.endpoint, self.secret, self.password)
+        """What each worker is handed: where to report, and the run's secret (None: nothing to report)."""
+        return None if self.endpoint is None else (self.endpoint, self.secret)
 
     def listen(self) -> None:
         if self.sock is not None:
@@ -307,14 +303,11 @@ class Reporter:
         for observer in self.observers:
             if isinstance(observer, MuxStats):
                 observer._owner = None  # (under fork: a copy of the consumer's, which its run holds)
-        endpoint, self.secret, password = address
+        endpoint, self.secret = address
         self.wid = wid
         self.sock = context.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.CONFLATE, 1)  # (a report not yet sent is replaced by the next)
         self.sock.setsockopt(zmq.LINGER, 0)
-        if password:
-            self.sock.setsockopt(zmq.PLAIN_USERNAME, b"worker")
-            self.sock.setsockopt(zmq.PLAIN_PASSWORD, password)
         self.sock.connect(endpoint)
         self.last: Any = None
         self.finished = False

@@ -465,8 +465,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
         guardian, directory = _start_guardian(config.transport == "ipc")  # first: it removes what the run leaves
         gate, password = _gate(context, socks) if config.transport == "tcp" else (None, b"")
         endpoints = _bind(socks, directory, config.min_port, config.max_port, config.max_tries)
-        relay = _report.Relay(upstream, context, endpoints[0], config,  # the workers' observers report to it
-                              _guard if gate is not None else None, password)
+        relay = _report.Relay(upstream, context, endpoints[0], config)  # the workers' observers report to it
         shared = _Job(config, pickled, payload, endpoints[0], os.getpid(), tracked=starts is not None,
                       report=relay.address, password=password)
         _guard_forkserver_directory(guardian, mp.get_start_method())

@@ -179,7 +179,7 @@ NEVER_READ = textwrap.dedent(
     from pescador import _report
     _report._EVERY = 0  # (a report at every change: inherited by the forked workers)
     _report.Relay.listen = lambda self: None
-    _report.Relay.address = property(lambda self: None if self.endpoint is None else (self.endpoint + "-nobody", self.secret, self.password))
+    _report.Relay.address = property(lambda self: None if self.endpoint is None else (self.endpoint + "-nobody", self.secret))
     stats = pescador.MuxStats(history=0)  # (small reports: many of them)
     recipe = pescador.zmq_offload(workers=2, start_method="fork")(
         pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)(
