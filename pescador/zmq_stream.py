@@ -724,14 +724,10 @@ _GUARD_GRACE = 1.5  # seconds after the consumer's death before the guardian kil
 # workers _GUARD_GRACE seconds (their watcher threads end them sooner), kills those left, and removes the
 # directories.  The consumer kills it at the end of every run, after its own cleanup, and reaps it.
 _GUARD = """
-import os, select, shutil, signal, socket, sys, tempfile, time
+import os, select, shutil, signal, socket, sys, time
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 consumer, grace, link = int(sys.argv[1]), float(sys.argv[2]), socket.socket(fileno=int(sys.argv[3]))
-paths = [tempfile.mkdtemp(prefix="pescador-", dir=sys.argv[4])] if sys.argv[4] else []
-try:
-    link.send(("+" + "".join(paths)).encode())
-except OSError:  # the consumer is dead already
-    pass
+paths = []
 link.setblocking(False)
 workers = []
 def read():
@@ -740,8 +736,6 @@ def read():
             message, fds, _, _ = socket.recv_fds(link, 65536, 64)
         except BlockingIOError:
             return True
-        except ConnectionResetError:  # (the consumer died before reading our message; told once)
-            continue
         except OSError:
             return False
         if not message:
@@ -782,9 +776,11 @@ def _start_guardian(ipc: bool) -> tuple:
     """Start the run's guardian (see ``_GUARD``) and make the run's ipc directory (mode 0700), if ``ipc``.
 
     Returns the guardian (None where the system has no pidfds) and the
-    directory (None over tcp).  The guardian makes the directory itself, so
-    that whenever the directory exists, someone outside the consumer's
-    process group will remove it.
+    directory (None over tcp).  The guardian is told the directory's name
+    before the directory is made, so that whenever it exists, someone
+    outside the consumer's process group will remove it; the consumer does
+    not wait for the guardian to start (a Python interpreter's start, tens
+    of milliseconds, would delay every run's first item).
 
     Why a process: a worker's watcher thread needs the GIL, which a main
     thread stuck in C code may never let go, and the consumer's ipc
@@ -801,8 +797,7 @@ def _start_guardian(ipc: bool) -> tuple:
         return None, tempfile.mkdtemp(prefix="pescador-") if ipc else None
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
-        args = [sys.executable, "-I", "-S", "-c", _GUARD, str(consumer), str(_GUARD_GRACE), str(theirs.fileno()),
-                tempfile.gettempdir() if ipc else ""]
+        args = [sys.executable, "-I", "-S", "-c", _GUARD, str(consumer), str(_GUARD_GRACE), str(theirs.fileno())]
         process = subprocess.Popen(args, pass_fds=[consumer, theirs.fileno()], stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     except BaseException:
@@ -813,14 +808,27 @@ def _start_guardian(ipc: bool) -> tuple:
         theirs.close()
     guardian = _Guardian(process, ours)
     try:
-        made = ours.recv(65536)  # ("+" and the directory; nothing if the guardian could not start)
-        if not made:
-            raise PescadorError(f"zmq_offload: the run's guardian ({sys.executable}) exited at its start "
-                                f"with code {process.wait()}; its error is above")
+        return guardian, _private_directory(guardian) if ipc else None
     except BaseException:
         guardian.stop()
         raise
-    return guardian, made[1:].decode() or None
+
+
+def _private_directory(guardian: _Guardian) -> str:
+    """Make the run's ipc directory (mode 0700, a name no one can guess), told to the guardian first."""
+    base = tempfile.gettempdir()
+    while True:
+        path = os.path.join(base, "pescador-" + secrets.token_hex(8))
+        try:
+            guardian.link.send(b"+\0" + os.fsencode(path))
+        except OSError:
+            raise PescadorError(f"zmq_offload: the run's guardian ({sys.executable}) exited at its start with code "
+                                f"{guardian.process.wait()}; its error is above") from None
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:  # (16 random hex digits taken: another name)
+            continue
 
 
 def _watch_worker(guardian: _Guardian | None, pid: int) -> None:
