@@ -532,6 +532,7 @@ def test_a_source_blocked_in_io_is_not_waited_on_for_ever():
 _CTRL_C = textwrap.dedent("""
     import os, signal, sys, time
     import numpy as np, pescador
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job inherits SIGINT ignored)
 
     def source():
         try:
@@ -566,6 +567,7 @@ def test_ctrl_c_in_the_consumer_while_the_thread_waits_for_room_closes_the_sourc
 _STALLED_OFFLOAD = textwrap.dedent("""
     import gc, multiprocessing, os, signal, sys, threading, time
     import numpy as np, pescador
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job inherits SIGINT ignored)
 
     def source():
         for i in range(3):
