@@ -388,18 +388,8 @@ STRANGER_CONSUMER = textwrap.dedent(
             time.sleep(0.002)
             yield {"i": np.array([i]), "w": np.array([w])}
 
-    def listening():  # (the loopback ports this process listens on: one per worker)
-        inodes = set()
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        with open("/proc/self/net/tcp") as f:
-            rows = [line.split() for line in list(f)[1:]]
-        return sorted(int(row[1].split(":")[1], 16) for row in rows if row[3] == "0A" and row[9] in inodes)
+    sys.path.insert(0, sys.argv[2])  # (tests/: the loopback ports this process listens on, one per worker)
+    from test_faults import _listening_ports as listening
 
     meter = pescador.Meter()  # (with an observer in the workers, the consumer also listens for their reports)
     recipe = pescador.measure(meter)(pescador.stream(paced)) if sys.argv[1] == "observed" else pescador.stream(paced)
@@ -451,7 +441,7 @@ def test_a_stranger_over_tcp_cannot_make_the_consumer_hold_what_it_sends(observe
     Each worker has a port of its own, and with an observer in the workers the consumer listens for
     their reports on one more: the stranger tries every one."""
     child = subprocess.Popen(
-        [sys.executable, "-c", STRANGER_CONSUMER, observed],
+        [sys.executable, "-c", STRANGER_CONSUMER, observed, os.path.dirname(__file__)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     try:
