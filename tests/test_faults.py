@@ -347,7 +347,10 @@ def dies_soon():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.timeout(30)
 def test_a_chattering_stranger_does_not_hide_a_dead_worker(tmp_path, monkeypatch):
+    """A stranger that keeps sending to a dead worker's socket does not keep its death from the consumer
+    (which would then wait for ever: the test's timeout fails it)."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     it = iter(zmq_offload(transport="ipc")(stream(dies_soon)))
     next(it)
@@ -366,10 +369,8 @@ def test_a_chattering_stranger_does_not_hide_a_dead_worker(tmp_path, monkeypatch
     thread = threading.Thread(target=chatter)
     thread.start()
     try:
-        start = time.monotonic()
         with pytest.raises(PescadorError, match="killed by signal SIGKILL"):
             next(it)
-        assert time.monotonic() - start < 2.0
     finally:
         stop.set()
         thread.join()
