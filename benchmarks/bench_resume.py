@@ -2,7 +2,7 @@
 
 Workloads: 100 endless generator sources of (1, 10) float32 items, a mux
 with k=10 and lam=16 (goal: a resumable run at most 1.2x a plain run per
-item); and buffer(16) over a mux of 64 such sources with k=4 (goal: at most
+item); prefetch(64) over that mux (goal: at most 1.3x); and buffer(16) over a mux of 64 such sources with k=4 (goal: at most
 1.3x).  Per item: a resumable run against a plain run of the same recipe, in
 the same run (medians); both are the same chain of stages, so the difference
 is the resumable run's own wrapper.  Per checkpoint: ``state_dict()`` and
@@ -137,6 +137,9 @@ def main(argv: list[str]) -> None:
     nb = n // 16
     b_plain = median_seconds(lambda: consume(batched, nb), args.repeat) / nb
     b_resumable = median_seconds(lambda: consume(pescador.resumable(batched), nb), args.repeat) / nb
+    fetched = pescador.prefetch(64)(recipe)
+    p_plain = median_seconds(lambda: consume(fetched, n), args.repeat) / n
+    p_resumable = median_seconds(lambda: consume(pescador.resumable(fetched), n), args.repeat) / n
     run = pescador.resumable(recipe)
     consume(run, n)
     t_state = median_seconds(run.state_dict, args.repeat)
@@ -155,6 +158,9 @@ def main(argv: list[str]) -> None:
             ["buffer(16) over mux(4, 64): per batch, plain", f"{b_plain * 1e6:.2f} us", "-"],
             ["buffer(16) over mux(4, 64): per batch, resumable", f"{b_resumable * 1e6:.2f} us",
              f"{b_resumable / b_plain:.2f}x plain (goal <= 1.3x)"],
+            ["prefetch(64) over the mux: per item, plain", f"{p_plain * 1e6:.2f} us", "-"],
+            ["prefetch(64) over the mux: per item, resumable", f"{p_resumable * 1e6:.2f} us",
+             f"{p_resumable / p_plain:.2f}x plain (goal <= 1.3x)"],
             ["state_dict()", f"{t_state * 1e3:.3f} ms, {len(json.dumps(state)):,} bytes of JSON", "-"],
             [f"resume at item {n:,}", f"{t_resume * 1e3:.2f} ms",
              f"replaying {n:,} plain items: {t_plain * n * 1e3:.0f} ms ({t_plain * n / t_resume:.0f}x longer)"],

@@ -22,10 +22,17 @@ The promises are ``zmq_offload``'s:
   prefetch), and a source blocked in a call into C (a read that never
   returns) is not waited on for ever: its thread ends when the call does;
 - no thread is left behind a run that ended, was closed or was collected;
-- a resumable run resumes exactly: each item travels with the upstream's
-  state after it, and the stage's state is the one after the last item
-  given, so items drawn ahead but not given are drawn again on resume, not
-  kept in the state.
+- a resumable run resumes exactly: now and then an item travels with the
+  upstream's state after it (with the first item, then about every 10 ms of
+  the thread's work and at least every 4,096 items, as ``zmq_offload``'s
+  workers send theirs), and the stage's state is the last such state the
+  consumer was given and the count of items given since (``skip``); a
+  resume starts the upstream from that state and draws those items again,
+  dropping them.  Items drawn ahead but not given are drawn again on resume,
+  not kept in the state.  Where the upstream does not give the same items
+  again from a state (an offload of several workers, whose workers take
+  turns as their timing says), every item travels with its state, so that
+  nothing is dropped on resume.
 """
 
 from __future__ import annotations
@@ -36,13 +43,15 @@ import functools
 import json
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, overload
 
 from ._checks import check_size
 from .core import _MISSING, ItemTransform, Source, Stream, Transform
-from .stage import Stage, start_plain
+from .stage import Stage, check_fields, check_int, most_given, start_plain
+from .zmq_stream import _STATE_SHARE, STATE_EVERY, STATE_ITEMS
 
 __all__ = ["prefetch"]
 
@@ -69,11 +78,15 @@ class _Failed:
         self.error = error
 
 
-def _fill(pump: "_Pump", run: Iterator, state_of: Callable | None) -> None:
-    """The thread: put the items of ``run`` (with the upstream's state after each, given ``state_of``) into
-    the pump's queue, then the end or the error; close ``run`` when it ends or the consumer stops.  While it
-    draws, ``pump.drawing`` says so (under ``pump.lock``): a stop may then interrupt the draw."""
+def _fill(pump: "_Pump", run: Iterator, state_of: Callable | None, every_item: bool, drop: int) -> None:
+    """The thread: put the items of ``run`` into the pump's queue (given ``state_of``, each as a pair with the
+    upstream's state after it, now and then, or None: see the module; ``every_item``: with each), then the
+    end or the error; close ``run`` when it ends or the consumer stops.  The first ``drop`` items are drawn
+    and dropped (a resume).  While it draws, ``pump.drawing`` says so (under ``pump.lock``): a stop may then
+    interrupt the draw."""
     put, draw, lock, stopping = pump.entries.put, run.__next__, pump.lock, pump.stopping
+    clock = time.monotonic
+    due, left = clock(), STATE_ITEMS  # (the first item carries a state)
     try:
         while True:
             with lock:
@@ -88,7 +101,20 @@ def _fill(pump: "_Pump", run: Iterator, state_of: Callable | None) -> None:
             finally:
                 with lock:
                     pump.drawing = False
-            put(item if state_of is None else (item, state_of()))
+            if drop:
+                drop -= 1
+                continue
+            if state_of is None:
+                put(item)
+                continue
+            left -= 1
+            now = clock()
+            if now < due and left and not every_item:
+                put((item, None))
+                continue
+            after = state_of()
+            due, left = now + max(STATE_EVERY, _STATE_SHARE * (clock() - now)), STATE_ITEMS
+            put((item, after))
     except _Interrupted:
         pass  # (the consumer stopped while the upstream was blocked: nobody reads the queue)
     except BaseException as error:  # (whatever it is, the consumer raises it, after the items before it)
@@ -117,12 +143,13 @@ class _Pump:
 
     __slots__ = ("entries", "stopping", "lock", "drawing", "thread", "__weakref__")
 
-    def __init__(self, run: Iterator, n: int, state_of: Callable | None) -> None:
+    def __init__(self, run: Iterator, n: int, state_of: Callable | None, every_item: bool, drop: int) -> None:
         self.entries: queue.Queue = queue.Queue(n)
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.drawing = False
-        self.thread = threading.Thread(target=_fill, args=(self, run, state_of), name="pescador prefetch",
+        self.thread = threading.Thread(target=_fill, args=(self, run, state_of, every_item, drop),
+                                       name="pescador prefetch",
                                        daemon=True)
         with _LOCK:
             _LIVE.add(self)
@@ -163,9 +190,10 @@ def _stop_all() -> None:
         pump.stop()
 
 
-def _prefetched(run: Iterator, n: int, state_of: Callable | None = None) -> Iterator:
+def _prefetched(run: Iterator, n: int, state_of: Callable | None = None, every_item: bool = False,
+                drop: int = 0) -> Iterator:
     """The consumer's side: the thread's entries, as they come (its thread starts at the first ``next``)."""
-    pump = _Pump(run, n, state_of)
+    pump = _Pump(run, n, state_of, every_item, drop)
     get = pump.entries.get
     try:
         while True:
@@ -184,21 +212,36 @@ def _state_text(up: Any) -> str:
 
 
 class _Prefetch(Stage):
-    """prefetch's run.  State: the upstream's state after the last item given (see the module)."""
+    """prefetch's run.  State: the last upstream state given with an item, and the items given since (see
+    the module)."""
 
     one_to_one = True
 
     def __init__(self, upstream: Any, n: int, state: dict | None = None) -> None:
+        from .resume import _inexact  # (resume imports the stages' modules)
+
+        every_item = _inexact(upstream) is not None  # (a replay would not draw the same items again)
+        self.skip = 0
+        if state is not None:
+            where = f"prefetch(n={n})"
+            check_fields(state, ("up", "skip"), where)
+            most = most_given()
+            bound = 0 if every_item else STATE_ITEMS - 1
+            self.skip = check_int(state, "skip", where, 0, bound if most is None else min(bound, most))
         self.up = self.start_upstream(upstream, state)
         self.given = _state_text(self.up)
-        self.run = _prefetched(self.up, n, functools.partial(_state_text, self.up))
+        self.run = _prefetched(self.up, n, functools.partial(_state_text, self.up), every_item, self.skip)
 
     def __next__(self) -> Any:
-        item, self.given = next(self.run)
+        item, given = next(self.run)
+        if given is None:
+            self.skip += 1
+        else:
+            self.given, self.skip = given, 0
         return item
 
     def state(self) -> dict:
-        return {"up": json.loads(self.given)}
+        return {"up": json.loads(self.given), "skip": self.skip}
 
     def close(self) -> None:
         """End the run now: stop the thread (its upstream is closed)."""

@@ -486,6 +486,38 @@ def prefetch_threads():
     return [t for t in threading.enumerate() if t.name == "pescador prefetch"]
 
 
+def test_a_resumable_prefetch_takes_its_upstreams_state_now_and_then_and_resumes_exactly():
+    """Over a source that replays exactly, the state travels with some items only: the stage's state is the
+    last one given and the count of items since, and a resume drops those items again."""
+    recipe = pescador.prefetch(8)(stream(numbered, 20_000))
+    run = resumable(recipe)
+    head, skips = [], []
+    for n in range(1, 12_346):
+        head.append(int(next(run)["i"][0]))
+        if n % 1_000 == 0:
+            skips.append(run.state_dict()["stages"]["skip"])
+    state = json.loads(json.dumps(run.state_dict()))
+    del run  # (its thread ends with it)
+    assert max(skips) > 0  # (a state at least every 4,096 items, about every 10 ms: not one per item)
+    assert all(0 <= skip < 4_096 for skip in skips + [state["stages"]["skip"]])
+    tail = [int(x["i"][0]) for x in resumable(recipe, state)]
+    assert head + tail == list(range(20_000))
+
+
+@pytest.mark.timeout(60)
+def test_a_prefetch_over_an_offload_of_several_workers_keeps_each_items_state():
+    """An offload of two workers does not give the same items again from a state (its workers take turns
+    as their timing says): there every item carries its state, and a resume drops nothing."""
+    recipe = pescador.prefetch(4)(pescador.zmq_offload(workers=2, random_state=3)(stream(numbered, 3_000)))
+    run = resumable(recipe)
+    head = [int(next(run)["i"][0]) for _ in range(1_000)]
+    state = json.loads(json.dumps(run.state_dict()))
+    del run  # (its thread ends with it)
+    assert state["stages"]["skip"] == 0
+    tail = [int(x["i"][0]) for x in resumable(recipe, state)]
+    assert sorted(head + tail) == sorted(list(range(3_000)) * 2)
+
+
 def test_prefetch_keeps_the_order_and_an_error_comes_after_the_items_before_it():
     assert [int(x["i"][0]) for x in pescador.prefetch(3, stream(numbered, 50))] == list(range(50))
     got = []
