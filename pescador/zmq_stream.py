@@ -814,11 +814,12 @@ def _start_guardian(ipc: bool) -> tuple:
         raise
 
 
-def _private_directory(guardian: _Guardian, prefix: str = "pescador-", base: str | None = None) -> str:
+def _private_directory(guardian: _Guardian, prefix: str = "pescador-", base: str | None = None,
+                       random_bytes: int = 8) -> str:
     """Make the run's ipc directory (mode 0700, a name no one can guess), told to the guardian first."""
     base = tempfile.gettempdir() if base is None else base
     while True:
-        path = os.path.join(base, prefix + secrets.token_hex(8))
+        path = os.path.join(base, prefix + secrets.token_hex(random_bytes))
         try:
             guardian.link.send(b"+\0" + os.fsencode(path))
         except OSError:
@@ -827,7 +828,7 @@ def _private_directory(guardian: _Guardian, prefix: str = "pescador-", base: str
         try:
             os.mkdir(path, 0o700)
             return path
-        except FileExistsError:  # (16 random hex digits taken: another name)
+        except FileExistsError:  # (the random name taken: another one)
             continue
 
 
@@ -862,7 +863,8 @@ def _guard_forkserver_directory(guardian: _Guardian | None, method: str) -> None
         guardian.link.send(b"+\0" + made.encode())
     elif multiprocessing.process.current_process()._config.get("tempdir") is None:
         shorter = getattr(multiprocessing.util, "_get_base_temp_dir", None)  # (3.12.?+: a base short enough for sockets)
-        made = _private_directory(guardian, "pymp-", None if shorter is None else shorter(tempfile))
+        # (8 random characters, as multiprocessing's own: its socket's path must fit in 107 bytes)
+        made = _private_directory(guardian, "pymp-", None if shorter is None else shorter(tempfile), 4)
         multiprocessing.util.Finalize(None, _remove_multiprocessing_directory, args=(shutil.rmtree, made),
                                       exitpriority=-100)
         multiprocessing.process.current_process()._config["tempdir"] = _FORKSERVER_DIRECTORY[os.getpid()] = made
