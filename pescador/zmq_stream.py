@@ -1345,7 +1345,8 @@ class _Pool:
     """The persistent workers of one recipe object, and what they need: sockets, guardian, directory."""
 
     def __init__(self, upstream: Any, config: _Config) -> None:
-        self.upstream, self.config = upstream, config
+        self.upstream = upstream
+        self.config = dataclasses.replace(config, persistent_workers=True)  # (not the handle: it would never go)
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.busy = self.closed = self.started = False
