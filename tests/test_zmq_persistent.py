@@ -325,8 +325,8 @@ def test_a_consumer_killed_between_runs_leaves_no_worker_and_no_directory(method
         consumer.kill()
         consumer.wait()
         assert wait_gone(workers, 5.0)
-        deadline = time.monotonic() + 5
-        while [d for d in os.listdir(tmp_path) if d.startswith("pescador-")] and time.monotonic() < deadline:
+        deadline = time.monotonic() + 5  # (the guardian removes both, the forkserver's pymp-* too)
+        while [d for d in os.listdir(tmp_path) if d.startswith(("pescador-", "pymp-"))] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not [d for d in os.listdir(tmp_path) if d.startswith(("pescador-", "pymp-"))]
     finally:
@@ -367,3 +367,30 @@ def test_ctrl_c_in_the_second_epoch_then_a_third_and_the_exit_leaves_nothing(met
     assert result["interrupted"] and result["complete"] and result["first"] == result["third"]
     assert wait_gone(result["first"])
     assert not [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]
+
+
+# -- observers, and TCP -------------------------------------------------------------------
+
+
+def tagged(tag, n):
+    for _ in range(n):
+        yield {"tag": np.array([tag]), "pid": os.getpid()}
+
+
+@pytest.mark.parametrize("transport", ["ipc", "tcp"])
+def test_observers_count_each_run_afresh_on_the_same_workers(transport):
+    stats, meter = pescador.MuxStats(), pescador.Meter()
+    recipe = zmq_offload(workers=2, persistent_workers=True, start_method="fork", transport=transport)(
+        pescador.measure(meter)(pescador.mux(2, None, with_replacement=False, random_state=0, stats=stats)(
+            [stream(tagged, t, 10 + t) for t in range(3)])))
+    try:
+        seen = set()
+        for _ in range(3):
+            out = list(recipe)
+            seen |= pids(out)
+            assert len(out) == 33
+            np.testing.assert_array_equal(stats.items, [10, 11, 12])
+            assert meter.items == 33
+        assert len(seen) == 2
+    finally:
+        recipe.close()
