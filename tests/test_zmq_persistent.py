@@ -275,6 +275,28 @@ def test_a_worker_that_died_between_runs_is_replaced():
         recipe.close()
 
 
+def stubborn_when_stopped(n):
+    """Items; stopped early, its cleanup takes half a minute."""
+    try:
+        for i in range(n):
+            yield {"i": i, "pid": os.getpid()}
+    except GeneratorExit:
+        time.sleep(30)
+        raise
+
+
+def test_a_worker_that_does_not_stop_its_run_in_time_is_replaced_in_the_next():
+    recipe = zmq_offload(workers=1, persistent_workers=True, start_method="fork", timeout=0.5, hwm=1)(
+        stream(stubborn_when_stopped, 500))
+    try:
+        stuck = pids(take(3, recipe))
+        second = list(recipe)
+        assert [x["i"] for x in second] == list(range(500))
+        assert not pids(second) & stuck and wait_gone(stuck, 1.0)
+    finally:
+        recipe.close()
+
+
 def test_a_resumable_run_over_persistent_workers_is_exact():
     recipe = zmq_offload(workers=1, persistent_workers=True, start_method="fork")(pool(n=4))
     try:
