@@ -1356,7 +1356,7 @@ class _Pool:
         self.procs: list = []
         self.identities: list = []
         self.stopping: dict = {}  # worker -> when its run was stopped (it has not said READY since)
-        self.directory = self.guardian = self.gate = None
+        self.directory = self.guardian = self.gate = self.cancel = None
 
     def acquire(self) -> bool:
         with self.lock:
@@ -1370,12 +1370,20 @@ class _Pool:
             self.busy = False
 
     def _start(self) -> None:
-        """Start the workers (the first run), as :func:`_run` does."""
+        """Start the workers (the first run), as :func:`_run` does; on failure, release what was made (the
+        next run of the recipe makes a new pool)."""
         _check_not_daemonic()
-        config = self.config
-        self.mp = mp = multiprocessing.get_context(config.start_method)
+        self.mp = mp = multiprocessing.get_context(self.config.start_method)
         pickled, payload = _payload(self.upstream, mp.get_start_method())
         self.started = True  # (from here on, close() releases what exists)
+        try:
+            self._make(pickled, payload)
+        except BaseException:
+            self.close(forced=True)
+            raise
+
+    def _make(self, pickled: bool, payload: Any) -> None:
+        config, mp = self.config, self.mp
         self.context = context = zmq.Context()
         if config.workers + 16 > context.get(zmq.MAX_SOCKETS):
             context.set(zmq.MAX_SOCKETS, config.workers + 16)
@@ -1467,12 +1475,15 @@ class _Pool:
             return
         try:
             try:
-                self.cancel.value = _CLOSING
-                _shutdown(self.socks, self.procs, set(range(len(self.procs))), self.config.timeout)
+                if self.cancel is not None:
+                    self.cancel.value = _CLOSING
+                procs = [p for p in self.procs if p is not None]
+                _shutdown(self.socks, procs, set(range(len(procs))), self.config.timeout)
             finally:
                 if self.gate is not None:
                     self.gate.stop()
-                self.context.term()
+                if self.context is not None:
+                    self.context.term()
         finally:
             try:
                 if self.directory is not None:
@@ -1499,7 +1510,7 @@ class _PoolInbox(_Inbox):
             try:
                 identity = recv(_NOBLOCK)
             except zmq.Again:
-                if not self.begun:
+                if not self.begun:  # (it has not had this run's command: a dead or stuck one is replaced)
                     self._check_stopping()
                 return None
             except zmq.ZMQError as exc:
@@ -1533,12 +1544,16 @@ class _PoolInbox(_Inbox):
         raise wire.error_from(message[1], f"zmq_offload: worker {self.wid}", when=when)
 
     def _check_stopping(self) -> None:
-        """Replace the worker if it was told to stop an earlier run and has not, ``timeout`` seconds on."""
+        """Replace the worker if it has died (before this run's command reached it: the run was not in it), or
+        was told to stop an earlier run and has not, ``timeout`` seconds on."""
         since = self.pool.stopping.get(self.wid)
         timeout = _GRACE if self.pool.config.timeout is None else self.pool.config.timeout
-        if since is not None and time.monotonic() - max(since, self.opened, self.heard) > timeout:
+        if self.process.exitcode is not None or (
+            since is not None and time.monotonic() - max(since, self.opened, self.heard) > timeout
+        ):
             self.pool.replace(self.wid)
             self.identity, self.process = self.pool.identities[self.wid], self.pool.procs[self.wid]
+            self.dead = None
 
 
 class _RunSignal:
