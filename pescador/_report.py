@@ -15,9 +15,12 @@ consumer show what the copies counted, summed over the workers:
   not found, and stay worker-local.)
 - *Transport.*  The consumer binds a ZeroMQ PULL socket next to the run's
   item socket (``ipc://`` in the run's private directory, or loopback TCP);
-  each worker connects a PUSH socket with ``ZMQ_CONFLATE``: a report waiting
-  to be sent is replaced by the next one, so a slow consumer only ever
-  costs the worker its latest report, never a stall.  Reports are msgpack
+  each worker connects a PUSH socket on which at most one report waits
+  (``ZMQ_SNDHWM`` 1; a report that finds it full is dropped, and the next
+  one, which says the same and more, is sent once there is room), so a slow
+  consumer only ever costs the worker its latest reports, never a stall.
+  (Not ``ZMQ_CONFLATE``: a conflating socket lost whole reports sent soon
+  after it connected, seen with persistent workers, whose runs start at once.)  Reports are msgpack
   (plain ints and floats) carrying the run's secret; anything else is
   dropped.  The item wire (:mod:`pescador.wire`) is not involved.
 - *Rate.*  A thread in each worker takes a snapshot of its observers every
@@ -306,7 +309,7 @@ class Reporter:
         endpoint, self.secret = address
         self.wid = wid
         self.sock = context.socket(zmq.PUSH)
-        self.sock.setsockopt(zmq.CONFLATE, 1)  # (a report not yet sent is replaced by the next)
+        self.sock.setsockopt(zmq.SNDHWM, 1)  # (a report waits at most: a newer one is sent once it has left)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.connect(endpoint)
         self.last: Any = None
@@ -326,7 +329,6 @@ class Reporter:
         snapshots = [observer._snapshot() for observer in self.observers]
         if snapshots == self.last and not final and not wait_ms:
             return
-        self.last = snapshots
         message = msgpack.packb([self.secret, self.wid, final, snapshots])
         try:
             if wait_ms:
@@ -334,6 +336,7 @@ class Reporter:
                 self.sock.send(message)
             else:
                 self.sock.send(message, zmq.NOBLOCK)
+            self.last = snapshots
         except zmq.ZMQError:  # (nobody to take it now: the next report says the same and more)
             pass
 

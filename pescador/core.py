@@ -245,6 +245,41 @@ class Stream(_Frozen, Generic[_T_co]):
         """``s(max_iter, cycle)``: ``s.cycle(max_iter)`` if ``cycle``, else ``s.iterate(max_iter)``."""
         return self.cycle(max_iter) if cycle else self.iterate(max_iter)
 
+    def close(self) -> None:
+        """Release what this recipe keeps between its runs: the workers of each
+        ``zmq_offload(persistent_workers=True)`` stage in it end now (a later run
+        starts new ones).  A recipe that keeps nothing has nothing to release.
+
+        A stage parameter that holds something between runs says so with a
+        ``__pescador_close__`` method, which this calls.
+
+        Examples
+        --------
+        >>> import pescador
+        >>> s = pescador.take(2, pescador.stream([{"x": 1}, {"x": 2}, {"x": 3}]))
+        >>> s.close()   # (nothing kept here: it does nothing)
+        >>> [item["x"] for item in s]
+        [1, 2]
+        """
+        stack: list = [self]
+        seen: set = set()
+        while stack:
+            node = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node, Stream):
+                stack.extend(node.args)
+                stack.extend(node.kwargs.values())
+            elif type(node) in (list, tuple):
+                stack.extend(node)
+            elif type(node) is dict:
+                stack.extend(node.values())
+            else:
+                release = getattr(type(node), "__pescador_close__", None)
+                if release is not None:
+                    release(node)
+
     # pickling: rebuild through the constructor (instances are immutable)
     def __reduce__(self):
         return (Stream, (self.fn, self.args, self.kwargs, self.step))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import os
 import sys
 import threading
@@ -80,7 +81,7 @@ if not hasattr(keras.utils, "PyDataset"):  # pragma: no cover - Keras 2
         f"pescador.keras needs Keras 3 (found Keras {keras.__version__}): pip install 'pescador[keras]'"
     )
 
-__all__ = ["dataset", "StreamPyDataset"]
+__all__ = ["dataset", "StreamPyDataset", "Checkpoint"]
 
 _WATCH_EVERY = 0.2  # seconds between the watcher's looks at the Keras calls that runs belong to
 
@@ -95,6 +96,16 @@ def _keras_call(frame: Any) -> Any:
             call = frame
         frame = frame.f_back
     return call
+
+
+def _building(frame: Any) -> bool:
+    """Whether ``frame`` runs inside Keras's ``_symbolic_build``, which takes the first batch of a call on a
+    model not yet built (or compiled afresh) to build it, and does not train on it."""
+    while frame is not None:
+        if frame.f_code.co_name == "_symbolic_build" and (frame.f_globals.get("__name__") or "").startswith("keras"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _on_stack(frame: Any, top: Any) -> bool:
@@ -186,6 +197,10 @@ class StreamPyDataset(keras.utils.PyDataset):
         self._call: Any = None  # the frame of the Keras call the run belongs to (None: read by hand)
         self._thread: int | None = None  # the thread of that call
         self._lock = threading.Lock()  # held while a batch is read, and while the run is swapped
+        self._keeps_states = False  # runs are resumable runs (a Checkpoint asked): state_dict() says where
+        self._first = True  # the next batch is the first of a Keras epoch (Keras may only look at it)
+        self._held: Any = None  # a batch Keras looked at without training on it, given again next
+        self._start_state: dict | None = None  # where the next run starts (load_state_dict), or None: afresh
 
     def __len__(self) -> int:
         return self.steps
@@ -194,18 +209,32 @@ class StreamPyDataset(keras.utils.PyDataset):
         lock = self._lock
         lock.acquire()  # (not a with statement: this is paid per batch)
         try:
+            if self._held is not None:  # (the batch Keras looked at to build the model: now it trains on it)
+                batch, self._held = self._held, None
+                return batch
             if self._run is not None:
                 try:
-                    return next(self._run)
+                    batch = next(self._run)
                 except StopIteration:
-                    pass
-            return self._start(sys._getframe(1))
+                    batch = self._start(sys._getframe(1))
+            else:
+                batch = self._start(sys._getframe(1))
+            if self._first:
+                self._first = False
+                if _building(sys._getframe(1)):
+                    self._held = batch
+            return batch
         finally:
             lock.release()
 
     def _start(self, caller: Any) -> Any:
         """Start a run (the lock held) that belongs to the Keras call above ``caller``, if any; its first batch."""
-        self._run = iter(self.recipe)
+        if self._keeps_states:
+            from .resume import resumable  # (only a checkpointed dataset needs it)
+
+            self._run, self._start_state = resumable(self.recipe, self._start_state), None
+        else:
+            self._run = iter(self.recipe)
         self._call, self._thread = _keras_call(caller), threading.get_ident()
         if self._call is not None:
             _watch(self)
@@ -219,9 +248,10 @@ class StreamPyDataset(keras.utils.PyDataset):
         """Keras begins an epoch: a run that belongs to no call, or to another one (an earlier ``fit``
         that the watcher has not ended yet), ends now, and this call starts its own."""
         with self._lock:
+            self._first = True
             if self._run is None or (self._call is not None and _on_stack(self._call, sys._getframe())):
                 return
-            run, self._run, self._call = self._run, None, None
+            run, self._run, self._call, self._held = self._run, None, None, None
         _close(run)
 
     def _end_if_over(self, frames: dict) -> None:
@@ -234,7 +264,7 @@ class StreamPyDataset(keras.utils.PyDataset):
                 return
             run = self._run if self._call is not None else None  # (a run read by hand is its reader's)
             if run is not None:
-                self._run = self._call = None
+                self._run = self._call = self._held = None
             _watched.discard(self)  # (under the lock: a run started next by a Keras call is watched again)
         finally:
             self._lock.release()
@@ -243,8 +273,166 @@ class StreamPyDataset(keras.utils.PyDataset):
         except Exception as exc:  # (the watcher goes on with the other runs)
             warnings.warn(f"{self!r}: its run raised while it was closed: {exc!r}", RuntimeWarning, stacklevel=1)
 
+    def keep_states(self) -> None:
+        """Run the recipe as resumable runs from now on (:func:`pescador.resumable`), so that
+        :meth:`state_dict` can say where the data is; a :class:`Checkpoint` calls it."""
+        with self._lock:
+            self._keeps_states = True
+            if self._run is not None and not hasattr(self._run, "state_dict"):  # (a plain run: the next is not)
+                run, self._run, self._call, self._held = self._run, None, None, None
+            else:
+                run = None
+        _close(run)
+
+    def state_dict(self) -> dict:
+        """Where the data is: after the last batch this dataset gave (a small JSON-able dict).
+
+        Raises
+        ------
+        PescadorError
+            If the dataset's runs keep no state (call :meth:`keep_states`
+            first, or use a :class:`Checkpoint`).
+        """
+        with self._lock:
+            if not self._keeps_states:
+                raise PescadorError(
+                    f"{self!r}: its runs keep no state; call keep_states() before the first batch (a "
+                    "pescador.keras.Checkpoint does) to checkpoint the data"
+                )
+            return {"run": self._start_state if self._run is None else self._run.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Make the next run start where ``state`` (from :meth:`state_dict`, through JSON) says: the batch
+        after the last one given then.  Ends the current run, if any."""
+        if not isinstance(state, dict) or set(state) != {"run"}:
+            raise PescadorError(f"{self!r}: load_state_dict takes what state_dict() returned, a dict with the "
+                                f"one key 'run'; got {str(state)[:80]}")
+        with self._lock:
+            self._keeps_states = True
+            run, self._run, self._call, self._start_state = self._run, None, None, state["run"]
+            self._held = None
+        _close(run)
+
     def __repr__(self) -> str:
         return f"pescador.keras.dataset({self.recipe!r}, steps={self.steps})"
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Save the data's state beside the model's weights every ``every`` batches, and resume from them.
+
+    A Keras callback in the manner of ``keras.callbacks.BackupAndRestore``,
+    for the data too: ``model.fit(data, callbacks=[Checkpoint(directory,
+    data, every=100)])``.  Every ``every`` batches it writes, in
+    ``directory``, the model's weights (``model.weights.h5``, by
+    ``model.save_weights``, the optimizer's variables included) and
+    ``data.json``: the dataset's state after the last batch trained on, the
+    epoch, and the batches trained in all (each file written whole, then
+    renamed into place).  When ``fit`` begins and ``directory`` holds a
+    checkpoint (a job restarted after preemption, in a new process), it
+    loads the weights, makes the dataset's next run start after the last
+    batch trained on (:meth:`StreamPyDataset.load_state_dict`) and
+    ``fit`` start at the checkpoint's epoch.  The resumed ``fit`` trains on
+    exactly the batches the uninterrupted one would have, in the same order,
+    and stops after the same number of batches in all; Keras counts whole
+    epochs, so after a checkpoint in the middle of an epoch, the epochs of
+    the resumed ``fit`` end that many batches later than they would have
+    (epoch-end callbacks and metrics move with them).  When ``fit``
+    completes, the checkpoint is removed (a later ``fit`` starts afresh), as
+    ``BackupAndRestore`` does.
+
+    The dataset's runs become resumable runs (:func:`pescador.resumable`):
+    the recipe must be one that it accepts.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Where the checkpoint lives (made if missing).
+    data : StreamPyDataset
+        The dataset given to ``fit`` (:func:`dataset`).
+    every : int >= 1
+        Batches between checkpoints.
+
+    Examples
+    --------
+    >>> import os, tempfile; _ = os.environ.setdefault("KERAS_BACKEND", "torch")
+    >>> import numpy as np, keras, pescador, pescador.keras
+    >>> rows = [{"X": np.full((4, 3), i, "float32"), "Y": np.ones((4, 1), "float32")} for i in range(6)]
+    >>> data = pescador.keras.dataset(pescador.keras_tuples("X", "Y")(rows))
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> saved = tempfile.mkdtemp()
+    >>> _ = model.fit(data, epochs=2, verbose=0, callbacks=[pescador.keras.Checkpoint(saved, data, every=4)])
+    >>> os.listdir(saved)  # (fit completed: its checkpoint is gone)
+    []
+    """
+
+    def __init__(self, directory: Any, data: StreamPyDataset, every: int) -> None:
+        super().__init__()
+        if not isinstance(data, StreamPyDataset):
+            raise PescadorError(
+                f"pescador.keras.Checkpoint: data must be the dataset given to fit, a pescador.keras.dataset(...); "
+                f"got {type(data).__name__}"
+            )
+        self.directory = os.fspath(directory)
+        self.data = data
+        self.every = check_count(every, "pescador.keras.Checkpoint", "every", minimum=1)
+        self.batches = 0  # batches trained in all (the resumed ones counted from the checkpoint's)
+        self.epoch = 0
+        self.goal: int | None = None
+        data.keep_states()
+
+    @property
+    def _meta(self) -> str:
+        return os.path.join(self.directory, "data.json")
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.batches, self.epoch = 0, 0
+        if os.path.exists(self._meta):
+            with open(self._meta) as f:
+                saved = json.load(f)
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)  # (its variables are in the file)
+            self.model.load_weights(os.path.join(self.directory, saved["weights"]))
+            self.data.load_state_dict(saved["data"])
+            self.batches, self.epoch = saved["batches"], saved["epoch"]
+            self.model._initial_epoch = self.epoch  # (as keras.callbacks.BackupAndRestore does)
+        epochs, steps = self.params.get("epochs"), self.params.get("steps")
+        self.goal = epochs * steps if epochs and steps else None
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.batches += 1
+        if self.batches % self.every == 0:
+            self.save()
+        if self.goal is not None and self.batches >= self.goal:
+            self.model.stop_training = True  # (a resumed fit: as many batches in all as the uninterrupted one)
+
+    def on_train_end(self, logs: Any = None) -> None:
+        self._remove(keep=None)
+
+    def save(self) -> None:
+        """Write the checkpoint now: the weights to a file of their own, then ``data.json``, which names
+        it, renamed into place (so a job killed at any moment leaves the previous checkpoint or this one
+        whole), then remove the weights of the previous one."""
+        os.makedirs(self.directory, exist_ok=True)
+        weights = f"model-{self.batches}.weights.h5"
+        self.model.save_weights(os.path.join(self.directory, weights), overwrite=True)
+        meta = {"weights": weights, "data": self.data.state_dict(), "epoch": self.epoch, "batches": self.batches}
+        with open(self._meta + ".part", "w") as f:
+            json.dump(meta, f)
+        os.replace(self._meta + ".part", self._meta)
+        self._remove(keep=weights)
+
+    def _remove(self, keep: str | None) -> None:
+        """Remove the checkpoint's files but the weights ``keep`` (None: all of them, data.json too)."""
+        if keep is None and os.path.exists(self._meta):
+            os.remove(self._meta)
+        if os.path.isdir(self.directory):
+            for name in os.listdir(self.directory):
+                if name.startswith("model-") and name.endswith(".weights.h5") and name != keep:
+                    os.remove(os.path.join(self.directory, name))
 
 
 def dataset(recipe: Any, steps: int | None = None, even: str | None = "drop") -> StreamPyDataset:

@@ -76,12 +76,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import functools
 import json
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.util
 import numbers
 import os
+import pickle
 import random
 import secrets
 import select
@@ -94,6 +96,7 @@ import tempfile
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,6 +144,7 @@ def zmq_offload(
     start_method: str | None = None,
     random_state: int | None = None,
     batch_wait: float = 0.001,
+    persistent_workers: bool = False,
 ) -> ItemTransform:
     """Produce a stream's items in other processes and receive them over ZeroMQ.
 
@@ -223,6 +227,17 @@ def zmq_offload(
         flow control, the end of stream and errors (after every item before
         them) hold as with one item per message.  0: every item travels in
         a message of its own.
+    persistent_workers : bool
+        If True, the workers outlive a run and serve the next run of the
+        same recipe object (the next epoch), as a ``DataLoader``'s
+        ``persistent_workers`` do: each run is still a fresh run of the
+        recipe in them, with the seeds a new run draws, but no process
+        starts.  A run stopped early stops the recipe in the workers, not the
+        workers.  They end when the recipe is closed (``recipe.close()``),
+        collected, or the interpreter exits, or when this process dies.  A
+        pickled or deep-copied recipe starts workers of its own; a second
+        run started while one is live gets workers of its own for that run.
+        See "Persistent workers" in the parallel documentation.
 
     Examples
     --------
@@ -270,8 +285,17 @@ def zmq_offload(
         start_method=start_method,
         random_state=random_state,
         batch_wait=float(batch_wait),
+        persistent_workers=_check_bool(persistent_workers, where, "persistent_workers"),
     )
+    if config.persistent_workers:
+        return _PersistentTransform("zmq_offload", _Offload, config.params(), coerce=OneStream("zmq_offload"))
     return Transform("zmq_offload", _Offload, config.params(), coerce=OneStream("zmq_offload"))
+
+
+def _check_bool(value: Any, where: str, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ParameterTypeError(f"{where}: {name} must be True or False; got {value!r}")
+    return bool(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,6 +317,7 @@ class _Config:
     start_method: str | None = None
     random_state: int | None = None
     batch_wait: float = 0.001
+    persistent_workers: Any = False  # True in the Transform; in a recipe, its handle (_Workers)
 
     def params(self) -> dict:
         """The options that differ from the defaults."""
@@ -319,6 +344,7 @@ class _Job:
     skip: int = 0  # items it then draws and drops (delivered after that state, before the checkpoint)
     report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
     password: bytes = b""  # over TCP, what the worker shows the consumer to be let in (see _gate)
+    cancel: Any = None  # persistent workers: shared memory, the run below which runs are stopped (_Pool)
 
 
 # ----------------------------------------------------------------------------
@@ -420,11 +446,24 @@ class _Offload(Offloaded):
     starts_processes = True
 
     def launch(self, upstream: Any) -> Iterator:
-        return _run(upstream, self.config, self.starts if self.tracked else None, self.skips, self.delivered,
-                    self.seeds(), self.most)
+        starts = self.starts if self.tracked else None
+        if isinstance(self.config.persistent_workers, _Workers):
+            return _pooled(self.config.persistent_workers, upstream, self.config, starts, self.skips,
+                           self.delivered, self.seeds(), self.most)
+        return _run(upstream, self.config, starts, self.skips, self.delivered, self.seeds(), self.most)
 
     def skip_bound(self) -> int:
         return STATE_ITEMS - 1  # (a worker sends its state at least every STATE_ITEMS items)
+
+
+def _check_not_daemonic() -> None:
+    if multiprocessing.current_process().daemon:
+        raise PescadorError(
+            f"zmq_offload: this process ({multiprocessing.current_process().name}) is daemonic, and a daemonic "
+            "process may not start processes of its own, so zmq_offload cannot start its workers here.  A "
+            "DataLoader worker, a multiprocessing.Pool worker, a Process(daemon=True) and a zmq_offload worker "
+            "are daemonic: run zmq_offload in your main process, or take it out of the recipe run here"
+        )
 
 
 def _run(upstream: Any, config: _Config, starts: list | None, skips: list, delivered: dict, seeds: list,
@@ -438,13 +477,7 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
     :func:`pescador.stage.delivered`) as its items are
     yielded.
     """
-    if multiprocessing.current_process().daemon:
-        raise PescadorError(
-            f"zmq_offload: this process ({multiprocessing.current_process().name}) is daemonic, and a daemonic "
-            "process may not start processes of its own, so zmq_offload cannot start its workers here.  A "
-            "DataLoader worker, a multiprocessing.Pool worker, a Process(daemon=True) and a zmq_offload worker "
-            "are daemonic: run zmq_offload in your main process, or take it out of the recipe run here"
-        )
+    _check_not_daemonic()
     mp = multiprocessing.get_context(config.start_method)
     pickled, payload = _payload(upstream, mp.get_start_method())
     context = zmq.Context()
@@ -1229,3 +1262,487 @@ def _send_items(iterator: Iterator, job: _Job, outbox: wire.Outbox) -> None:
         after = dumps(state())
         due, left = now + max(STATE_EVERY, _STATE_SHARE * (clock() - now)), STATE_ITEMS
         put(item, after)
+
+
+# ----------------------------------------------------------------------------
+# Persistent workers (persistent_workers=True)
+# ----------------------------------------------------------------------------
+#
+# The workers of a persistent recipe belong to a pool that outlives its runs.  The recipe holds a
+# handle (_Workers) in place of persistent_workers=True: each application of the transform makes a new
+# one, a pickle or a deep copy of the recipe makes a new one (so its runs start workers of their own),
+# and the pool is found in _POOLS by the handle's id, never held in the recipe's value.  The pool ends
+# when the handle is collected (with every recipe and run holding it: weakref.finalize, which also runs
+# at the interpreter's exit), when the recipe is closed, or, through the guardian and the workers'
+# watchers, when this process dies.
+#
+# A pool's worker waits for a command; each run is a command (the run's number, the worker's seed,
+# its start in a resumable run, where its observers report).  The worker's messages carry the run's
+# number as a first frame, and between runs it says READY; the consumer sends a worker its command
+# when its READY arrives and drops every message of an earlier run.  A run stopped early raises the
+# pool's shared count (``cancel``) above its number and sends SIGTERM to the workers: the run in a
+# worker unwinds (its source's finally runs), and the worker says READY again.  The shared count makes
+# a late SIGTERM harmless: it stops only a run whose number is below the count.
+
+_READY = b"ready"
+_START = b"start"
+_CLOSING = 2**63 - 1  # ``cancel`` while the pool closes: every worker ends
+
+
+class _Workers:
+    """The handle of a persistent recipe's workers: it is not data (equal to any other, fingerprinted as
+    ``True``), and a copy of it by pickle is a new handle."""
+
+    __slots__ = ("__weakref__",)
+
+    def __reduce__(self) -> tuple:
+        return (_Workers, ())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Workers) or NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(_Workers)
+
+    def __repr__(self) -> str:
+        return "True"
+
+    def __pescador_fingerprint__(self) -> bool:
+        return True
+
+    def __pescador_close__(self) -> None:
+        pool = _POOLS.get(id(self))
+        if pool is not None:
+            pool.close(forced=False)
+
+
+class _PersistentTransform(Transform):
+    """``zmq_offload(persistent_workers=True)``: each recipe it makes holds a new handle (:class:`_Workers`)."""
+
+    __slots__ = ()
+
+    def __call__(self, upstream: Any) -> Any:
+        recipe = super().__call__(upstream)
+        return type(recipe)(recipe.fn, recipe.args, dict(recipe.kwargs, persistent_workers=_Workers()), self)
+
+    def __reduce__(self):
+        return (_PersistentTransform, (self.name, self.fn, self.params, self.coerce))
+
+
+_POOLS: dict = {}  # id(handle) -> its _Pool
+
+
+def _pooled(handle: _Workers, upstream: Any, config: _Config, starts: list | None, skips: list,
+            delivered: dict, seeds: list, most: int | None) -> Iterator:
+    """A run on the handle's pool (started at the first run), or, when a run of it is live, on workers of
+    its own."""
+    pool = _POOLS.get(id(handle))
+    if pool is None or pool.pid != os.getpid() or pool.closed:
+        pool = _POOLS[id(handle)] = _Pool(upstream, config)
+        weakref.finalize(handle, _close_pool, id(handle), pool)
+    if not pool.acquire():
+        yield from _run(upstream, config, starts, skips, delivered, seeds, most)
+        return
+    try:
+        yield from pool.run(starts, skips, delivered, seeds, most)
+    finally:
+        pool.release()  # (the run held ``handle``, so the pool lived while it did)
+
+
+def _close_pool(key: int, pool: "_Pool") -> None:
+    """The handle was collected, or the interpreter exits: end its pool."""
+    if _POOLS.get(key) is pool:
+        del _POOLS[key]
+    pool.close(forced=True)
+
+
+class _Pool:
+    """The persistent workers of one recipe object, and what they need: sockets, guardian, directory."""
+
+    def __init__(self, upstream: Any, config: _Config) -> None:
+        self.upstream = upstream
+        self.config = dataclasses.replace(config, persistent_workers=True)  # (not the handle: it would never go)
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.busy = self.closed = self.started = False
+        self.runs = 0
+        self.context: Any = None
+        self.socks: list = []
+        self.procs: list = []
+        self.identities: list = []
+        self.stopping: dict = {}  # worker -> when its run was stopped (it has not said READY since)
+        self.directory = self.guardian = self.gate = self.cancel = None
+
+    def acquire(self) -> bool:
+        with self.lock:
+            if self.busy or self.closed:
+                return False
+            self.busy = True
+            return True
+
+    def release(self) -> None:
+        with self.lock:
+            self.busy = False
+
+    def _start(self) -> None:
+        """Start the workers (the first run), as :func:`_run` does; on failure, release what was made (the
+        next run of the recipe makes a new pool)."""
+        _check_not_daemonic()
+        self.mp = mp = multiprocessing.get_context(self.config.start_method)
+        pickled, payload = _payload(self.upstream, mp.get_start_method())
+        self.started = True  # (from here on, close() releases what exists)
+        try:
+            self._make(pickled, payload)
+        except BaseException:
+            self.close(forced=True)
+            raise
+
+    def _make(self, pickled: bool, payload: Any) -> None:
+        config, mp = self.config, self.mp
+        self.context = context = zmq.Context()
+        if config.workers + 16 > context.get(zmq.MAX_SOCKETS):
+            context.set(zmq.MAX_SOCKETS, config.workers + 16)
+        for _ in range(config.workers):
+            sock = context.socket(zmq.ROUTER)
+            self.socks.append(sock)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, config.hwm)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.guardian, self.directory = _start_guardian(config.transport == "ipc")
+        self.gate, password = _gate(context, self.socks) if config.transport == "tcp" else (None, b"")
+        self.endpoints = _bind(self.socks, self.directory, config.min_port, config.max_port, config.max_tries)
+        self.cancel = mp.RawValue("q", 0)
+        self.job = _Job(config, pickled, payload, self.endpoints[0], os.getpid(), tracked=False,
+                        password=password, cancel=self.cancel)
+        _guard_forkserver_directory(self.guardian, mp.get_start_method())
+        for wid in range(config.workers):
+            self.procs.append(None)
+            self.identities.append(b"")
+            self._spawn(wid)
+
+    def _spawn(self, wid: int) -> None:
+        """Start worker ``wid`` (again: a new identity, so that what its predecessor sent is dropped)."""
+        identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
+        job = dataclasses.replace(self.job, wid=wid, identity=identity, endpoint=self.endpoints[wid])
+        process = self.mp.Process(target=_pool_worker, args=(job,), name=f"pescador-worker-{wid}", daemon=True)
+        process.start()
+        self.procs[wid], self.identities[wid] = process, identity
+        self.stopping.pop(wid, None)
+        _watch_worker(self.guardian, process.pid)
+
+    def replace(self, wid: int) -> None:
+        """Kill worker ``wid`` (dead, or not stopping in time) and start another in its place."""
+        process = self.procs[wid]
+        if process.exitcode is None:
+            process.kill()
+        process.join()
+        process.close()
+        self._spawn(wid)
+
+    def run(self, starts: list | None, skips: list, delivered: dict, seeds: list, most: int | None) -> Iterator:
+        """One run on the pool's workers (see above); a run stopped early stops the recipe in them."""
+        if not self.started:
+            self._start()
+        config = self.config
+        for wid, process in enumerate(self.procs):  # (a worker that died between runs: another in its place)
+            if process.exitcode is not None:
+                self.replace(wid)
+        self.runs += 1
+        number = self.runs
+        tag = number.to_bytes(8, "little")
+        live = set(range(config.workers))
+        relay = _report.Relay(self.upstream, self.context, self.endpoints[0], config)
+        try:
+            relay.listen()
+            inboxes = []
+            for wid in range(config.workers):
+                command = pickle.dumps((number, seeds[wid], starts is not None, None if starts is None else starts[wid],
+                                        most, skips[wid], relay.address))
+                inboxes.append(_PoolInbox(wid, self, tag, command))
+            yield from _receive(inboxes, live, config.copy, None if starts is None else delivered)
+            relay.finish()
+        finally:
+            try:
+                if live and not self.closed:  # (stopped early, or failed: stop the run in the workers)
+                    self.cancel.value = number + 1
+                    now = time.monotonic()
+                    for wid in live:
+                        self.stopping.setdefault(wid, now)
+                        if self.procs[wid].exitcode is None:
+                            self.procs[wid].terminate()
+            finally:
+                _report.close(relay)
+
+    def close(self, forced: bool) -> None:
+        """End the workers and release everything (in the process that started them; elsewhere, forget them).
+
+        Not while a run is live, unless ``forced`` (the handle was collected, or the interpreter exits)."""
+        with self.lock:
+            if self.closed:
+                return
+            if self.busy and not forced:
+                raise PescadorError(
+                    "zmq_offload: cannot close this recipe's persistent workers while a run of it is live; "
+                    "finish that run or close it first (run.close(), or leave its for loop), then recipe.close()"
+                )
+            self.closed = True
+        if not self.started or self.pid != os.getpid():
+            return
+        try:
+            try:
+                if self.cancel is not None:
+                    self.cancel.value = _CLOSING
+                procs = [p for p in self.procs if p is not None]
+                _shutdown(self.socks, procs, set(range(len(procs))), self.config.timeout)
+            finally:
+                if self.gate is not None:
+                    self.gate.stop()
+                if self.context is not None:
+                    self.context.term()
+        finally:
+            try:
+                if self.directory is not None:
+                    shutil.rmtree(self.directory, ignore_errors=True)
+            finally:
+                _stop_guardian(self.guardian)
+
+
+class _PoolInbox(_Inbox):
+    """The consumer's end of a pool worker's queue for one run: it sends the worker the run's command when
+    the worker says READY, drops what an earlier run sent, and replaces a worker that has not stopped its
+    earlier run in time (``timeout``, one second when None)."""
+
+    __slots__ = ("pool", "tag", "command", "begun", "opened")
+
+    def __init__(self, wid: int, pool: _Pool, tag: bytes, command: bytes) -> None:
+        super().__init__(wid, pool.socks[wid], pool.identities[wid], pool.procs[wid])
+        self.pool, self.tag, self.command, self.begun = pool, tag, command, False
+        self.opened = time.monotonic()  # (a worker still stopping an earlier run gets ``timeout`` from here on)
+
+    def take(self, copy: bool, live: set) -> Any:
+        recv, more = self.sock.recv, self.sock.getsockopt
+        while True:
+            try:
+                identity = recv(_NOBLOCK)
+            except zmq.Again:
+                if not self.begun:  # (it has not had this run's command: a dead or stuck one is replaced)
+                    self._check_stopping()
+                return None
+            except zmq.ZMQError as exc:
+                raise PescadorError(f"zmq_offload: the recipe's persistent workers were closed during its run ({exc})") from None
+            tag = recv()
+            frames = []
+            if more(_RCVMORE):
+                frames.append(recv())  # the header: small, so a copy is cheaper than a zmq.Frame
+                while more(_RCVMORE):
+                    frames.append(recv(copy=False))
+            if identity != self.identity:
+                continue  # (a stranger, or a worker replaced since)
+            self.heard = time.monotonic()
+            if not frames:
+                if tag == _READY and not self.begun:
+                    self.pool.stopping.pop(self.wid, None)
+                    self.sock.send_multipart([self.identity, _START, self.command])
+                    self.begun = True
+                continue
+            if tag != self.tag:
+                continue  # (an earlier run's)
+            break
+        message = wire.decode(frames, copy)
+        kind = message[0]
+        if kind == wire.ITEM or kind == wire.BATCH or kind == wire.ITEM_STATE:
+            return message
+        live.discard(self.wid)
+        if kind == wire.END:
+            return _ENDED
+        when = f" after sending {self.sent} items"
+        raise wire.error_from(message[1], f"zmq_offload: worker {self.wid}", when=when)
+
+    def _check_stopping(self) -> None:
+        """Replace the worker if it has died (before this run's command reached it: the run was not in it), or
+        was told to stop an earlier run and has not, ``timeout`` seconds on."""
+        since = self.pool.stopping.get(self.wid)
+        timeout = _GRACE if self.pool.config.timeout is None else self.pool.config.timeout
+        if self.process.exitcode is not None or (
+            since is not None and time.monotonic() - max(since, self.opened, self.heard) > timeout
+        ):
+            self.pool.replace(self.wid)
+            self.identity, self.process = self.pool.identities[self.wid], self.pool.procs[self.wid]
+            self.dead = None
+
+
+class _RunSignal:
+    """SIGTERM in a pool's worker: it unwinds the main thread when the run it is in was stopped (the shared
+    ``cancel`` is above its number), when the pool closes, or when the consumer is gone; otherwise (a late
+    signal of an earlier run) it does nothing.  While the main thread sends a message, it waits for the end
+    of the message (a message cut in two would corrupt the next one)."""
+
+    def __init__(self, cancel: Any, consumer: _Consumer) -> None:
+        self.cancel, self.consumer = cancel, consumer
+        self.run: int | None = None
+        self.shielded = True  # (set up, or finishing a run: no raise until idle() or enter())
+        self.critical = self.pending = False
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the consumer's to handle
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def ending(self) -> bool:
+        return self.cancel.value == _CLOSING or self.consumer.dead
+
+    def stopped(self, run: int) -> bool:
+        return self.cancel.value > run
+
+    def _due(self) -> bool:
+        return not self.shielded and (self.ending() or (self.run is not None and self.stopped(self.run)))
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.critical:
+            self.pending = True
+        elif self._due():
+            self.shielded = True
+            raise _Stopped
+
+    def sent(self) -> None:
+        """A message has gone: a signal that came meanwhile takes effect now."""
+        self.critical = False
+        if self.pending:
+            self.pending = False
+            self._handle(signal.SIGTERM, None)
+
+    def enter(self, run: int) -> None:
+        self.run, self.shielded = run, False
+        self._handle(signal.SIGTERM, None)  # (stopped before it began)
+
+    def shield(self) -> None:
+        self.run, self.shielded = None, True
+
+    def idle(self) -> None:
+        self.run, self.shielded = None, False
+
+
+class _PoolLink(_Link):
+    """A pool worker's end of the wire: messages tagged with their run, commands between runs."""
+
+    def __init__(self, sock: zmq.Socket, signals: _RunSignal) -> None:
+        super().__init__(sock)
+        self.signals, self.main = signals, threading.get_ident()
+
+    def send_run(self, run: int, tag: bytes, frames: list) -> None:
+        """Send a message of run ``run``, waiting for room; dropped once that run was stopped."""
+        signals, sock = self.signals, self.sock
+        main = threading.get_ident() == self.main
+        while True:
+            if main:
+                signals.critical = True
+            try:
+                sock.send(tag, _NOBLOCK | zmq.SNDMORE)  # (the rest of a message never waits: zmq takes it)
+                wire.send(sock, frames, _NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+            finally:
+                if main:
+                    signals.sent()
+            if signals.stopped(run):
+                return
+            sock.poll(_POLL_MS, zmq.POLLOUT)
+
+    def ready(self) -> None:
+        """Say READY (between runs): wait for room, unless the pool closes."""
+        signals, sock = self.signals, self.sock
+        while not signals.ending():
+            signals.critical = True
+            try:
+                sock.send(_READY, _NOBLOCK)
+                return
+            except zmq.Again:
+                pass
+            finally:
+                signals.sent()
+            sock.poll(_POLL_MS, zmq.POLLOUT)
+
+    def command(self) -> tuple | None:
+        """The next run's command; None once the pool closes or the consumer is gone."""
+        sock = self.sock
+        while not self.signals.ending():
+            if sock.poll(_POLL_MS, zmq.POLLIN):
+                frames = sock.recv_multipart()
+                if len(frames) == 2 and frames[0] == _START:
+                    return pickle.loads(frames[1])  # (from our own consumer, over our private connection)
+        return None
+
+
+def _pool_worker(job: _Job) -> None:
+    """A pool's worker process: say READY, run the recipe as each command says, and again, until the pool
+    closes or the consumer is gone.  Set up in the order :func:`_worker` is."""
+    consumer = _Consumer(job.consumer)
+    signals = _RunSignal(job.cancel, consumer)
+    context = sock = None
+    done = threading.Event()
+    try:
+        _start_watcher(consumer, job.endpoint, done)
+        context = zmq.Context()
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, job.identity)
+        sock.setsockopt(zmq.SNDHWM, job.config.hwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        if job.password:
+            sock.setsockopt(zmq.PLAIN_USERNAME, b"worker")
+            sock.setsockopt(zmq.PLAIN_PASSWORD, job.password)
+        sock.connect(job.endpoint)
+        link = _PoolLink(sock, signals)
+        recipe: list = []  # (the recipe, once unpickled: at the first run)
+        while True:
+            signals.idle()
+            link.ready()
+            command = link.command()
+            if command is None:
+                return
+            _pool_run(job, recipe, command, link, signals, context)
+    except _Stopped:
+        pass
+    finally:
+        signals.shield()
+        if sock is not None:
+            sock.close(linger=0)
+        if context is not None:
+            context.term()
+        done.set()
+
+
+def _pool_run(job: _Job, recipe: list, command: tuple, link: _PoolLink, signals: _RunSignal,
+              context: zmq.Context) -> None:
+    """One run in a pool's worker: its items, then END (or ERROR), each message tagged with the run; a stop
+    (SIGTERM) unwinds the source and ends the run here."""
+    number, seed, tracked, state, most, skip, report = command
+    tag = number.to_bytes(8, "little")
+    run_job = dataclasses.replace(job, seed=seed, tracked=tracked, state=state, most=most, skip=skip)
+    iterator = reporter = outbox = None
+    try:
+        signals.enter(number)
+        outbox = wire.Outbox(functools.partial(link.send_run, number, tag), link.writable, job.config.batch_wait,
+                             job.config.copy)
+        try:
+            if not recipe:
+                recipe.append(_pickling.loads(job.recipe) if job.pickled else job.recipe)
+            set_worker_info(WorkerInfo(job.wid, job.config.workers, seed))
+            _seed_globals(seed)
+            reporter = _report.worker_start(recipe[0], report, job.wid, context)
+            iterator = _start_share(recipe[0], run_job) if tracked else iter(recipe[0])
+            _send_items(iterator, run_job, outbox)
+            outbox.finish()
+            last = wire.encode_end()
+        except _Stopped:
+            raise
+        except BaseException as exc:
+            last = _error_after(outbox, exc)
+        iterator = None
+        _report.worker_final(reporter)
+        link.send_run(number, tag, last)
+    except _Stopped:
+        _close(iterator)
+    finally:
+        signals.shield()
+        if outbox is not None:
+            outbox.close()
+        iterator = None
+        _report.worker_close(reporter)
