@@ -764,13 +764,13 @@ STARTING_CONSUMER = """
 @pytest.mark.parametrize("whom", ["group", "consumer"])
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
 @pytest.mark.timeout(90)
-def test_a_consumer_killed_while_its_run_starts_leaves_no_process_or_directory(method, whom, tmp_path):
+def test_a_consumer_killed_while_its_run_starts_leaves_no_process_or_directory(method, whom, short_tmp):
     """A consumer killed (alone, or with its whole process group) 0, 0.05, 0.1 and 0.2 s after it asks
     for a run, while the run makes its directory and starts its workers (and, under forkserver,
     multiprocessing's forkserver with its own ``pymp-*`` directory): nothing of the run is left."""
     header = "import sys\nsys.path.insert(0, {!r})\n".format(os.path.dirname(__file__))
     script = header + textwrap.dedent(STARTING_CONSUMER).format(method=method)
-    moments = {moment: tmp_path / f"at-{moment}" for moment in (0, 0.05, 0.1, 0.2)}
+    moments = {moment: short_tmp / f"at-{moment}" for moment in (0, 0.05, 0.1, 0.2)}
     consumers = {}
 
     def kill_at(moment, consumer):
@@ -826,24 +826,24 @@ DIES_AS_PYMP_IS_MADE = """
 
 
 @pytest.mark.timeout(60)
-def test_a_consumer_killed_the_instant_the_forkserver_directory_exists_leaves_nothing(tmp_path):
+def test_a_consumer_killed_the_instant_the_forkserver_directory_exists_leaves_nothing(short_tmp):
     """Under forkserver a run makes multiprocessing's ``pymp-*`` directory; killed the instant after,
     the consumer leaves it to the guardian, which was told its name before it was made."""
     header = "import sys\nsys.path.insert(0, {!r})\n".format(os.path.dirname(__file__))
     consumer = subprocess.Popen([sys.executable, "-c", header + textwrap.dedent(DIES_AS_PYMP_IS_MADE)],
-                                start_new_session=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
+                                start_new_session=True, env=dict(os.environ, TMPDIR=str(short_tmp)))
     try:
         consumer.wait(timeout=40)
         assert consumer.returncode == -signal.SIGKILL  # (it died where it was meant to)
         killed = time.monotonic()
-        while time.monotonic() < killed + 10 and os.listdir(tmp_path):
+        while time.monotonic() < killed + 10 and os.listdir(short_tmp):
             time.sleep(0.05)
-        assert os.listdir(tmp_path) == []
+        assert os.listdir(short_tmp) == []
     finally:
         consumer.kill()
         consumer.wait()
         _kill_session(consumer.pid)
-        for pid in _processes_mentioning(str(tmp_path)):  # (a guardian, in a session of its own)
+        for pid in _processes_mentioning(str(short_tmp)):  # (a guardian, in a session of its own)
             os.kill(pid, signal.SIGKILL)
 
 

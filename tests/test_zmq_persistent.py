@@ -106,8 +106,8 @@ def _script(code, *args, tmp):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_the_next_run_reuses_the_workers_and_close_ends_them(method, tmp_path):
-    finished, out = _script(REUSE, method, tmp=tmp_path)
+def test_the_next_run_reuses_the_workers_and_close_ends_them(method, short_tmp):
+    finished, out = _script(REUSE, method, tmp=short_tmp)
     assert finished, out
     result = json.loads(out.strip().splitlines()[-1])
     epochs = result["epochs"]
@@ -335,24 +335,24 @@ if __name__ == "__main__":
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
-def test_a_consumer_killed_between_runs_leaves_no_worker_and_no_directory(method, tmp_path):
+def test_a_consumer_killed_between_runs_leaves_no_worker_and_no_directory(method, short_tmp):
     import subprocess
 
     script = f"import sys\nsys.path.insert(0, {TESTS!r})\nsys.argv[1:] = [{method!r}]\n" + KILLED
     consumer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                                start_new_session=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
+                                start_new_session=True, env=dict(os.environ, TMPDIR=str(short_tmp)))
     try:
         line = consumer.stdout.readline()
         workers = [int(p) for p in line.split()]
         assert len(workers) == 2 and all(alive(p) for p in workers), line
-        assert [d for d in os.listdir(tmp_path) if d.startswith("pescador-")]  # (the pool's ipc directory)
+        assert [d for d in os.listdir(short_tmp) if d.startswith("pescador-")]  # (the pool's ipc directory)
         consumer.kill()
         consumer.wait()
         assert wait_gone(workers, 5.0)
         deadline = time.monotonic() + 5  # (the guardian removes both, the forkserver's pymp-* too)
-        while [d for d in os.listdir(tmp_path) if d.startswith(("pescador-", "pymp-"))] and time.monotonic() < deadline:
+        while [d for d in os.listdir(short_tmp) if d.startswith(("pescador-", "pymp-"))] and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not [d for d in os.listdir(tmp_path) if d.startswith(("pescador-", "pymp-"))]
+        assert not [d for d in os.listdir(short_tmp) if d.startswith(("pescador-", "pymp-"))]
     finally:
         try:
             os.killpg(consumer.pid, signal.SIGKILL)
