@@ -510,7 +510,8 @@ class _Buffer(Stage):
         self.shapes: list = []  # per key, the whole shape of the last item that took the fast path (_fast)
         self.rows = -1  # ... and its rows
         self.one = False  # whether that item had one row: then the next ones take _one_rows
-        self.row_spec: list = []  # per key (key, dtype, (1, *trail)): a one-row item as _one_rows takes it
+        self.row_spec: list = []  # per key (key, dtype, ndim, size): a one-row item as _one_rows takes it
+        self.row_views = False  # whether one-row items may take _one_rows (rows of the layout hold elements)
         self.targets: list | None = None  # per key, the batch being filled
         self.views: list | None = None  # per key, the views of its rows (_one_rows), made once per batch
         self.rest: list | None = None  # [sources, start, rows, narrow, position] of the item being split
@@ -570,8 +571,10 @@ class _Buffer(Stage):
     def _set_layout(self, layout: dict) -> None:
         self.layout, self.keys = layout, tuple(layout)
         self.shapes, self.rows, self.one = [None] * len(layout), -1, False
-        # one-row items, checked against these: each key's array as it must be, (1, *trail) of the batch's dtype
-        self.row_spec = [(key, dtype, (1, *trail)) for key, (trail, dtype) in layout.items()]
+        # one-row items, checked against these (see _one_rows): per key, its dtype, dimensions and elements
+        self.row_spec = [(key, dtype, 1 + len(trail), math.prod(trail)) for key, (trail, dtype) in layout.items()]
+        # (_one_rows needs rows that hold elements: a row of none would take an item of shape (1, 0, ...) too)
+        self.row_views = all(size for _, _, _, size in self.row_spec)
 
     def _new_batch(self) -> None:
         """Take a batch given out earlier that nobody holds any more, or allocate one."""
@@ -623,38 +626,54 @@ class _Buffer(Stage):
         the rows the batch then holds when it is full or the upstream ended, else ``(item, rows held)`` for the
         first item that needs :meth:`_take`.
 
-        The check of an item is the least that refuses all that :meth:`_take` refuses: a dict of as many keys
-        as the layout, each of them a plain array of the batch's dtype and of shape ``(1, *trail)`` (numpy
-        would broadcast a row of another shape, such as ``(1, 1)``, without a word)."""
+        An item passes with the least check that refuses all that :meth:`_take` refuses: a dict of as many
+        keys as the layout, each a plain array of the batch's dtype, of ``1 + len(trail)`` dimensions and
+        ``prod(trail)`` elements (a layout whose rows hold elements: see ``_set_layout``), which numpy copies
+        into the row only if its shape is ``(1, *trail)`` (a shape that broadcasts into the row, such as
+        ``(1, 1)`` or ``(1, 1, *trail)``, has other counts; any other shape makes numpy raise ValueError)."""
         n, views = self.n, self.views
         if views is None:
             self.views = views = [_row_views(target) for target in self.targets]
         position, i = self.position - filled, filled - 1  # (items drawn = position + rows held)
         try:
             if len(views) == 1:  # (one key: the commonest, unrolled)
-                (rows,), ((key, dtype, shape),) = views, self.row_spec
+                (rows,), ((key, dtype, ndim, size),) = views, self.row_spec
                 for i, item in zip(range(filled, n), up):  # (the range first: a full batch draws no more)
                     if item.__class__ is dict and len(item) == 1:
-                        array = item.get(key)
-                        if array.__class__ is _ndarray and array.dtype is dtype and array.shape == shape:
-                            rows[i][...] = array
+                        try:
+                            array = item[key]
+                        except KeyError:  # (the item's one key is another)
+                            break
+                        if array.__class__ is _ndarray and array.dtype is dtype and array.ndim == ndim \
+                                and array.size == size:
+                            try:
+                                rows[i][...] = array
+                            except ValueError:  # (of another shape: _take names it)
+                                break
                             continue
-                    i -= 1  # (this one is not in the batch)
-                    return item, i + 1
+                    break
+                else:
+                    return i + 1
             else:
                 keys, spec = len(views), list(zip(views, self.row_spec))
                 for i, item in zip(range(filled, n), up):
                     if item.__class__ is dict and len(item) == keys:
-                        for rows, (key, dtype, shape) in spec:
+                        for rows, (key, dtype, ndim, size) in spec:
                             array = item.get(key)
-                            if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
+                            if array.__class__ is not _ndarray or array.dtype is not dtype or array.ndim != ndim \
+                                    or array.size != size:
                                 break
-                            rows[i][...] = array
+                            try:
+                                rows[i][...] = array
+                            except ValueError:
+                                break
                         else:
                             continue
-                    i -= 1
-                    return item, i + 1
-            return i + 1
+                    break
+                else:
+                    return i + 1
+            i -= 1  # (the item that broke off is not in the batch)
+            return item, i + 1
         finally:
             self.position = position + i + 1
 
@@ -706,7 +725,7 @@ class _Buffer(Stage):
         if not narrow and all(type(s) is _ndarray and s.dtype is layout[k][1] for k, s in zip(self.keys, sources)):
             # the next such item takes a fast path: one-row items the row views, others slices
             self.shapes, self.rows = [s.shape for s in sources], rows
-            self.one = rows == 1 and self.n <= _MOST_VIEWS
+            self.one = rows == 1 and self.row_views and self.n <= _MOST_VIEWS
         if self.targets is None:
             self._new_batch()
         return self._copy(sources, 0, rows, narrow, position, filled)
