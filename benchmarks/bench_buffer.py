@@ -111,20 +111,24 @@ def copied_at_once_unchecked(items, n, pair, passes):
 def copied_at_once_checked(items, n, pair, passes):
     """The floor of buffer's promise and its refusals by hand: each item copied at once into a view of its
     batch's row (as "copied at once, no checks"), after the least check that refuses what buffer refuses (a
-    dict of the one key, a plain array of the batch's dtype and of shape (1, *trail): numpy would broadcast a
-    (1, 1) row without a word); buffer adds its bookkeeping (batches filled again only once nobody holds them,
-    positions for its messages, the end of the run) and names a bad item instead of raising a bare error."""
+    dict of the one key, a plain array of the batch's dtype, of as many dimensions and elements as (1, *trail):
+    numpy refuses any other shape of these counts, and would broadcast a (1, 1) row without a word); buffer
+    adds its bookkeeping (batches filled again only once nobody holds them, positions for its messages, the
+    end of the run) and names a bad item instead of raising a bare error."""
     rows = [list(batch) for batch in pair]
-    dtype, shape, key, ndarray = pair[0].dtype, (1, *pair[0].shape[1:]), "X", np.ndarray
+    dtype, ndim, size, key, ndarray = pair[0].dtype, pair[0].ndim, pair[0][0].size, "X", np.ndarray
     run, k = replay(items, passes), 0
     while True:
         k += 1
         into, i = rows[k % 2], -1
         for i, item in zip(range(n), run):
             if item.__class__ is dict and len(item) == 1:
-                x = item.get(key)
-                if x.__class__ is ndarray and x.dtype is dtype and x.shape == shape:
-                    into[i][...] = x
+                try:
+                    x = item[key]
+                except KeyError:
+                    x = None
+                if x.__class__ is ndarray and x.dtype is dtype and x.ndim == ndim and x.size == size:
+                    into[i][...] = x  # (numpy raises ValueError for any other shape of as many elements)
                     continue
             raise ValueError(f"item {i}: not a (1, ...) row of the batch's dtype")
         if i < n - 1:
