@@ -24,10 +24,14 @@ $(VENV)/.test-installed: pyproject.toml constraints.txt Makefile | $(PY)
 demo: $(VENV)/.demo-installed
 	$(PY) -m pescador demo
 
-# The whole suite in one process.  (Two pytest-xdist workers halved its time, but a test that counts the
-# processes of its process group then sees the other worker's: flaky.)
+# Two pytest-xdist workers: most of the slow tests wait on processes (workers, kernels, a Ray cluster),
+# not on the CPU, so two of them fit a 2-core machine.  --dist loadfile keeps each test file on one
+# worker, so a module's shared setup (a Jupyter kernel, a Ray cluster, one subprocess whose results
+# several tests read) is made once.  A test that counts the processes of its process group runs in a
+# session of its own (the other worker's processes share the group).  `pytest` alone runs the suite in
+# one process.
 test: $(VENV)/.test-installed
-	KERAS_BACKEND=torch $(PY) -m pytest pescador tests docs README.md
+	KERAS_BACKEND=torch $(PY) -m pytest -n 2 --dist loadfile pescador tests docs README.md
 
 # The PyTorch and Keras tests alone (where the frameworks are absent, as in a
 # venv made by hand with only '.[test]', `pytest` skips them, saying why).

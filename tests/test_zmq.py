@@ -344,7 +344,12 @@ def processes_of_this_group():
     return out
 
 
-def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory(private_tmp):
+HUNDRED_RUNS = """
+    import os, sys, tempfile, threading
+    sys.path.insert(0, sys.argv[1])
+    tempfile.tempdir = sys.argv[2]  # (a directory of this test's own: other runs' ipc directories do not count)
+    from pescador import stream, zmq_offload
+    from test_zmq import counting, open_fds, pescador_dirs, processes_of_this_group, workers_of_this_process
     recipe = zmq_offload(workers=2, start_method="fork")(stream(counting, 20))
     list(recipe)  # warm up whatever is created once
     fds, threads, dirs = open_fds(), threading.active_count(), pescador_dirs()
@@ -360,6 +365,29 @@ def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory(private_t
     assert open_fds() == fds, os.listdir("/proc/self/fd")
     assert threading.active_count() == threads, threading.enumerate()
     assert pescador_dirs() == dirs
+    print("clean", flush=True)
+"""
+
+
+@pytest.mark.timeout(150)
+def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory(tmp_path):
+    """In a process of its own session, so that its process group holds only its own runs' processes
+    (not those of tests running beside it, as under pytest-xdist); killed if it hangs."""
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HUNDRED_RUNS), os.path.dirname(__file__),
+                                str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        out, _ = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, _ = process.communicate()
+        pytest.fail("a hundred runs did not finish within 120 s:\n" + out[-5000:])
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert process.returncode == 0 and out.splitlines()[-1:] == ["clean"], out[-5000:]
 
 
 CONSUMER = textwrap.dedent(
