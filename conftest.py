@@ -5,10 +5,11 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")  # (Keras defaults to TensorFlow, which is not a test extra)
 
-if os.environ.get("PYTEST_XDIST_WORKER"):  # (make test: pytest -n 2)
-    # One thread per worker for PyTorch's (OpenMP's) kernels: two workers, each with a thread per core,
-    # on a 2-core machine would wait on each other's spinning threads (the frameworks page's training).
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+# One thread for PyTorch's (OpenMP's) kernels: the tests train tiny models, and a thread per core spins
+# while it waits; beside another busy process (the other xdist worker of make test, a loaded CI machine)
+# such threads wait on each other, and the frameworks page's training took over two minutes instead of one
+# second.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 collect_ignore = ["docs/conf.py", "docs/plots.py", "docs/_build", "docs/conftest.py", "tests/conftest.py",
                   "docs/check_rendering.py",

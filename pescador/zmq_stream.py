@@ -814,11 +814,11 @@ def _start_guardian(ipc: bool) -> tuple:
         raise
 
 
-def _private_directory(guardian: _Guardian) -> str:
+def _private_directory(guardian: _Guardian, prefix: str = "pescador-", base: str | None = None) -> str:
     """Make the run's ipc directory (mode 0700, a name no one can guess), told to the guardian first."""
-    base = tempfile.gettempdir()
+    base = tempfile.gettempdir() if base is None else base
     while True:
-        path = os.path.join(base, "pescador-" + secrets.token_hex(8))
+        path = os.path.join(base, prefix + secrets.token_hex(8))
         try:
             guardian.link.send(b"+\0" + os.fsencode(path))
         except OSError:
@@ -851,15 +851,28 @@ _FORKSERVER_DIRECTORY: dict = {}  # pid -> the temporary directory a forkserver 
 def _guard_forkserver_directory(guardian: _Guardian | None, method: str) -> None:
     """Under forkserver, have the guardian also remove multiprocessing's ``pymp-*`` directory, which holds
     the forkserver's socket, where a run of this process made it: a consumer that is killed never
-    removes it.  (A directory that was there before, made by the user's own multiprocessing or
-    inherited from a parent, is not pescador's to remove.)"""
+    removes it.  The run makes that directory itself, as multiprocessing would (``get_temp_dir``), but
+    tells the guardian its name before it exists, so that no moment leaves it unguarded.  (A directory
+    that was there before, made by the user's own multiprocessing or inherited from a parent, is not
+    pescador's to remove.)"""
     if guardian is None or method != "forkserver":
         return
     made = _FORKSERVER_DIRECTORY.get(os.getpid())
-    if made is None and multiprocessing.process.current_process()._config.get("tempdir") is None:
-        made = _FORKSERVER_DIRECTORY[os.getpid()] = multiprocessing.util.get_temp_dir()
     if made is not None:
         guardian.link.send(b"+\0" + made.encode())
+    elif multiprocessing.process.current_process()._config.get("tempdir") is None:
+        shorter = getattr(multiprocessing.util, "_get_base_temp_dir", None)  # (3.12.?+: a base short enough for sockets)
+        made = _private_directory(guardian, "pymp-", None if shorter is None else shorter(tempfile))
+        multiprocessing.util.Finalize(None, _remove_multiprocessing_directory, args=(shutil.rmtree, made),
+                                      exitpriority=-100)
+        multiprocessing.process.current_process()._config["tempdir"] = _FORKSERVER_DIRECTORY[os.getpid()] = made
+
+
+def _remove_multiprocessing_directory(rmtree: Any, path: str) -> None:
+    """What multiprocessing does with its own ``pymp-*`` directory at exit (``util._remove_temp_dir``)."""
+    rmtree(path, ignore_errors=True)
+    if multiprocessing.process.current_process()._config.get("tempdir") == path:
+        multiprocessing.process.current_process()._config["tempdir"] = None
 
 
 def _stop_guardian(guardian: _Guardian | None) -> None:
