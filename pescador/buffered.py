@@ -318,6 +318,13 @@ def _held(arrays: list, views: int = 0) -> bool:
 # test_a_batch_anyone_still_holds_is_never_written_again keeps this honest on every Python).
 _UNHELD = _most_refs([np.empty(0)])
 _SPARES = 2  # batches kept for reuse: the consumer's loop variable holds the one before
+_MOST_VIEWS = 1 << 14  # one-row items go through row views in batches of at most so many rows (a view: ~150 bytes)
+
+
+def _row_views(target: np.ndarray) -> list:
+    """Views of the rows of ``target`` (a batch's array), each referring to it: of the trailing shape, or of
+    shape (1,) for a 1-d key (whose rows would be numbers, copies that refer to nothing)."""
+    return list(target if target.ndim > 1 else target.reshape(len(target), 1))
 
 
 # ----------------------------------------------------------------------------
@@ -475,16 +482,22 @@ class _Buffer(Stage):
 
     Each item's rows are copied into the batch as soon as the item is drawn
     (a source may overwrite its arrays once it runs again), with one numpy
-    call per key (``target[i] = row`` for one-row items, cheaper than a
-    slice); only the item that straddles a batch's end is kept, and its
+    call per key (``view[...] = row`` into a view of the batch's row, made
+    once per batch, for one-row items: cheaper than ``target[i] = row`` or
+    a slice); only the item that straddles a batch's end is kept, and its
     unused rows go into the next batch.  A batch is filled again later only
     when nothing holds any of its arrays (see :func:`_held`).
 
     Holding items nobody else refers to (by reference count) and writing
     them with one ``np.concatenate(..., out=...)`` per batch was measured
     (issue 15) and does not pay: numpy's concatenate costs about as much per
-    input array as ``target[i] = row`` does per row, and the checks that
-    an item is held by nobody else come on top.
+    input array as ``view[...] = row`` does per row, and the checks that
+    an item is held by nobody else come on top.  For one-row items of a
+    few hundred bytes, what is left above a loop that copies each item at
+    once without a look at it is the check of each item (its keys, type,
+    dtype, dimensions and elements: about 100 ns on the 2-core machine),
+    and a loop written by hand with the same check runs no faster
+    (``python -m benchmarks buffer``).
 
     State: the upstream's state, the items drawn (``pos``, for the
     messages), the ``layout`` (keys, dtypes and trailing shapes, once
@@ -500,14 +513,15 @@ class _Buffer(Stage):
         self.position, self.done = 0, False
         self.layout: dict | None = None
         self.keys: tuple = ()
-        self.shapes: list = []  # per key, the whole shape of the last item that took the fast path
+        self.shapes: list = []  # per key, the whole shape of the last item that took the fast path (_fast)
         self.rows = -1  # ... and its rows
-        self.indexed = False  # whether a row of every key is target[i] (see _set_layout)
-        self.spec: list | None = None  # per key (key, dtype, shape, target) while a batch fills
-        self.targets: list | None = None
-        self.rows_of: list | None = None  # the first target's rows as views, for a batch filled again
+        self.one = False  # whether that item had one row: then the next ones take _one_rows
+        self.row_spec: list = []  # per key (key, dtype, ndim, size): a one-row item as _one_rows takes it
+        self.row_views = False  # whether one-row items may take _one_rows (rows of the layout hold elements)
+        self.targets: list | None = None  # per key, the batch being filled
+        self.views: list | None = None  # per key, the views of its rows (_one_rows), made once per batch
         self.rest: list | None = None  # [sources, start, rows, narrow, position] of the item being split
-        self.spares: list = []  # [arrays, rows_of] of batches given out, to fill again once nobody holds them
+        self.spares: list = []  # [arrays, views] of batches given out, to fill again once nobody holds them
         if state is None:
             self.up = start(upstream)
         else:
@@ -562,37 +576,29 @@ class _Buffer(Stage):
     # -- the run --------------------------------------------------------------------------------
     def _set_layout(self, layout: dict) -> None:
         self.layout, self.keys = layout, tuple(layout)
-        self.shapes, self.rows = [None] * len(layout), -1
-        # a one-row item's row goes to target[filled] when every key has trailing dimensions (for
-        # 1-d keys that would be a scalar slot, which numpy fills from a (1,) array only with a warning)
-        self.indexed = all(trail for trail, _ in layout.values())
+        self.shapes, self.rows, self.one = [None] * len(layout), -1, False
+        # one-row items, checked against these (see _one_rows): per key, its dtype, dimensions and elements
+        self.row_spec = [(key, dtype, 1 + len(trail), math.prod(trail)) for key, (trail, dtype) in layout.items()]
+        # (_one_rows needs rows that hold elements: a row of none would take an item of shape (1, 0, ...) too)
+        self.row_views = all(size for _, _, _, size in self.row_spec)
 
     def _new_batch(self) -> None:
         """Take a batch given out earlier that nobody holds any more, or allocate one."""
-        targets = rows_of = None
+        n = self.n
         for i, (arrays, views) in enumerate(self.spares):
-            if not _held(arrays, len(views or ())):
+            if not _held(arrays, n if views is not None else 0):
                 del self.spares[i]
-                targets, rows_of = arrays, views
-                if rows_of is None and len(arrays) == 1 and arrays[0].ndim > 1:  # (filled again: its rows as
-                    rows_of = list(arrays[0])  # views, each referring to it, pay from now on; a 1-d key's are numbers)
-                break
-        if targets is None:
-            targets = list(_empty_batch(self.layout, self.n).values())
-        self.targets, self.rows_of = targets, rows_of
-        self._respec()
-
-    def _respec(self) -> None:
-        layout = self.layout
-        self.spec = [(k, layout[k][1], shape, t) for k, shape, t in zip(self.keys, self.shapes, self.targets)]
+                self.targets, self.views = arrays, views
+                return
+        self.targets, self.views = list(_empty_batch(self.layout, n).values()), None
 
     def _give(self) -> dict:
         """The full batch, handed out (and remembered, to be filled again once nobody holds it)."""
-        targets = self.targets
-        self.spares.append([targets, self.rows_of])
-        self.targets = self.spec = self.rows_of = None
-        if len(self.spares) > _SPARES:
-            del self.spares[0]
+        targets, spares = self.targets, self.spares
+        spares.append([targets, self.views])
+        self.targets = self.views = None
+        if len(spares) > _SPARES:
+            del spares[0]
         return dict(zip(self.keys, targets))
 
     def __next__(self) -> dict:
@@ -607,65 +613,98 @@ class _Buffer(Stage):
                     return self._give()
         up = self.up
         while True:
-            # The fast paths: a dict of plain arrays of the batch's dtypes, shaped as the last item (the shape
-            # check also keeps numpy from broadcasting a row of the wrong shape).  Whatever else comes goes
+            # The fast paths (items of the batch's layout, dtypes and, but for the rows, shapes: one-row items as
+            # the last one, or items shaped as the last one) copy what they can; whatever else comes goes
             # through _take, which sets the fast path up again.
-            spec, rows = self.spec, self.rows
-            if spec is not None and len(spec) == 1 and rows == 1 and self.indexed:
-                # one key, one row per item (the commonest): the row goes to target[filled]
-                ((key, dtype, shape, target),) = spec
-                rows_of, begin = self.rows_of, filled
-                try:
-                    for item in up:
-                        if item.__class__ is dict and len(item) == 1:
-                            array = item.get(key)
-                            if array.__class__ is _ndarray and array.dtype is dtype and array.shape == shape:
-                                if rows_of is None:
-                                    target[filled] = array
-                                else:  # (a row's view kept with the batch: cheaper than indexing)
-                                    rows_of[filled][...] = array
-                                filled += 1
-                                if filled == n:
-                                    return self._give()
-                                continue
-                        break
-                    else:
-                        return self._end(filled)
-                finally:
-                    self.position += filled - begin  # (each item of this loop gave one row)
-            else:
-                item = self._fast(up, spec, rows, filled)
-                if type(item) is int:  # (the batch's rows: it is full, or the upstream ended)
-                    filled = item
-                    return self._give() if filled == n else self._end(filled)
-                item, filled = item
+            got = self._one_rows(up, filled) if self.one else self._fast(up, filled)
+            if got.__class__ is int:  # (the batch's rows: it is full, or the upstream ended)
+                return self._give() if got == n else self._end(got)
+            item, filled = got
             position = self.position
             self.position = position + 1
             filled = self._take(item, position, filled)
             if filled == n:
                 return self._give()
 
-    def _fast(self, up: Any, spec: list | None, rows: int, filled: int) -> Any:
-        """Copy items of the batch's layout into the batch: the rows it then holds when it is full or the
-        upstream ended, else ``(item, rows held)`` for the first item that needs :meth:`_take`."""
-        n = self.n
-        keys = len(spec) if spec else -1
-        one = rows == 1 and self.indexed
+    def _one_rows(self, up: Any, filled: int) -> Any:
+        """Copy one-row items of the batch's layout and dtypes into the batch, each row into its row's view
+        (``row[...] = array``: the cheapest numpy copy of a row, made before the next item is drawn).  Return
+        the rows the batch then holds when it is full or the upstream ended, else ``(item, rows held)`` for the
+        first item that needs :meth:`_take`.
+
+        An item passes with the least check that refuses all that :meth:`_take` refuses: a dict of as many
+        keys as the layout, each a plain array of the batch's dtype, of ``1 + len(trail)`` dimensions and
+        ``prod(trail)`` elements (a layout whose rows hold elements: see ``_set_layout``), which numpy copies
+        into the row only if its shape is ``(1, *trail)`` (a shape that broadcasts into the row, such as
+        ``(1, 1)`` or ``(1, 1, *trail)``, has other counts; any other shape makes numpy raise ValueError)."""
+        n, views = self.n, self.views
+        if views is None:
+            self.views = views = [_row_views(target) for target in self.targets]
+        position, i = self.position - filled, filled - 1  # (items drawn = position + rows held)
+        try:
+            if len(views) == 1:  # (one key: the commonest, unrolled)
+                (rows,), ((key, dtype, ndim, size),) = views, self.row_spec
+                for i, item in zip(range(filled, n), up):  # (the range first: a full batch draws no more)
+                    if item.__class__ is dict and len(item) == 1:
+                        try:
+                            array = item[key]
+                        except KeyError:  # (the item's one key is another)
+                            break
+                        if array.__class__ is _ndarray and array.dtype is dtype and array.ndim == ndim \
+                                and array.size == size:
+                            try:
+                                rows[i][...] = array
+                            except ValueError:  # (of another shape: _take names it)
+                                break
+                            continue
+                    break
+                else:
+                    return i + 1
+            else:
+                keys, spec = len(views), list(zip(views, self.row_spec))
+                for i, item in zip(range(filled, n), up):
+                    if item.__class__ is dict and len(item) == keys:
+                        for rows, (key, dtype, ndim, size) in spec:
+                            array = item.get(key)
+                            if array.__class__ is not _ndarray or array.dtype is not dtype or array.ndim != ndim \
+                                    or array.size != size:
+                                break
+                            try:
+                                rows[i][...] = array
+                            except ValueError:
+                                break
+                        else:
+                            continue
+                    break
+                else:
+                    return i + 1
+            i -= 1  # (the item that broke off is not in the batch)
+            return item, i + 1
+        finally:
+            self.position = position + i + 1
+
+    def _fast(self, up: Any, filled: int) -> Any:
+        """Copy items shaped as the last one that took this path (and of the batch's dtypes) into the batch:
+        the rows it then holds when it is full or the upstream ended, else ``(item, rows held)`` for the first
+        item that needs :meth:`_take`."""
+        n, rows = self.n, self.rows
         position = self.position
+        if rows < 0:  # (no item has set this path up yet: every item goes to _take)
+            spec, keys = (), -1
+        else:
+            dtypes = [dtype for _, dtype in self.layout.values()]
+            spec, keys = list(zip(self.keys, dtypes, self.shapes, self.targets)), len(self.keys)
         try:
             for item in up:
                 position += 1
-                if type(item) is dict and len(item) == keys:
-                    end = filled + 1 if one else filled + rows
+                if item.__class__ is dict and len(item) == keys:
+                    end = filled + rows
                     if end <= n:
                         for key, dtype, shape, target in spec:
                             array = item.get(key)
                             if array.__class__ is not _ndarray or array.dtype is not dtype or array.shape != shape:
                                 break
-                            if one:  # (target[i] = row: cheaper than a slice)
-                                target[filled] = array
-                            else:
-                                target[filled:end] = array
+                            target[filled:end] = array
                         else:
                             filled = end
                             if filled == n:
@@ -690,9 +729,9 @@ class _Buffer(Stage):
             item, rows, narrow = _slow_rows(item, layout, position, slow)
         sources = [item[k] for k in self.keys]
         if not narrow and all(type(s) is _ndarray and s.dtype is layout[k][1] for k, s in zip(self.keys, sources)):
-            self.shapes, self.rows = [s.shape for s in sources], rows  # the next such item takes the fast path
-            if self.spec is not None:
-                self._respec()
+            # the next such item takes a fast path: one-row items the row views, others slices
+            self.shapes, self.rows = [s.shape for s in sources], rows
+            self.one = rows == 1 and self.row_views and self.n <= _MOST_VIEWS
         if self.targets is None:
             self._new_batch()
         return self._copy(sources, 0, rows, narrow, position, filled)
@@ -716,7 +755,7 @@ class _Buffer(Stage):
     def _end(self, filled: int) -> dict:
         """The upstream ended: the last, partial batch (strict=False), or the end."""
         self.done = True
-        targets, self.targets, self.spec, self.spares, self.rows_of = self.targets, None, None, [], None
+        targets, self.targets, self.views, self.spares = self.targets, None, None, []
         if filled and not self.strict:
             return {k: t[:filled].copy() for k, t in zip(self.keys, targets)}
         raise StopIteration

@@ -589,3 +589,49 @@ def test_one_row_and_wider_items_resume_exactly_at_every_batch():
         head = as_lists(next(run) for _ in range(stop))
         state = json.loads(json.dumps(run.state_dict()))
         assert head + run_to_end(resumable(recipe, state)) == full
+
+
+@pytest.mark.parametrize(
+    "trail, bad",
+    [
+        ((3,), (1, 1)),  # (numpy broadcasts it into a row of 3)
+        ((3,), (1, 1, 3)),  # (numpy drops the leading 1 and copies it into a row of 3)
+        ((3,), (1, 3, 1)),
+        ((3,), (3,)),  # (three rows of a 1-d key)
+        ((2, 3), (1, 3, 2)),  # (as many elements as a row, another shape)
+        ((2, 3), (1, 1, 6)),
+        ((2, 3), (1, 1, 3)),
+        ((), (1, 1)),
+        ((4,), (1, 2, 2)),
+    ],
+)
+@pytest.mark.parametrize("keys", [1, 2])
+def test_a_one_row_item_of_another_row_shape_is_refused_whatever_numpy_would_copy(trail, bad, keys):
+    # one-row items of the first item's layout fill the batch row by row; the item at position 5 has one row
+    # of another shape, which must be named, not copied (nor broadcast) into the batch
+    def item(shape):
+        return {"x": np.zeros(shape), **({"y": np.zeros((1, 2))} if keys == 2 else {})}
+
+    items = [item((1, *trail)) for _ in range(5)] + [item(bad)] + [item((1, *trail))]
+    with pytest.raises(PescadorError, match=rf"item 5, key 'x': shape \({', '.join(map(str, bad))},?\) does not match"):
+        list(buffer(4, items))
+
+
+@pytest.mark.parametrize("keys", [1, 2])
+def test_one_row_items_of_another_key_are_refused_by_name(keys):
+    good = {"x": np.zeros((1, 3)), **({"y": np.zeros((1, 2))} if keys == 2 else {})}
+    other = {"z": np.zeros((1, 3)), **({"y": np.zeros((1, 2))} if keys == 2 else {})}
+    with pytest.raises(PescadorError, match=r"item 3 has keys .*'z'.*; expected the keys of the first item"):
+        list(buffer(2, [good] * 3 + [other]))
+
+
+def test_one_row_items_then_wider_items_then_one_row_items_again_keep_every_row_in_order():
+    # the one-row path gives way to _take at the first wider item, and takes over again after
+    counts = [1] * 5 + [3, 2] + [1] * 6 + [0, 1, 4] + [1] * 3
+    items, start = [], 0
+    for r in counts:
+        items.append({"x": np.arange(start, start + r, dtype=np.int64).reshape(r, 1) * [1, 1], "i": np.arange(start, start + r)})
+        start += r
+    batches = list(buffer(4, items, strict=False))
+    assert np.concatenate([b["x"] for b in batches])[:, 0].tolist() == list(range(start))
+    assert np.concatenate([b["i"] for b in batches]).tolist() == list(range(start))
