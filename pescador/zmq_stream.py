@@ -345,6 +345,7 @@ class _Job:
     report: Any = None  # where its observers report, and the run's secret (pescador._report), or None
     password: bytes = b""  # over TCP, what the worker shows the consumer to be let in (see _gate)
     cancel: Any = None  # persistent workers: shared memory, the run below which runs are stopped (_Pool)
+    go: Any = None  # the read end of a pipe: the worker begins once the guardian watches it (_start_worker)
 
 
 # ----------------------------------------------------------------------------
@@ -507,11 +508,8 @@ def _run(upstream: Any, config: _Config, starts: list | None, skips: list, deliv
             identities.append(identity)
             job = dataclasses.replace(shared, wid=wid, identity=identity, seed=seeds[wid], endpoint=endpoints[wid],
                                       state=None if starts is None else starts[wid], most=most, skip=skips[wid])
-            process = mp.Process(target=_worker, args=(job,), name=f"pescador-worker-{wid}", daemon=True)
-            process.start()
-            procs.append(process)
+            process = _start_worker(mp, _worker, job, guardian, procs)
             live.add(wid)
-            _watch_worker(guardian, process.pid)
         relay.listen()
         inboxes = [_Inbox(wid, socks[wid], identities[wid], procs[wid]) for wid in range(config.workers)]
         yield from _receive(inboxes, live, config.copy, None if starts is None else delivered)
@@ -865,6 +863,40 @@ def _private_directory(guardian: _Guardian, prefix: str = "pescador-", base: str
             continue
 
 
+def _start_worker(mp: Any, target: Any, job: _Job, guardian: _Guardian | None, procs: list | None = None) -> Any:
+    """Start a worker process (appended to ``procs`` as soon as it exists) and hand its pidfd to the
+    guardian; the worker waits for a byte on ``job.go`` before it runs anything of the user's, so that
+    no worker can reach code that holds the GIL for ever (where only the guardian can end it) before
+    the guardian knows it, even if the consumer is killed between the start and the handing over."""
+    wid = job.wid
+    reader, writer = mp.Pipe(duplex=False)
+    try:
+        process = mp.Process(target=target, args=(dataclasses.replace(job, go=reader),),
+                             name=f"pescador-worker-{wid}", daemon=True)
+        process.start()
+        if procs is not None:
+            procs.append(process)
+        reader.close()
+        _watch_worker(guardian, process.pid)
+        writer.send_bytes(b"go")
+    finally:
+        reader.close()
+        writer.close()
+    return process
+
+
+def _wait_to_begin(job: _Job) -> None:
+    """In a worker, after its watcher has started: wait until the guardian watches this process
+    (:func:`_start_worker`).  A consumer that died first never says so: the watcher ends the worker."""
+    if job.go is not None:
+        try:
+            job.go.recv_bytes()
+        except EOFError:  # (the consumer is gone; the watcher ends this process)
+            threading.Event().wait()
+        finally:
+            job.go.close()
+
+
 def _watch_worker(guardian: _Guardian | None, pid: int) -> None:
     """Hand the guardian a pidfd of worker ``pid`` (the consumer's child, not yet reaped; under forkserver
     the forkserver's, which may have reaped it already: then there is nothing left to guard)."""
@@ -1153,6 +1185,7 @@ def _worker(job: _Job) -> None:
     try:
         stop = _StopSignal()
         _start_watcher(_Consumer(job.consumer), job.endpoint, done)
+        _wait_to_begin(job)
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, job.identity)
@@ -1424,11 +1457,9 @@ class _Pool:
         """Start worker ``wid`` (again: a new identity, so that what its predecessor sent is dropped)."""
         identity = b"pescador-%d-%s" % (wid, secrets.token_hex(16).encode())
         job = dataclasses.replace(self.job, wid=wid, identity=identity, endpoint=self.endpoints[wid])
-        process = self.mp.Process(target=_pool_worker, args=(job,), name=f"pescador-worker-{wid}", daemon=True)
-        process.start()
+        process = _start_worker(self.mp, _pool_worker, job, self.guardian)
         self.procs[wid], self.identities[wid] = process, identity
         self.stopping.pop(wid, None)
-        _watch_worker(self.guardian, process.pid)
 
     def replace(self, wid: int) -> None:
         """Kill worker ``wid`` (dead, or not stopping in time) and start another in its place."""
@@ -1445,7 +1476,7 @@ class _Pool:
             self._start()
         config = self.config
         for wid, process in enumerate(self.procs):  # (a worker that died between runs: another in its place)
-            if process.exitcode is not None:
+            if _exited(process):
                 self.replace(wid)
         self.runs += 1
         number = self.runs
@@ -1507,6 +1538,19 @@ class _Pool:
                 _stop_guardian(self.guardian)
 
 
+def _exited(process: Any) -> bool:
+    """Whether a worker process has died, as soon as it shows: a worker killed with SIGKILL becomes a
+    zombie at once, but its exit code (``waitpid``) shows only once all its threads have ended, which a
+    run starting at that moment must not take for a live worker (it would send the run to the dead one)."""
+    if process.exitcode is not None:
+        return True
+    try:
+        with open(f"/proc/{process.pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):  # (no /proc here: the exit code alone)
+        return False
+
+
 class _PoolInbox(_Inbox):
     """The consumer's end of a pool worker's queue for one run: it sends the worker the run's command when
     the worker says READY, drops what an earlier run sent, and replaces a worker that has not stopped its
@@ -1541,6 +1585,9 @@ class _PoolInbox(_Inbox):
             self.heard = time.monotonic()
             if not frames:
                 if tag == _READY and not self.begun:
+                    if _exited(self.process):  # (it said READY, then died: the run is not begun in it)
+                        self._check_stopping()
+                        continue
                     self.pool.stopping.pop(self.wid, None)
                     self.sock.send_multipart([self.identity, _START, self.command])
                     self.begun = True
@@ -1563,7 +1610,7 @@ class _PoolInbox(_Inbox):
         was told to stop an earlier run and has not, ``timeout`` seconds on."""
         since = self.pool.stopping.get(self.wid)
         timeout = _GRACE if self.pool.config.timeout is None else self.pool.config.timeout
-        if self.process.exitcode is not None or (
+        if _exited(self.process) or (
             since is not None and time.monotonic() - max(since, self.opened, self.heard) > timeout
         ):
             self.pool.replace(self.wid)
@@ -1680,6 +1727,7 @@ def _pool_worker(job: _Job) -> None:
     done = threading.Event()
     try:
         _start_watcher(consumer, job.endpoint, done)
+        _wait_to_begin(job)
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.IDENTITY, job.identity)

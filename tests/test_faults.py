@@ -723,6 +723,59 @@ def _session(sid):
     return found
 
 
+KILLED_BEFORE_THE_GUARDIAN_WATCHES = """
+    import os, time, pescador, test_faults
+    from pescador import zmq_stream
+    marker, real, started = {marker!r}, zmq_stream._watch_worker, []
+
+    def slow_watch(guardian, pid):  # the consumer is killed after worker 1 starts, before the guardian has it
+        started.append(pid)
+        if len(started) == 2:
+            open(os.path.join(marker, "window"), "w").close()
+            time.sleep(3600)
+        real(guardian, pid)
+
+    zmq_stream._watch_worker = slow_watch
+    source = pescador.stream(test_faults.stuck_source, "c-call-holding-the-gil", marker)
+    for item in pescador.zmq_offload(workers=2, start_method="fork")(source):
+        time.sleep(3600)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_started_but_not_yet_watched_when_its_consumer_dies_still_exits(tmp_path):
+    """A consumer killed between a worker's start and the moment it hands the worker to its guardian: the
+    worker has not run the user's code (which might hold the GIL for ever, where only the guardian can end
+    the process), so its watcher ends it."""
+    marker = tmp_path / "markers"
+    marker.mkdir()
+    header = "import sys\nsys.path.insert(0, {!r})\n".format(os.path.dirname(__file__))
+    script = header + textwrap.dedent(KILLED_BEFORE_THE_GUARDIAN_WATCHES).format(marker=str(marker))
+    consumer = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "window" not in os.listdir(marker) and time.monotonic() < deadline:
+            assert consumer.poll() is None, "the consumer ended"
+            time.sleep(0.05)
+        assert "window" in os.listdir(marker)
+        # (both workers stuck, or 3 s for the second to get there: it must not)
+        deadline = time.monotonic() + 3
+        while len([m for m in os.listdir(marker) if m.startswith("stuck-")]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = [p for p in _session(consumer.pid) if p != consumer.pid]
+        assert len(workers) == 2, workers
+        consumer.kill()
+        consumer.wait()
+        killed = time.monotonic()
+        while _session(consumer.pid) and time.monotonic() < killed + 10:
+            time.sleep(0.05)
+        assert not _session(consumer.pid), f"still alive {time.monotonic() - killed:.1f} s after their consumer died"
+        assert len([m for m in os.listdir(marker) if m.startswith("stuck-")]) == 1  # (the second never began)
+    finally:
+        consumer.kill()
+        consumer.wait()
+        _kill_session(consumer.pid)
+
 @pytest.mark.timeout(90)
 def test_killing_the_consumers_whole_process_group_leaves_no_process_or_directory(tmp_path):
     """What a Jupyter kernel restart does (``setsid python script.py``, then ``kill -KILL -PGID``): the

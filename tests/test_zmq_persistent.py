@@ -277,21 +277,27 @@ def test_a_worker_that_died_between_runs_is_replaced():
         recipe.close()
 
 
-def stubborn_when_stopped(n):
-    """Items; stopped early, its cleanup takes half a minute."""
+def stubborn_when_stopped(n, then):
+    """Endless items until the file ``then`` exists, ``n`` items in a run begun after; an endless run's
+    cleanup takes half a minute (however it is stopped: a stop may come at a yield or between two)."""
+    endless = not os.path.exists(then)
     try:
-        for i in range(n):
+        i = 0
+        while endless or i < n:
             yield {"i": i, "pid": os.getpid()}
-    except GeneratorExit:
-        time.sleep(30)
-        raise
+            i += 1
+    finally:
+        if endless:
+            time.sleep(30)
 
 
-def test_a_worker_that_does_not_stop_its_run_in_time_is_replaced_in_the_next():
+def test_a_worker_that_does_not_stop_its_run_in_time_is_replaced_in_the_next(tmp_path):
+    then = tmp_path / "second"
     recipe = zmq_offload(workers=1, persistent_workers=True, start_method="fork", timeout=0.5, hwm=1)(
-        stream(stubborn_when_stopped, 500))
+        stream(stubborn_when_stopped, 500, str(then)))
     try:
-        stuck = pids(take(3, recipe))
+        stuck = pids(take(3, recipe))  # (an endless run, stopped: its worker takes 30 s to stop)
+        then.touch()
         second = list(recipe)
         assert [x["i"] for x in second] == list(range(500))
         assert not pids(second) & stuck and wait_gone(stuck, 1.0)
