@@ -829,8 +829,9 @@ def _start_guardian(ipc: bool) -> tuple:
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         args = [sys.executable, "-I", "-S", "-c", _GUARD, str(consumer), str(_GUARD_GRACE), str(theirs.fileno())]
-        process = subprocess.Popen(args, pass_fds=[consumer, theirs.fileno()], stdin=subprocess.DEVNULL,
-                                   start_new_session=True)
+        with _STARTING:
+            process = subprocess.Popen(args, pass_fds=[consumer, theirs.fileno()], stdin=subprocess.DEVNULL,
+                                       start_new_session=True)
     except BaseException:
         ours.close()
         raise
@@ -863,6 +864,12 @@ def _private_directory(guardian: _Guardian, prefix: str = "pescador-", base: str
             continue
 
 
+# Runs in several threads start processes one at a time: a worker forked while another thread starts a
+# guardian would hold the pipe through which that thread's subprocess learns that its child began (its
+# exec), and that thread would wait until the worker ends (a persistent worker: until the pool closes).
+_STARTING = threading.Lock()
+
+
 def _start_worker(mp: Any, target: Any, job: _Job, guardian: _Guardian | None, procs: list | None = None) -> Any:
     """Start a worker process (appended to ``procs`` as soon as it exists) and hand its pidfd to the
     guardian; the worker waits for a byte on ``job.go`` before it runs anything of the user's, so that
@@ -873,7 +880,8 @@ def _start_worker(mp: Any, target: Any, job: _Job, guardian: _Guardian | None, p
     try:
         process = mp.Process(target=target, args=(dataclasses.replace(job, go=reader),),
                              name=f"pescador-worker-{wid}", daemon=True)
-        process.start()
+        with _STARTING:
+            process.start()
         if procs is not None:
             procs.append(process)
         reader.close()
@@ -1319,6 +1327,8 @@ def _send_items(iterator: Iterator, job: _Job, outbox: wire.Outbox) -> None:
 
 _READY = b"ready"
 _START = b"start"
+_REPLACEMENTS = 3  # a worker's place taken at most so many times in one run (see _PoolInbox._check_stopping)
+_BEGUN = b"\x00begun"  # (a worker's first message of a run, before any of the user's code runs: no header is it)
 _CLOSING = 2**63 - 1  # ``cancel`` while the pool closes: every worker ends
 
 
@@ -1363,16 +1373,18 @@ class _PersistentTransform(Transform):
 
 
 _POOLS: dict = {}  # id(handle) -> its _Pool
+_POOLS_LOCK = threading.Lock()
 
 
 def _pooled(handle: _Workers, upstream: Any, config: _Config, starts: list | None, skips: list,
             delivered: dict, seeds: list, most: int | None) -> Iterator:
     """A run on the handle's pool (started at the first run), or, when a run of it is live, on workers of
     its own."""
-    pool = _POOLS.get(id(handle))
-    if pool is None or pool.pid != os.getpid() or pool.closed:
-        pool = _POOLS[id(handle)] = _Pool(upstream, config)
-        weakref.finalize(handle, _close_pool, id(handle), pool)
+    with _POOLS_LOCK:  # (two threads starting the first run at once make one pool, not two)
+        pool = _POOLS.get(id(handle))
+        if pool is None or pool.pid != os.getpid() or pool.closed:
+            pool = _POOLS[id(handle)] = _Pool(upstream, config)
+            weakref.finalize(handle, _close_pool, id(handle), pool)
     if not pool.acquire():
         yield from _run(upstream, config, starts, skips, delivered, seeds, most)
         return
@@ -1384,8 +1396,9 @@ def _pooled(handle: _Workers, upstream: Any, config: _Config, starts: list | Non
 
 def _close_pool(key: int, pool: "_Pool") -> None:
     """The handle was collected, or the interpreter exits: end its pool."""
-    if _POOLS.get(key) is pool:
-        del _POOLS[key]
+    with _POOLS_LOCK:
+        if _POOLS.get(key) is pool:
+            del _POOLS[key]
     pool.close(forced=True)
 
 
@@ -1556,11 +1569,14 @@ class _PoolInbox(_Inbox):
     the worker says READY, drops what an earlier run sent, and replaces a worker that has not stopped its
     earlier run in time (``timeout``, one second when None)."""
 
-    __slots__ = ("pool", "tag", "command", "begun", "opened")
+    __slots__ = ("pool", "tag", "command", "begun", "acked", "opened", "replaced")
 
     def __init__(self, wid: int, pool: _Pool, tag: bytes, command: bytes) -> None:
         super().__init__(wid, pool.socks[wid], pool.identities[wid], pool.procs[wid])
-        self.pool, self.tag, self.command, self.begun = pool, tag, command, False
+        self.pool, self.tag, self.command = pool, tag, command
+        self.begun = False  # whether the worker was sent this run's command
+        self.acked = False  # whether it said BEGUN: a worker that dies before is replaced, and the run sent again
+        self.replaced = 0  # how many times in this run
         self.opened = time.monotonic()  # (a worker still stopping an earlier run gets ``timeout`` from here on)
 
     def take(self, copy: bool, live: set) -> Any:
@@ -1569,7 +1585,7 @@ class _PoolInbox(_Inbox):
             try:
                 identity = recv(_NOBLOCK)
             except zmq.Again:
-                if not self.begun:  # (it has not had this run's command: a dead or stuck one is replaced)
+                if not self.acked:  # (the run has not begun in it: a dead or stuck one is replaced)
                     self._check_stopping()
                 return None
             except zmq.ZMQError as exc:
@@ -1582,18 +1598,21 @@ class _PoolInbox(_Inbox):
                     frames.append(recv(copy=False))
             if identity != self.identity:
                 continue  # (a stranger, or a worker replaced since)
-            self.heard = time.monotonic()
             if not frames:
                 if tag == _READY and not self.begun:
-                    if _exited(self.process):  # (it said READY, then died: the run is not begun in it)
-                        self._check_stopping()
+                    if _exited(self.process) or not self._start_run():
+                        self._replace()  # (it said READY, then died: the run was never begun in it)
                         continue
+                    self.heard = time.monotonic()
                     self.pool.stopping.pop(self.wid, None)
-                    self.sock.send_multipart([self.identity, _START, self.command])
                     self.begun = True
                 continue
             if tag != self.tag:
-                continue  # (an earlier run's)
+                continue  # (an earlier run's: it does not count as hearing from the worker in this run)
+            self.heard = time.monotonic()
+            if len(frames) == 1 and frames[0] == _BEGUN:
+                self.acked = True
+                continue
             break
         message = wire.decode(frames, copy)
         kind = message[0]
@@ -1606,16 +1625,35 @@ class _PoolInbox(_Inbox):
         raise wire.error_from(message[1], f"zmq_offload: worker {self.wid}", when=when)
 
     def _check_stopping(self) -> None:
-        """Replace the worker if it has died (before this run's command reached it: the run was not in it), or
-        was told to stop an earlier run and has not, ``timeout`` seconds on."""
+        """Replace the worker if it has died before it began this run (said BEGUN), or was told to stop an
+        earlier run and has not, ``timeout`` seconds on.  A worker whose place was taken _REPLACEMENTS times
+        in one run is not replaced again: its death is reported (one that dies as it starts would be
+        replaced for ever)."""
         since = self.pool.stopping.get(self.wid)
         timeout = _GRACE if self.pool.config.timeout is None else self.pool.config.timeout
-        if _exited(self.process) or (
+        if self.replaced < _REPLACEMENTS and (_exited(self.process) or (
             since is not None and time.monotonic() - max(since, self.opened, self.heard) > timeout
-        ):
-            self.pool.replace(self.wid)
-            self.identity, self.process = self.pool.identities[self.wid], self.pool.procs[self.wid]
-            self.dead = None
+        )):
+            self.replaced += 1
+            self._replace()
+
+    def _start_run(self) -> bool:
+        """Send the worker this run's command; False if it is gone (ZeroMQ no longer knows its identity)."""
+        try:
+            self.sock.send_multipart([self.identity, _START, self.command])
+            return True
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            raise
+
+    def _replace(self) -> None:
+        """Another worker in this one's place, sent this run's command once it says READY (nothing of the
+        run came from this one: it had not begun it)."""
+        self.pool.replace(self.wid)
+        self.identity, self.process = self.pool.identities[self.wid], self.pool.procs[self.wid]
+        self.dead = None
+        self.begun = self.acked = False
 
 
 class _RunSignal:
@@ -1767,6 +1805,7 @@ def _pool_run(job: _Job, recipe: list, command: tuple, link: _PoolLink, signals:
     iterator = reporter = outbox = None
     try:
         signals.enter(number)
+        link.send_run(number, tag, [_BEGUN])  # (before the user's code: a death before this restarts the share)
         outbox = wire.Outbox(functools.partial(link.send_run, number, tag), link.writable, job.config.batch_wait,
                              job.config.copy)
         try:
@@ -1774,7 +1813,11 @@ def _pool_run(job: _Job, recipe: list, command: tuple, link: _PoolLink, signals:
                 recipe.append(_pickling.loads(job.recipe) if job.pickled else job.recipe)
             set_worker_info(WorkerInfo(job.wid, job.config.workers, seed))
             _seed_globals(seed)
-            reporter = _report.worker_start(recipe[0], report, job.wid, context)
+            signals.critical = True  # (a stop waits until the reporter is ours to stop: else its thread is left)
+            try:
+                reporter = _report.worker_start(recipe[0], report, job.wid, context)
+            finally:
+                signals.sent()
             iterator = _start_share(recipe[0], run_job) if tracked else iter(recipe[0])
             _send_items(iterator, run_job, outbox)
             outbox.finish()

@@ -424,3 +424,106 @@ def test_observers_count_each_run_afresh_on_the_same_workers(transport):
         assert len(seen) == 2
     finally:
         recipe.close()
+
+
+# -- found by a review: the start of a run, a stop that is swallowed, observers, threads ----------
+
+
+def test_a_worker_killed_as_the_next_run_starts_is_replaced_and_the_run_complete():
+    """SIGKILL to a worker, then at once the next run: the worker had said READY; the run goes to another
+    in its place (the dead one never began it), not to the dead one (whose death was then reported)."""
+    recipe = zmq_offload(workers=2, persistent_workers=True, start_method="fork")(stream(numbered, "x", 100))
+    try:
+        outcomes = []
+        for trial in range(10):
+            workers = sorted(pids(list(recipe)))
+            os.kill(workers[trial % 2], signal.SIGKILL)
+            items = list(recipe)  # (no wait: the worker may not even be dead yet)
+            outcomes.append(sorted(x["i"] for x in items) == sorted(list(range(100)) * 2))
+        assert all(outcomes), outcomes
+    finally:
+        recipe.close()
+
+
+def swallows_the_stop(n, then):
+    """Endless until the file ``then`` exists (then ``n`` items); a catch-all around each item's load, as
+    "robust" loaders have, swallows the stop."""
+    endless = not os.path.exists(then)
+    i = 0
+    while endless or i < n:
+        try:
+            time.sleep(0.002)  # (the item's load)
+        except BaseException:
+            pass
+        yield {"i": i, "pid": os.getpid()}
+        i += 1
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_swallows_the_stop_is_replaced_in_the_next_run(tmp_path):
+    """The stopped run's items keep coming from a worker that swallowed the stop: they do not count as the
+    worker answering, so ``timeout`` into the next run it is replaced (the next run hung for ever)."""
+    then = tmp_path / "second"
+    recipe = zmq_offload(workers=1, persistent_workers=True, start_method="fork", timeout=0.5)(
+        stream(swallows_the_stop, 50, str(then)))
+    try:
+        first = pids(take(20, recipe))
+        then.touch()
+        second = list(recipe)
+        assert [x["i"] for x in second] == list(range(50)) and not pids(second) & first
+    finally:
+        recipe.close()
+
+
+def counts_reporters():
+    """Endless items; the first says how many reporter threads its worker has."""
+    import threading
+
+    reporters = sum(t.name == "pescador-reporter" for t in threading.enumerate())
+    i = 0
+    while True:
+        yield {"i": i, "pid": os.getpid(), "reporters": reporters if i == 0 else -1}
+        i += 1
+
+
+@pytest.mark.timeout(120)
+def test_early_stops_with_an_observer_leave_one_reporter_thread_per_worker():
+    recipe = zmq_offload(workers=2, persistent_workers=True, start_method="fork")(
+        pescador.measure(pescador.Meter())(stream(counts_reporters)))
+    try:
+        seen = []
+        for _ in range(60):
+            seen += [x["reporters"] for x in take(20, recipe) if x["reporters"] >= 0]
+        assert seen and set(seen) == {1}, collections.Counter(seen)  # (piled up: 6 to 24 after 100 runs)
+        workers = pids(take(20, recipe))
+    finally:
+        recipe.close()
+    assert wait_gone(workers, 5.0)
+
+
+def test_two_threads_starting_the_first_run_at_once_make_one_pool(monkeypatch):
+    import threading
+
+    real = pescador.zmq_stream._Pool.__init__
+
+    def slow_init(self, *args, **kwargs):  # (widens the window between looking for the pool and keeping it)
+        real(self, *args, **kwargs)
+        time.sleep(0.05)
+
+    monkeypatch.setattr(pescador.zmq_stream._Pool, "__init__", slow_init)
+    recipe = zmq_offload(workers=1, persistent_workers=True, start_method="fork")(stream(numbered, "x", 20))
+    barrier, seen = threading.Barrier(2), []
+
+    def runs():
+        barrier.wait()
+        for _ in range(3):
+            seen.append(pids(list(recipe)))
+
+    threads = [threading.Thread(target=runs) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    recipe.close()
+    assert len(seen) == 6
+    assert wait_gone(list(set().union(*seen)), 5.0)
