@@ -1179,6 +1179,17 @@ def _close(iterator: Any) -> None:
             pass
 
 
+def _connect(sock: zmq.Socket, job: _Job) -> None:
+    """Set up a worker's DEALER socket (its identity, flow control) and connect it to its consumer."""
+    sock.setsockopt(zmq.IDENTITY, job.identity)
+    sock.setsockopt(zmq.SNDHWM, job.config.hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    if job.password:  # (over TCP: the consumer lets in only the run's workers, see _gate)
+        sock.setsockopt(zmq.PLAIN_USERNAME, b"worker")
+        sock.setsockopt(zmq.PLAIN_PASSWORD, job.password)
+    sock.connect(job.endpoint)
+
+
 def _worker(job: _Job) -> None:
     """A worker process: run the recipe and send its items, then END (or ERROR).
 
@@ -1195,14 +1206,8 @@ def _worker(job: _Job) -> None:
         _start_watcher(_Consumer(job.consumer), job.endpoint, done)
         _wait_to_begin(job)
         context = zmq.Context()
-        sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, job.identity)
-        sock.setsockopt(zmq.SNDHWM, job.config.hwm)
-        sock.setsockopt(zmq.LINGER, 0)
-        if job.password:  # (over TCP: the consumer lets in only the run's workers, see _gate)
-            sock.setsockopt(zmq.PLAIN_USERNAME, b"worker")
-            sock.setsockopt(zmq.PLAIN_PASSWORD, job.password)
-        sock.connect(job.endpoint)
+        sock = context.socket(zmq.DEALER)  # (held before it is set up: the finally below closes it)
+        _connect(sock, job)
         link = _Link(sock)
         outbox = wire.Outbox(link.send, link.writable, job.config.batch_wait, job.config.copy)
         try:
@@ -1768,13 +1773,7 @@ def _pool_worker(job: _Job) -> None:
         _wait_to_begin(job)
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.IDENTITY, job.identity)
-        sock.setsockopt(zmq.SNDHWM, job.config.hwm)
-        sock.setsockopt(zmq.LINGER, 0)
-        if job.password:
-            sock.setsockopt(zmq.PLAIN_USERNAME, b"worker")
-            sock.setsockopt(zmq.PLAIN_PASSWORD, job.password)
-        sock.connect(job.endpoint)
+        _connect(sock, job)
         link = _PoolLink(sock, signals)
         recipe: list = []  # (the recipe, once unpickled: at the first run)
         while True:

@@ -373,21 +373,11 @@ HUNDRED_RUNS = """
 def test_a_hundred_runs_leak_no_process_descriptor_thread_or_directory(tmp_path):
     """In a process of its own session, so that its process group holds only its own runs' processes
     (not those of tests running beside it, as under pytest-xdist); killed if it hangs."""
-    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(HUNDRED_RUNS), os.path.dirname(__file__),
-                                str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    try:
-        out, _ = process.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, _ = process.communicate()
-        pytest.fail("a hundred runs did not finish within 120 s:\n" + out[-5000:])
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert process.returncode == 0 and out.splitlines()[-1:] == ["clean"], out[-5000:]
+    from test_faults import run_consumer
+
+    argv = f"sys.argv[1:] = [{os.path.dirname(__file__)!r}, {str(tmp_path)!r}]\n"
+    finished, out = run_consumer(argv + textwrap.dedent(HUNDRED_RUNS), 120)  # (a session of its own, killed at 120 s)
+    assert finished and out.splitlines()[-1:] == ["clean"], out[-5000:]
 
 
 CONSUMER = textwrap.dedent(

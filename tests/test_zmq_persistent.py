@@ -18,7 +18,7 @@ import pytest
 import pescador
 from pescador import PescadorError, stream, take, zmq_offload
 from test_faults import run_consumer
-from test_zmq import alive, children
+from test_zmq import _cmdline, alive, children  # noqa: F401 (_cmdline: the scripts' t._cmdline)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -90,14 +90,6 @@ if __name__ == "__main__":
     dirs = [d for d in os.listdir(tempfile.gettempdir()) if d.startswith("pescador-")]
     print(json.dumps({"epochs": epochs, "left": left, "dirs": dirs}))
 """
-
-
-def _cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _script(code, *args, tmp):
